@@ -1,0 +1,89 @@
+"""Turning a prompt and a picture into the tensors the transformer is conditioned on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .buckets import nearest_bucket
+from .sections import PromptConditioning
+
+LLAMA_TOKENS = 256  # prompt tokens kept after the template's system part
+PROMPT_LENGTH = 512  # what the transformer receives: Llama features cropped or zero padded
+CLIP_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    conditioning: PromptConditioning
+    truncated: bool  # the prompt was longer than the Llama encoder keeps
+
+
+@torch.no_grad()
+def encode_prompt(models, prompt: str) -> EncodedPrompt:
+    spec = models.spec
+    tokenizer, llama = models.tokenizer, models.text_encoder
+    text = spec.prompt_template.format(prompt)
+    max_length = LLAMA_TOKENS + spec.crop_start
+    tokens = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
+                       return_tensors="pt", return_attention_mask=True)
+    truncated = len(tokenizer(text, add_special_tokens=True).input_ids) > max_length
+    real_tokens = int(tokens.attention_mask.sum())
+    out = llama(input_ids=tokens.input_ids.to(llama.device),
+                attention_mask=tokens.attention_mask.to(llama.device), output_hidden_states=True)
+    # The third-from-last layer, without the template's system tokens and without padding.
+    features = out.hidden_states[-3][:, spec.crop_start:real_tokens]
+    embeds, mask = crop_or_pad(features, PROMPT_LENGTH)
+
+    clip_ids = models.tokenizer_2(prompt, padding="max_length", max_length=CLIP_TOKENS, truncation=True,
+                                  return_tensors="pt").input_ids
+    pooled = models.text_encoder_2(clip_ids.to(models.text_encoder_2.device)).pooler_output
+    return EncodedPrompt(PromptConditioning(embeds.cpu(), mask.cpu(), pooled.cpu()), truncated)
+
+
+def crop_or_pad(features: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, count, dim = features.shape
+    if count >= length:
+        return features[:, :length], torch.ones(batch, length, dtype=torch.bool, device=features.device)
+    padded = features.new_zeros(batch, length, dim)
+    padded[:, :count] = features
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=features.device)
+    mask[:, :count] = True
+    return padded, mask
+
+
+def crop_to_bucket(image: Image.Image, resolution: int) -> np.ndarray:
+    """Resize to cover the nearest bucket (Lanczos) and centre-crop: (H, W, 3) uint8."""
+    height, width = nearest_bucket(image.height, image.width, resolution)
+    return resize_and_center_crop(image, width, height)
+
+
+def resize_and_center_crop(image: Image.Image, width: int, height: int) -> np.ndarray:
+    if (image.width, image.height) == (width, height):
+        return np.asarray(image.convert("RGB"))
+    scale = max(width / image.width, height / image.height)
+    resized = image.convert("RGB").resize(
+        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.LANCZOS)
+    left, top = (resized.width - width) / 2, (resized.height - height) / 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)))
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, 1, H, W) float32 in [-1, 1]."""
+    return (torch.from_numpy(np.ascontiguousarray(pixels)).float() / 127.5 - 1).permute(2, 0, 1)[None, :, None]
+
+
+@torch.no_grad()
+def encode_latent(vae, pixels: np.ndarray) -> torch.Tensor:
+    """The posterior mean (not a sample), so that a seed alone fixes the video."""
+    x = pixels_to_tensor(pixels).to(device=vae.device, dtype=vae.dtype)
+    return (vae.encode(x).latent_dist.mode() * vae.config.scaling_factor).float().cpu()
+
+
+@torch.no_grad()
+def encode_siglip(feature_extractor, image_encoder, pixels: np.ndarray) -> torch.Tensor:
+    inputs = feature_extractor.preprocess(images=pixels, return_tensors="pt")
+    values = inputs["pixel_values"].to(device=image_encoder.device, dtype=image_encoder.dtype)
+    return image_encoder(pixel_values=values).last_hidden_state.cpu()

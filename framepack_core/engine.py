@@ -1,0 +1,182 @@
+"""One generation, from a validated request to an MP4, reported as a stream of events.
+
+`run(...)` does the work and hands each event to `emit`; `generate(...)` is the same run
+as an iterator (the work happens on a producer thread, so that per-step events can be
+yielded while the sampler, which reports through a callback, is still inside a section).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from memory import ModelManager
+
+from .conditioning import crop_to_bucket, encode_latent, encode_prompt, encode_siglip, resize_and_center_crop
+from .events import Event, Failed, Finished, Notice, Preview, SectionDone, Stage, Step
+from .request import GenerationRequest
+from .schedule import FPS, decode_span, overlap_frames
+from .sections import Conditioning, run_sections
+from .video import blend_after, blend_before, decode_latents, latent_preview, to_uint8_frames, write_mp4
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """Raised from the step callback when the user pressed Stop."""
+
+
+def progress_path(output: Path) -> Path:
+    """Where the video so far lives while a run is going; the output is only replaced at the end."""
+    return output.with_name(f"{output.stem}.in-progress{output.suffix}")
+
+
+def run(request: GenerationRequest, models, output: str | os.PathLike, emit: Callable[[Event], None],
+        cancel: threading.Event | None = None, manager: ModelManager | None = None) -> None:
+    started = time.monotonic()
+    cancel = cancel or threading.Event()
+    manager = manager or ModelManager("cpu")
+    output = Path(output)
+    progress = progress_path(output)
+    state = _RunState()
+    try:
+        req = request.validated(models.spec.default_mode)
+        _generate(req, models, output, progress, emit, cancel, manager, state, started)
+    except Cancelled:
+        emit(_finish(state, output, progress, started, stopped=True))
+    except Exception as error:  # any failure ends this run only; the caller keeps serving
+        log.exception("generation failed")
+        emit(Failed(_user_message(error), traceback.format_exc(),
+                    partial_video=progress if progress.exists() else None))
+
+
+def generate(request: GenerationRequest, models, output: str | os.PathLike,
+             cancel: threading.Event | None = None, manager: ModelManager | None = None) -> Iterator[Event]:
+    """`run` as an iterator. Closing the iterator early stops the run at the next step."""
+    cancel = cancel or threading.Event()
+    events: queue.Queue = queue.Queue()
+    done = object()
+
+    def work():
+        try:
+            run(request, models, output, events.put, cancel, manager)
+        finally:
+            events.put(done)
+
+    worker = threading.Thread(target=work, name="framepack-generate", daemon=True)
+    worker.start()
+    try:
+        while (event := events.get()) is not done:
+            yield event
+    finally:
+        cancel.set()
+        worker.join()
+
+
+class _RunState:
+    """What a stop or a failure needs to know about the run so far."""
+
+    def __init__(self):
+        self.seed = 0
+        self.sections_done = 0
+        self.frames = 0
+        self.width = self.height = 0
+
+
+def _generate(req, models, output, progress, emit, cancel, manager, state, started):
+    state.seed = req.seed
+    settings = req.section_settings()
+    emit(Stage("encoding_prompt", "Encoding the prompt"))
+    with manager.use(models.text_encoder, models.text_encoder_2):
+        prompt = encode_prompt(models, req.prompt)
+        negative = encode_prompt(models, req.negative_prompt).conditioning if req.cfg != 1 else None
+    if prompt.truncated:
+        emit(Notice("The prompt is longer than the text encoder reads; its end was left out."))
+    _check(cancel)
+
+    emit(Stage("encoding_image", "Encoding the picture"))
+    pixels = crop_to_bucket(req.image, req.resolution)
+    state.height, state.width = pixels.shape[:2]
+    with manager.use(models.vae):
+        start_latent = encode_latent(models.vae, pixels)
+        end_latent = None
+        if req.end_image is not None:
+            end_pixels = resize_and_center_crop(req.end_image, state.width, state.height)
+            end_latent = encode_latent(models.vae, end_pixels)
+    with manager.use(models.image_encoder):
+        image_embeds = encode_siglip(models.feature_extractor, models.image_encoder, pixels)
+    _check(cancel)
+
+    cond = Conditioning(*prompt.conditioning, image_embeds=image_embeds, negative=negative)
+    count = settings.sections
+
+    def on_step(section, step, steps, x, x0):
+        emit(Step(section, count, step + 1, steps))
+        emit(Preview(section, step + 1, latent_preview(x0)))
+        _check(cancel)
+
+    generator = torch.Generator("cpu").manual_seed(req.seed)
+    video = None
+    emit(Stage("sampling", f"Sampling section 1 of {count}"))
+    with manager.use(models.transformer):
+        for section in run_sections(models.transformer, cond, start_latent, settings, generator,
+                                    end_latent=end_latent, step_callback=on_step):
+            emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
+            video = _extend_video(video, section, models.vae, settings, manager)
+            emit(Stage("writing", "Writing the video so far"))
+            frames = to_uint8_frames(video)
+            write_mp4(frames, progress, crf=req.crf, metadata=_metadata(req))
+            state.sections_done, state.frames = section.index + 1, len(frames)
+            emit(SectionDone(section.index, count, len(frames), progress, time.monotonic() - started))
+            if section.index + 1 < count:
+                _check(cancel)
+                emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+    emit(_finish(state, output, progress, started, stopped=False))
+
+
+def _extend_video(video, section, vae, settings, manager) -> torch.Tensor:
+    """Decode the newest latents and blend them into the pixels decoded so far."""
+    span = decode_span(section.index, section.count, settings.window, settings.mode)
+    latents = section.video_latents
+    inverted = settings.mode == "inverted"
+    with manager.use(vae):
+        if span == 0:
+            return decode_latents(vae, latents)
+        new = decode_latents(vae, latents[:, :, :span] if inverted else latents[:, :, -span:])
+    overlap = overlap_frames(settings.window)
+    return blend_before(new, video, overlap) if inverted else blend_after(video, new, overlap)
+
+
+def _finish(state: _RunState, output: Path, progress: Path, started: float, stopped: bool) -> Finished:
+    video = None
+    if state.sections_done and progress.exists():
+        os.replace(progress, output)
+        video = output
+    return Finished(video, state.frames, FPS, state.sections_done, state.width, state.height, state.seed,
+                    time.monotonic() - started, stopped)
+
+
+def _metadata(req: GenerationRequest) -> dict[str, str]:
+    return {"title": req.prompt[:200], "comment": f"FramePack seed={req.seed} steps={req.steps} "
+            f"seconds={req.seconds:g} mode={req.mode} gs={req.gs:g} cfg={req.cfg:g} rs={req.rs:g}"}
+
+
+def _check(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Cancelled()
+
+
+def _user_message(error: Exception) -> str:
+    if isinstance(error, ValueError):
+        return str(error)
+    if isinstance(error, torch.OutOfMemoryError):
+        return ("The GPU ran out of memory. Try a lower resolution, a shorter window, or a smaller VRAM budget "
+                "so that more of the model stays in system memory.")
+    return f"Generation failed: {error}"

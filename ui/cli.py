@@ -1,0 +1,105 @@
+"""`python app.py generate`: one video from the command line, progress on stderr."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from framepack_core import Failed, Finished, GenerationRequest, Notice, SectionDone, Stage, Step, generate
+from framepack_core.models import ModelsUnavailableError, load_models
+from memory import ModelManager, default_device
+
+
+def default_output(seed: int, folder: str | os.PathLike = "outputs") -> Path:
+    return Path(folder) / f"{time.strftime('%Y%m%d-%H%M%S')}_{seed}.mp4"
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output we could not write, before any model is loaded."""
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"The output {str(path)!r} must end in .mp4.")
+    if path.is_dir():
+        raise ValueError(f"The output {str(path)!r} is a folder; give a file name ending in .mp4.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"The output {str(path)!r} lies inside {str(parent)!r}, which is a file.")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"The folder {str(parent)!r} is not writable.")
+            break
+
+
+def generate_command(args) -> int:
+    request = GenerationRequest(
+        image=args.image, prompt=args.prompt, negative_prompt=args.negative_prompt, seconds=args.seconds,
+        seed=args.seed, steps=args.steps, window=args.window, gs=args.gs, cfg=args.cfg, rs=args.rs,
+        resolution=args.resolution, crf=args.crf, mode=args.mode, end_image=args.end_image)
+    output = Path(args.output) if args.output else default_output(args.seed)
+    try:
+        default_mode = "forward" if args.model == "framepack-f1" else "inverted"
+        request = request.validated(default_mode)
+        check_output_path(output)
+        models = load_models(args.model, models_dir=args.models_dir, progress=_say)
+    except (ValueError, ModelsUnavailableError) as error:
+        _say(f"error: {error}")
+        return 2 if isinstance(error, ValueError) else 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    device = default_device()
+    cancel = threading.Event()
+    events = generate(request, models, output, cancel, ModelManager(device))
+    finished = None
+    bar = None
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:
+            _say("stopping after the current step (the video so far is kept)…")
+            cancel.set()
+            continue
+        if isinstance(event, Step):
+            if bar is None or event.step == 1:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=event.steps, desc=f"section {event.section + 1}/{event.sections}",
+                           file=sys.stderr, leave=True)
+            bar.update(1)
+        elif isinstance(event, Notice) or (isinstance(event, Stage) and event.name.startswith("encoding")):
+            _say(event.message)
+        elif isinstance(event, SectionDone):
+            _say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")
+        elif isinstance(event, Failed):
+            _say(f"error: {event.message}")
+            if event.partial_video:
+                _say(f"the video so far is in {event.partial_video}")
+            return 1
+        elif isinstance(event, Finished):
+            finished = event
+    if bar is not None:
+        bar.close()
+    if finished is None or finished.video is None:
+        _say("stopped before the first section was done; no video was written")
+        return 130
+    _say(f"{'stopped; ' if finished.stopped else ''}wrote {finished.video} "
+         f"({finished.frames} frames, {finished.width}x{finished.height})")
+    if args.json:
+        summary = {
+            "output": str(finished.video), "frames": finished.frames, "fps": finished.fps,
+            "sections": finished.sections, "width": finished.width, "height": finished.height,
+            "seed": finished.seed, "seconds_elapsed": round(finished.seconds_elapsed, 3),
+            "stopped": finished.stopped, "model": args.model, "mode": request.mode, "device": str(device),
+            "settings": request.settings_dict(),
+        }
+        print(json.dumps(summary), flush=True)
+    return 130 if finished.stopped else 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
