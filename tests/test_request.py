@@ -1,0 +1,79 @@
+"""The request validator: good values pass through, bad ones get one clear sentence."""
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from framepack_core.request import GenerationRequest, load_picture
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pics") / "p.png"
+    Image.new("RGB", (100, 70), (200, 10, 10)).save(path)
+    return path
+
+
+def test_defaults_resolve(picture):
+    req = GenerationRequest(image=str(picture), prompt="a cat").validated()
+    assert req.mode == "inverted" and req.seed == 31337 and req.steps == 25 and req.seconds == 5
+    assert isinstance(req.image, Image.Image) and req.image.size == (100, 70) and req.image_name == str(picture)
+    assert GenerationRequest(image=picture, prompt="x").validated("forward").mode == "forward"
+    settings = req.section_settings()
+    assert (settings.window, settings.gs, settings.cfg, settings.rs, settings.sections) == (9, 10.0, 1.0, 0.0, 4)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(seconds=0), "Length"), (dict(seconds=-1), "Length"), (dict(seconds=1000), "Length"),
+    (dict(seconds=float("nan")), "Length"), (dict(steps=0), "Steps"), (dict(steps=2.5), "Steps"),
+    (dict(seed="abc"), "Seed"), (dict(seed=-1), "Seed"), (dict(seed=True), "Seed"),
+    (dict(resolution=64), "Resolution"), (dict(crf=60), "CRF"), (dict(cfg=0.5), "CFG"),
+    (dict(rs=2), "rescale"), (dict(mode="sideways"), "mode"), (dict(variant="bh3"), "variant"),
+    (dict(prompt=None), "prompt"), (dict(image=None), "picture"), (dict(image=""), "picture"),
+    (dict(image="/no/such/file.png"), "does not exist"), (dict(image=3), "picture"),
+])
+def test_bad_values_are_refused(picture, change, message):
+    fields = dict(image=str(picture), prompt="a cat") | change
+    with pytest.raises(ValueError, match=message):
+        GenerationRequest(**fields).validated()
+
+
+def test_end_frame_needs_inverted(picture):
+    with pytest.raises(ValueError, match="End frame|end frame"):
+        GenerationRequest(image=picture, prompt="x", end_image=picture, mode="forward").validated()
+    assert GenerationRequest(image=picture, prompt="x", end_image=picture).validated().end_image.size == (100, 70)
+
+
+def test_text_named_png_is_refused(tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture")
+    with pytest.raises(ValueError, match="not a picture"):
+        GenerationRequest(image=fake, prompt="x").validated()
+
+
+def test_truncated_picture_is_refused(tmp_path, picture):
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(picture.read_bytes()[:60])
+    with pytest.raises(ValueError, match="not a picture"):
+        load_picture(cut)
+
+
+def test_transparent_and_16_bit_pictures(tmp_path):
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert load_picture(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparency becomes white
+    deep = Image.new("I;16", (4, 4), 65535)
+    assert load_picture(deep).getpixel((0, 0)) == (255, 255, 255)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seconds=st.one_of(st.floats(allow_nan=True), st.integers(-10, 500)),
+       steps=st.one_of(st.integers(-5, 200), st.floats(-5, 200)),
+       seed=st.one_of(st.integers(-5, 2**64), st.text(max_size=3)))
+def test_validator_either_accepts_in_range_or_says_why(picture, seconds, steps, seed):
+    request = GenerationRequest(image=picture, prompt="p", seconds=seconds, steps=steps, seed=seed)
+    try:
+        req = request.validated()
+    except ValueError as error:
+        assert str(error).endswith(".") and "\n" not in str(error)
+        return
+    assert 0 < req.seconds <= 120 and 1 <= req.steps <= 100 and isinstance(req.steps, int)
+    assert 0 <= req.seed < 2**63 and isinstance(req.seed, int)
