@@ -72,7 +72,7 @@ def resize_and_center_crop(image: Image.Image, width: int, height: int) -> np.nd
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, 1, H, W) float32 in [-1, 1]."""
-    return (torch.from_numpy(np.ascontiguousarray(pixels)).float() / 127.5 - 1).permute(2, 0, 1)[None, :, None]
+    return (torch.from_numpy(np.array(pixels)).float() / 127.5 - 1).permute(2, 0, 1)[None, :, None]
 
 
 @torch.no_grad()

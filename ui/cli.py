@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from framepack_core import Failed, Finished, GenerationRequest, Notice, SectionDone, Stage, Step, generate
-from framepack_core.models import ModelsUnavailableError, load_models
+from framepack_core.models import MODEL_SETS, ModelsUnavailableError, load_models
 from memory import ModelManager, default_device
 
 
@@ -41,8 +42,7 @@ def generate_command(args) -> int:
         resolution=args.resolution, crf=args.crf, mode=args.mode, end_image=args.end_image)
     output = Path(args.output) if args.output else default_output(args.seed)
     try:
-        default_mode = "forward" if args.model == "framepack-f1" else "inverted"
-        request = request.validated(default_mode)
+        request = request.validated(MODEL_SETS[args.model].default_mode)
         check_output_path(output)
         models = load_models(args.model, models_dir=args.models_dir, progress=_say)
     except (ValueError, ModelsUnavailableError) as error:
@@ -52,25 +52,18 @@ def generate_command(args) -> int:
 
     device = default_device()
     cancel = threading.Event()
-    events = generate(request, models, output, cancel, ModelManager(device))
+    _stop_on_ctrl_c(cancel)
     finished = None
     bar = None
-    while True:
-        try:
-            event = next(events)
-        except StopIteration:
-            break
-        except KeyboardInterrupt:
-            _say("stopping after the current step (the video so far is kept)…")
-            cancel.set()
-            continue
+    for event in generate(request, models, output, cancel, ModelManager(device)):
         if isinstance(event, Step):
-            if bar is None or event.step == 1:
-                if bar is not None:
-                    bar.close()
+            if bar is None:
                 bar = tqdm(total=event.steps, desc=f"section {event.section + 1}/{event.sections}",
                            file=sys.stderr, leave=True)
             bar.update(1)
+            if event.step == event.steps:
+                bar.close()
+                bar = None
         elif isinstance(event, Notice) or (isinstance(event, Stage) and event.name.startswith("encoding")):
             _say(event.message)
         elif isinstance(event, SectionDone):
@@ -99,6 +92,17 @@ def generate_command(args) -> int:
         }
         print(json.dumps(summary), flush=True)
     return 130 if finished.stopped else 0
+
+
+def _stop_on_ctrl_c(cancel: threading.Event) -> None:
+    """The first Ctrl+C stops at the next step and keeps the video so far; a second one quits at once."""
+
+    def stop(signum, frame):
+        _say("stopping after the current step (the video so far is kept; Ctrl+C again to quit now)…")
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
 
 
 def _say(message: str) -> None:

@@ -1,0 +1,252 @@
+"""The model sets (FramePack I2V, FramePack F1, tiny): where their weights come from, and loading them.
+
+Every set is a table of hub repositories and subfolders. A repository is found either under a
+local models_dir (`<dir>/<owner>/<name>/<subfolder>`) or in the Hugging Face cache, downloading
+only the subfolders needed. The tiny set is the same table resolved under a folder that
+`tiny.ensure_tiny_models` builds, so it goes through this very code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+from . import tiny
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackTransformer3DModel
+    from transformers import (CLIPTextModel, LlamaModel, PreTrainedTokenizerBase, SiglipImageProcessorPil,
+                              SiglipVisionModel)
+
+MODELS_DIR_ENV = "FRAMEPACK_MODELS_DIR"
+
+
+@dataclass(frozen=True)
+class Source:
+    repo_id: str
+    subfolder: str | None
+
+
+@dataclass(frozen=True)
+class ModelSetSpec:
+    name: str
+    default_mode: str  # 'inverted' or 'forward'
+    sources: dict[str, Source]
+    dtypes: dict[str, torch.dtype]
+    prompt_template: str  # one '{}' for the prompt
+    crop_start: int  # template tokens before the prompt
+    approx_gb: float  # download size, for messages
+
+
+@dataclass
+class Models:
+    spec: ModelSetSpec
+    text_encoder: LlamaModel
+    # AutoTokenizer's pick: a byte-level tokenizer for the real Llama 3 one, LlamaTokenizer for tiny.
+    tokenizer: PreTrainedTokenizerBase
+    text_encoder_2: CLIPTextModel
+    tokenizer_2: PreTrainedTokenizerBase  # CLIPTokenizer
+    vae: AutoencoderKLHunyuanVideo
+    image_encoder: SiglipVisionModel
+    feature_extractor: SiglipImageProcessorPil
+    transformer: HunyuanVideoFramepackTransformer3DModel
+
+
+class ModelsUnavailableError(RuntimeError):
+    """The weights are neither local nor downloadable. str(error) is the whole message for users."""
+
+
+_HUNYUAN = "hunyuanvideo-community/HunyuanVideo"
+_REDUX = "lllyasviel/flux_redux_bfl"
+_GB = {"text_encoder": 16.0, "text_encoder_2": 0.25, "vae": 0.5, "image_encoder": 0.9, "transformer": 25.7}
+
+
+def _sources(transformer_repo: str) -> dict[str, Source]:
+    return {
+        "text_encoder": Source(_HUNYUAN, "text_encoder"), "tokenizer": Source(_HUNYUAN, "tokenizer"),
+        "text_encoder_2": Source(_HUNYUAN, "text_encoder_2"), "tokenizer_2": Source(_HUNYUAN, "tokenizer_2"),
+        "vae": Source(_HUNYUAN, "vae"),
+        "image_encoder": Source(_REDUX, "image_encoder"), "feature_extractor": Source(_REDUX, "feature_extractor"),
+        "transformer": Source(transformer_repo, None),
+    }
+
+
+def _real_set(name: str, mode: str, transformer_repo: str) -> ModelSetSpec:
+    half = torch.float16
+    return ModelSetSpec(
+        name, mode, _sources(transformer_repo),
+        {"text_encoder": half, "text_encoder_2": half, "vae": half, "image_encoder": half,
+         "transformer": torch.bfloat16},
+        DEFAULT_PROMPT_TEMPLATE["template"], DEFAULT_PROMPT_TEMPLATE["crop_start"], round(sum(_GB.values()), 2))
+
+
+MODEL_SETS: dict[str, ModelSetSpec] = {
+    "framepack": _real_set("framepack", "inverted", "lllyasviel/FramePackI2V_HY"),
+    "framepack-f1": _real_set("framepack-f1", "forward", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
+    # Same repositories and subfolders as 'framepack', resolved under the locally built folder.
+    # float32: half precision is slow (and partly unsupported) on CPUs.
+    "tiny": ModelSetSpec("tiny", "inverted", _sources("lllyasviel/FramePackI2V_HY"),
+                         dict.fromkeys(_GB, torch.float32), tiny.PROMPT_TEMPLATE, tiny.CROP_START, 0.0),
+}
+
+# key -> what the progress line says while it loads
+_LABELS = {
+    "text_encoder": "text encoder (Llama)", "tokenizer": "tokenizer (Llama)",
+    "text_encoder_2": "text encoder (CLIP-L)", "tokenizer_2": "tokenizer (CLIP-L)", "vae": "VAE",
+    "image_encoder": "image encoder (SigLIP)", "feature_extractor": "image processor (SigLIP)",
+    "transformer": "transformer (FramePack)",
+}
+# Weights load only from safetensors; other weight formats are never fetched.
+_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.gguf"]
+
+
+def load_models(name: str, *, models_dir: str | os.PathLike | None = None,
+                progress: Callable[[str], None] | None = None) -> Models:
+    """Load a model set onto the CPU, in eval mode, without gradients."""
+    if name not in MODEL_SETS:
+        raise ValueError(f"Unknown model set {name!r}; choose one of {', '.join(MODEL_SETS)}.")
+    spec = MODEL_SETS[name]
+    say = progress or (lambda message: None)
+    if name == "tiny":
+        # Never another models_dir: it may hold the real weights, which the tiny spec must not load.
+        say("preparing the tiny model set (built once, no download)…")
+        try:
+            tiny_dir = tiny.ensure_tiny_models()
+            return _load(spec, _local_roots(spec, tiny_dir), say)
+        except (OSError, ModelsUnavailableError) as error:
+            folder = tiny.default_cache_dir() / tiny.VERSION
+            raise ModelsUnavailableError(f"The tiny model set could not be built or loaded ({_first_line(error)}). "
+                                         f"Delete {folder} to rebuild it, or set FRAMEPACK_CACHE to another "
+                                         "folder.") from error
+    models_dir = models_dir or os.environ.get(MODELS_DIR_ENV) or None
+    roots = _local_roots(spec, Path(models_dir)) if models_dir else _hub_roots(spec, say)
+    try:
+        return _load(spec, roots, say)
+    except OSError as error:  # a folder is there but files in it are missing or unreadable
+        where = f"under {models_dir}" if models_dir else "in the Hugging Face cache"
+        raise ModelsUnavailableError(_unavailable_message(
+            spec, f"a model {where} could not be read: {_first_line(error)}")) from error
+
+
+def _load(spec: ModelSetSpec, roots: dict[str, Path], say: Callable[[str], None]) -> Models:
+    # The libraries' own per-file progress bars would interleave with ours (`say`).
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    loaded = {key: _load_component(key, spec, roots[src.repo_id], say) for key, src in spec.sources.items()}
+    return Models(spec=spec, **loaded)
+
+
+def _local_roots(spec: ModelSetSpec, models_dir: Path) -> dict[str, Path]:
+    if not models_dir.is_dir():
+        raise ModelsUnavailableError(_unavailable_message(spec, f"the models folder {models_dir} does not exist"))
+    missing = sorted({str(Path(s.repo_id, s.subfolder or "")) for s in spec.sources.values()
+                      if not (models_dir / s.repo_id / (s.subfolder or "")).is_dir()})
+    if missing:
+        raise ModelsUnavailableError(_unavailable_message(
+            spec, f"these folders are missing under {models_dir}: {', '.join(missing)}"))
+    return {s.repo_id: models_dir / s.repo_id for s in spec.sources.values()}
+
+
+def _hub_roots(spec: ModelSetSpec, say: Callable[[str], None]) -> dict[str, Path]:
+    from huggingface_hub import snapshot_download
+
+    # Read at call time: huggingface_hub reads these once at import, which may be too early.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    roots = {}
+    for repo_id, subfolders in _repositories(spec).items():
+        fetch = "" if offline else ", downloading what is missing"
+        say(f"looking for {repo_id} in the Hugging Face cache{fetch}…")
+        patterns = [f"{sub}/*" for sub in subfolders] if all(subfolders) else None  # None: the whole repository
+        try:
+            roots[repo_id] = Path(snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=_IGNORE,
+                                                    cache_dir=hub_cache_dir(), local_files_only=offline))
+        except OSError as error:  # huggingface_hub's not-found, HTTP and connection errors are all OSErrors
+            why = ("HF_HUB_OFFLINE forbids downloading" if offline
+                   else f"downloading failed: {_first_line(error)}")
+            raise ModelsUnavailableError(_unavailable_message(
+                spec, f"{repo_id} is not in the Hugging Face cache and {why}")) from error
+    return roots
+
+
+def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str], None]):
+    say(f"loading {_LABELS[key]}…")
+    subfolder = spec.sources[key].subfolder or ""
+    if key in ("tokenizer", "tokenizer_2"):
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # AutoTokenizer, not LlamaTokenizer: in transformers 5 the latter forces SentencePiece
+        # pre-tokenisation onto the byte-level Llama 3 tokenizer and drops every space. AutoTokenizer
+        # notices and says so in a warning meant for the repository's owner; keep it from users.
+        # Right padding: conditioning reads the prompt's features from the front.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            return AutoTokenizer.from_pretrained(root, subfolder=subfolder, padding_side="right")
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    if key == "feature_extractor":
+        # The PIL backend: what the reference app used, and it needs no torchvision.
+        from transformers import SiglipImageProcessorPil
+
+        return SiglipImageProcessorPil.from_pretrained(root, subfolder=subfolder)
+    dtype = spec.dtypes[key]
+    if key in ("vae", "transformer"):
+        import diffusers
+
+        cls = {"vae": diffusers.AutoencoderKLHunyuanVideo,
+               "transformer": diffusers.HunyuanVideoFramepackTransformer3DModel}[key]
+        model = cls.from_pretrained(root, subfolder=subfolder or None, torch_dtype=dtype, use_safetensors=True)
+    else:
+        import transformers
+
+        cls = {"text_encoder": transformers.LlamaModel, "text_encoder_2": transformers.CLIPTextModel,
+               "image_encoder": transformers.SiglipVisionModel}[key]
+        model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
+    return model.eval().requires_grad_(False)
+
+
+def _repositories(spec: ModelSetSpec) -> dict[str, list[str | None]]:
+    repos: dict[str, list[str | None]] = {}
+    for src in spec.sources.values():
+        repos.setdefault(src.repo_id, []).append(src.subfolder)
+    return repos
+
+
+def hub_cache_dir() -> Path:
+    """huggingface_hub's cache folder, from the environment as it is now."""
+    env = os.environ
+    explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def _first_line(error: BaseException) -> str:
+    # huggingface_hub's messages run over many lines; the first says what happened.
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _unavailable_message(spec: ModelSetSpec, reason: str) -> str:
+    lines = [f"The model set '{spec.name}' is not available: {reason}."]
+    lines.append(f"It needs these Hugging Face repositories, about {spec.approx_gb:.0f} GB in all:")
+    for repo_id, subfolders in _repositories(spec).items():
+        parts = ", ".join(s for s in subfolders if s)
+        lines.append(f"  {repo_id}" + (f" ({parts})" if parts else ""))
+    lines += [
+        f"With a connection they are downloaded once into {hub_cache_dir()} (set HF_HOME or HF_HUB_CACHE "
+        "to change where; HF_HUB_OFFLINE=1 forbids downloading).",
+        f"To use a copy you already have, pass --models-dir DIR (or set {MODELS_DIR_ENV}=DIR) with the files laid "
+        "out as DIR/<owner>/<name>/..., e.g. DIR/lllyasviel/flux_redux_bfl/image_encoder/.",
+        "To try the app without any download, use --model tiny.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""`python app.py generate` end to end, as a user runs it: a real process on the tiny set."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mp4info import mp4_info
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_app(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "app.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=os.environ | (env or {}))
+
+
+@pytest.fixture(scope="module")
+def landscape(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "small.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(path)  # 100 wide, 70 high
+    return path
+
+
+@pytest.mark.parametrize("seconds,frames,sections", [(2, 73, 2), (1, 37, 1)])
+def test_generate_tiny(tiny_models, landscape, tmp_path, seconds, frames, sections):
+    out = tmp_path / "video.mp4"
+    result = run_app("generate", "--model", "tiny", "--resolution", 128, "--seconds", seconds, "--image", landscape,
+                     "--prompt", "waves roll in", "--output", out, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["output"] == str(out) and summary["frames"] == frames and summary["sections"] == sections
+    assert summary["fps"] == 30 and summary["seed"] == 31337 and summary["seconds_elapsed"] > 0
+    assert summary["width"] % 16 == 0 and summary["height"] % 16 == 0 and summary["width"] > summary["height"]
+    meta, decoded = mp4_info(out)
+    assert decoded.shape == (frames, summary["height"], summary["width"], 3)
+    assert meta["codec"] == "h264" and meta["fps"] == 30 and meta["pix_fmt"].startswith("yuv420p")
+    assert "section 1/" in result.stderr  # a progress bar per section on stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "/no/such.png"], "does not exist"),
+    (["--seconds", "0"], "Length in seconds"),
+    (["--seconds", "-3"], "Length in seconds"),
+    (["--steps", "0"], "Steps"),
+    (["--mode", "forward", "--end-image", "{img}"], "end frame"),
+    (["--output", "{img}/inside.mp4"], "which is a file"),
+    (["--image", "{txt}"], "not a picture"),
+])
+def test_bad_input_gets_one_clear_line(tiny_models, landscape, tmp_path, args, message):
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    args = [a.format(img=landscape, txt=text) for a in args]
+    base = {"--image": str(landscape), "--output": str(tmp_path / "o.mp4")}
+    for flag in ("--image", "--output"):
+        if flag not in args:
+            args += [flag, base[flag]]
+    result = run_app("generate", "--model", "tiny", "--resolution", 128, "--prompt", "p", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == "" and not (tmp_path / "o.mp4").exists()
+
+
+def test_seed_must_be_an_integer(landscape):
+    result = run_app("generate", "--model", "tiny", "--image", landscape, "--prompt", "p", "--seed", "abc")
+    assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_offline_message_names_what_to_download(landscape, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "FRAMEPACK_MODELS_DIR": ""}
+    result = run_app("generate", "--image", landscape, "--prompt", "p", "--output", tmp_path / "o.mp4", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for needle in ("hunyuanvideo-community/HunyuanVideo", "lllyasviel/FramePackI2V_HY", "lllyasviel/flux_redux_bfl",
+                   "GB", "--models-dir", "--model tiny"):
+        assert needle in result.stderr, needle
+
+
+def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, landscape, tmp_path):
+    import signal
+
+    out = tmp_path / "stopped.mp4"
+    proc = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                             "--seconds", "6", "--steps", "5", "--image", str(landscape), "--prompt", "p", "--output", str(out),
+                             "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "section 1/5 done" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped"] is True and 1 <= summary["sections"] < 5
+    assert mp4_info(out)[1].shape[0] == summary["frames"] == 33 + 36 * (summary["sections"] - 1)
