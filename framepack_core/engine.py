@@ -24,7 +24,8 @@ from .events import Event, Failed, Finished, Notice, Preview, SectionDone, Stage
 from .request import GenerationRequest
 from .schedule import FPS, decode_span, overlap_frames
 from .sections import Conditioning, run_sections
-from .video import blend_after, blend_before, decode_latents, latent_preview, to_uint8_frames, write_mp4
+from .segments import SegmentedVideo
+from .video import decode_latents, latent_preview
 
 log = logging.getLogger(__name__)
 
@@ -123,35 +124,35 @@ def _generate(req, models, output, progress, emit, cancel, manager, state, start
         _check(cancel)
 
     generator = torch.Generator("cpu").manual_seed(req.seed)
-    video = None
-    emit(Stage("sampling", f"Sampling section 1 of {count}"))
-    with manager.use(models.transformer):
-        for section in run_sections(models.transformer, cond, start_latent, settings, generator,
-                                    end_latent=end_latent, step_callback=on_step):
-            emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
-            video = _extend_video(video, section, models.vae, settings, manager)
-            emit(Stage("writing", "Writing the video so far"))
-            frames = to_uint8_frames(video)
-            write_mp4(frames, progress, crf=req.crf, metadata=_metadata(req))
-            state.sections_done, state.frames = section.index + 1, len(frames)
-            emit(SectionDone(section.index, count, len(frames), progress, time.monotonic() - started))
-            if section.index + 1 < count:
-                _check(cancel)
-                emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+    video = SegmentedVideo(output, settings.mode, overlap_frames(settings.window), req.crf, _metadata(req))
+    try:
+        emit(Stage("sampling", f"Sampling section 1 of {count}"))
+        with manager.use(models.transformer):
+            for section in run_sections(models.transformer, cond, start_latent, settings, generator,
+                                        end_latent=end_latent, step_callback=on_step):
+                emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
+                pixels = _decode_newest(section, models.vae, settings, manager)
+                emit(Stage("writing", "Writing the video so far"))
+                video.add(pixels, last=section.index == count - 1)
+                video.write(progress)
+                state.sections_done, state.frames = section.index + 1, video.frames
+                emit(SectionDone(section.index, count, video.frames, progress, time.monotonic() - started))
+                if section.index + 1 < count:
+                    _check(cancel)
+                    emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+    finally:
+        video.close()
     emit(_finish(state, output, progress, started, stopped=False))
 
 
-def _extend_video(video, section, vae, settings, manager) -> torch.Tensor:
-    """Decode the newest latents and blend them into the pixels decoded so far."""
+def _decode_newest(section, vae, settings, manager) -> torch.Tensor:
+    """Pixels of the latents this section changed: all of them at first, later the newest span."""
     span = decode_span(section.index, section.count, settings.window, settings.mode)
     latents = section.video_latents
-    inverted = settings.mode == "inverted"
+    if span:
+        latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
     with manager.use(vae):
-        if span == 0:
-            return decode_latents(vae, latents)
-        new = decode_latents(vae, latents[:, :, :span] if inverted else latents[:, :, -span:])
-    overlap = overlap_frames(settings.window)
-    return blend_before(new, video, overlap) if inverted else blend_after(video, new, overlap)
+        return decode_latents(vae, latents)
 
 
 def _finish(state: _RunState, output: Path, progress: Path, started: float, stopped: bool) -> Finished:

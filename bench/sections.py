@@ -1,0 +1,97 @@
+"""Cost per section along one long video: it must stay flat, in time and in memory.
+
+    python bench/sections.py --json [--sections 16] [--resolution 256] [--steps 10]
+
+The tiny model set at a size where decoding and writing are not negligible. The last stdout
+line is JSON: per-section wall times, `section_time_ratio` (median of the last four sections
+over the median of sections 2 to 5), `rss_growth_ratio` (resident memory after the last
+section over after section 4), and the total seconds spent writing the video.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from framepack_core import Failed, GenerationRequest, SectionDone, Stage, generate  # noqa: E402
+from framepack_core.models import load_models  # noqa: E402
+from framepack_core.schedule import FPS  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", type=int, default=16)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--window", type=int, default=9)
+    parser.add_argument("--mode", choices=("inverted", "forward"), default="inverted")
+    parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
+    args = parser.parse_args()
+    if args.sections < 6:
+        parser.error("--sections must be at least 6 (the ratios compare sections 2-5 with the last four)")
+
+    process = psutil.Process()
+    models = load_models("tiny")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sections-"))
+    picture = workdir / "start.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(picture)
+    seconds = args.sections * 4 * args.window / FPS
+    request = GenerationRequest(image=picture, prompt="a slow pan over a city at night", seconds=seconds,
+                                steps=args.steps, window=args.window, resolution=args.resolution, mode=args.mode)
+
+    section_seconds, rss, write_seconds = [], [], 0.0
+    section_start = writing_since = None
+    finished = None
+    for event in generate(request, models, workdir / "video.mp4"):
+        now = time.perf_counter()
+        if isinstance(event, Stage) and event.name == "sampling":
+            section_start = section_start or now
+        elif isinstance(event, Stage) and event.name == "writing":
+            writing_since = now
+        elif isinstance(event, SectionDone):
+            write_seconds += now - writing_since
+            section_seconds.append(now - section_start)
+            section_start = now
+            rss.append(process.memory_info().rss)
+            print(f"section {event.section + 1}/{event.sections}: {section_seconds[-1]:.2f} s, "
+                  f"{event.frames} frames, rss {rss[-1] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+        elif isinstance(event, Failed):
+            print(event.detail, file=sys.stderr)
+            return 1
+        else:
+            finished = event if hasattr(event, "stopped") else finished
+
+    result = {
+        "sections": len(section_seconds),
+        "frames": finished.frames,
+        "resolution": args.resolution,
+        "size": [finished.width, finished.height],
+        "steps": args.steps,
+        "mode": args.mode,
+        "section_seconds": [round(s, 3) for s in section_seconds],
+        "section_time_ratio": round(statistics.median(section_seconds[-4:]) /
+                                    statistics.median(section_seconds[1:5]), 4),
+        "rss_growth_ratio": round(rss[-1] / rss[3], 4),
+        "rss_mib_after_section_4": round(rss[3] / 2**20, 1),
+        "rss_mib_after_last": round(rss[-1] / 2**20, 1),
+        "write_seconds_total": round(write_seconds, 3),
+        "video_bytes": os.path.getsize(finished.video),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The growing video as encoded segments, so every section costs the same to write.
+
+Only the `overlap` frames that the next section will blend into are kept as float pixels;
+every other frame is final once its section is blended, and is encoded exactly once into a
+segment file. The MP4 so far is the segments (plus the still-changing frames, encoded on
+their own) joined by ffmpeg's concat demuxer without re-encoding.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import torch
+
+from .video import blend_after, blend_before, to_uint8_frames, write_mp4
+
+
+class SegmentedVideo:
+    def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None):
+        self.inverted = mode == "inverted"
+        self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
+        self.workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", suffix=".segments", dir=output.parent))
+        self.segments: list[Path] = []  # in temporal order
+        self.pending: torch.Tensor | None = None  # float frames a later section still blends into
+        self.frames = 0  # every frame of the video so far, pending ones included
+        self.height = self.width = 0
+        self._count = 0
+
+    def add(self, new: torch.Tensor, last: bool) -> None:
+        """Blend a freshly decoded span (1, 3, T, H, W) in and encode the frames that became final."""
+        if self.pending is None:
+            video = new
+        elif self.inverted:
+            video = blend_before(new, self.pending, self.overlap)
+        else:
+            video = blend_after(self.pending, new, self.overlap)
+        self.frames += video.shape[2] - (0 if self.pending is None else self.pending.shape[2])
+        self.height, self.width = video.shape[3], video.shape[4]
+        keep = 0 if last else min(self.overlap, video.shape[2])
+        # Inverted: the next section blends into the earliest frames; forward: into the latest.
+        if self.inverted:
+            final, self.pending = video[:, :, keep:], video[:, :, :keep]
+        else:
+            final, self.pending = video[:, :, : video.shape[2] - keep], video[:, :, video.shape[2] - keep:]
+        self.pending = self.pending.clone() if keep else None
+        if final.shape[2]:
+            segment = self._encode(final)
+            self.segments.insert(0, segment) if self.inverted else self.segments.append(segment)
+
+    def write(self, path: Path) -> Path:
+        """The whole video so far as one playable MP4 at `path` (written aside, then renamed)."""
+        parts = list(self.segments)
+        if self.pending is not None:
+            tail = self._encode(self.pending, name="pending.mp4")
+            parts = [tail] + parts if self.inverted else parts + [tail]
+        return concat_mp4(parts, path, self.metadata)
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _encode(self, pixels: torch.Tensor, name: str | None = None) -> Path:
+        if name is None:
+            self._count += 1
+            name = f"segment-{self._count:05d}.mp4"
+        return write_mp4(to_uint8_frames(pixels), self.workdir / name, crf=self.crf)
+
+
+def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Join MP4 files made with the same encoder settings, copying the streams (no re-encode)."""
+    listing = path.with_name(f".{path.stem}.concat.txt")
+    listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
+    tmp = path.with_name(f".{path.stem}.joining{path.suffix}")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
+               "-i", str(listing), "-c", "copy", "-movflags", "+faststart"]
+    for key, value in (metadata or {}).items():
+        command += ["-metadata", f"{key}={value}"]
+    try:
+        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"joining the video segments failed: {result.stderr.strip()[:300]}")
+        os.replace(tmp, path)
+    finally:
+        listing.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _quote(path: Path) -> str:
+    # The concat list format escapes single quotes as '\''.
+    return str(path).replace("'", "'\\''")
