@@ -6,9 +6,10 @@ import numbers
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .buckets import MAX_RESOLUTION, MIN_RESOLUTION
+from .pictures import load_picture
 from .sections import MODES, SectionSettings
 
 MAX_SECONDS = 120.0
@@ -78,30 +79,6 @@ class GenerationRequest:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("image", "end_image")}
         out["end_image"] = self.end_image is not None
         return out
-
-
-def load_picture(source: str | Path | Image.Image, what: str = "picture") -> Image.Image:
-    """Open a picture, upright (EXIF orientation applied), first frame, as RGB."""
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"The {what} {str(path)!r} does not exist or is not a file.")
-        try:
-            image = Image.open(path)
-            image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(f"The {what} {str(path)!r} is not a picture this app can read ({error}).") from None
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent areas become white rather than whatever colour hides under them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
-    return image.convert("RGB")
 
 
 def _open_image(what: str, source) -> Image.Image:
