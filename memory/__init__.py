@@ -1,4 +1,20 @@
-"""Placement of torch modules on devices under a byte budget. Knows nothing of FramePack."""
-from .manager import ModelManager, default_device
+"""Placement of torch modules on devices under a byte budget. Knows nothing of FramePack.
 
-__all__ = ["ModelManager", "default_device"]
+budget.py     pure planning: which blocks stay resident, which stream, how far ahead to copy
+device.py     CUDA device and a simulated one (CPU tensors, same code paths, a byte ledger)
+weights.py    a group of tensors packed into one (pinned) host buffer, pointable at device copies
+swap.py       streaming blocks through device slots, prefetched on a side stream
+placement.py  one model on a device: fixed part + resident blocks + a streamer for the rest
+manager.py    whole models in and out of the device under one budget
+"""
+from .budget import GiB, BlockPlan, BudgetError, activation_bytes, plan_blocks, size_text
+from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
+from .manager import DEFAULT_TILING_BYTES, ModelManager, automatic_budget, default_device
+from .placement import ModelPlacement, find_block_lists
+from .swap import BlockStreamer
+
+__all__ = [
+    "DEFAULT_TILING_BYTES", "GiB", "BlockPlan", "BlockStreamer", "BudgetError", "CudaDevice", "Device",
+    "ModelManager", "ModelPlacement", "PinError", "SimulatedDevice", "activation_bytes", "automatic_budget",
+    "cuda_device", "default_device", "find_block_lists", "plan_blocks", "size_text",
+]

@@ -1,33 +1,180 @@
-"""Whole models on the compute device for their work, and off it afterwards.
+"""Whole models on the compute device for their work, under one byte budget.
 
-Generic over torch.nn.Module: it knows nothing of what the models are for.
+`with manager.use(a, b): ...` puts `a` and `b` on the device for the body. Models stay there
+afterwards while the budget allows (all of them resident when it fits) and are evicted, least
+recently used first, only when another model needs the room. A model too big for the room
+left is split: its fixed part and as many blocks as fit stay, the other blocks stream (swap.py).
+A nested `use` may push the outer models off the device; they come back when it ends.
+
+Generic over torch.nn.Module: it knows nothing of what the models are for. The budget counts
+everything the work may use on the device: our weights, plus `reserve_bytes` kept for
+activations, which the planner never hands out to weights.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
+from .budget import GiB, BudgetError, plan_blocks, size_text
+from .device import Device, cuda_device
+from .placement import ModelPlacement
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESERVE_BYTES = 3 * GiB  # activations of a large transformer step; callers should size it per workload
+SAFETY_MARGIN_BYTES = GiB // 2  # free memory left alone: CUDA context growth, library workspaces, fragmentation
+# A model offering enable_tiling() (a VAE) tiles when less than this is left beside the weights:
+# an untiled decode of a few dozen video frames at about 640 pixels needs on the order of 20+ GiB.
+# Callers that know their workload pass their own figure.
+DEFAULT_TILING_BYTES = 24 * GiB
+
 
 class ModelManager:
-    def __init__(self, device: str | torch.device = "cpu", keep_resident: bool = False):
-        self.device = torch.device(device)
-        self.keep_resident = keep_resident or self.device.type == "cpu"
+    def __init__(self, device: str | torch.device | Device = "cpu", budget_bytes: int | None = None,
+                 reserve_bytes: int | None = None, tiling_bytes: int = DEFAULT_TILING_BYTES, prefetch: int = 2):
+        """`device` "cpu" keeps every model where it is (no GPU: everything runs on the CPU as before);
+        "cuda" manages the GPU, with an automatic budget (free memory) unless one is given; a
+        Device instance (e.g. SimulatedDevice) is used as it is and needs `budget_bytes`."""
+        self.device = _resolve(device)
+        self.prefetch = prefetch
+        self.tiling_bytes = tiling_bytes
+        self._frames: list[list[torch.nn.Module]] = []
+        self._clock = 0
+        self._block_lists: dict[int, Sequence[torch.nn.ModuleList]] = {}
+        if self.device is None:
+            self.budget_bytes = self.reserve_bytes = None
+            return
+        if reserve_bytes is None:
+            reserve_bytes = DEFAULT_RESERVE_BYTES if self.device.kind == "cuda" else 0
+        if budget_bytes is None:
+            budget_bytes = automatic_budget(self.device)
+        self.budget_bytes, self.reserve_bytes = int(budget_bytes), int(reserve_bytes)
+        if self.weight_budget <= 0:
+            raise BudgetError(f"A device budget of {size_text(budget_bytes)} leaves nothing for weights once "
+                              f"{size_text(reserve_bytes)} are kept for activations.")
+
+    @property
+    def weight_budget(self) -> int:
+        return self.budget_bytes - self.reserve_bytes
+
+    @property
+    def manages_device(self) -> bool:
+        return self.device is not None
+
+    def declare_blocks(self, module: torch.nn.Module, block_lists: Sequence[torch.nn.ModuleList]) -> None:
+        """Name a model's block lists, where the automatic discovery (placement.py) would guess wrong."""
+        self._block_lists[id(module)] = list(block_lists)
+
+    def placement(self, module: torch.nn.Module) -> ModelPlacement | None:
+        return self.device.placements.get(module) if self.device is not None else None
 
     @contextmanager
-    def use(self, *modules: torch.nn.Module) -> Iterator[None]:
-        """Move `modules` to the device for the body; back to the host afterwards unless resident."""
-        for module in modules:
-            module.to(self.device)
+    def use(self, *modules: torch.nn.Module | None) -> Iterator[None]:
+        """The given models on the device for the body (None entries are skipped)."""
+        wanted = list(dict.fromkeys(m for m in modules if m is not None))
+        if self.device is None:
+            yield
+            return
+        self._frames.append(wanted)
         try:
+            self._ensure(wanted)
             yield
         finally:
-            if not self.keep_resident:
-                for module in modules:
-                    module.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            self._frames.pop()
+            if self._frames:  # a nested use may have pushed the outer models off; they are needed again
+                self._ensure([m for frame in self._frames for m in frame])
+
+    def release(self) -> None:
+        """Every model this device holds back to the host (e.g. before switching model sets)."""
+        if self.device is not None:
+            self.device.evict_all()
+
+    def _placement_for(self, module: torch.nn.Module) -> ModelPlacement:
+        placement = self.device.placements.get(module)
+        if placement is not None and not placement.intact():
+            # Moved or converted behind our back: the packed copy may be stale, so pack again.
+            log.warning("%s was moved outside the memory manager; packing its weights again", type(module).__name__)
+            placement.abandon()
+            placement = None
+        if placement is None:
+            placement = ModelPlacement(module, self.device, self._block_lists.get(id(module)))
+            self.device.placements[module] = placement
+        return placement
+
+    def _ensure(self, wanted: list[torch.nn.Module]) -> None:
+        self._clock += 1
+        placements = [self._placement_for(m) for m in wanted]
+        terms = (self.budget_bytes, self.reserve_bytes, self.prefetch)
+        for placement in placements:
+            placement.last_used = self._clock
+            if placement.on_device and placement.terms != terms:
+                placement.evict()  # planned by a manager with another budget (e.g. the last run's): plan again
+        missing = sorted((p for p in placements if not p.on_device), key=lambda p: p.full_bytes)
+        if not missing:
+            return
+        self._make_room(sum(p.full_bytes for p in missing), placements)
+        # Smallest first: small models go in whole, the largest gets what is left and streams if it must.
+        for placement in missing:
+            room = self.weight_budget - self.device.current_bytes
+            try:
+                plan = plan_blocks(placement.block_bytes, placement.rest.nbytes, room, 0, self.prefetch)
+            except BudgetError:
+                raise BudgetError(
+                    f"The device budget of {size_text(self.budget_bytes)} ({size_text(self.reserve_bytes)} of it kept "
+                    f"for activations, {size_text(self.weight_budget - room)} held by models in use) cannot "
+                    f"hold {type(wanted[placements.index(placement)]).__name__}'s fixed part "
+                    f"({size_text(placement.rest.nbytes)}) and one of its blocks "
+                    f"({size_text(max(placement.block_bytes, default=0))}). Raise the VRAM budget, or lower the "
+                    f"resolution so that less is kept for activations.") from None
+            placement.place(plan)
+            placement.terms = terms
+            self._set_tiling(placement, wanted[placements.index(placement)])
+            streamed = plan.resident.count(False)
+            log.info("%s on the %s device: %s of weights there, %d of %d blocks streamed through %d slots",
+                     type(wanted[placements.index(placement)]).__name__, self.device.kind,
+                     size_text(plan.device_bytes), streamed, len(plan.resident), plan.slots)
+
+    def _make_room(self, needed: int, keep: list[ModelPlacement]) -> None:
+        """Evict until `needed` bytes are free: idle models first, then those of outer `use` frames."""
+        in_use = {id(self.device.placements.get(m)) for frame in self._frames for m in frame}
+        kept = {id(p) for p in keep}
+        placed = [p for p in self.device.placements.values() if p.on_device and id(p) not in kept]
+        idle = sorted((p for p in placed if id(p) not in in_use), key=lambda p: p.last_used)
+        outer = sorted((p for p in placed if id(p) in in_use), key=lambda p: p.last_used)
+        for victim in idle + outer:
+            if self.weight_budget - self.device.current_bytes >= needed:
+                return
+            victim.evict()
+
+    def _set_tiling(self, placement: ModelPlacement, module: torch.nn.Module) -> None:
+        if not hasattr(module, "enable_tiling"):
+            return
+        left = self.budget_bytes - self.device.current_bytes
+        if left < self.tiling_bytes:
+            module.enable_tiling()
+            placement.tiled_by_manager = True
+        elif getattr(placement, "tiled_by_manager", False) and hasattr(module, "disable_tiling"):
+            module.disable_tiling()
+            placement.tiled_by_manager = False
+
+
+def _resolve(device: str | torch.device | Device) -> Device | None:
+    if isinstance(device, Device):
+        return device
+    device = torch.device(device)
+    if device.type == "cuda":
+        return cuda_device(device.index)
+    return None  # the CPU (or anything else): models stay where they are
+
+
+def automatic_budget(device: Device) -> int:
+    """What the device can give us now: its free memory plus what we already hold there, less a margin."""
+    if not hasattr(device, "free_bytes"):
+        raise ValueError(f"a {device.kind} device needs an explicit budget")
+    return device.free_bytes() + device.current_bytes - SAFETY_MARGIN_BYTES
 
 
 def default_device() -> torch.device:

@@ -1,0 +1,288 @@
+"""Block streaming benchmark: exact output, device bytes within the budget, and (on a GPU) speed.
+
+    python bench/offload.py --simulate --json           # any machine: a small FramePack-class transformer
+    python bench/offload.py --device cuda --full-size   # a GPU: the 13B architecture, random bf16 weights
+
+The last stdout line is JSON. --simulate runs the small model on the simulated device (CPU
+tensors, the streaming code paths, a byte ledger) at a third of its bytes and compares with the
+same model fully resident. --full-size times one 640-bucket section window with its packed
+context for: fully resident (where it fits), our streamer at 6 and 12 GB, and the usual
+synchronous baseline (each block copied from pageable memory on the compute stream as it runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from memory import ModelManager, SimulatedDevice, activation_bytes  # noqa: E402
+from memory.budget import GiB as GiB_BYTES  # noqa: E402
+
+# Small enough for the CPU, with more blocks than the 13B's fixed part is big, so a third of the
+# bytes holds the fixed part, three slots and a resident block (the real model is 97% blocks).
+SMALL_CONFIG = dict(num_attention_heads=4, attention_head_dim=32, num_layers=4, num_single_layers=26,
+                    num_refiner_layers=1, mlp_ratio=8.0, text_embed_dim=32, pooled_projection_dim=16,
+                    rope_axes_dim=(8, 12, 12), image_proj_dim=24, has_image_proj=True, has_clean_x_embedder=True)
+# lllyasviel/FramePackI2V_HY's transformer config (the F1 model has the same architecture).
+FULL_CONFIG = dict(num_attention_heads=24, attention_head_dim=128, num_layers=20, num_single_layers=40,
+                   num_refiner_layers=2, mlp_ratio=4.0, text_embed_dim=4096, pooled_projection_dim=768,
+                   rope_axes_dim=(16, 56, 56), image_proj_dim=1152, has_image_proj=True, has_clean_x_embedder=True)
+REAL_PROMPT_TOKENS = 64  # of the 512 the engine pads the Llama features to
+SIGLIP_TOKENS = 729
+
+
+def _transformer_class():
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    return HunyuanVideoFramepackTransformer3DModel
+
+
+def small_transformer(seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return _transformer_class()(**{**SMALL_CONFIG, **overrides}).eval()
+
+
+def full_size_transformer(dtype=torch.bfloat16, seed: int = 0, std: float = 0.02, **overrides) -> torch.nn.Module:
+    """The 13B architecture with random weights, built without initialising 13B parameters one by one."""
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # created in bf16 from the start: no 52 GB float32 detour
+    try:
+        with torch.device("meta"):
+            model = _transformer_class()(**{**FULL_CONFIG, **overrides})
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model = model.to_empty(device="cpu").eval()
+    generator = torch.Generator().manual_seed(seed)
+    pool = (torch.randn(1 << 24, generator=generator) * std).to(dtype)  # tiled into every tensor: fast, not zero
+    for shift, tensor in enumerate(list(model.parameters()) + list(model.buffers())):
+        flat = tensor.data.view(-1)
+        for start in range(0, flat.numel(), pool.numel()):
+            part = flat[start:start + pool.numel()]
+            offset = (shift * 7919) % (pool.numel() - part.numel() + 1)
+            part.copy_(pool[offset:offset + part.numel()])
+    return model
+
+
+def section_inputs(config: dict, latent_height: int, latent_width: int, window: int = 9, dtype=torch.float32,
+                   device="cpu", seed: int = 0) -> dict:
+    """One denoising call's arguments, as the engine makes them for the last inverted section."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    # pre[1] window[K] post[1] 2x[2] 4x[16] (padding 0; the token count is the same for any padding)
+    positions = torch.arange(1 + window + 1 + 2 + 16).split([1, window, 1, 2, 16])
+    pre, noisy, post, two, four = (p.to(device) for p in positions)
+    mask = torch.zeros(1, 512, dtype=torch.bool, device=device)
+    mask[:, :REAL_PROMPT_TOKENS] = True
+    h, w = latent_height, latent_width
+    return dict(
+        hidden_states=rand(1, 16, window, h, w), timestep=torch.tensor([900.0], device=device, dtype=dtype),
+        encoder_hidden_states=rand(1, 512, config["text_embed_dim"]), encoder_attention_mask=mask,
+        pooled_projections=rand(1, config["pooled_projection_dim"]),
+        image_embeds=rand(1, SIGLIP_TOKENS if config["image_proj_dim"] == 1152 else 16, config["image_proj_dim"]),
+        indices_latents=noisy, guidance=torch.tensor([10000.0], device=device, dtype=dtype),
+        latents_clean=rand(1, 16, 2, h, w), indices_latents_clean=torch.cat([pre, post]),
+        latents_history_2x=rand(1, 16, 2, h, w), indices_latents_history_2x=two,
+        latents_history_4x=rand(1, 16, 16, h, w), indices_latents_history_4x=four,
+        return_dict=False)
+
+
+def token_count(latent_height: int, latent_width: int, window: int = 9, image_tokens: int = SIGLIP_TOKENS) -> int:
+    """Tokens in one call: the noisy window at 1x2x2, clean 1x, 2x and 4x context, prompt and image."""
+    def patches(frames, t, s):
+        return -(-frames // t) * -(-latent_height // s) * -(-latent_width // s)
+    return (patches(window, 1, 2) + patches(2, 1, 2) + patches(2, 2, 4) + patches(16, 4, 8)
+            + REAL_PROMPT_TOKENS + image_tokens)
+
+
+def tensor_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+@torch.no_grad()
+def simulate() -> dict:
+    model = small_transformer()
+    inputs = section_inputs(SMALL_CONFIG, 16, 16)
+    resident = model(**inputs)[0]
+    model_bytes = tensor_bytes(model)
+    device = SimulatedDevice()
+    manager = ModelManager(device, budget_bytes=model_bytes // 3, reserve_bytes=0)
+    with manager.use(model):
+        placement = manager.placement(model)
+        first = model(**inputs)[0]
+        moved = device.bytes_moved
+        second = model(**inputs)[0]  # steady state: the copies ahead of this pass were issued by the last one
+        moved = device.bytes_moved - moved
+    plan = placement.plan
+    return dict(
+        device="simulated", model_bytes=model_bytes, budget_bytes=manager.budget_bytes,
+        peak_device_bytes=device.peak_bytes, bytes_moved_per_forward=moved,
+        blocks_resident=plan.resident.count(True), blocks_total=len(plan.resident), slots=plan.slots,
+        max_abs_diff=max((first - resident).abs().max().item(), (second - resident).abs().max().item()))
+
+
+class SyncPageableBaseline:
+    """What FramePack apps do today: each block copied from pageable memory, on the compute stream, as it runs."""
+
+    def __init__(self, blocks, device):
+        self.device, self._host = device, {}
+        self.handles = [h for b in blocks for h in (b.register_forward_pre_hook(self.before),
+                                                     b.register_forward_hook(self.after))]
+
+    def before(self, block, args):
+        for p in block.parameters():
+            self._host[p] = p.data
+            p.data = p.data.to(self.device)  # synchronous: the GPU waits for every byte
+
+    def after(self, block, args, output):
+        for p in block.parameters():
+            p.data = self._host.pop(p)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _timed(model, inputs, steps: int) -> float:
+    model(**inputs)  # warm-up: kernels chosen, caches filled, prefetch primed
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        model(**inputs)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def _bandwidth(device: str, pinned: bool) -> float:
+    """Host->device bytes per second, one 1 GiB copy at a time."""
+    host = torch.empty(GiB_BYTES, dtype=torch.uint8, pin_memory=pinned)
+    target = torch.empty_like(host, device=device)
+    target.copy_(host, non_blocking=pinned)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(3):
+        target.copy_(host, non_blocking=pinned)
+    torch.cuda.synchronize()
+    return 3 * GiB_BYTES / (time.perf_counter() - started)
+
+
+def _run_baseline(model, inputs, steps: int, device: str) -> dict:
+    """Run while the weights are still in plain pageable memory, before the manager packs them."""
+    names = ("transformer_blocks", "single_transformer_blocks")
+    blocks = [block for name in names for block in getattr(model, name)]
+    rest = [m for name, m in model.named_children() if name not in names]
+    for module in rest:
+        module.to(device)
+    torch.cuda.reset_peak_memory_stats()
+    baseline = SyncPageableBaseline(blocks, torch.device(device))
+    try:
+        seconds = _timed(model, inputs, steps)
+    finally:
+        baseline.remove()
+        for module in rest:
+            module.to("cpu")
+    return dict(seconds_per_step=seconds, peak_vram_bytes=torch.cuda.max_memory_allocated(),
+                bytes_moved_per_step=sum(tensor_bytes(b) for b in blocks),
+                copy_bandwidth=_bandwidth(device, pinned=False))
+
+
+def _run_managed(model, inputs, steps: int, manager: ModelManager, resident_only: bool) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    with manager.use(model):
+        placement = manager.placement(model)
+        plan = placement.plan
+        if resident_only and plan.streams:
+            manager.release()
+            return dict(skipped="the whole model does not fit this GPU")
+        model(**inputs)  # after this pass the copies run ahead of compute as they will from now on
+        manager.device.reset_counters()
+        seconds = _timed(model, inputs, steps)
+        moved = manager.device.bytes_moved / (steps + 1)  # _timed's own warm-up pass is steady state too
+    result = dict(seconds_per_step=seconds, budget_bytes=manager.budget_bytes,
+                  peak_vram_bytes=torch.cuda.max_memory_allocated(), bytes_moved_per_step=moved,
+                  blocks_resident=plan.resident.count(True), blocks_total=len(plan.resident), slots=plan.slots,
+                  pageable_bytes=placement.pageable_bytes)
+    manager.release()
+    return result
+
+
+@torch.no_grad()
+def full_size(steps: int, budgets_gb: list[float], device: str = "cuda", **model_overrides) -> dict:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("offload.py: --device cuda needs an NVIDIA GPU with CUDA, and none is available here. "
+                         "Use --simulate to check the streaming code on the CPU.")
+    from memory import cuda_device
+
+    h, w = 640 // 8, 608 // 8  # the 640 bucket (640, 608): latent 80 x 76
+    tokens = token_count(h, w)
+    reserve = activation_bytes(tokens, FULL_CONFIG["num_attention_heads"] * FULL_CONFIG["attention_head_dim"])
+    model = full_size_transformer(**model_overrides)
+    inputs = section_inputs(FULL_CONFIG, h, w, dtype=torch.bfloat16, device=device)
+    modes = {"sync_pageable": _run_baseline(model, inputs, steps, device)}
+    torch.cuda.empty_cache()
+
+    gpu = cuda_device()
+    runs = [("resident", None)] + [(f"stream_{gb:g}gb", int(gb * GiB_BYTES)) for gb in budgets_gb]
+    for name, budget in runs:
+        try:
+            manager = ModelManager(gpu, budget_bytes=budget, reserve_bytes=reserve)  # None: all that is free
+            modes[name] = _run_managed(model, inputs, steps, manager, resident_only=budget is None)
+        except (torch.OutOfMemoryError, ValueError) as error:  # one mode failing still reports the others
+            modes[name] = dict(failed=str(error).splitlines()[0])
+            gpu.evict_all()
+
+    pinned_bandwidth = _bandwidth(device, pinned=True)
+    base = modes["resident"].get("seconds_per_step")
+    for name, result in modes.items():
+        if name == "resident" or "seconds_per_step" not in result:
+            continue
+        # Copy time if nothing overlapped; what the step lost against resident is the part not hidden.
+        copy_seconds = result["bytes_moved_per_step"] / result.pop("copy_bandwidth", pinned_bandwidth)
+        result["copy_seconds_per_step"] = copy_seconds
+        if base is not None:
+            result["vs_resident"] = result["seconds_per_step"] / base
+            if copy_seconds > 0:
+                exposed = max(result["seconds_per_step"] - base, 0.0)
+                result["copy_hidden_share"] = max(0.0, 1.0 - exposed / copy_seconds)
+        if "budget_bytes" in result:
+            result["within_budget"] = result["peak_vram_bytes"] <= result["budget_bytes"]
+    baseline = modes["sync_pageable"]["seconds_per_step"]
+    for name, result in modes.items():
+        if name.startswith("stream_") and "seconds_per_step" in result:
+            result["speedup_vs_sync"] = baseline / result["seconds_per_step"]
+    return dict(device=torch.cuda.get_device_name(), model_bytes=tensor_bytes(model), tokens=tokens,
+                activation_reserve_bytes=reserve, steps=steps, pinned_bandwidth=pinned_bandwidth, modes=modes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--simulate", action="store_true", help="small model on the simulated device (no GPU)")
+    parser.add_argument("--device", choices=("cuda",), help="time on a real GPU")
+    parser.add_argument("--full-size", action="store_true", help="the 13B architecture (with --device cuda)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode, after one warm-up")
+    parser.add_argument("--budgets", default="6,12", help="streamer budgets in GB, comma separated")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    if args.simulate:
+        result = simulate()
+    elif args.device == "cuda" and args.full_size:
+        result = full_size(args.steps, [float(b) for b in args.budgets.split(",")])
+    else:
+        parser.error("choose --simulate, or --device cuda --full-size")
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

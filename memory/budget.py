@@ -1,0 +1,123 @@
+"""Pure planning: which blocks of a model stay on the device and which stream through it.
+
+No torch here, only byte counts, so the rules can be property-tested in isolation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+GiB = 1 << 30
+
+
+class BudgetError(ValueError):
+    """The budget cannot hold even the part of a model that must stay on the device.
+
+    A ValueError, so that the app shows its message to the user as it is.
+    """
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    block_bytes: tuple[int, ...]
+    other_bytes: int  # parameters outside the block lists: always on the device while placed
+    resident: tuple[bool, ...]  # per block: kept on the device for as long as the model is placed
+    slots: int  # device buffers that the streamed blocks take turns in (0: nothing streams)
+    slot_bytes: int
+
+    @property
+    def prefetch(self) -> int:
+        """How many streamed blocks are copied ahead of the one running."""
+        return max(self.slots - 1, 0)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(b for b, r in zip(self.block_bytes, self.resident) if r)
+
+    @property
+    def streamed_bytes(self) -> int:
+        """Bytes copied to the device per forward pass: each streamed block once."""
+        return sum(self.block_bytes) - self.resident_bytes
+
+    @property
+    def device_bytes(self) -> int:
+        return self.other_bytes + self.resident_bytes + self.slots * self.slot_bytes
+
+    @property
+    def streams(self) -> bool:
+        return self.slots > 0
+
+
+def spread_order(count: int) -> list[int]:
+    """0..count-1 in bit-reversed order: every prefix is spread evenly over the range."""
+    if count <= 1:
+        return list(range(count))
+    bits = (count - 1).bit_length()
+    order = [int(f"{i:0{bits}b}"[::-1], 2) for i in range(1 << bits)]
+    return [i for i in order if i < count]
+
+
+def residency_order(block_bytes: Sequence[int]) -> list[int]:
+    """The order in which blocks earn residency: the largest first, spread evenly within a size.
+
+    Larger blocks (a transformer's double-stream blocks) carry more bytes per unit of compute,
+    so their copies are the hardest to hide. Spreading residents between streamed blocks of the
+    same kind gives every copy some resident compute to hide behind, instead of bunching them.
+    """
+    order: list[int] = []
+    for size in sorted(set(block_bytes), reverse=True):
+        same = [i for i, b in enumerate(block_bytes) if b == size]
+        order += [same[j] for j in spread_order(len(same))]
+    return order
+
+
+def plan_blocks(block_bytes: Sequence[int], other_bytes: int, budget_bytes: int, reserve_bytes: int = 0,
+                prefetch: int = 2) -> BlockPlan:
+    """Decide residency for one model under `budget_bytes`, of which `reserve_bytes` is kept for activations.
+
+    Rules, each a tested property: everything is resident when it fits; the plan never uses more
+    than the budget; a larger budget never streams more bytes. Streaming needs `prefetch + 1`
+    slots of the largest block's size; until the budget holds that many, everything streams
+    through the slots there are (down to one: copy, run, copy, run) and nothing else is resident,
+    which keeps the bytes streamed monotone in the budget.
+    """
+    blocks = tuple(int(b) for b in block_bytes)
+    if any(b < 0 for b in blocks) or other_bytes < 0 or prefetch < 0:
+        raise ValueError("byte counts and prefetch must not be negative")
+    available = budget_bytes - reserve_bytes - other_bytes
+    if sum(blocks) <= available:
+        return BlockPlan(blocks, other_bytes, (True,) * len(blocks), 0, 0)
+    slot_bytes = max(blocks, default=0)
+    wanted_slots = min(prefetch + 1, len(blocks))  # more slots than blocks would never be used
+    slots = min(wanted_slots, available // slot_bytes) if slot_bytes else 0
+    if slots < 1:
+        raise BudgetError(
+            f"A device budget of {size_text(budget_bytes)} (with {size_text(reserve_bytes)} kept for "
+            f"activations) cannot hold this model's fixed part ({size_text(other_bytes)}) plus one of its "
+            f"blocks ({size_text(slot_bytes)}). Raise the VRAM budget or lower the resolution.")
+    resident = [False] * len(blocks)
+    if slots == wanted_slots:
+        room = available - slots * slot_bytes
+        for index in residency_order(blocks):
+            if blocks[index] > room:
+                break  # a prefix, not best-fit: skipping ahead could make a larger budget stream more
+            resident[index] = True
+            room -= blocks[index]
+    return BlockPlan(blocks, other_bytes, tuple(resident), slots, slot_bytes)
+
+
+def size_text(nbytes: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(nbytes) >= size:
+            return f"{nbytes / size:.2f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def activation_bytes(tokens: int, width: int, element_bytes: int = 2, factor: int = 24) -> int:
+    """A rough upper estimate of a transformer's activation memory for one forward pass.
+
+    The live set inside one block is a few copies of the hidden states plus the MLP's wider
+    intermediates (about `factor` hidden-sized tensors at the peak, counting norms, q/k/v and
+    their rotated copies, the 4x MLP and its activation). Benchmarks should confirm it per model.
+    """
+    return int(tokens) * int(width) * int(element_bytes) * int(factor)

@@ -1,0 +1,110 @@
+"""One model's weights on a device: its fixed part and resident blocks copied once, the rest streamed."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .budget import BlockPlan
+from .device import Device
+from .swap import BlockStreamer
+from .weights import WeightGroup
+
+# A list of one is not a sequence to prefetch along. Blocks must be used only by calling them
+# (their hooks fire then); a model that reads a block's weights from outside would see host copies.
+MIN_BLOCKS = 2
+
+
+def find_block_lists(module: torch.nn.Module) -> list[torch.nn.ModuleList]:
+    """A model's repeated blocks: the outermost ModuleLists of at least MIN_BLOCKS modules of one class.
+
+    For a HunyuanVideo transformer these are its double- and single-stream blocks, for Llama its
+    decoder layers, in the order the forward pass runs them (registration order).
+    """
+    found, prefixes = [], []
+    for name, sub in module.named_modules():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            continue
+        if isinstance(sub, torch.nn.ModuleList) and len(sub) >= MIN_BLOCKS and len({type(m) for m in sub}) == 1:
+            found.append(sub)
+            prefixes.append(name + ".")
+    return found
+
+
+class ModelPlacement:
+    def __init__(self, module: torch.nn.Module, device: Device,
+                 block_lists: Sequence[torch.nn.ModuleList] | None = None):
+        lists = find_block_lists(module) if block_lists is None else list(block_lists)
+        self.device = device
+        self.blocks = [block for blocks in lists for block in blocks]
+        seen: set[int] = set()
+        self.block_groups = [WeightGroup([block], device, seen) for block in self.blocks]
+        self.rest = WeightGroup([module], device, seen)  # whatever no block holds
+        self.plan: BlockPlan | None = None  # None while off the device
+        self.streamer: BlockStreamer | None = None
+        self.last_used = 0  # manager's clock, for evicting the least recently used model first
+        self.terms: tuple = ()  # the budget it was planned under; another budget plans it again
+        self._buffers: list[torch.Tensor] = []
+
+    @property
+    def groups(self) -> list[WeightGroup]:
+        return [self.rest, *self.block_groups]
+
+    @property
+    def block_bytes(self) -> list[int]:
+        return [g.nbytes for g in self.block_groups]
+
+    @property
+    def pageable_bytes(self) -> int:
+        """Bytes of streamed blocks whose host copy is not page-locked (they go through staging)."""
+        streamed = self.streamer.order if self.streamer is not None else []
+        return sum(self.block_groups[i].nbytes for i in streamed if not self.block_groups[i].pinned)
+
+    @property
+    def full_bytes(self) -> int:
+        return self.rest.nbytes + sum(self.block_bytes)
+
+    @property
+    def on_device(self) -> bool:
+        return self.plan is not None
+
+    @property
+    def device_bytes(self) -> int:
+        return self.plan.device_bytes if self.plan else 0
+
+    def place(self, plan: BlockPlan) -> None:
+        """Copy the fixed part and the resident blocks in, and stream the others, as `plan` says."""
+        if self.plan is not None:
+            self.evict()
+        resident = [self.rest] + [g for g, keep in zip(self.block_groups, plan.resident) if keep]
+        for group in resident:
+            buffer = self.device.alloc(group.nbytes)
+            self.device.compute_waits(group.copy_to(buffer))
+            group.point_to(buffer)
+            self._buffers.append(buffer)
+        streamed = [i for i, keep in enumerate(plan.resident) if not keep]
+        if streamed:
+            self.streamer = BlockStreamer(self.blocks, self.block_groups, streamed, self.device,
+                                          plan.slots, plan.slot_bytes)
+        self.plan = plan
+
+    def evict(self) -> None:
+        """Off the device: the tensors point at the host copies again, device memory is let go."""
+        if self.streamer is not None:
+            self.streamer.detach()
+            self.streamer = None
+        for group in self.groups:
+            group.point_to_host()
+        self._buffers.clear()
+        self.plan = None
+
+    def abandon(self) -> None:
+        """Stop managing the model without touching its tensors (someone else replaced them)."""
+        if self.streamer is not None:
+            self.streamer.remove_hooks()
+            self.streamer = None
+        self._buffers.clear()
+        self.plan = None
+
+    def intact(self) -> bool:
+        return all(group.intact() for group in self.groups)
