@@ -22,13 +22,29 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                              "(default: the Hugging Face cache; env FRAMEPACK_MODELS_DIR)")
     parser.add_argument("--resolution", type=int, default=640,
                         help="bucket size: 640 is the published table; others scale it (128..1536)")
+    parser.add_argument("--vram-budget", type=float, default=None, metavar="GB",
+                        help="GPU memory the app may use, in GiB, activations included (default: what is free); "
+                             "model blocks that do not fit stream from system memory. Ignored without a CUDA GPU")
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    add_model_flags(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine)")
+    parser.add_argument("--listen", action="store_true", help="serve on all addresses (0.0.0.0), for other machines")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also make a public gradio.live link (off unless given)")
+    parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
+    parser.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", description="FramePack image-to-video")
+    # No abbreviations: the top-level parser would otherwise take `generate --mode` for --model.
+    parser = argparse.ArgumentParser(prog="app.py", description="FramePack image-to-video", allow_abbrev=False)
+    add_serve_flags(parser)
     commands = parser.add_subparsers(dest="command")
+    add_serve_flags(commands.add_parser("serve", help="serve the browser page (the default)", allow_abbrev=False))
 
-    gen = commands.add_parser("generate", help="make a video without the browser page")
+    gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
     gen.add_argument("--image", required=True, help="the start picture")
     gen.add_argument("--prompt", required=True, help="what should happen in the video")
     gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
@@ -44,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg", type=float, default=1.0, help="real CFG; 1 = off and twice as fast (default 1)")
     gen.add_argument("--rs", type=float, default=0.0, help="CFG rescale (default 0)")
     gen.add_argument("--crf", type=int, default=16, help="MP4 quality, 0 (lossless) .. 51 (default 16)")
+    gen.add_argument("--no-step-cache", dest="step_cache", action="store_false",
+                     help="compute every block on every step (slower; by default TeaCache skips blocks on steps "
+                          "where they would change little)")
+    gen.add_argument("--cache-threshold", type=float, default=0.15,
+                     help="step cache threshold: higher skips more and drifts more (default 0.15; 0.1 is safer)")
+    gen.add_argument("--cache-method", choices=("teacache", "first-block"), default="teacache",
+                     help="step cache: teacache (default) or diffusers' first-block cache")
+    gen.add_argument("--attention", choices=("auto", "sage", "flash", "xformers", "sdpa"), default="auto",
+                     help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
+    gen.add_argument("--fp8", action="store_true",
+                     help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
+    gen.add_argument("--compile", action="store_true",
+                     help="torch.compile the transformer blocks (CUDA only; the first steps take longer)")
     gen.add_argument("--output", default=None, help="MP4 path (default: outputs/<time>_<seed>.mp4)")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     return parser
@@ -55,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         from ui.cli import generate_command
 
         return generate_command(args)
-    print("The browser page is not available yet; use: python app.py generate --help", file=sys.stderr)
-    return 2
+    from ui.serve import serve_command
+
+    return serve_command(args, MODEL_CHOICES)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from .request import GenerationRequest
 from .schedule import FPS, decode_span, overlap_frames
 from .sections import Conditioning, run_sections
 from .segments import SegmentedVideo
+from .speed import prepare_transformer
+from .step_cache import step_cache
 from .video import decode_latents, latent_preview
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class _RunState:
         self.sections_done = 0
         self.frames = 0
         self.width = self.height = 0
+        self.attention = ""
+        self.cache = None  # the step cache, for its counts of block evaluations
 
 
 def _generate(req, models, output, progress, emit, cancel, manager, state, started):
@@ -123,13 +127,23 @@ def _generate(req, models, output, progress, emit, cancel, manager, state, start
         emit(Preview(section, step + 1, latent_preview(x0)))
         _check(cancel)
 
+    prepared = prepare_transformer(models.transformer, req, manager)  # FP8 storage, attention kernel, compile
+    state.attention = prepared.attention.backend
+    for message in prepared.notices:
+        emit(Notice(message))
+
     generator = torch.Generator("cpu").manual_seed(req.seed)
     video = SegmentedVideo(output, settings.mode, overlap_frames(settings.window), req.crf, _metadata(req))
     try:
         emit(Stage("sampling", f"Sampling section 1 of {count}"))
-        with manager.use(models.transformer):
+        with manager.use(models.transformer), step_cache(
+                models.transformer, req.step_cache, req.cache_method, req.cache_threshold, settings.steps,
+                calls_per_step=1 if settings.cfg == 1 else 2) as cache:
+            state.cache = cache
             for section in run_sections(models.transformer, cond, start_latent, settings, generator,
                                         end_latent=end_latent, step_callback=on_step):
+                if cache is not None:
+                    cache.reset()  # the next section has another context: nothing may carry over
                 emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
                 pixels = _decode_newest(section, models.vae, settings, manager)
                 emit(Stage("writing", "Writing the video so far"))
@@ -160,13 +174,19 @@ def _finish(state: _RunState, output: Path, progress: Path, started: float, stop
     if state.sections_done and progress.exists():
         os.replace(progress, output)
         video = output
+    cache = state.cache
     return Finished(video, state.frames, FPS, state.sections_done, state.width, state.height, state.seed,
-                    time.monotonic() - started, stopped)
+                    time.monotonic() - started, stopped, attention=state.attention,
+                    step_cache=cache.method if cache else "", blocks_computed=cache.computed if cache else 0,
+                    blocks_skipped=cache.skipped if cache else 0)
 
 
 def _metadata(req: GenerationRequest) -> dict[str, str]:
     return {"title": req.prompt[:200], "comment": f"FramePack seed={req.seed} steps={req.steps} "
-            f"seconds={req.seconds:g} mode={req.mode} gs={req.gs:g} cfg={req.cfg:g} rs={req.rs:g}"}
+            f"seconds={req.seconds:g} mode={req.mode} gs={req.gs:g} cfg={req.cfg:g} rs={req.rs:g} "
+            # The step cache and FP8 change the pixels too: a seed reproduces the video only with them.
+            f"step_cache={f'{req.cache_method}:{req.cache_threshold:g}' if req.step_cache else 'off'} "
+            f"fp8={'on' if req.fp8 else 'off'}"}
 
 
 def _check(cancel: threading.Event) -> None:

@@ -53,6 +53,10 @@ class Finished:
     seed: int
     seconds_elapsed: float
     stopped: bool = False
+    attention: str = ""  # the attention kernel that ran: sage | flash | xformers | sdpa ("" before sampling)
+    step_cache: str = ""  # the step cache used: teacache | first-block ("" when off)
+    blocks_computed: int = 0  # transformer block evaluations that ran (counted only with a step cache)
+    blocks_skipped: int = 0  # and those the step cache skipped
 
 
 @dataclass(frozen=True)

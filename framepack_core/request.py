@@ -8,9 +8,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from .attention import BACKENDS as ATTENTION_BACKENDS
 from .buckets import MAX_RESOLUTION, MIN_RESOLUTION
 from .pictures import load_picture
 from .sections import MODES, SectionSettings
+from .step_cache import DEFAULT_THRESHOLD, METHODS as CACHE_METHODS
 
 MAX_SECONDS = 120.0
 MAX_STEPS = 100
@@ -37,6 +39,12 @@ class GenerationRequest:
     variant: str = "bh1"
     shift: float | None = None
     image_name: str = ""  # where the picture came from, for summaries (set by validated())
+    step_cache: bool = True  # skip the blocks on steps where they would change little (step_cache.py)
+    cache_threshold: float = DEFAULT_THRESHOLD
+    cache_method: str = "teacache"  # or "first-block" (diffusers' FirstBlockCache)
+    attention: str = "auto"  # auto | sage | flash | xformers | sdpa
+    fp8: bool = False  # store the transformer's linear weights in FP8 (e4m3fn); lossy, kept until reloaded
+    compile: bool = False  # torch.compile the transformer blocks (CUDA only)
 
     def validated(self, default_mode: str = "inverted") -> GenerationRequest:
         """A copy with defaults resolved; raises ValueError on the first bad value."""
@@ -60,6 +68,7 @@ class GenerationRequest:
             raise ValueError(f"Sampler variant must be bh1 or bh2, not {self.variant!r}.")
         if self.end_image is not None and mode != "inverted":
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
+        _speed_options(self)
         # Pictures are opened once, here, so that a broken file is refused before any work starts.
         image = _open_image("picture", self.image)
         end_image = None if self.end_image is None else _open_image("end frame", self.end_image)
@@ -79,6 +88,17 @@ class GenerationRequest:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("image", "end_image")}
         out["end_image"] = self.end_image is not None
         return out
+
+
+def _speed_options(req: GenerationRequest) -> None:
+    for name in ("step_cache", "fp8", "compile"):
+        if not isinstance(getattr(req, name), bool):
+            raise ValueError(f"The {name.replace('_', ' ')} option must be true or false, not {getattr(req, name)!r}.")
+    _number("Step cache threshold", req.cache_threshold, 0, 1, low_open=True)
+    if req.cache_method not in CACHE_METHODS:
+        raise ValueError(f"Step cache must be one of {', '.join(CACHE_METHODS)}, not {req.cache_method!r}.")
+    if req.attention not in ATTENTION_BACKENDS:
+        raise ValueError(f"Attention must be one of {', '.join(ATTENTION_BACKENDS)}, not {req.attention!r}.")
 
 
 def _open_image(what: str, source) -> Image.Image:

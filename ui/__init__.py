@@ -1,1 +1,4 @@
-"""Front ends: the command line (cli) and, later, the Gradio page. Talks to framepack_core only."""
+"""Front ends: the command line (cli.py) and the browser page (serve.py, layout.py, handlers.py, worker.py).
+
+They talk to framepack_core through its public API only: a request in, events out, a cancel flag.
+"""

@@ -1,0 +1,81 @@
+"""FP8 (e4m3fn) storage of the transformer blocks' linear weights, computed in the model's own dtype.
+
+About half the host memory of bf16 and half the bytes the memory manager streams per step (the
+blocks are 97% of FramePack's weights; the fixed part, embedders and output layers, stays bf16).
+
+Which layers: every Linear inside the blocks, weights only (biases stay in the compute dtype).
+diffusers' enable_layerwise_casting would also skip the blocks' modulation projections (its
+"norm" pattern matches `norm1.linear`): 17% of the weights, which leaves FP8 at 65% of bf16.
+FramePack's FP8 ports cast those too; bench/precision.py reports both selections.
+
+How: a diffusers hook on each layer, registered under the name of diffusers' layerwise casting
+so that `model.dtype` still answers the compute dtype. It differs from diffusers'
+LayerwiseCastingHook on purpose: that one recasts the layer with `module.to()` before and after
+every call, which replaces the parameters' storage; the memory manager packs each block's weights
+into one buffer and points the parameters into it (or into a streaming slot), and replaced
+parameters fall out of that buffer after the first step. Here the stored FP8 weight is never
+touched: the layer computes with an upcast temporary copy.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.hooks import HookRegistry
+from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK, LayerwiseCastingHook
+
+FP8 = torch.float8_e4m3fn
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
+
+
+def tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers, each counted once."""
+    seen, total = set(), 0
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def is_fp8(model: torch.nn.Module) -> bool:
+    return any(p.dtype == FP8 for p in model.parameters())
+
+
+def fp8_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
+    """The linear layers whose weights are stored in FP8: all of those inside the blocks."""
+    return [(f"{name}.{sub}", layer) for name in BLOCK_LISTS for sub, layer in getattr(model, name).named_modules()
+            if isinstance(layer, torch.nn.Linear)]
+
+
+class UpcastLinear(LayerwiseCastingHook):
+    """Keeps the weight in its storage dtype; each call uses a temporary copy in the compute dtype."""
+
+    def initialize_hook(self, module: torch.nn.Linear):
+        module.weight.data = module.weight.data.to(self.storage_dtype)  # the weight only: biases are tiny
+        return module
+
+    def pre_forward(self, module, *args, **kwargs):
+        return args, kwargs
+
+    def post_forward(self, module, output):
+        return output
+
+    def new_forward(self, module: torch.nn.Linear, input: torch.Tensor) -> torch.Tensor:
+        bias = None if module.bias is None else module.bias.to(self.compute_dtype)
+        return F.linear(input, module.weight.to(self.compute_dtype), bias)
+
+
+def store_fp8(model: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> tuple[int, int]:
+    """Convert `model`'s eligible linear weights to FP8 storage, once (lossy, not undone).
+
+    Call before the memory manager first places the model. Returns host bytes (before, after).
+    """
+    before = tensor_bytes(model)
+    if is_fp8(model):
+        return before, before
+    compute_dtype = compute_dtype or model.dtype
+    for _, layer in fp8_layers(model):
+        # initialize_hook gives the weight its new, smaller storage.
+        HookRegistry.check_if_exists_or_initialize(layer).register_hook(
+            UpcastLinear(FP8, compute_dtype, non_blocking=False), _LAYERWISE_CASTING_HOOK)
+    return before, tensor_bytes(model)

@@ -1,0 +1,196 @@
+"""Step caches: skip the transformer's blocks on sampling steps where their work would barely change.
+
+Attached from outside as diffusers hooks on the transformer and its blocks (the section loop
+and the model stay untouched), detached at the end of the run, reset between sections.
+
+- "teacache": TeaCache (Liu et al., 2024) as FramePack's reference app applies it. Block 0's
+  modulated input (its norm1 on the embedded tokens, with the timestep embedding) is compared with
+  the previous step's; the relative L1 change, rescaled by a polynomial fitted for HunyuanVideo,
+  is accumulated. While the sum stays under the threshold the blocks are skipped and the residual
+  they added last time is added again. The first and last step of each section always compute.
+- "first-block": diffusers' own FirstBlockCache: block 0 always runs, the others are skipped while
+  its residual stays close to the last computed one.
+
+diffusers' MagCache needs magnitude ratios calibrated for the checkpoint; none are published for
+FramePack, so it is not offered.
+
+Either way, block evaluations are counted by a hook inside each block's forward, so the numbers
+reported are evaluations that really happened, not what the cache believes it did.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
+
+METHODS = ("teacache", "first-block")
+DEFAULT_THRESHOLD = 0.15
+# TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
+COEFFICIENTS = (733.226126, -401.131952, 67.5869174, -3.149878, 0.0961237896)
+
+_COUNT, _CALL, _SKIP = "framepack_block_count", "framepack_step_cache_call", "framepack_teacache"
+
+
+def rescale(rel_l1: float) -> float:
+    value = 0.0
+    for c in COEFFICIENTS:  # Horner
+        value = value * rel_l1 + c
+    return value
+
+
+@dataclass
+class _Branch:
+    """TeaCache state of one transformer call per step (the positive prompt; the negative with real CFG)."""
+    previous: torch.Tensor | None = None  # block 0's modulated input at the last step
+    accumulated: float = 0.0
+    residual: torch.Tensor | None = None  # what the blocks added the last time they ran
+
+
+class StepCache:
+    """The state the hooks share; the engine reads the counts and calls `reset()` between sections."""
+
+    def __init__(self, transformer, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
+                 steps: int = 25, calls_per_step: int = 1):
+        if method not in METHODS:
+            raise ValueError(f"unknown step cache {method!r}; use one of {METHODS}")
+        self.transformer, self.method, self.threshold = transformer, method, float(threshold)
+        self.steps, self.calls_per_step = int(steps), int(calls_per_step)
+        self.blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+        if len(self.blocks) < 2:
+            raise ValueError("a step cache needs at least two transformer blocks")
+        self.computed = 0  # block evaluations that ran, over the whole run
+        self.calls = 0  # transformer calls over the whole run
+        self.reset()
+
+    @property
+    def skipped(self) -> int:
+        return self.calls * len(self.blocks) - self.computed
+
+    def reset(self) -> None:
+        """Forget the last section: the next one has another context, so nothing carries over."""
+        self._section_calls = 0
+        self._branches = [_Branch() for _ in range(self.calls_per_step)]
+        self._branch = self._branches[0]
+        self._compute = True
+        self._entry: torch.Tensor | None = None
+        if self.method == "first-block":
+            HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
+
+    def attach(self) -> StepCache:
+        for block in self.blocks:  # first, so it sits innermost: it sees only evaluations that run
+            _register(block, _BlockCounter(self), _COUNT)
+        if self.method == "teacache":
+            last = len(self.blocks) - 1
+            for index, block in enumerate(self.blocks):
+                _register(block, _TeaCacheBlock(self, head=index == 0, tail=index == last), _SKIP)
+        else:
+            self.transformer.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
+        _register(self.transformer, _CallTracker(self), _CALL)
+        return self
+
+    def detach(self) -> None:
+        HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_CALL, recurse=False)
+        if self.method == "teacache":
+            for block in self.blocks:
+                block._diffusers_hook.remove_hook(_SKIP, recurse=False)
+        else:
+            self.transformer.disable_cache()
+        for block in self.blocks:
+            block._diffusers_hook.remove_hook(_COUNT, recurse=False)
+        HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
+        self._branches = []  # let the cached tensors go
+
+    # -- TeaCache's decision, made in block 0 before it runs --
+    def _decide(self, block, hidden_states: torch.Tensor, temb: torch.Tensor) -> bool:
+        step = (self._section_calls - 1) // self.calls_per_step
+        branch = self._branch
+        modulated = block.norm1(hidden_states, emb=temb)[0]
+        if step == 0 or step >= self.steps - 1 or branch.previous is None or branch.residual is None:
+            compute = True
+        else:
+            change = ((modulated - branch.previous).abs().mean() / branch.previous.abs().mean()).item()
+            branch.accumulated += rescale(change)
+            compute = branch.accumulated >= self.threshold
+        if compute:
+            branch.accumulated = 0.0
+        branch.previous = modulated
+        return compute
+
+
+def _register(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+class _CallTracker(ModelHook):
+    """On the transformer: which step and which branch (positive/negative prompt) a call is."""
+
+    def __init__(self, cache: StepCache):
+        super().__init__()
+        self.cache = cache
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        index = cache._section_calls % cache.calls_per_step
+        cache._branch = cache._branches[index]
+        cache._section_calls += 1
+        cache.calls += 1
+        if cache.method == "first-block":  # diffusers keys its cache state by this name
+            with module.cache_context("cond" if index == 0 else "uncond"):
+                return self.fn_ref.original_forward(*args, **kwargs)
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class _BlockCounter(ModelHook):
+    def __init__(self, cache: StepCache):
+        super().__init__()
+        self.cache = cache
+
+    def new_forward(self, module, *args, **kwargs):
+        self.cache.computed += 1
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+def _block_inputs(args, kwargs):
+    # Both HunyuanVideo block kinds take (hidden_states, encoder_hidden_states, temb, ...).
+    names = ("hidden_states", "encoder_hidden_states", "temb")
+    return [kwargs[n] if n in kwargs else args[i] for i, n in enumerate(names)]
+
+
+class _TeaCacheBlock(ModelHook):
+    def __init__(self, cache: StepCache, head: bool, tail: bool):
+        super().__init__()
+        self.cache, self.head, self.tail = cache, head, tail
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        hidden_states, encoder_hidden_states, temb = _block_inputs(args, kwargs)
+        if self.head:
+            cache._compute = cache._decide(module, hidden_states, temb)
+            cache._entry = hidden_states if cache._compute else None
+        if cache._compute:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if self.tail:
+                cache._branch.residual = output[0] - cache._entry
+                cache._entry = None
+            return output
+        # Skipped: pass the tokens through; the last block adds what all of them added last time.
+        if self.tail:
+            hidden_states = hidden_states + cache._branch.residual
+        return hidden_states, encoder_hidden_states
+
+
+@contextmanager
+def step_cache(transformer, enabled: bool, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
+               steps: int = 25, calls_per_step: int = 1) -> Iterator[StepCache | None]:
+    """The cache attached for the body (None when disabled: nothing is attached, the model runs as is)."""
+    if not enabled:
+        yield None
+        return
+    cache = StepCache(transformer, method, threshold, steps, calls_per_step).attach()
+    try:
+        yield cache
+    finally:
+        cache.detach()

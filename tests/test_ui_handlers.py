@@ -1,0 +1,136 @@
+"""The page and API handlers over a scripted engine: updates, outputs folder, errors; progress text."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from framepack_core import Finished, Notice, Stage, Step
+from framepack_core.buckets import nearest_bucket
+from test_ui_worker import ScriptedEngine
+from ui.handlers import KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
+from ui.outputs import new_run
+from ui.progress import RunProgress, clock_text
+from ui.worker import Worker
+
+
+@pytest.fixture
+def picture():
+    return Image.new("RGB", (300, 200), (30, 120, 200))
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    workers = []
+
+    def make(engine=None):
+        worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: "models",
+                        runner=engine or ScriptedEngine(sections=2, steps=3))
+        workers.append(worker)
+        return Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out"))
+    yield make
+    for worker in workers:
+        worker.close()
+
+
+def page_args(picture, **change):
+    args = dict(image=picture, prompt="waves roll in", seconds=2, seed=5.0, randomize=False, steps=3.0, gs=10,
+                step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128.0, crf=16.0,
+                vram_budget_gb=0)
+    args.update(change)
+    return list(args.values())
+
+
+def test_page_run_streams_preview_progress_and_video_then_offers_the_download(handlers, picture, tmp_path):
+    updates = list(handlers().page_run(*page_args(picture)))
+    first, last = updates[0], updates[-1]
+    assert first.running is True and first.seed == 5 and first.video is None and first.download is None
+    previews = [u.preview for u in updates[1:] if u.preview is not KEEP]
+    assert previews and previews[-1].shape == (4 * 3 + 2, 6 * 3 + 2, 3)  # 9 frames in a 3x3 sheet
+    videos = [u.video for u in updates[1:-1] if u.video is not KEEP]
+    assert len(videos) == 2 and all(v.endswith(".mp4") for v in videos)  # after each section
+    assert "Section 2 of 2" in updates[-2].progress and "Step 3 of 3" in updates[-2].progress
+    assert last.running is False and "Done: 74 frames" in last.progress
+    assert last.download == last.video and last.video.endswith("_5.mp4")
+    assert "Seed 5" in last.summary and "74 frames" in last.summary and "step cache on" in last.summary
+
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    stem = names[0].split(".")[0]
+    assert names == [f"{stem}.json", f"{stem}.mp4", f"{stem}.png"]
+    height, width = nearest_bucket(200, 300, 128)
+    assert Image.open(out / f"{stem}.png").size == (width, height)  # cropped as the model sees it
+    record = json.loads((out / f"{stem}.json").read_text())
+    assert record["status"] == "finished" and record["video"] == f"{stem}.mp4" and record["input"] == f"{stem}.png"
+    assert record["settings"]["seed"] == 5 and record["settings"]["mode"] == "inverted" and record["frames"] == 74
+
+
+def test_randomized_seed_is_written_back(handlers, picture):
+    first = next(iter(handlers().page_run(*page_args(picture, randomize=True))))
+    assert isinstance(first.seed, int) and first.seed != 5
+
+
+def test_bad_settings_are_one_message_and_nothing_is_written(handlers, picture, tmp_path):
+    for args, words in ((page_args(None), "picture"), (page_args(picture, steps=0), "Steps"),
+                        (page_args(picture, mode="forward", end_image=picture), "end frame")):
+        updates = list(handlers().page_run(*args))
+        assert len(updates) == 1 and updates[0].running is False
+        assert "fp-failed" in updates[0].progress and words in updates[0].progress
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_stop_keeps_the_video_so_far(handlers, picture):
+    h = handlers(ScriptedEngine(sections=3, steps=50, step_seconds=0.002))
+    updates = []
+    for update in h.page_run(*page_args(picture)):
+        updates.append(update)
+        if update.video not in (KEEP, None):
+            h.stop()
+    last = updates[-1]
+    assert "Stopped; the video so far is kept" in last.progress and last.download
+    assert last.running is False
+    # and the next run works
+    assert "Done" in list(h.page_run(*page_args(picture)))[-1].progress
+
+
+def test_api_run_returns_the_mp4_and_reports_failures(handlers, picture):
+    h = handlers(ScriptedEngine(sections=1, steps=2))
+    path = h.api_run(picture, "waves", seconds=1, seed=3, steps=2)
+    assert path.endswith("_3.mp4")
+    with pytest.raises(ValueError, match="Steps"):
+        h.api_run(picture, "waves", seconds=1, seed=3, steps=0)
+
+
+def test_progress_counts_steps_over_all_sections_and_estimates_the_rest():
+    now = [100.0]
+    p = RunProgress(clock=lambda: now[0])
+    p.update(Stage("loading", "loading VAE…"))
+    now[0] = 110.0
+    p.update(Stage("sampling", "Sampling section 1 of 2"))
+    now[0] = 130.0
+    p.update(Step(0, 2, 10, 10))  # half of all steps in 20 s of sampling
+    assert p.fraction == 0.5 and p.eta == pytest.approx(20.0) and clock_text(p.elapsed) == "0:30"
+    p.update(Notice("The prompt was cut <short>."))
+    html = p.html()
+    assert "Section 1 of 2 · Step 10 of 10" in html and "about 0:20 left" in html and "&lt;short&gt;" in html
+    p.update(Finished(None, 0, 30, 0, 0, 0, 1, 30.0, stopped=True))
+    assert p.eta is None and "Stopped before the first section" in p.html()
+    assert clock_text(3725) == "1:02:05"
+
+
+def test_contact_sheet_and_names():
+    strip = np.arange(2 * 12 * 3, dtype=np.uint8).reshape(2, 12, 3)
+    sheet = contact_sheet(strip, 4, gap=1)  # four 2x3 frames in 2x2
+    assert sheet.shape == (5, 7, 3)
+    assert (sheet[3:5, 4:7] == strip[:, 9:12]).all() and (sheet[2] == 255).all()
+    assert contact_sheet(strip, 5) is strip  # not divisible: left as it is
+    summary = summary_markdown({"model": "tiny", "settings": dict(seed=9, seconds=1, steps=4, gs=10, mode="inverted",
+                                                                  resolution=128, crf=16), "status": "running"})
+    assert summary.startswith("**Seed 9**")
+
+
+def test_run_names_never_collide(tmp_path):
+    first = new_run(tmp_path, 1)
+    first.video.write_bytes(b"x")
+    second = new_run(tmp_path, 1)
+    assert second.name != first.name and second.name.startswith(first.name)

@@ -1,0 +1,164 @@
+"""The worker thread with a scripted engine: event order, snapshots, Stop, busy, lazy loading."""
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framepack_core import Failed, Finished, Preview, SectionDone, Stage, Step
+from ui.worker import Worker, WorkerBusy
+
+
+class FakeRequest:
+    seed, resolution, window = 7, 128, 9
+
+
+class ScriptedEngine:
+    """Stands in for engine.run: `sections` x `steps` steps, honouring cancel after each step like the engine."""
+
+    def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None):
+        self.sections, self.steps, self.step_seconds, self.gate = sections, steps, step_seconds, gate
+        self.models_seen = []
+
+    def __call__(self, request, models, output, emit, cancel, manager):
+        self.models_seen.append(models)
+        progress = output.with_name(output.stem + ".in-progress.mp4")
+        done = 0
+        for section in range(self.sections):
+            emit(Stage("sampling", f"Sampling section {section + 1} of {self.sections}"))
+            for step in range(1, self.steps + 1):
+                if self.gate is not None:
+                    self.gate.wait(5)
+                time.sleep(self.step_seconds)
+                emit(Step(section, self.sections, step, self.steps))
+                emit(Preview(section, step, np.zeros((4, 9 * 6, 3), np.uint8)))
+                if cancel.is_set():
+                    return self._finish(emit, progress, output, done, stopped=True)
+            progress.write_bytes(b"video after section %d" % section)
+            done += 1
+            emit(SectionDone(section, self.sections, 37 * done, progress, 0.1))
+        self._finish(emit, progress, output, done, stopped=False)
+
+    def _finish(self, emit, progress, output, done, stopped):
+        video = None
+        if done:
+            progress.replace(output)
+            video = output
+        emit(Finished(video, 37 * done, 30, done, 160, 96, 7, 0.2, stopped))
+
+
+def collect(job, timeout=10):
+    events, deadline = [], time.monotonic() + timeout
+    for batch in job.batches(timeout=0.05):
+        events += batch
+        assert time.monotonic() < deadline, "the run did not end"
+    return events
+
+
+@pytest.fixture
+def loads():
+    return []
+
+
+@pytest.fixture
+def make_worker(loads):
+    workers = []
+
+    def make(engine):
+        def loader(name, models_dir=None, progress=None):
+            progress(f"loading {name}")
+            loads.append(name)
+            return f"models:{name}"
+        worker = Worker(device="cpu", loader=loader, runner=engine)
+        workers.append(worker)
+        return worker
+    yield make
+    for worker in workers:
+        worker.close()
+
+
+def test_events_in_order_and_section_videos_are_private_snapshots(make_worker, tmp_path):
+    worker = make_worker(ScriptedEngine(sections=2, steps=3))
+    events = collect(worker.submit(FakeRequest(), "tiny", tmp_path / "out.mp4"))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:2] == ["Stage", "Stage"] and "loading" in events[1].message  # load shown as progress
+    assert kinds.count("Step") == 6 and kinds.count("Preview") == 6 and kinds[-1] == "Finished"
+    sections = [e for e in events if isinstance(e, SectionDone)]
+    assert [s.frames for s in sections] == [37, 74]
+    # Each section's video is a copy that the engine's later rename cannot take away.
+    assert [s.video.read_bytes() for s in sections] == [b"video after section 0", b"video after section 1"]
+    assert all(s.video.parent.is_relative_to(worker.scratch) for s in sections)
+    assert events[-1].video == tmp_path / "out.mp4" and (tmp_path / "out.mp4").exists()
+    assert not worker.busy
+
+
+def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(make_worker, tmp_path, loads):
+    gate = threading.Event()
+    engine = ScriptedEngine(sections=3, steps=4, gate=gate)
+    worker = make_worker(engine)
+    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    events = []
+    gate.set()
+    for batch in job.batches(timeout=0.05):
+        events += batch
+        if any(isinstance(e, SectionDone) for e in batch) and not job.cancel.is_set():
+            gate.clear()  # hold the engine inside section 2 while Stop is pressed
+            assert worker.stop()
+            gate.set()
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.stopped and finished.sections >= 1
+    steps_after_stop = [e for e in events if isinstance(e, Step) and e.section == finished.sections]
+    assert len(steps_after_stop) <= 1  # the step under way, and no more
+    assert finished.video == tmp_path / "a.mp4" and finished.video.exists()
+
+    second = collect(worker.submit(FakeRequest(), "tiny", tmp_path / "b.mp4"))
+    assert isinstance(second[-1], Finished) and not second[-1].stopped
+    assert loads == ["tiny"]  # the models stay loaded between runs
+
+
+def test_one_run_at_a_time(make_worker, tmp_path):
+    gate = threading.Event()
+    worker = make_worker(ScriptedEngine(sections=1, steps=2, gate=gate))
+    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    with pytest.raises(WorkerBusy):
+        worker.submit(FakeRequest(), "tiny", tmp_path / "b.mp4", wait=0.1)
+    gate.set()
+    collect(job)
+    assert not worker.stop()  # nothing running any more
+
+
+def test_another_model_set_replaces_the_loaded_one(make_worker, tmp_path, loads):
+    engine = ScriptedEngine(sections=1, steps=1)
+    worker = make_worker(engine)
+    for name in ("tiny", "tiny", "framepack", "tiny"):
+        collect(worker.submit(FakeRequest(), name, tmp_path / f"{len(loads)}.mp4"))
+    assert loads == ["tiny", "framepack", "tiny"]
+    assert engine.models_seen == ["models:tiny", "models:tiny", "models:framepack", "models:tiny"]
+
+
+def test_loading_failure_is_one_failed_event_and_the_worker_recovers(tmp_path):
+    def broken_loader(name, models_dir=None, progress=None):
+        raise ValueError("Unknown model set 'nope'.")
+    worker = Worker(device="cpu", loader=broken_loader, runner=ScriptedEngine())
+    events = collect(worker.submit(FakeRequest(), "nope", tmp_path / "a.mp4"))
+    assert isinstance(events[-1], Failed) and events[-1].message == "Unknown model set 'nope'."
+    assert not worker.busy
+    worker.close()
+
+
+def test_stop_while_loading_makes_nothing(tmp_path):
+    release = threading.Event()
+
+    def slow_loader(name, models_dir=None, progress=None):
+        release.wait(5)
+        return "models"
+    engine = ScriptedEngine()
+    worker = Worker(device="cpu", loader=slow_loader, runner=engine)
+    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    worker.stop()
+    release.set()
+    events = collect(job)
+    assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].video is None
+    assert engine.models_seen == [] and not Path(tmp_path / "a.mp4").exists()
+    worker.close()

@@ -1,0 +1,138 @@
+"""The page, declared in one function: inputs on the left, the growing video on the right."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from .handlers import KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
+from .progress import idle_html
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_PROMPTS = [
+    "The sun sets slowly behind the hills while clouds drift across the sky.",
+    "The person smiles, turns their head and waves at the camera.",
+    "The camera slowly pushes in as the leaves sway in a gentle wind.",
+    "The cat stretches, yawns and curls up to sleep.",
+]
+MODEL_HELP = {"framepack": "FramePack I2V", "framepack-f1": "FramePack F1", "tiny": "tiny (test set, noise)"}
+
+# System and bundled fonts only: the page must not reach out to font services (offline desktops).
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="slate",
+                       font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "Consolas", "monospace"])
+CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
+
+
+def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str = "") -> gr.Blocks:
+    s = handlers.settings
+    with gr.Blocks(title="FramePack", analytics_enabled=False) as page:
+        gr.HTML(_header(s.model, device), elem_id="fp-header")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=340):
+                image = gr.Image(label="Start picture", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                 height=320, placeholder="Drop a picture here, paste one, or click to upload",
+                                 elem_id="fp-image")
+                if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
+                    gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[image], label="Example picture")
+                prompt = gr.Textbox(label="What should happen", lines=2, max_lines=6, elem_id="fp-prompt",
+                                    placeholder="Describe the motion, e.g. the person turns and smiles")
+                with gr.Row():
+                    start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
+                    stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
+                                     scale=1)
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
+                    with gr.Row():
+                        seconds = gr.Slider(1, 120, value=5, step=0.5, label="Length (seconds)",
+                                            elem_id="fp-seconds")
+                        steps = gr.Slider(1, 100, value=25, step=1, label="Steps per section",
+                                          elem_id="fp-steps")
+                    with gr.Row():
+                        with gr.Column(min_width=160):
+                            seed = gr.Number(value=31337, precision=0, minimum=0, label="Seed", elem_id="fp-seed")
+                            randomize = gr.Checkbox(False, label="New random seed each run", elem_id="fp-randomize")
+                        with gr.Column(min_width=160):
+                            gs = gr.Slider(1, 32, value=10, step=0.5, label="Guidance (gs)", elem_id="fp-gs")
+                            step_cache = gr.Checkbox(True, label="Step cache", elem_id="fp-step-cache",
+                                                     info="Faster: skips work on steps that change little")
+                with gr.Accordion("Model and quality", open=False, elem_classes="fp-settings"):
+                    with gr.Row():
+                        model = gr.Dropdown([(MODEL_HELP.get(m, m), m) for m in model_choices], value=s.model,
+                                            label="Model set", elem_id="fp-model")
+                        mode = gr.Radio([("auto", MODEL_DEFAULT_MODE), ("inverted", "inverted"),
+                                         ("forward", "forward")], value=MODEL_DEFAULT_MODE, label="Sampling order",
+                                        info="auto: inverted for FramePack, forward for F1")
+                    with gr.Row():
+                        resolution = gr.Slider(128, 1536, value=s.resolution, step=16, label="Resolution",
+                                               info="640: the trained size")
+                        crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
+                                        info="0 lossless · 23 smaller")
+                    vram = gr.Number(value=s.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
+                                     info="0 = automatic. Lower it if the GPU runs out of memory.")
+                with gr.Accordion("End frame (inverted sampling only)", open=False):
+                    end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
+                                         sources=["upload", "clipboard"], placeholder="The video ends on this picture")
+            with gr.Column(scale=6, min_width=380):
+                progress = gr.HTML(idle_html(), elem_id="fp-progress")
+                preview = gr.Image(label="Current section (live preview)", interactive=False, height=230,
+                                   elem_id="fp-preview", buttons=[], format="png")
+                video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, height=380,
+                                 elem_id="fp-video")
+                download = gr.DownloadButton("Download MP4", visible=False, variant="primary", elem_id="fp-download")
+                summary = gr.Markdown("", elem_id="fp-summary")
+        outputs = [progress, preview, video, download, summary, seed, start, stop]
+
+        def run(*values):
+            for update in handlers.page_run(*values):
+                yield _to_outputs(update)
+
+        inputs = [image, prompt, seconds, seed, randomize, steps, gs, step_cache, model, mode, end_image, resolution,
+                  crf, vram]
+        start.click(run, inputs, outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+        stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
+
+        # The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate).
+        api_trigger = gr.Button(visible=False)
+        api_result = gr.File(visible=False, label="MP4")
+
+        def generate(image, prompt, seconds=5.0, seed=31337, steps=25):
+            """Make a video from a picture and a prompt; returns the MP4 (model and resolution: the server's)."""
+            try:
+                return handlers.api_run(image, prompt, seconds, seed, steps)
+            except (ValueError, RuntimeError) as error:
+                raise gr.Error(str(error)) from None
+
+        api_trigger.click(generate, [image, prompt, seconds, seed, steps], api_result, api_name="generate",
+                          concurrency_id="gpu")
+    return page
+
+
+def _stopping(handlers: Handlers):
+    def stop():
+        handlers.stop()
+        return gr.update(interactive=False)
+    return stop
+
+
+def _to_outputs(u: PageUpdate) -> tuple:
+    def keep_or(value, convert=lambda v: v):
+        return gr.skip() if value is KEEP else convert(value)
+
+    running = u.running
+    return (
+        keep_or(u.progress),
+        keep_or(u.preview),
+        keep_or(u.video),
+        keep_or(u.download, lambda path: gr.update(value=path, visible=path is not None)),
+        keep_or(u.summary),
+        keep_or(u.seed),
+        keep_or(running, lambda r: gr.update(interactive=not r, value="Generating…" if r else "Start")),
+        keep_or(running, lambda r: gr.update(interactive=r)),
+    )
+
+
+def _header(model: str, device: str) -> str:
+    badge = f"{MODEL_HELP.get(model, model)}" + (f" · {device}" if device else "")
+    return ('<div class="fp-header"><div><h1>FramePack</h1><p>Turn a picture into a video, generated section '
+            f'by section on your own machine.</p></div><span class="fp-badge">{badge}</span></div>')

@@ -1,0 +1,113 @@
+"""Progress of one run as the page shows it: stage, section i of n, step j of N, elapsed, ETA.
+
+Pure bookkeeping over engine events plus an HTML rendering, so that it is tested without a
+browser. Times come from a clock passed in (time.monotonic by default).
+"""
+from __future__ import annotations
+
+import html
+import time
+from typing import Callable
+
+from framepack_core import Failed, Finished, Notice, SectionDone, Stage, Step
+
+IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
+
+
+def clock_text(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class RunProgress:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.started = clock()
+        self.stage = "Starting"
+        self.section = self.sections = 0  # section is 1-based for display; 0 before sampling
+        self.step = self.steps = 0
+        self.frames = 0
+        self.notices: list[str] = []
+        self.state = "running"  # running | stopping | finished | stopped | failed
+        self.error = ""
+        self.ended: float | None = None
+        self._sampling_started: float | None = None  # ETA counts from here: loading is not repeated
+
+    def update(self, event) -> None:
+        if isinstance(event, Stage):
+            self.stage = event.message
+            if event.name == "sampling" and self._sampling_started is None:
+                self._sampling_started = self.clock()
+        elif isinstance(event, Step):
+            self.section, self.sections = event.section + 1, event.sections
+            self.step, self.steps = event.step, event.steps
+        elif isinstance(event, SectionDone):
+            self.frames = event.frames
+        elif isinstance(event, Notice):
+            self.notices.append(event.message)
+        elif isinstance(event, Finished):
+            self.frames = event.frames or self.frames
+            self.state = "stopped" if event.stopped else "finished"
+            self.ended = self.clock()
+        elif isinstance(event, Failed):
+            self.state, self.error, self.ended = "failed", event.message, self.clock()
+
+    def stopping(self) -> None:
+        if self.state == "running":
+            self.state = "stopping"
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended if self.ended is not None else self.clock()) - self.started
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "finished":
+            return 1.0
+        total = self.sections * self.steps
+        return ((self.section - 1) * self.steps + self.step) / total if total else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the pace so far (decoding between sections included); None if unknown."""
+        if self.state not in ("running", "stopping") or self._sampling_started is None:
+            return None
+        done = self.fraction
+        if done <= 0:
+            return None
+        spent = self.clock() - self._sampling_started
+        return spent * (1 - done) / done
+
+    def html(self) -> str:
+        return render(self)
+
+
+def render(p: RunProgress) -> str:
+    headline = {
+        "running": p.stage, "stopping": "Stopping after this step…",
+        "finished": f"Done: {p.frames} frames", "stopped": "Stopped; the video so far is kept" if p.frames
+        else "Stopped before the first section was done", "failed": p.error,
+    }[p.state]
+    times = f"{clock_text(p.elapsed)} elapsed"
+    if p.eta is not None:
+        times += f" · about {clock_text(p.eta)} left"
+    details = []
+    if p.sections:
+        details += [f"Section {p.section} of {p.sections}", f"Step {p.step} of {p.steps}"]
+    if p.frames:
+        details.append(f"{p.frames} frames so far" if p.state in ("running", "stopping") else f"{p.frames} frames")
+    notes = "".join(f'<div class="fp-note">{html.escape(n)}</div>' for n in p.notices)
+    return (
+        f'<div class="fp-progress fp-{p.state}">'
+        f'<div class="fp-head"><span class="fp-stage">{html.escape(headline)}</span>'
+        f'<span class="fp-times">{times}</span></div>'
+        f'<div class="fp-bar"><div style="width:{100 * p.fraction:.1f}%"></div></div>'
+        f'<div class="fp-details">{" · ".join(details) or "&nbsp;"}</div>{notes}</div>'
+    )
+
+
+def idle_html(message: str = IDLE_MESSAGE, error: bool = False) -> str:
+    kind = "fp-failed" if error else "fp-idle"
+    return (f'<div class="fp-progress {kind}"><div class="fp-head"><span class="fp-stage">'
+            f'{html.escape(message)}</span></div></div>')

@@ -1,0 +1,70 @@
+"""`python app.py` (serve): the page on 127.0.0.1:7860 unless told otherwise."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+# Before gradio is imported: it reads this once, and a desktop app must not phone home.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from .handlers import Handlers, ServerSettings  # noqa: E402
+from .layout import CSS, THEME, build_page  # noqa: E402
+from .worker import Worker  # noqa: E402
+
+
+def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_choices: tuple[str, ...],
+               models_dir: str | None = None, vram_budget_gb: float | None = None, worker: Worker | None = None):
+    """The page and its worker, not yet launched (tests launch it on a free port)."""
+    worker = worker or Worker(models_dir=models_dir)
+    settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve(),
+                              vram_budget_gb=vram_budget_gb)
+    page = build_page(Handlers(worker, settings), model_choices, device=worker.device.type.upper())
+    page.queue(default_concurrency_limit=1)
+    return page, worker
+
+
+def launch(page: gr.Blocks, worker: Worker, outputs: Path, host: str = "127.0.0.1", port: int = 7860,
+           share: bool = False, inbrowser: bool = False):
+    """Start serving and return (app, local_url, share_url) without blocking."""
+    return page.launch(
+        server_name=host, server_port=port, share=share, inbrowser=inbrowser, prevent_thread_lock=True,
+        theme=THEME, css=CSS, ssr_mode=False, show_error=True, footer_links=["api", "settings"],
+        allowed_paths=[str(Path(outputs).resolve()), str(worker.scratch)], quiet=True)
+
+
+def serve_command(args, model_choices: tuple[str, ...]) -> int:
+    host = "0.0.0.0" if args.listen else args.host
+    outputs = Path(args.outputs)
+    try:
+        outputs.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot use {outputs} for outputs ({error})", file=sys.stderr)
+        return 2
+    page, worker = create_app(args.model, args.resolution, outputs, model_choices, args.models_dir,
+                              getattr(args, "vram_budget", None))
+    # A plain `kill` then ends the run and cleans up like Ctrl+C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        try:
+            _, local_url, share_url = launch(page, worker, outputs, host, args.port, args.share, args.inbrowser)
+        except OSError as error:  # gradio's words for a port in use
+            print(f"error: cannot serve on {host}:{args.port} ({error}); try another --port", file=sys.stderr)
+            return 1
+        print(f"FramePack is ready: open {local_url} (models load on the first Start; Ctrl+C quits)", flush=True)
+        if share_url:
+            print(f"public link: {share_url}", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1") or share_url:
+            print("warning: the page is reachable from other machines; anyone who reaches it can use this GPU",
+                  file=sys.stderr, flush=True)
+        print(f"videos, pictures and settings go to {outputs.resolve()}", flush=True)
+        page.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()
+        worker.close()
+    return 0
