@@ -6,6 +6,7 @@ yielded while the sampler, which reports through a callback, is still inside a s
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -133,7 +134,8 @@ def _generate(req, models, output, progress, emit, cancel, manager, state, start
         emit(Notice(message))
 
     generator = torch.Generator("cpu").manual_seed(req.seed)
-    video = SegmentedVideo(output, settings.mode, overlap_frames(settings.window), req.crf, _metadata(req))
+    video = SegmentedVideo(output, settings.mode, overlap_frames(settings.window), req.crf,
+                           _metadata(req, models.spec.name))
     try:
         emit(Stage("sampling", f"Sampling section 1 of {count}"))
         with manager.use(models.transformer), step_cache(
@@ -181,12 +183,11 @@ def _finish(state: _RunState, output: Path, progress: Path, started: float, stop
                     blocks_skipped=cache.skipped if cache else 0)
 
 
-def _metadata(req: GenerationRequest) -> dict[str, str]:
-    return {"title": req.prompt[:200], "comment": f"FramePack seed={req.seed} steps={req.steps} "
-            f"seconds={req.seconds:g} mode={req.mode} gs={req.gs:g} cfg={req.cfg:g} rs={req.rs:g} "
-            # The step cache and FP8 change the pixels too: a seed reproduces the video only with them.
-            f"step_cache={f'{req.cache_method}:{req.cache_threshold:g}' if req.step_cache else 'off'} "
-            f"fp8={'on' if req.fp8 else 'off'}"}
+def _metadata(req: GenerationRequest, model_set: str) -> dict[str, str]:
+    """Everything that decides the pixels, as JSON in the MP4's comment: a video can be made again
+    from itself (the step cache and FP8 change the pixels too, so they are recorded with the rest)."""
+    settings = {"app": "FramePack desktop", "model": model_set} | req.settings_dict()
+    return {"title": req.prompt, "comment": json.dumps(settings, sort_keys=True)}
 
 
 def _check(cancel: threading.Event) -> None:

@@ -123,3 +123,22 @@ def test_failure_in_a_later_section_keeps_the_old_file_and_the_video_so_far(tiny
 def test_bad_request_fails_cleanly(tiny_models, picture, tmp_path):
     events = collect(request(picture, steps=0), tiny_models, tmp_path / "x.mp4")
     assert len(events) == 1 and isinstance(events[0], Failed) and events[0].message.startswith("Steps")
+
+
+def test_video_carries_its_settings(tiny_models, picture, tmp_path):
+    import json
+
+    from mp4info import mp4_metadata
+
+    finished = collect(request(picture, seed=12, steps=2, gs=7.5), tiny_models, tmp_path / "m.mp4")[-1]
+    tags = mp4_metadata(finished.video)
+    assert tags["title"] == "a red balloon rises"
+    settings = json.loads(tags["comment"])
+    assert (settings["model"], settings["seed"], settings["steps"], settings["gs"]) == ("tiny", 12, 2, 7.5)
+    assert (settings["seconds"], settings["resolution"], settings["mode"]) == (1, 128, "inverted")
+    # Enough to make the same video again from the video alone.
+    again = GenerationRequest(image=picture, prompt=tags["title"], **{k: settings[k] for k in (
+        "seconds", "seed", "steps", "window", "gs", "cfg", "rs", "resolution", "crf", "mode", "step_cache",
+        "cache_threshold", "cache_method", "fp8")})
+    remade = collect(again, tiny_models, tmp_path / "again.mp4")[-1]
+    assert np.array_equal(mp4_info(remade.video)[1], mp4_info(finished.video)[1])
