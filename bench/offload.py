@@ -151,7 +151,7 @@ class SyncPageableBaseline:
             handle.remove()
 
 
-def _timed(model, inputs, steps: int) -> float:
+def time_steps(model, inputs, steps: int) -> float:
     model(**inputs)  # warm-up: kernels chosen, caches filled, prefetch primed
     torch.cuda.synchronize()
     started = time.perf_counter()
@@ -184,7 +184,7 @@ def _run_baseline(model, inputs, steps: int, device: str) -> dict:
     torch.cuda.reset_peak_memory_stats()
     baseline = SyncPageableBaseline(blocks, torch.device(device))
     try:
-        seconds = _timed(model, inputs, steps)
+        seconds = time_steps(model, inputs, steps)
     finally:
         baseline.remove()
         for module in rest:
@@ -205,8 +205,8 @@ def _run_managed(model, inputs, steps: int, manager: ModelManager, resident_only
             return dict(skipped="the whole model does not fit this GPU")
         model(**inputs)  # after this pass the copies run ahead of compute as they will from now on
         manager.device.reset_counters()
-        seconds = _timed(model, inputs, steps)
-        moved = manager.device.bytes_moved / (steps + 1)  # _timed's own warm-up pass is steady state too
+        seconds = time_steps(model, inputs, steps)
+        moved = manager.device.bytes_moved / (steps + 1)  # time_steps' own warm-up pass is steady state too
     result = dict(seconds_per_step=seconds, budget_bytes=manager.budget_bytes,
                   peak_vram_bytes=torch.cuda.max_memory_allocated(), bytes_moved_per_step=moved,
                   blocks_resident=plan.resident.count(True), blocks_total=len(plan.resident), slots=plan.slots,

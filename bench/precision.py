@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from bench.offload import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
+from bench.offload import FULL_CONFIG, full_size_transformer, section_inputs, time_steps, token_count  # noqa: E402
 from framepack_core.precision import store_fp8, tensor_bytes  # noqa: E402
 from framepack_core.speed import transformer_blocks  # noqa: E402
 from memory import GiB, ModelManager, SimulatedDevice, activation_bytes, plan_blocks  # noqa: E402
@@ -118,15 +118,6 @@ def full_size(budgets_gb: list[float]) -> dict:
     return result
 
 
-def _timed(model, inputs, steps: int) -> float:
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        model(**inputs)
-    torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps
-
-
 @torch.no_grad()
 def cuda(budget_gb: float, steps: int) -> dict:
     from framepack_core.attention import apply_attention
@@ -155,9 +146,10 @@ def cuda(budget_gb: float, steps: int) -> dict:
                     out = model(**inputs)[0]  # warm-up; its output is the one compared
                     outputs.setdefault(name, out.float().cpu())
                     gpu.reset_counters()
-                    seconds = _timed(model, inputs, steps)
+                    seconds = time_steps(model, inputs, steps)
                     result[name][mode] = dict(seconds_per_step=round(seconds, 4),
-                                              bytes_streamed_per_step=gpu.bytes_moved // steps,
+                                              # time_steps runs one more (warm) pass than it times
+                                              bytes_streamed_per_step=gpu.bytes_moved // (steps + 1),
                                               peak_vram_bytes=torch.cuda.max_memory_allocated())
             except (torch.OutOfMemoryError, ValueError) as error:  # one mode failing still reports the others
                 result[name][mode] = dict(failed=str(error).splitlines()[0])

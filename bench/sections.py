@@ -36,6 +36,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--window", type=int, default=9)
     parser.add_argument("--mode", choices=("inverted", "forward"), default="inverted")
+    parser.add_argument("--step-cache", action="store_true",
+                        help="skip blocks on some steps (off by default: the work per step then varies with content)")
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args()
     if args.sections < 6:
@@ -49,7 +51,8 @@ def main() -> int:
     Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(picture)
     seconds = args.sections * 4 * args.window / FPS
     request = GenerationRequest(image=picture, prompt="a slow pan over a city at night", seconds=seconds,
-                                steps=args.steps, window=args.window, resolution=args.resolution, mode=args.mode)
+                                steps=args.steps, window=args.window, resolution=args.resolution, mode=args.mode,
+                                step_cache=args.step_cache)
 
     section_seconds, rss, write_seconds = [], [], 0.0
     section_start = writing_since = None
@@ -80,6 +83,7 @@ def main() -> int:
         "size": [finished.width, finished.height],
         "steps": args.steps,
         "mode": args.mode,
+        "step_cache": args.step_cache,
         "section_seconds": [round(s, 3) for s in section_seconds],
         "section_time_ratio": round(statistics.median(section_seconds[-4:]) /
                                     statistics.median(section_seconds[1:5]), 4),
