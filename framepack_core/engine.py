@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from memory import ModelManager
+from memory import ModelManager, release_free_host_memory
 
 from .conditioning import crop_to_bucket, encode_latent, encode_prompt, encode_siglip, resize_and_center_crop
 from .events import Event, Failed, Finished, Notice, Preview, SectionDone, Stage, Step
@@ -152,6 +152,8 @@ def _generate(req, models, output, progress, emit, cancel, manager, state, start
                 video.add(pixels, last=section.index == count - 1)
                 video.write(progress)
                 state.sections_done, state.frames = section.index + 1, video.frames
+                del pixels
+                release_free_host_memory()  # the decode's buffers: keep the process flat as the video grows
                 emit(SectionDone(section.index, count, video.frames, progress, time.monotonic() - started))
                 if section.index + 1 < count:
                     _check(cancel)

@@ -6,8 +6,10 @@ weights.py    a group of tensors packed into one (pinned) host buffer, pointable
 swap.py       streaming blocks through device slots, prefetched on a side stream
 placement.py  one model on a device: fixed part + resident blocks + a streamer for the rest
 manager.py    whole models in and out of the device under one budget
+host.py       freed host heap back to the OS, so the process stays flat
 """
 from .budget import GiB, BlockPlan, BudgetError, activation_bytes, plan_blocks, size_text
+from .host import release_free_host_memory
 from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
 from .manager import DEFAULT_TILING_BYTES, ModelManager, automatic_budget, default_device
 from .placement import ModelPlacement, find_block_lists
@@ -16,5 +18,6 @@ from .swap import BlockStreamer
 __all__ = [
     "DEFAULT_TILING_BYTES", "GiB", "BlockPlan", "BlockStreamer", "BudgetError", "CudaDevice", "Device",
     "ModelManager", "ModelPlacement", "PinError", "SimulatedDevice", "activation_bytes", "automatic_budget",
-    "cuda_device", "default_device", "find_block_lists", "plan_blocks", "size_text",
+    "cuda_device", "default_device", "find_block_lists", "plan_blocks", "release_free_host_memory",
+    "size_text",
 ]
