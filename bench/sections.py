@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core import Failed, GenerationRequest, SectionDone, Stage, generate  # noqa: E402
+from framepack_core import Failed, Finished, GenerationRequest, SectionDone, Stage, run  # noqa: E402
 from framepack_core.models import load_models  # noqa: E402
 from framepack_core.schedule import FPS  # noqa: E402
 
@@ -54,27 +54,33 @@ def main() -> int:
                                 steps=args.steps, window=args.window, resolution=args.resolution, mode=args.mode,
                                 step_cache=args.step_cache)
 
-    section_seconds, rss, write_seconds = [], [], 0.0
-    section_start = writing_since = None
-    finished = None
-    for event in generate(request, models, workdir / "video.mp4"):
+    section_seconds, rss = [], []
+    clock = {"section": None, "writing": None, "write_seconds": 0.0}
+    outcome = {}
+
+    def on_event(event) -> None:
+        # Called on the engine's own thread, so memory is read exactly as each section leaves it.
         now = time.perf_counter()
         if isinstance(event, Stage) and event.name == "sampling":
-            section_start = section_start or now
+            clock["section"] = clock["section"] or now
         elif isinstance(event, Stage) and event.name == "writing":
-            writing_since = now
+            clock["writing"] = now
         elif isinstance(event, SectionDone):
-            write_seconds += now - writing_since
-            section_seconds.append(now - section_start)
-            section_start = now
+            clock["write_seconds"] += now - clock["writing"]
+            section_seconds.append(now - clock["section"])
+            clock["section"] = now
             rss.append(process.memory_info().rss)
             print(f"section {event.section + 1}/{event.sections}: {section_seconds[-1]:.2f} s, "
                   f"{event.frames} frames, rss {rss[-1] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
-        elif isinstance(event, Failed):
-            print(event.detail, file=sys.stderr)
-            return 1
-        else:
-            finished = event if hasattr(event, "stopped") else finished
+        elif isinstance(event, (Finished, Failed)):
+            outcome["event"] = event
+
+    run(request, models, workdir / "video.mp4", on_event)
+    finished = outcome.get("event")
+    if not isinstance(finished, Finished):
+        print(getattr(finished, "detail", "no result"), file=sys.stderr)
+        return 1
+    write_seconds = clock["write_seconds"]
 
     result = {
         "sections": len(section_seconds),
