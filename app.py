@@ -33,6 +33,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", action="store_true", help="serve on all addresses (0.0.0.0), for other machines")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also make a public gradio.live link (off unless given)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="ask for this user name and password before showing the page or answering the API")
     parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
     parser.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
 

@@ -197,6 +197,7 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
         from transformers import SiglipImageProcessorPil
 
         return SiglipImageProcessorPil.from_pretrained(root, subfolder=subfolder)
+    _refuse_pickles(root / subfolder)
     dtype = spec.dtypes[key]
     if key in ("vae", "transformer"):
         import diffusers
@@ -211,6 +212,21 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
                "image_encoder": transformers.SiglipVisionModel}[key]
         model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
     return model.eval().requires_grad_(False)
+
+
+_PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """Say plainly why a folder of pickled weights is not loaded (the libraries' own words do not)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in _PICKLES for p in folder.glob(pattern))
+    if pickles:
+        raise ModelsUnavailableError(
+            f"{folder} holds weights only as pickle files ({', '.join(pickles[:3])}), which can run code when "
+            "loaded; this app loads weights only from .safetensors files. Use the safetensors version of the "
+            "model (or convert the pickle with a tool you trust) and try again.")
 
 
 def _repositories(spec: ModelSetSpec) -> dict[str, list[str | None]]:

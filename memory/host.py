@@ -26,3 +26,22 @@ def release_free_host_memory() -> bool:
     """Return freed heap pages to the OS where the C library can; True if it did."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_heap_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas for the threads started from now on; True if the C library took it.
+
+    Every run starts new threads (the run itself, the video writer, ...), and glibc gives threads
+    arenas of their own that keep their freed heap; the resident size then wanders by tens of MB
+    from run to run. A few shared arenas keep a session of many runs flat.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, count))

@@ -95,6 +95,11 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
         # The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate).
         api_trigger = gr.Button(visible=False)
         api_result = gr.File(visible=False, label="MP4")
+        # Numbers without the sliders' bounds or rounding: gradio's own checks would answer 0 or "abc" with a
+        # message that names no field (or a traceback); the request's validator says what is wrong instead.
+        api_seconds = gr.Number(5, visible=False, label="seconds")
+        api_seed = gr.Number(31337, visible=False, label="seed")
+        api_steps = gr.Number(25, visible=False, label="steps")
 
         def generate(image, prompt, seconds=5.0, seed=31337, steps=25):
             """Make a video from a picture and a prompt; returns the MP4 (model and resolution: the server's)."""
@@ -103,8 +108,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
             except (ValueError, RuntimeError) as error:
                 raise gr.Error(str(error)) from None
 
-        api_trigger.click(generate, [image, prompt, seconds, seed, steps], api_result, api_name="generate",
-                          concurrency_id="gpu")
+        api_trigger.click(generate, [image, prompt, api_seconds, api_seed, api_steps], api_result,
+                          api_name="generate", concurrency_id="gpu")
     return page
 
 

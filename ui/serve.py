@@ -27,17 +27,42 @@ def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_ch
     return page, worker
 
 
+MAX_UPLOAD = "50mb"  # pictures only: a larger upload is refused before it reaches the disk
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """`user:password` (the password may hold colons) as gradio's auth pair; None when not given."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth takes user:password, both non-empty")
+    return user, password
+
+
 def launch(page: gr.Blocks, worker: Worker, outputs: Path, host: str = "127.0.0.1", port: int = 7860,
-           share: bool = False, inbrowser: bool = False):
-    """Start serving and return (app, local_url, share_url) without blocking."""
+           share: bool = False, inbrowser: bool = False, auth: tuple[str, str] | None = None):
+    """Start serving and return (app, local_url, share_url) without blocking.
+
+    Files served: the outputs folder, the worker's snapshots and gradio's own uploads; nothing else.
+    """
     return page.launch(
         server_name=host, server_port=port, share=share, inbrowser=inbrowser, prevent_thread_lock=True,
         theme=THEME, css=CSS, ssr_mode=False, show_error=True, footer_links=["api", "settings"],
-        allowed_paths=[str(Path(outputs).resolve()), str(worker.scratch)], quiet=True)
+        allowed_paths=[str(Path(outputs).resolve()), str(worker.scratch)], quiet=True,
+        auth=auth, max_file_size=MAX_UPLOAD)
 
 
 def serve_command(args, model_choices: tuple[str, ...]) -> int:
     host = "0.0.0.0" if args.listen else args.host
+    try:
+        auth = parse_auth(getattr(args, "auth", None))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.share:
+        print("warning: --share makes a public gradio.live link: anyone with it can use this GPU"
+              + ("" if auth else " (add --auth user:password to ask for a password)"), file=sys.stderr, flush=True)
     outputs = Path(args.outputs)
     try:
         outputs.mkdir(parents=True, exist_ok=True)
@@ -50,7 +75,8 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         try:
-            _, local_url, share_url = launch(page, worker, outputs, host, args.port, args.share, args.inbrowser)
+            _, local_url, share_url = launch(page, worker, outputs, host, args.port, args.share, args.inbrowser,
+                                             auth)
         except OSError as error:  # gradio's words for a port in use
             print(f"error: cannot serve on {host}:{args.port} ({error}); try another --port", file=sys.stderr)
             return 1

@@ -23,7 +23,8 @@ import torch
 
 from framepack_core import Failed, Finished, SectionDone, Stage, run as engine_run
 from framepack_core.schedule import FPS
-from memory import ModelManager, default_device
+from memory import ModelManager, default_device, release_free_host_memory
+from memory.host import limit_heap_arenas
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Worker:
         self._lock = threading.Lock()
         # Per-section snapshots of the video so far live here (see _snapshot).
         self.scratch = Path(tempfile.mkdtemp(prefix="framepack-ui-"))
+        limit_heap_arenas(2)  # many runs on fresh threads: keep the process's memory flat (see memory/host.py)
 
     @property
     def busy(self) -> bool:
@@ -142,6 +144,7 @@ class Worker:
             if manager is not None:
                 manager.release()
             gc.collect()
+            release_free_host_memory()  # the run's freed buffers back to the OS: a long session stays flat
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             job.finished.set()
@@ -191,4 +194,8 @@ def _loading_message(error: Exception) -> str:
     # ModelsUnavailableError by name: importing framepack_core.models here would slow the start-up.
     if type(error).__name__ == "ModelsUnavailableError" or isinstance(error, ValueError):  # BudgetError is one
         return str(error)
+    if isinstance(error, torch.OutOfMemoryError):  # placing the models on the GPU: the engine's advice holds
+        from framepack_core.engine import _user_message
+
+        return _user_message(error)
     return f"Could not prepare the models: {error}"

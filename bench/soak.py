@@ -1,0 +1,69 @@
+"""Many short runs back to back through the page's worker: the process must not grow.
+
+    python bench/soak.py --json [--runs 20] [--resolution 128] [--seconds 1] [--steps 2]
+
+The tiny model set, each run through `Handlers.page_run` as a Start press would make it.
+The last stdout line is JSON: resident memory after every run (MiB), `rss_growth_ratio`
+(the largest after the first run over the first), seconds per run, and the failures seen.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import psutil  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from framepack_core.models import load_models  # noqa: E402
+from ui.handlers import Handlers, ServerSettings  # noqa: E402
+from ui.worker import Worker  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="(always on) the last line is JSON")
+    args = parser.parse_args()
+
+    # The worker first, as the app makes it (it caps the heap arenas), then the models: the app loads them lazily.
+    models = {}
+    worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: models.get("tiny"))
+    models["tiny"] = load_models("tiny")
+    process = psutil.Process()
+    picture = Image.new("RGB", (160, 112), (10, 60, 200))
+    rss, times, failures = [], [], []
+    with tempfile.TemporaryDirectory(prefix="framepack-soak-") as outputs:
+        handlers = Handlers(worker, ServerSettings(model="tiny", resolution=args.resolution, outputs=Path(outputs)))
+        try:
+            for run in range(args.runs):
+                started = time.monotonic()
+                updates = list(handlers.page_run(picture, "waves roll in", args.seconds, run, False, args.steps, 10,
+                                                 True, "tiny", "model default", None, args.resolution, 16, 0))
+                times.append(time.monotonic() - started)
+                if "Done:" not in updates[-1].progress:
+                    failures.append(updates[-1].progress)
+                gc.collect()
+                rss.append(process.memory_info().rss)
+                print(f"run {run + 1}/{args.runs}: {times[-1]:.2f} s, rss {rss[-1] / 2**20:.0f} MiB", file=sys.stderr)
+        finally:
+            worker.close()
+    result = {"runs": args.runs, "rss_mib": [round(r / 2**20, 1) for r in rss],
+              "rss_growth_ratio": round(max(rss) / rss[0], 4), "seconds_per_run": round(sum(times) / len(times), 3),
+              "failures": failures, "pid": os.getpid()}
+    print(json.dumps(result))
+    return 0 if not failures and result["rss_growth_ratio"] <= 1.10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
