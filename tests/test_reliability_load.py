@@ -2,21 +2,15 @@
 import concurrent.futures
 import gc
 import json
-import socket
 
 import psutil
 import pytest
 from PIL import Image
 
 from mp4info import mp4_info, mp4_metadata
+from ports import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ import pytest
 
 import app
 from ui.serve import MAX_UPLOAD, parse_auth
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 def get(url: str, path: str, method: str = "GET", body=None, headers=None):

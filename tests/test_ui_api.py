@@ -1,18 +1,12 @@
 """The named `/generate` endpoint through gradio_client, on the real tiny model set."""
 import json
-import socket
 
 import pytest
 
 from mp4info import mp4_info
+from ports import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
