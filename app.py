@@ -8,9 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from framepack_core.request import DEFAULT_SEED
+# Only the vocabulary of choices here: --help must not wait for torch (see framepack_core/options.py).
+from framepack_core.options import (
+    ATTENTION_KERNELS,
+    CACHE_METHODS,
+    DEFAULT_CACHE_THRESHOLD,
+    DEFAULT_SEED,
+    MODEL_SETS,
+    MODES,
+)
 
-MODEL_CHOICES = ("framepack", "framepack-f1", "tiny")
+MODEL_CHOICES = MODEL_SETS
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, help="what should happen in the video")
     gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
     add_model_flags(gen)
-    gen.add_argument("--mode", choices=("inverted", "forward"), default=None,
+    gen.add_argument("--mode", choices=MODES, default=None,
                      help="sampling order (default: the model set's own)")
     gen.add_argument("--end-image", default=None, help="optional last frame (inverted sampling only)")
     gen.add_argument("--seconds", type=float, default=5.0, help="video length (default 5)")
@@ -65,17 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-step-cache", dest="step_cache", action="store_false",
                      help="compute every block on every step (slower; by default TeaCache skips blocks on steps "
                           "where they would change little)")
-    gen.add_argument("--cache-threshold", type=float, default=0.15,
+    gen.add_argument("--cache-threshold", type=float, default=DEFAULT_CACHE_THRESHOLD,
                      help="step cache threshold: higher skips more and drifts more (default 0.15; 0.1 is safer)")
-    gen.add_argument("--cache-method", choices=("teacache", "first-block"), default="teacache",
+    gen.add_argument("--cache-method", choices=CACHE_METHODS, default="teacache",
                      help="step cache: teacache (default) or diffusers' first-block cache")
-    gen.add_argument("--attention", choices=("auto", "sage", "flash", "xformers", "sdpa"), default="auto",
+    gen.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
     gen.add_argument("--fp8", action="store_true",
                      help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
     gen.add_argument("--compile", action="store_true",
                      help="torch.compile the transformer blocks (CUDA only; the first steps take longer)")
-    gen.add_argument("--output", default=None, help="MP4 path (default: outputs/<time>_<seed>.mp4)")
+    gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")
+    gen.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     return parser
 

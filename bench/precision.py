@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 
 from bench.offload import FULL_CONFIG, full_size_transformer, section_inputs, time_steps, token_count  # noqa: E402
-from framepack_core.precision import store_fp8, tensor_bytes  # noqa: E402
-from framepack_core.speed import transformer_blocks  # noqa: E402
+from framepack_core.speed.precision import store_fp8, tensor_bytes  # noqa: E402
+from framepack_core.speed.prepare import transformer_blocks  # noqa: E402
 from memory import GiB, ModelManager, SimulatedDevice, activation_bytes, plan_blocks  # noqa: E402
 from memory.device import align  # noqa: E402
 
@@ -49,7 +49,7 @@ def relative_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def tiny() -> dict:
-    from framepack_core.models import load_models
+    from framepack_core.models.loading import load_models
 
     model = load_models("tiny").transformer
     inputs = section_inputs(dict(model.config), 8, 8)
@@ -120,7 +120,7 @@ def full_size(budgets_gb: list[float]) -> dict:
 
 @torch.no_grad()
 def cuda(budget_gb: float, steps: int) -> dict:
-    from framepack_core.attention import apply_attention
+    from framepack_core.speed.attention import apply_attention
     from memory import cuda_device
 
     model = full_size_transformer()

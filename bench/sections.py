@@ -25,8 +25,8 @@ import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from framepack_core import Failed, Finished, GenerationRequest, SectionDone, Stage, run  # noqa: E402
-from framepack_core.models import load_models  # noqa: E402
-from framepack_core.schedule import FPS  # noqa: E402
+from framepack_core.models.loading import load_models  # noqa: E402
+from framepack_core.method.schedule import FPS  # noqa: E402
 
 
 def main() -> int:

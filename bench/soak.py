@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core.models import load_models  # noqa: E402
+from framepack_core.models.loading import load_models  # noqa: E402
 from ui.handlers import Handlers, ServerSettings  # noqa: E402
 from ui.worker import Worker  # noqa: E402
 

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from framepack_core import Failed, Finished, GenerationRequest, Stage, Step, generate  # noqa: E402
-from framepack_core.models import load_models  # noqa: E402
+from framepack_core.models.loading import load_models  # noqa: E402
 from memory import default_device  # noqa: E402
 from ui.cli import make_manager  # noqa: E402
 

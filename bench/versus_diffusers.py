@@ -27,11 +27,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from framepack_core import Finished, GenerationRequest, generate  # noqa: E402
-from framepack_core.buckets import nearest_bucket  # noqa: E402
-from framepack_core.conditioning import crop_to_bucket  # noqa: E402
-from framepack_core.models import load_models  # noqa: E402
-from framepack_core.schedule import FPS  # noqa: E402
-from framepack_core.video import write_mp4  # noqa: E402
+from framepack_core.method.buckets import nearest_bucket  # noqa: E402
+from framepack_core.media.pictures import crop_to_bucket  # noqa: E402
+from framepack_core.models.loading import load_models  # noqa: E402
+from framepack_core.method.schedule import FPS  # noqa: E402
+from framepack_core.media.video import write_mp4  # noqa: E402
 
 
 def their_pipeline(models):

@@ -1,13 +1,9 @@
 """FramePack image-to-video: the method. Knows tensors and models; never imports gradio.
 
-Public API: a request in, a stream of events out, a cancel handle (threading.Event).
-"""
-from .engine import generate, run
-from .events import Event, Failed, Finished, Notice, Preview, SectionDone, Stage, Step
-from .request import GenerationRequest
-from .schedule import section_count, video_frame_count
+    method/   the paper's arithmetic (torch only)     models/  model sets, loading, encoders
+    media/    pictures in, video out                  speed/   kernels, FP8, step caches, compile
+    request.py -> run.py (the one run path) -> generation.py (the stages), with session.py
+    holding what outlives a run.
 
-__all__ = [
-    "Event", "Failed", "Finished", "GenerationRequest", "Notice", "Preview", "SectionDone", "Stage", "Step",
-    "generate", "run", "section_count", "video_frame_count",
-]
+Nothing is imported here, so that `framepack_core.options` and `.request` stay cheap to import.
+"""

@@ -8,10 +8,22 @@ placement.py  one model on a device: fixed part + resident blocks + a streamer f
 manager.py    whole models in and out of the device under one budget
 host.py       freed host heap back to the OS, so the process stays flat
 """
-from .budget import GiB, BlockPlan, BudgetError, activation_bytes, plan_blocks, size_text
-from .host import release_free_host_memory
+from .budget import (
+    BlockPlan,
+    BudgetError,
+    GiB,
+    activation_bytes,
+    plan_blocks,
+    size_text,
+)
 from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
-from .manager import DEFAULT_TILING_BYTES, ModelManager, automatic_budget, default_device
+from .host import release_free_host_memory
+from .manager import (
+    DEFAULT_TILING_BYTES,
+    ModelManager,
+    automatic_budget,
+    default_device,
+)
 from .placement import ModelPlacement, find_block_lists
 from .swap import BlockStreamer
 

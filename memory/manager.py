@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .budget import GiB, BudgetError, plan_blocks, size_text
+from .budget import BudgetError, GiB, plan_blocks, size_text
 from .device import Device, cuda_device
 from .placement import ModelPlacement
 

@@ -26,8 +26,8 @@ from typing import Sequence
 
 import torch
 
-from .device import Device
 from .budget import size_text
+from .device import Device
 from .weights import WeightGroup
 
 log = logging.getLogger(__name__)

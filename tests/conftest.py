@@ -20,6 +20,27 @@ os.environ.pop("FRAMEPACK_MODELS_DIR", None)
 @pytest.fixture(scope="session")
 def tiny_models():
     """The tiny set, built once per session into the private cache and loaded like real weights."""
-    from framepack_core.models import load_models
+    from framepack_core.models.loading import load_models
 
     return load_models("tiny")
+
+
+def _noise_png(folder, width: int, height: int, seed: int):
+    import numpy as np
+    from PIL import Image
+
+    path = folder / f"noise-{width}x{height}-{seed}.png"
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def picture(tmp_path_factory):
+    """A 100 x 70 picture of noise, as a PNG file: landscape, small, and never the same on two pixels."""
+    return _noise_png(tmp_path_factory.mktemp("pictures"), 100, 70, seed=0)
+
+
+@pytest.fixture(scope="session")
+def square_picture(tmp_path_factory):
+    """A 64 x 64 picture of noise, as a PNG file."""
+    return _noise_png(tmp_path_factory.mktemp("pictures"), 64, 64, seed=0)

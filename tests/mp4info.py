@@ -16,8 +16,19 @@ def mp4_metadata(path):
 
     out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
                          capture_output=True, text=True, check=True).stdout
-    tags = {}
-    for line in out.splitlines()[1:]:
-        key, _, value = line.partition("=")
-        tags[key] = value.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
+    tags, key, value, escaped, in_value = {}, [], [], False, False
+    for c in out.split("\n", 1)[1]:  # past the ;FFMETADATA1 header; a backslash escapes the next character
+        if escaped:
+            (value if in_value else key).append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == "=" and not in_value:
+            in_value = True
+        elif c == "\n":
+            if key:
+                tags["".join(key)] = "".join(value)
+            key, value, in_value = [], [], False
+        else:
+            (value if in_value else key).append(c)
     return tags

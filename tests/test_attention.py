@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from framepack_core import GenerationRequest
-from framepack_core.attention import PREFERENCE, apply_attention, check_kernel, choose
+from framepack_core.speed.attention import PREFERENCE, apply_attention, check_kernel, choose
 from test_step_cache import sample
 
 CPU = torch.device("cpu")

@@ -1,7 +1,7 @@
 """Bucket tables and the choice of bucket, ties included."""
 import pytest
 
-from framepack_core.buckets import BUCKETS_640, bucket_table, nearest_bucket
+from framepack_core.method.buckets import BUCKETS_640, bucket_table, nearest_bucket
 
 PUBLISHED_640 = [
     (416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640),

@@ -1,31 +1,18 @@
 """The whole engine on the tiny model set: events, frames, determinism, stop and failure."""
-import threading
+import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
-import framepack_core.engine as engine
-from framepack_core import Failed, Finished, GenerationRequest, Preview, SectionDone, Stage, Step, generate
-from framepack_core.engine import progress_path
-from mp4info import mp4_info
+import framepack_core.generation as generation
+from framepack_core.events import Failed, Finished, Preview, SectionDone, Stage, Step
+from framepack_core.request import Request
+from helpers import run_events as collect, tiny_request as request
+from mp4info import mp4_info, mp4_metadata
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("pic") / "start.png"
-    Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def request(picture, **kw):
-    base = dict(image=picture, prompt="a red balloon rises", seconds=1, steps=3, resolution=128)
-    return GenerationRequest(**(base | kw))
-
-
-def collect(req, models, output, cancel=None):
-    return list(generate(req, models, output, cancel))
+def progress_path(output):
+    return output.with_name(f"{output.stem}.in-progress.mp4")
 
 
 def test_one_second_inverted(tiny_models, picture, tmp_path):
@@ -39,7 +26,7 @@ def test_one_second_inverted(tiny_models, picture, tmp_path):
     previews = [e for e in events if isinstance(e, Preview)]
     assert len(previews) == 3 and previews[0].image.shape == (14, 9 * 18, 3)
     stages = [e.name for e in events if isinstance(e, Stage)]
-    assert stages[:3] == ["encoding_prompt", "encoding_image", "sampling"]
+    assert stages[:4] == ["loading", "encoding_prompt", "encoding_image", "sampling"]
     meta, frames = mp4_info(finished.video)
     assert frames.shape == (37, 112, 144, 3) and meta["fps"] == 30 and meta["codec"] == "h264"
     assert not progress_path(finished.video).exists()
@@ -71,26 +58,18 @@ def test_end_frame_changes_the_video(tiny_models, picture, tmp_path):
 
 
 def test_stop_during_the_first_section_writes_nothing(tiny_models, picture, tmp_path):
-    cancel = threading.Event()
     output = tmp_path / "s.mp4"
-    events = []
-    for event in generate(request(picture, seconds=2), tiny_models, output, cancel):
-        events.append(event)
-        if isinstance(event, Step):
-            cancel.set()
+    events = collect(request(picture, seconds=2), tiny_models, output,
+                     on_event=lambda event, run: isinstance(event, Step) and run.stop())
     assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].video is None
     assert len([e for e in events if isinstance(e, Step)]) == 1  # stopped within one step
     assert not output.exists() and not progress_path(output).exists()
 
 
 def test_stop_after_a_section_keeps_the_video_so_far(tiny_models, picture, tmp_path):
-    cancel = threading.Event()
     output = tmp_path / "k.mp4"
-    events = []
-    for event in generate(request(picture, seconds=3.6), tiny_models, output, cancel):
-        events.append(event)
-        if isinstance(event, SectionDone):
-            cancel.set()
+    events = collect(request(picture, seconds=3.6), tiny_models, output,
+                     on_event=lambda event, run: isinstance(event, SectionDone) and run.stop())
     finished = events[-1]
     assert finished.stopped and finished.sections == 1 and finished.video == output
     assert mp4_info(output)[1].shape[0] == finished.frames == 33  # one inverted section of three
@@ -100,7 +79,7 @@ def test_failure_in_a_later_section_keeps_the_old_file_and_the_video_so_far(tiny
                                                                              monkeypatch):
     output = tmp_path / "old.mp4"
     output.write_bytes(b"an older video")
-    real, calls = engine.decode_latents, []
+    real, calls = generation.decode_latents, []
 
     def failing_decode(vae, latents):
         calls.append(1)
@@ -108,7 +87,7 @@ def test_failure_in_a_later_section_keeps_the_old_file_and_the_video_so_far(tiny
             raise RuntimeError("injected failure")
         return real(vae, latents)
 
-    monkeypatch.setattr(engine, "decode_latents", failing_decode)
+    monkeypatch.setattr(generation, "decode_latents", failing_decode)
     events = collect(request(picture, seconds=3.6), tiny_models, output)
     failed = events[-1]
     assert isinstance(failed, Failed) and "injected failure" in failed.message
@@ -116,7 +95,7 @@ def test_failure_in_a_later_section_keeps_the_old_file_and_the_video_so_far(tiny
     assert failed.partial_video == progress_path(output)
     assert mp4_info(failed.partial_video)[1].shape[0] == 33 + 36  # two sections survived
     # The next run works.
-    monkeypatch.setattr(engine, "decode_latents", real)
+    monkeypatch.setattr(generation, "decode_latents", real)
     assert collect(request(picture), tiny_models, output)[-1].frames == 37
 
 
@@ -126,10 +105,6 @@ def test_bad_request_fails_cleanly(tiny_models, picture, tmp_path):
 
 
 def test_video_carries_its_settings(tiny_models, picture, tmp_path):
-    import json
-
-    from mp4info import mp4_metadata
-
     finished = collect(request(picture, seed=12, steps=2, gs=7.5), tiny_models, tmp_path / "m.mp4")[-1]
     tags = mp4_metadata(finished.video)
     assert tags["title"] == "a red balloon rises"
@@ -137,8 +112,7 @@ def test_video_carries_its_settings(tiny_models, picture, tmp_path):
     assert (settings["model"], settings["seed"], settings["steps"], settings["gs"]) == ("tiny", 12, 2, 7.5)
     assert (settings["seconds"], settings["resolution"], settings["mode"]) == (1, 128, "inverted")
     # Enough to make the same video again from the video alone.
-    again = GenerationRequest(image=picture, prompt=tags["title"], **{k: settings[k] for k in (
-        "seconds", "seed", "steps", "window", "gs", "cfg", "rs", "resolution", "crf", "mode", "step_cache",
-        "cache_threshold", "cache_method", "fp8")})
+    settings = {k: v for k, v in settings.items() if k not in ("app", "end_image", "attention_used")}
+    again = Request.from_fields(image=picture, **settings)
     remade = collect(again, tiny_models, tmp_path / "again.mp4")[-1]
     assert np.array_equal(mp4_info(remade.video)[1], mp4_info(finished.video)[1])

@@ -6,7 +6,7 @@ from PIL import Image
 
 from bench.offload import tensor_bytes
 from framepack_core import Finished, GenerationRequest, generate
-from framepack_core.models import load_models
+from framepack_core.models.loading import load_models
 from memory import ModelManager, SimulatedDevice
 from mp4info import mp4_info
 

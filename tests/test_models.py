@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer, LlamaModel, LlamaTokenizer, SiglipVisionModel
 
 from framepack_core import tiny
-from framepack_core.models import MODEL_SETS, ModelsUnavailableError, Source, load_models
+from framepack_core.models.loading import MODEL_SETS, ModelsUnavailableError, Source, load_models
 
 HUNYUAN, REDUX = "hunyuanvideo-community/HunyuanVideo", "lllyasviel/flux_redux_bfl"
 KEYS = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae", "image_encoder", "feature_extractor",
@@ -255,7 +255,7 @@ def test_a_byte_level_llama_tokenizer_keeps_its_spaces(tmp_path):
     # transformers 5's LlamaTokenizer would re-tokenize it SentencePiece-style and lose the spaces.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from framepack_core.models import _load_component
+    from framepack_core.models.loading import _load_component
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))

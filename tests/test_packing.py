@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from framepack_core.sections import Conditioning, SectionSettings, run_sections
+from framepack_core.method.sections import Conditioning, SectionSettings, run_sections
 
 H, W = 4, 6
 

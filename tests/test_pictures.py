@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framepack_core.conditioning import crop_to_bucket
-from framepack_core.pictures import MAX_SIDE, load_picture
+from framepack_core.media.pictures import crop_to_bucket
+from framepack_core.media.pictures import MAX_SIDE, load_picture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_huge_picture_without_a_memory_spike(tmp_path):
     path = save(tmp_path, "huge.jpg", Image.new("RGB", (8000, 8000), (120, 80, 40)), quality=80)
     script = (
         "import resource, sys\n"
-        "from framepack_core.pictures import load_picture\n"
+        "from framepack_core.media.pictures import load_picture\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"image = load_picture({str(path)!r})\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from framepack_core import Finished, GenerationRequest, Notice, generate
-from framepack_core.models import load_models
-from framepack_core.precision import FP8, fp8_layers, is_fp8, store_fp8, tensor_bytes
-from framepack_core.speed import compile_blocks
+from framepack_core.models.loading import load_models
+from framepack_core.speed.precision import FP8, fp8_layers, is_fp8, store_fp8, tensor_bytes
+from framepack_core.speed.prepare import compile_blocks
 from memory import ModelManager, SimulatedDevice
 from memory.device import align
 from test_step_cache import sample

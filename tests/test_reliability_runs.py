@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-import framepack_core.engine as engine
+import framepack_core.run as engine
 import ui.worker as worker_module
 from framepack_core import Failed, Finished, GenerationRequest, SectionDone, Stage, Step, run
-from framepack_core.engine import progress_path
+from framepack_core.run import progress_path
 from mp4info import mp4_info
 from ui.handlers import Handlers, ServerSettings
 from ui.worker import Worker

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-import framepack_core.sampler as sampler
-from framepack_core.sampler import flux_mu, flux_sigmas, sample_unipc
+import framepack_core.method.sampler as sampler
+from framepack_core.method.sampler import flux_mu, flux_sigmas, sample_unipc
 
 
 def test_flux_mu():

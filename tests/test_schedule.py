@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from framepack_core.schedule import (
+from framepack_core.method.schedule import (
     decode_span, forward_layout, inverted_layout, latent_frame_count, latent_paddings, overlap_frames,
     pixel_frame_count, section_count, video_frame_count,
 )

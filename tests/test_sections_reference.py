@@ -151,7 +151,7 @@ def _run_reference(transformer, cond, start, p):
 
 
 def _run_engine(transformer, cond, start, p):
-    from framepack_core.sections import Conditioning, SectionSettings, run_sections
+    from framepack_core.method.sections import Conditioning, SectionSettings, run_sections
 
     settings = SectionSettings(
         seconds=p["seconds"],

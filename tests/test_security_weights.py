@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from framepack_core import tiny
-from framepack_core.models import ModelsUnavailableError, load_models
+from framepack_core.models.loading import ModelsUnavailableError, load_models
 
 
 class _Trap:

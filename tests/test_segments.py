@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from framepack_core.segments import SegmentedVideo
-from framepack_core.video import blend_after, blend_before, to_uint8_frames, write_mp4
+from framepack_core.media.segments import SegmentedVideo
+from framepack_core.media.video import blend_after, blend_before, to_uint8_frames, write_mp4
 from mp4info import mp4_info
 
 OVERLAP = 5  # a window of 2 latent frames: 4K - 3
@@ -51,7 +51,7 @@ def test_same_frames_as_in_memory(tmp_path, mode, sections):
 
 @pytest.mark.parametrize("mode", ["inverted", "forward"])
 def test_each_frame_is_encoded_once_plus_the_pending_tail(tmp_path, mode, monkeypatch):
-    import framepack_core.segments as segments
+    import framepack_core.media.segments as segments
 
     encoded = []
     real = segments.write_mp4

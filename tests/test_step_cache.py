@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from framepack_core import Finished, GenerationRequest, generate
-from framepack_core.sections import Conditioning, SectionSettings, run_sections
-from framepack_core.step_cache import COEFFICIENTS, StepCache, rescale, step_cache
+from framepack_core.method.sections import Conditioning, SectionSettings, run_sections
+from framepack_core.speed.step_cache import COEFFICIENTS, StepCache, rescale, step_cache
 
 STEPS, SECTIONS = 10, 2
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from framepack_core import Finished, Notice, Stage, Step
-from framepack_core.buckets import nearest_bucket
+from framepack_core.method.buckets import nearest_bucket
 from test_ui_worker import ScriptedEngine
 from ui.handlers import KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.outputs import new_run

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from framepack_core.video import blend_after, blend_before, latent_preview, to_uint8_frames, write_mp4
+from framepack_core.media.video import blend_after, blend_before, latent_preview, to_uint8_frames, write_mp4
 from mp4info import mp4_info
 
 

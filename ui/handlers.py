@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from framepack_core import Failed, Finished, GenerationRequest, Preview, SectionDone
+from framepack_core.events import Failed, Preview, SectionDone
+from framepack_core.request import Request
+from framepack_core.run import Run
 
-from .outputs import new_run, save_inputs, write_settings
 from .progress import RunProgress, idle_html
 from .worker import Worker, WorkerBusy
 
@@ -40,13 +40,11 @@ class ServerSettings:
     model: str = "framepack"
     resolution: int = 640
     outputs: Path = Path("outputs")
-    vram_budget_gb: float | None = None
 
 
-def default_mode(model: str) -> str:
-    from framepack_core.models import MODEL_SETS  # imported on first use: it pulls in diffusers
-
-    return MODEL_SETS[model].default_mode if model in MODEL_SETS else "inverted"
+# The page's form, by name as Request.from_fields takes them (`randomize` is the page's own).
+FORM_FIELDS = ("image", "prompt", "seconds", "seed", "randomize", "steps", "gs", "step_cache", "model", "mode",
+               "end_image", "resolution", "crf", "vram_budget_gb")
 
 
 def random_seed() -> int:
@@ -61,112 +59,79 @@ class Handlers:
     def stop(self) -> None:
         self.worker.stop()
 
-    def page_run(self, image, prompt, seconds, seed, randomize, steps, gs, step_cache, model, mode, end_image,
-                 resolution, crf, vram_budget_gb):
-        if randomize or seed is None:
-            seed = random_seed()
-        seed = _whole(seed)
-        model = model or self.settings.model
+    def page_run(self, form: dict):
+        """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
+        form = dict(form)
+        seed = random_seed() if form.pop("randomize", False) or form.get("seed") is None else form["seed"]
+        form["seed"] = seed = _whole(seed)
+        form["model"] = form.get("model") or self.settings.model
+        if form.get("mode") in (None, MODEL_DEFAULT_MODE):
+            form["mode"] = None
+        form["prompt"] = form.get("prompt") or ""
+        form["step_cache"] = bool(form.get("step_cache", True))
+        form["vram_budget_gb"] = form.get("vram_budget_gb") or None
         try:
-            request, files = self._prepare(GenerationRequest(
-                image=image, prompt=prompt or "", seconds=seconds, seed=seed, steps=_whole(steps), gs=gs,
-                step_cache=bool(step_cache), mode=None if mode in (None, MODEL_DEFAULT_MODE) else mode,
-                end_image=end_image, resolution=_whole(resolution), crf=_whole(crf)), model)
+            run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
             return
         try:
-            job = self.worker.submit(request, model, files.video, float(vram_budget_gb) if vram_budget_gb else None)
+            job = self.worker.submit(run)
         except WorkerBusy as error:
-            self._record(request, model, files, None, Failed(str(error)))
+            run.refuse(str(error))
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
             return
         progress = RunProgress()
         yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="",
                          seed=seed, running=True)
-        finished = failed = None
         try:
             for batch in job.batches():
                 update = PageUpdate()
                 for event in batch:
                     progress.update(event)
                     if isinstance(event, Preview):
-                        update.preview = contact_sheet(event.image, request.window)
+                        update.preview = contact_sheet(event.image, run.request.method.window)
                     elif isinstance(event, SectionDone):
                         update.video = str(event.video)
-                    elif isinstance(event, Finished):
-                        finished = event
-                    elif isinstance(event, Failed):
-                        failed = event
                 if job.cancel.is_set():
                     progress.stopping()
                 update.progress = progress.html()
                 yield update
         finally:
             job.stop()  # a no-op after the end; ends the run when the browser went away mid-run
-        record = self._record(request, model, files, finished, failed)
+        job.finished.wait()
+        record = run.record()
         video = None
-        if finished is not None and finished.video is not None:
-            video = str(finished.video)
-        elif failed is not None and failed.partial_video is not None:
-            video = str(failed.partial_video)  # what was made before the failure is still worth keeping
+        if record["status"] != "failed" and record["video"]:
+            video = str(run.files.video)
+        elif record.get("partial_video"):
+            video = str(run.files.in_progress)  # what was made before the failure is still worth keeping
         yield PageUpdate(progress=progress.html(), video=video if video else KEEP, download=video,
                          summary=summary_markdown(record), running=False)
 
     def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path."""
-        request, files = self._prepare(GenerationRequest(
-            image=image, prompt=prompt or "", seconds=seconds, steps=_whole(steps),
-            seed=random_seed() if seed is None else _whole(seed), resolution=self.settings.resolution),
-            self.settings.model)
+        run = Run.start(Request.from_fields(
+            image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
+            seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
+            folder=self.settings.outputs))
         try:
-            job = self.worker.submit(request, self.settings.model, files.video, self.settings.vram_budget_gb)
+            job = self.worker.submit(run)
         except WorkerBusy as error:
-            self._record(request, self.settings.model, files, None, Failed(str(error)))
+            run.refuse(str(error))
             raise
-        finished = failed = None
         try:
-            for batch in job.batches():
-                finished = next((e for e in batch if isinstance(e, Finished)), finished)
-                failed = next((e for e in batch if isinstance(e, Failed)), failed)
+            for _ in job.batches():
+                pass
         finally:
             job.stop()
-        self._record(request, self.settings.model, files, finished, failed)
-        if failed is not None:
-            raise RuntimeError(failed.message)
-        if finished is None or finished.video is None:
+        job.finished.wait()
+        outcome = run.outcome
+        if isinstance(outcome, Failed):
+            raise RuntimeError(outcome.message)
+        if outcome is None or outcome.video is None:
             raise RuntimeError("The run was stopped before the first section was done; no video was made.")
-        return str(finished.video)
-
-    def _prepare(self, request: GenerationRequest, model: str):
-        """Validate, then write the cropped picture and a first settings record (a crash keeps them)."""
-        request = request.validated(default_mode(model))
-        files = new_run(self.settings.outputs, request.seed)
-        save_inputs(files, request)
-        write_settings(files, _base_record(request, model, files) | {"status": "running"})
-        return request, files
-
-    def _record(self, request, model, files, finished: Finished | None, failed: Failed | None) -> dict:
-        record = _base_record(request, model, files)
-        if failed is not None:
-            record |= {"status": "failed", "error": failed.message, "video": None}
-        elif finished is not None:
-            record |= {"status": "stopped" if finished.stopped else "finished",
-                       "video": files.video.name if finished.video else None,
-                       "frames": finished.frames, "fps": finished.fps, "sections": finished.sections,
-                       "width": finished.width, "height": finished.height,
-                       "seconds_elapsed": round(finished.seconds_elapsed, 2),
-                       "blocks_computed": finished.blocks_computed, "blocks_skipped": finished.blocks_skipped}
-        write_settings(files, record)
-        return record
-
-
-def _base_record(request: GenerationRequest, model: str, files) -> dict:
-    settings = request.settings_dict()
-    settings.pop("image_name", None)
-    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": model, "input": files.picture.name,
-            "end_frame": files.end_picture.name if request.end_image is not None else None,
-            "video": files.video.name, "settings": settings}
+        return str(outcome.video)
 
 
 def summary_markdown(record: dict) -> str:
@@ -177,7 +142,8 @@ def summary_markdown(record: dict) -> str:
     if record.get("frames"):
         lines.append(f"{record['frames']} frames, {record['width']}×{record['height']}, "
                      f"{record['seconds_elapsed']:g} s to make · saved as `{record['video']}`")
-        skipped, computed = record.get("blocks_skipped", 0), record.get("blocks_computed", 0)
+        cache = record.get("step_cache", {})
+        skipped, computed = cache.get("blocks_skipped", 0), cache.get("blocks_computed", 0)
         if skipped:
             lines.append(f"The step cache skipped {100 * skipped / (skipped + computed):.0f}% of the transformer work.")
     if record.get("status") == "failed":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .handlers import KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
+from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -68,7 +68,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                                                info="640: the trained size")
                         crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
                                         info="0 lossless · 23 smaller")
-                    vram = gr.Number(value=s.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
+                    vram = gr.Number(value=handlers.worker.session.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
                                      info="0 = automatic. Lower it if the GPU runs out of memory.")
                 with gr.Accordion("End frame (inverted sampling only)", open=False):
                     end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
@@ -83,18 +83,24 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                 summary = gr.Markdown("", elem_id="fp-summary")
         outputs = [progress, preview, video, download, summary, seed, start, stop]
 
-        def run(*values):
-            for update in handlers.page_run(*values):
+        form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
+                    step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
+                    crf=crf, vram_budget_gb=vram)
+        assert tuple(form) == FORM_FIELDS
+
+        def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
+            for update in handlers.page_run({name: values[component] for name, component in form.items()}):
                 yield _to_outputs(update)
 
-        inputs = [image, prompt, seconds, seed, randomize, steps, gs, step_cache, model, mode, end_image, resolution,
-                  crf, vram]
-        start.click(run, inputs, outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+        start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
         stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
 
         # The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate).
         api_trigger = gr.Button(visible=False)
         api_result = gr.File(visible=False, label="MP4")
+        # A file, not an Image: the picture is opened by the app's own loader, whose message for a broken
+        # file is one sentence, where gradio's preprocessing would answer "Could not preprocess input ...".
+        api_image = gr.File(visible=False, type="filepath", label="image")
         # Numbers without the sliders' bounds or rounding: gradio's own checks would answer 0 or "abc" with a
         # message that names no field (or a traceback); the request's validator says what is wrong instead.
         api_seconds = gr.Number(5, visible=False, label="seconds")
@@ -108,7 +114,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
             except (ValueError, RuntimeError) as error:
                 raise gr.Error(str(error)) from None
 
-        api_trigger.click(generate, [image, prompt, api_seconds, api_seed, api_steps], api_result,
+        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps], api_result,
                           api_name="generate", concurrency_id="gpu")
     return page
 

@@ -9,7 +9,7 @@ import html
 import time
 from typing import Callable
 
-from framepack_core import Failed, Finished, Notice, SectionDone, Stage, Step
+from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, Step
 
 IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
 

@@ -11,6 +11,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from memory.host import limit_heap_arenas  # noqa: E402
+
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402
 from .worker import Worker  # noqa: E402
@@ -19,9 +21,8 @@ from .worker import Worker  # noqa: E402
 def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_choices: tuple[str, ...],
                models_dir: str | None = None, vram_budget_gb: float | None = None, worker: Worker | None = None):
     """The page and its worker, not yet launched (tests launch it on a free port)."""
-    worker = worker or Worker(models_dir=models_dir)
-    settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve(),
-                              vram_budget_gb=vram_budget_gb)
+    worker = worker or Worker(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
+    settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve())
     page = build_page(Handlers(worker, settings), model_choices, device=worker.device.type.upper())
     page.queue(default_concurrency_limit=1)
     return page, worker
@@ -63,6 +64,7 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
     if args.share:
         print("warning: --share makes a public gradio.live link: anyone with it can use this GPU"
               + ("" if auth else " (add --auth user:password to ask for a password)"), file=sys.stderr, flush=True)
+    limit_heap_arenas(2)  # many runs on fresh threads: keep the process's memory flat (see memory/host.py)
     outputs = Path(args.outputs)
     try:
         outputs.mkdir(parents=True, exist_ok=True)

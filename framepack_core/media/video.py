@@ -8,7 +8,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from .schedule import FPS
+from framepack_core.method.schedule import FPS
 
 # A 16 -> 3 linear map from HunyuanVideo latents to approximate RGB in [-1, 1] (the widely
 # used ComfyUI factors): a preview at every step without running the VAE.

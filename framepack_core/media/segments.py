@@ -70,23 +70,35 @@ class SegmentedVideo:
 
 
 def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Join MP4 files made with the same encoder settings, copying the streams (no re-encode)."""
+    """Join MP4 files made with the same encoder settings, copying the streams (no re-encode).
+
+    Metadata travels in an ffmetadata file, never on the command line: a user's prompt may be
+    longer than the system allows a command line to be, and may hold any character.
+    """
     listing = path.with_name(f".{path.stem}.concat.txt")
     listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
+    tags = path.with_name(f".{path.stem}.metadata.txt")
+    tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
     tmp = path.with_name(f".{path.stem}.joining{path.suffix}")
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
-               "-i", str(listing), "-c", "copy", "-movflags", "+faststart"]
-    for key, value in (metadata or {}).items():
-        command += ["-metadata", f"{key}={value}"]
+               "-i", str(listing), "-f", "ffmetadata", "-i", str(tags), "-map", "0", "-map_metadata", "1",
+               "-c", "copy", "-movflags", "+faststart", str(tmp)]
     try:
-        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"joining the video segments failed: {result.stderr.strip()[:300]}")
         os.replace(tmp, path)
     finally:
-        listing.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+        for scratch in (listing, tags, tmp):
+            scratch.unlink(missing_ok=True)
     return path
+
+
+def ffmetadata(metadata: dict[str, str]) -> str:
+    """ffmpeg's metadata file format: `key=value` lines, with = ; # \\ and newlines escaped by a backslash."""
+    def escape(text: str) -> str:
+        return "".join("\\" + c if c in "=;#\\\n" else c for c in str(text))
+    return ";FFMETADATA1\n" + "".join(f"{escape(k)}={escape(v)}\n" for k, v in metadata.items())
 
 
 def _quote(path: Path) -> str:

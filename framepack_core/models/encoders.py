@@ -5,10 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .buckets import nearest_bucket
-from .sections import PromptConditioning
+from framepack_core.method.sections import PromptConditioning
 
 LLAMA_TOKENS = 256  # prompt tokens kept after the template's system part
 PROMPT_LENGTH = 512  # what the transformer receives: Llama features cropped or zero padded
@@ -52,22 +50,6 @@ def crop_or_pad(features: torch.Tensor, length: int) -> tuple[torch.Tensor, torc
     mask = torch.zeros(batch, length, dtype=torch.bool, device=features.device)
     mask[:, :count] = True
     return padded, mask
-
-
-def crop_to_bucket(image: Image.Image, resolution: int) -> np.ndarray:
-    """Resize to cover the nearest bucket (Lanczos) and centre-crop: (H, W, 3) uint8."""
-    height, width = nearest_bucket(image.height, image.width, resolution)
-    return resize_and_center_crop(image, width, height)
-
-
-def resize_and_center_crop(image: Image.Image, width: int, height: int) -> np.ndarray:
-    if (image.width, image.height) == (width, height):
-        return np.asarray(image.convert("RGB"))
-    scale = max(width / image.width, height / image.height)
-    resized = image.convert("RGB").resize(
-        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.LANCZOS)
-    left, top = (resized.width - width) / 2, (resized.height - height) / 2
-    return np.asarray(resized.crop((left, top, left + width, top + height)))
 
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import HookRegistry
-from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK, LayerwiseCastingHook
+from diffusers.hooks.layerwise_casting import (
+    _LAYERWISE_CASTING_HOOK,
+    LayerwiseCastingHook,
+)
 
 FP8 = torch.float8_e4m3fn
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")

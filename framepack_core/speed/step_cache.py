@@ -26,8 +26,9 @@ from typing import Iterator
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
 
-METHODS = ("teacache", "first-block")
-DEFAULT_THRESHOLD = 0.15
+from framepack_core.options import CACHE_METHODS as METHODS
+from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
+
 # TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
 COEFFICIENTS = (733.226126, -401.131952, 67.5869174, -3.149878, 0.0961237896)
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from framepack_core.options import ATTENTION_KERNELS as BACKENDS
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "sage", "flash", "xformers", "sdpa")
 PREFERENCE = ("sage", "flash", "xformers", "sdpa")  # fastest first on recent NVIDIA GPUs
 LABELS = {"sage": "SageAttention", "flash": "FlashAttention", "xformers": "xformers", "sdpa": "PyTorch SDPA"}
 _DIFFUSERS = {"sage": "sage", "flash": "flash", "xformers": "xformers", "sdpa": "native"}
@@ -55,8 +56,11 @@ def probe(backend: str, device: torch.device, dtype: torch.dtype, heads: int, he
 
 
 def _probe(backend: str, device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> str | None:
-    from diffusers.models.attention_dispatch import (AttentionBackendName, _check_attention_backend_requirements,
-                                                     dispatch_attention_fn)
+    from diffusers.models.attention_dispatch import (
+        AttentionBackendName,
+        _check_attention_backend_requirements,
+        dispatch_attention_fn,
+    )
 
     if backend == "sdpa":
         return None
@@ -105,22 +109,30 @@ def choose(requested: str, device: torch.device, dtype: torch.dtype, heads: int,
 
 
 def apply_attention(transformer, requested: str, device: torch.device, probe_fn=probe) -> AttentionChoice:
-    """Set the chosen kernel on every attention processor of `transformer` (which will run on `device`)."""
-    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-    from diffusers.utils import logging as diffusers_logging
+    """Set the chosen kernel on every attention processor of `transformer` (which will run on `device`).
+
+    Per model, no global state: diffusers' `set_attention_backend` writes each processor's
+    `_attention_backend` (what its dispatch call reads) and then also makes the kernel the
+    process-wide default, which would reach every other model's attention (the VAE's, another
+    run's transformer). Only the first half is done here, so two models can use two kernels.
+    """
+    from diffusers.models.attention_dispatch import AttentionBackendName
 
     config = transformer.config
     choice = choose(requested, device, transformer.dtype, config.num_attention_heads, config.attention_head_dim,
                     probe_fn)
-    # set_attention_backend also makes the kernel the process-wide default, which would reach other
-    # models' attention (e.g. the VAE's); only the transformer's processors should change.
-    active = _AttentionBackendRegistry._active_backend
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # its "experimental feature" warning on every run is noise
-    try:
-        transformer.set_attention_backend(_DIFFUSERS[choice.backend])
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-        _AttentionBackendRegistry.set_active_backend(active)
+    backend = AttentionBackendName(_DIFFUSERS[choice.backend])
+    for processor in _processors(transformer):
+        processor._attention_backend = backend
     log.info(choice.line())
     return choice
+
+
+def attention_backends(transformer) -> set[str]:
+    """The kernels the transformer's processors are set to (diffusers' names), for checks."""
+    return {str(processor._attention_backend) for processor in _processors(transformer)}
+
+
+def _processors(model) -> list:
+    return [m.processor for m in model.modules()
+            if getattr(m, "processor", None) is not None and hasattr(m.processor, "_attention_backend")]

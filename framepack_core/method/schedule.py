@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-FPS = 30
+from framepack_core.options import FPS  # noqa: F401  (the frame rate belongs to the method; spelt once)
+
+
 LATENT_CHANNELS = 16
 # Clean context kept from the history, nearest first: 1 frame at 1x, 2 at 2x, 16 at 4x.
 CONTEXT_1X, CONTEXT_2X, CONTEXT_4X = 1, 2, 16

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import torch
 
+from .sets import MODEL_SETS
+
 VERSION = "tiny-v1"  # bump when anything below changes, so old caches are not reused
-PROMPT_TEMPLATE = "<|system|>Describe the video.<|user|>{}<|end|>"
-# Tokens before '{}': BOS, <|system|>, 17 for "Describe the video.", <|user|>.
-# tests/test_models.py recomputes it from the tokenizer.
-CROP_START = 20
 _SPECIAL = ["<|system|>", "<|user|>", "<|end|>"]
 _COMPLETE = "COMPLETE"  # written last: a folder without it was never finished
 _SEED = 0
@@ -55,8 +53,6 @@ def ensure_tiny_models(cache_dir: Path | None = None) -> Path:
 def _build(target: Path) -> None:
     from transformers.utils import logging as hf_logging
 
-    from .models import MODEL_SETS  # here, not at the top: models imports this module
-
     folders = {key: target / src.repo_id / (src.subfolder or "")
                for key, src in MODEL_SETS["tiny"].sources.items()}
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -81,8 +77,11 @@ def _build(target: Path) -> None:
 
 def _seeded(build, *args):
     # Each component from its own fixed seed: changing one never changes the others' weights.
-    torch.manual_seed(_SEED)
-    return build(*args)
+    # The model classes draw their initial weights from torch's global generator; fork_rng gives
+    # them a seeded one for the build and puts the caller's state back afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        return build(*args)
 
 
 def _llama_tokenizer():

@@ -10,11 +10,17 @@ from typing import Callable, Iterator, NamedTuple
 
 import torch
 
+from framepack_core.options import MODES
+
 from .history import ForwardHistory, InvertedHistory, PackedContext
 from .sampler import flux_mu, flux_sigmas, sample_unipc
-from .schedule import LATENT_CHANNELS, forward_layout, inverted_layout, latent_paddings, section_count
-
-MODES = ("inverted", "forward")
+from .schedule import (
+    LATENT_CHANNELS,
+    forward_layout,
+    inverted_layout,
+    latent_paddings,
+    section_count,
+)
 
 
 class PromptConditioning(NamedTuple):

@@ -4,7 +4,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from framepack_core.method.buckets import nearest_bucket
 
 # Nothing downstream needs more: the largest bucket side is under 2,400 pixels. Bigger pictures
 # are reduced while decoding (JPEG: by 2, 4 or 8 while staying at least DRAFT_SIDE) or right
@@ -59,3 +62,19 @@ def _open(path: Path, what: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"The {what} {str(path)!r} is not a picture this app can read ({error}).") from None
     return image
+
+
+def crop_to_bucket(image: Image.Image, resolution: int) -> np.ndarray:
+    """Resize to cover the nearest bucket (Lanczos) and centre-crop: (H, W, 3) uint8."""
+    height, width = nearest_bucket(image.height, image.width, resolution)
+    return resize_and_center_crop(image, width, height)
+
+
+def resize_and_center_crop(image: Image.Image, width: int, height: int) -> np.ndarray:
+    if (image.width, image.height) == (width, height):
+        return np.asarray(image.convert("RGB"))
+    scale = max(width / image.width, height / image.height)
+    resized = image.convert("RGB").resize(
+        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.LANCZOS)
+    left, top = (resized.width - width) / 2, (resized.height - height) / 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)))

@@ -8,90 +8,13 @@ only the subfolders needed. The tiny set is the same table resolved under a fold
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-import torch
-from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+from framepack_core.failures import ModelsUnavailableError
 
 from . import tiny
-
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoFramepackTransformer3DModel
-    from transformers import (CLIPTextModel, LlamaModel, PreTrainedTokenizerBase, SiglipImageProcessorPil,
-                              SiglipVisionModel)
-
-MODELS_DIR_ENV = "FRAMEPACK_MODELS_DIR"
-
-
-@dataclass(frozen=True)
-class Source:
-    repo_id: str
-    subfolder: str | None
-
-
-@dataclass(frozen=True)
-class ModelSetSpec:
-    name: str
-    default_mode: str  # 'inverted' or 'forward'
-    sources: dict[str, Source]
-    dtypes: dict[str, torch.dtype]
-    prompt_template: str  # one '{}' for the prompt
-    crop_start: int  # template tokens before the prompt
-    approx_gb: float  # download size, for messages
-
-
-@dataclass
-class Models:
-    spec: ModelSetSpec
-    text_encoder: LlamaModel
-    # AutoTokenizer's pick: a byte-level tokenizer for the real Llama 3 one, LlamaTokenizer for tiny.
-    tokenizer: PreTrainedTokenizerBase
-    text_encoder_2: CLIPTextModel
-    tokenizer_2: PreTrainedTokenizerBase  # CLIPTokenizer
-    vae: AutoencoderKLHunyuanVideo
-    image_encoder: SiglipVisionModel
-    feature_extractor: SiglipImageProcessorPil
-    transformer: HunyuanVideoFramepackTransformer3DModel
-
-
-class ModelsUnavailableError(RuntimeError):
-    """The weights are neither local nor downloadable. str(error) is the whole message for users."""
-
-
-_HUNYUAN = "hunyuanvideo-community/HunyuanVideo"
-_REDUX = "lllyasviel/flux_redux_bfl"
-_GB = {"text_encoder": 16.0, "text_encoder_2": 0.25, "vae": 0.5, "image_encoder": 0.9, "transformer": 25.7}
-
-
-def _sources(transformer_repo: str) -> dict[str, Source]:
-    return {
-        "text_encoder": Source(_HUNYUAN, "text_encoder"), "tokenizer": Source(_HUNYUAN, "tokenizer"),
-        "text_encoder_2": Source(_HUNYUAN, "text_encoder_2"), "tokenizer_2": Source(_HUNYUAN, "tokenizer_2"),
-        "vae": Source(_HUNYUAN, "vae"),
-        "image_encoder": Source(_REDUX, "image_encoder"), "feature_extractor": Source(_REDUX, "feature_extractor"),
-        "transformer": Source(transformer_repo, None),
-    }
-
-
-def _real_set(name: str, mode: str, transformer_repo: str) -> ModelSetSpec:
-    half = torch.float16
-    return ModelSetSpec(
-        name, mode, _sources(transformer_repo),
-        {"text_encoder": half, "text_encoder_2": half, "vae": half, "image_encoder": half,
-         "transformer": torch.bfloat16},
-        DEFAULT_PROMPT_TEMPLATE["template"], DEFAULT_PROMPT_TEMPLATE["crop_start"], round(sum(_GB.values()), 2))
-
-
-MODEL_SETS: dict[str, ModelSetSpec] = {
-    "framepack": _real_set("framepack", "inverted", "lllyasviel/FramePackI2V_HY"),
-    "framepack-f1": _real_set("framepack-f1", "forward", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
-    # Same repositories and subfolders as 'framepack', resolved under the locally built folder.
-    # float32: half precision is slow (and partly unsupported) on CPUs.
-    "tiny": ModelSetSpec("tiny", "inverted", _sources("lllyasviel/FramePackI2V_HY"),
-                         dict.fromkeys(_GB, torch.float32), tiny.PROMPT_TEMPLATE, tiny.CROP_START, 0.0),
-}
+from .sets import MODEL_SETS, MODELS_DIR_ENV, Models, ModelSetSpec
 
 # key -> what the progress line says while it loads
 _LABELS = {

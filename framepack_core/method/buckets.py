@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from framepack_core.options import MAX_RESOLUTION, MIN_RESOLUTION
+
 # The published 640 table, (height, width), portrait last. Every entry is about 640x640 pixels.
 BUCKETS_640 = (
     (416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640),
     (640, 608), (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416),
 )
-MIN_RESOLUTION, MAX_RESOLUTION = 128, 1536
 
 
 @lru_cache(maxsize=None)

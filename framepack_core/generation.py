@@ -1,0 +1,139 @@
+"""The work of one video, stage by stage: encode the prompt and picture, sample section by section,
+decode what each section changed, and write the video so far.
+
+Models in, events out; the files and the record are `run.py`'s. Memory placement is a
+`manager.use(...)` around each stage, so nothing here moves weights itself.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from memory import ModelManager, release_free_host_memory
+
+from .events import Event, Notice, Preview, SectionDone, Stage, Step
+from .failures import Cancelled
+from .media.pictures import crop_to_bucket, resize_and_center_crop
+from .media.segments import SegmentedVideo
+from .media.video import decode_latents, latent_preview
+from .method.schedule import decode_span, overlap_frames
+from .method.sections import Conditioning, SectionSettings, run_sections
+from .models.encoders import encode_latent, encode_prompt, encode_siglip
+from .request import Request
+from .speed.prepare import prepare_transformer
+from .speed.step_cache import step_cache
+
+
+@dataclass
+class Progress:
+    """What the run has made so far: what a stop or a failure reports."""
+    sections_done: int = 0
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    attention: str = ""  # the kernel that ran
+    cache: object = None  # the step cache, for its counts of block evaluations
+    notices: list[str] = field(default_factory=list)
+
+
+def section_settings(request: Request) -> SectionSettings:
+    m = request.method
+    return SectionSettings(seconds=m.seconds, window=m.window, steps=m.steps, gs=m.gs, cfg=m.cfg, rs=m.rs,
+                           mode=m.mode, variant=m.variant, shift=m.shift)
+
+
+def make_video(request: Request, models, manager: ModelManager, progress_video: Path, metadata: dict,
+               emit: Callable[[Event], None], cancel: threading.Event, progress: Progress) -> None:
+    """Sample every section into `progress_video`, rewritten after each; returns when the video is done."""
+    method, speed = request.method, request.speed
+    started = time.monotonic()
+    settings = section_settings(request)
+
+    def check() -> None:
+        if cancel.is_set():
+            raise Cancelled()
+
+    emit(Stage("encoding_prompt", "Encoding the prompt"))
+    with manager.use(models.text_encoder, models.text_encoder_2):
+        prompt = encode_prompt(models, method.prompt)
+        negative = encode_prompt(models, method.negative_prompt).conditioning if method.cfg != 1 else None
+    if prompt.truncated:
+        _notice(emit, progress, "The prompt is longer than the text encoder reads; its end was left out.")
+    check()
+
+    emit(Stage("encoding_image", "Encoding the picture"))
+    pixels = crop_to_bucket(request.image, method.resolution)
+    progress.height, progress.width = pixels.shape[:2]
+    with manager.use(models.vae):
+        start_latent = encode_latent(models.vae, pixels)
+        end_latent = None
+        if request.end_image is not None:
+            end_pixels = resize_and_center_crop(request.end_image, progress.width, progress.height)
+            end_latent = encode_latent(models.vae, end_pixels)
+    with manager.use(models.image_encoder):
+        image_embeds = encode_siglip(models.feature_extractor, models.image_encoder, pixels)
+    check()
+
+    cond = Conditioning(*prompt.conditioning, image_embeds=image_embeds, negative=negative)
+    count = settings.sections
+
+    def on_step(section, step, steps, x, x0):
+        emit(Step(section, count, step + 1, steps))
+        emit(Preview(section, step + 1, latent_preview(x0)))
+        check()
+
+    prepared = prepare_transformer(models.transformer, speed, manager)  # FP8 storage, attention kernel, compile
+    progress.attention = prepared.attention.backend
+    for message in prepared.notices:
+        _notice(emit, progress, message)
+
+    metadata = {"title": method.prompt, "comment": json.dumps(
+        metadata | {"attention_used": progress.attention}, sort_keys=True)}
+    generator = torch.Generator("cpu").manual_seed(method.seed)
+    video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
+                           metadata)
+    try:
+        emit(Stage("sampling", f"Sampling section 1 of {count}"))
+        with manager.use(models.transformer), step_cache(
+                models.transformer, speed.step_cache, speed.cache_method, speed.cache_threshold, settings.steps,
+                calls_per_step=1 if settings.cfg == 1 else 2) as cache:
+            progress.cache = cache
+            for section in run_sections(models.transformer, cond, start_latent, settings, generator,
+                                        end_latent=end_latent, step_callback=on_step):
+                if cache is not None:
+                    cache.reset()  # the next section has another context: nothing may carry over
+                emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
+                pixels = _decode_newest(section, models.vae, settings, manager)
+                emit(Stage("writing", "Writing the video so far"))
+                video.add(pixels, last=section.index == count - 1)
+                video.write(progress_video)
+                progress.sections_done, progress.frames = section.index + 1, video.frames
+                del pixels
+                release_free_host_memory()  # the decode's buffers: keep the process flat as the video grows
+                emit(SectionDone(section.index, count, video.frames, progress_video, time.monotonic() - started))
+                if section.index + 1 < count:
+                    check()
+                    emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+    finally:
+        video.close()
+
+
+def _decode_newest(section, vae, settings: SectionSettings, manager: ModelManager) -> torch.Tensor:
+    """Pixels of the latents this section changed: all of them at first, later the newest span."""
+    span = decode_span(section.index, section.count, settings.window, settings.mode)
+    latents = section.video_latents
+    if span:
+        latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
+    with manager.use(vae):
+        return decode_latents(vae, latents)
+
+
+def _notice(emit, progress: Progress, message: str) -> None:
+    progress.notices.append(message)
+    emit(Notice(message))

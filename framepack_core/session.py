@@ -1,0 +1,79 @@
+"""What outlives one run in a process: the loaded model set, the device and its VRAM budget.
+
+Models load on the first run that needs them (so a page opens in seconds) and stay in host
+memory for the next; asking for another set releases the old one first. After each run the
+device is given back: a page may sit idle for hours, and uploading weights again costs seconds.
+"""
+from __future__ import annotations
+
+import gc
+from typing import Callable
+
+import torch
+
+from memory import (
+    DEFAULT_TILING_BYTES,
+    GiB,
+    ModelManager,
+    activation_bytes,
+    default_device,
+    release_free_host_memory,
+)
+
+from .events import Event, Stage
+from .request import Request
+
+
+class Session:
+    def __init__(self, models_dir: str | None = None, device: str | torch.device | None = None,
+                 vram_budget_gb: float | None = None, loader: Callable | None = None,
+                 manager_factory: Callable[..., ModelManager] | None = None):
+        self.models_dir = models_dir
+        self.device = torch.device(device) if device is not None else default_device()
+        self.vram_budget_gb = vram_budget_gb
+        self._loader = loader  # tests hand in their own
+        self._manager_factory = manager_factory or make_manager
+        self._loaded: tuple[str, object] | None = None
+
+    def models(self, name: str, emit: Callable[[Event], None] = lambda event: None):
+        if self._loaded is not None and self._loaded[0] == name:
+            return self._loaded[1]
+        self._loaded = None  # release the other set before loading this one
+        gc.collect()
+        loader = self._loader
+        if loader is None:
+            from .models.loading import load_models as loader
+        emit(Stage("loading", f"Loading the {name} models"))
+        models = loader(name, models_dir=self.models_dir, progress=lambda message: emit(Stage("loading", message)))
+        self._loaded = (name, models)
+        return models
+
+    def prepare(self, request: Request, emit: Callable[[Event], None]):
+        """The request's model set and a manager for the device, sized for this request."""
+        models = self.models(request.model, emit)
+        budget = request.speed.vram_budget_gb or self.vram_budget_gb
+        return models, self._manager_factory(self.device, budget, models, request)
+
+    def release(self, manager: ModelManager | None) -> None:
+        if manager is not None:
+            manager.release()
+        gc.collect()
+        release_free_host_memory()  # the run's freed buffers back to the OS: a long session stays flat
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def make_manager(device: torch.device, budget_gb: float | None, models, request: Request) -> ModelManager:
+    """On a GPU: its budget (given in GiB, or what is free) with room kept for one step's activations
+    at this size. Without a GPU every model stays on the CPU, and the budget has nothing to limit."""
+    if device.type != "cuda":
+        return ModelManager("cpu")
+    resolution, window = request.method.resolution, request.method.window
+    config = models.transformer.config
+    # Tokens of one transformer call: the noisy window (2x2 patches of the 1/8-size latent), about
+    # 2.5 frames' worth of packed clean/2x/4x context, the padded prompt and the SigLIP image tokens.
+    tokens = int((window + 2.5) * (resolution / 16) ** 2) + 512 + 729
+    reserve = activation_bytes(tokens, config.num_attention_heads * config.attention_head_dim)
+    tiling = int(DEFAULT_TILING_BYTES * (resolution / 640) ** 2)  # an untiled decode grows with the frame area
+    budget = None if budget_gb is None else int(budget_gb * GiB)
+    return ModelManager(device, budget_bytes=budget, reserve_bytes=reserve, tiling_bytes=tiling)
