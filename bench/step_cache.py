@@ -26,10 +26,12 @@ import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core import Failed, Finished, GenerationRequest, Stage, Step, generate  # noqa: E402
+from framepack_core.events import Failed, Stage, Step  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
+from framepack_core.request import Request  # noqa: E402
+from framepack_core.run import Run  # noqa: E402
+from framepack_core.session import Session  # noqa: E402
 from memory import default_device  # noqa: E402
-from ui.cli import make_manager  # noqa: E402
 
 
 def frames(path: Path) -> np.ndarray:
@@ -39,26 +41,28 @@ def frames(path: Path) -> np.ndarray:
     return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
 
 
-def run(request: GenerationRequest, models, manager, output: Path) -> dict:
+def run(request: Request, session: Session, models) -> dict:
     started = time.perf_counter()
-    sampling, section_start, finished = 0.0, None, None
-    for event in generate(request, models, output, None, manager):
+    clock = {"sampling": 0.0, "section_start": None}
+
+    def timed(event) -> None:  # called as each event happens
         now = time.perf_counter()
         if isinstance(event, Stage) and event.name == "sampling":
-            section_start = now
+            clock["section_start"] = now
         elif isinstance(event, Step) and event.step == event.steps:
-            sampling += now - section_start
-        elif isinstance(event, Failed):
-            raise SystemExit(f"step_cache.py: the run failed: {event.message}\n{event.detail}")
-        elif isinstance(event, Finished):
-            finished = event
+            clock["sampling"] += now - clock["section_start"]
+
+    finished = Run.start(request).execute(session, timed)
+    if isinstance(finished, Failed):
+        raise SystemExit(f"step_cache.py: the run failed: {finished.message}\n{finished.detail}")
+    sampling = clock["sampling"]
     total = time.perf_counter() - started
-    steps = finished.sections * request.steps
+    steps = finished.sections * request.method.steps
     computed, skipped = finished.blocks_computed, finished.blocks_skipped
     if not finished.step_cache:  # nothing counted: every block ran on every call
         transformer = models.transformer
         blocks = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
-        computed, skipped = steps * blocks * (1 if request.cfg == 1 else 2), 0
+        computed, skipped = steps * blocks * (1 if request.method.cfg == 1 else 2), 0
     return dict(
         blocks_computed=computed, blocks_skipped=skipped, block_ratio=round((computed + skipped) / computed, 3),
         saved_fraction=round(skipped / (computed + skipped), 4),
@@ -91,17 +95,17 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-step-cache-"))
     picture = workdir / "start.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 320, 3), dtype=np.uint8)).save(picture)
-    base = dict(image=picture, prompt="a slow pan over a harbour at dusk", seconds=args.seconds, steps=args.steps,
-                resolution=args.resolution, crf=0, fp8=args.fp8)
-    manager = make_manager(default_device(), args.vram_budget, models, args.resolution, 9)
+    base = dict(image=picture, model=args.model, prompt="a slow pan over a harbour at dusk", seconds=args.seconds,
+                steps=args.steps, resolution=args.resolution, crf=0, fp8=args.fp8)
+    session = Session(vram_budget_gb=args.vram_budget, loader=lambda name, models_dir=None, progress=None: models)
     configs = [("uncached", dict(step_cache=False))]
     configs += [(f"teacache_{t}", dict(cache_threshold=float(t))) for t in args.thresholds.split(",") if t]
     configs += [(f"first_block_{t}", dict(cache_method="first-block", cache_threshold=float(t)))
                 for t in args.first_block.split(",") if t]
     runs = {}
     for name, options in configs:
-        request = GenerationRequest(**base, **options)
-        runs[name] = run(request, models, manager, workdir / f"{name}.mp4")
+        request = Request.from_fields(**base, **options, path=workdir / f"{name}.mp4")
+        runs[name] = run(request, session, models)
         print(f"{name}: {runs[name]}", file=sys.stderr, flush=True)
     reference = frames(runs["uncached"].pop("video"))
     for name, result in runs.items():

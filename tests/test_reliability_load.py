@@ -2,13 +2,13 @@
 import concurrent.futures
 import json
 
+import gradio_client  # pinned in requirements-dev.txt: a broken install must fail, not skip
 import pytest
 from PIL import Image
 
 from mp4info import mp4_info, mp4_metadata
 from ports import free_port
 
-gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
