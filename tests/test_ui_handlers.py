@@ -8,7 +8,7 @@ from PIL import Image
 from framepack_core.events import Finished, Notice, Stage, Step
 from framepack_core.method.buckets import nearest_bucket
 from framepack_core.run_files import claim_files
-from test_ui_worker import ScriptedEngine
+from helpers import ScriptedEngine
 from ui.handlers import FORM_FIELDS, KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.progress import RunProgress, clock_text
 from ui.worker import Worker
