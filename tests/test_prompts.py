@@ -76,7 +76,7 @@ def test_blend_crosses_over_linearly_after_each_change():
     spans = parse_prompt("[0s: a] [1.2s: b]", 6)  # 5 sections: a, b, b, b, b
     mixes = [s.mix for s in section_prompts(spans, 6, 9, "forward", blend=2)]
     assert [[t for t, _ in m] for m in mixes] == [["a"], ["a", "b"], ["a", "b"], ["b"], ["b"]]
-    assert [[w for _, w in m] for m in mixes] == pytest.approx([[1], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [1], [1]])
+    assert [w for m in mixes for _, w in m] == pytest.approx([1, 2 / 3, 1 / 3, 1 / 3, 2 / 3, 1, 1])
     inverted = [s.mix for s in section_prompts(spans, 6, 9, "inverted", blend=2)]
     assert inverted == mixes[::-1]
     # A blend never runs past the next change.
@@ -123,8 +123,9 @@ def test_transformer_receives_each_sections_prompt(tiny_models, picture, tmp_pat
 
 
 def test_blended_sections_receive_the_mix(tiny_models, picture, tmp_path):
-    _, received = _recorded_prompts(tiny_models, picture, tmp_path, seconds=3.6, mode="forward",
-                                    prompt="[0s: a] [1.2s: b]", prompt_blend=1)
+    # Window 5: three short sections (0-0.67 s, 0.67-1.33 s, 1.33-2 s); the middle one blends.
+    _, received = _recorded_prompts(tiny_models, picture, tmp_path, seconds=2, window=5, mode="forward",
+                                    prompt="[0s: a] [0.7s: b]", prompt_blend=1)
     a, b = (encode_prompt(tiny_models, t).conditioning for t in "ab")
     by_section = {s: e for s, e, _ in received}
     assert torch.equal(by_section[0], a.embeds) and torch.equal(by_section[2], b.embeds)
