@@ -190,13 +190,15 @@ def _header(path: Path) -> dict[str, tuple[torch.dtype, list[int]]]:
     if not path.is_file():
         raise ValueError(f"The LoRA file {str(path)!r} does not exist.")
     with open(path, "rb") as file:
-        head = file.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise ValueError(f"{path.name} is a PyTorch pickle file, which can run code when opened; only "
-                             ".safetensors LoRA files are read.")
-        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        if not 2 <= size <= min(path.stat().st_size - 8, 100 * 2**20):
+        head = file.read(9)
+        size = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else 0
+        if head[8:] != b"{" or not 2 <= size <= min(path.stat().st_size - 8, 100 * 2**20):
+            # A zip (torch.save) or a bare pickle (protocol 2+): never unpickled, it could run code.
+            if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+                raise ValueError(f"{path.name} is a PyTorch pickle file, which can run code when opened; only "
+                                 ".safetensors LoRA files are read.")
             raise ValueError(f"{path.name} is not a safetensors file.")
+        file.seek(8)
         try:
             header = json.loads(file.read(size))
         except (UnicodeDecodeError, json.JSONDecodeError):
