@@ -232,3 +232,20 @@ def test_cli_bad_lora_exit_2_and_nothing_written(picture, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "wide.safetensors does not fit this transformer" in result.stderr
     assert not out.exists()
+
+
+def test_page_and_api_pick_only_files_of_the_lora_folder(tmp_path):
+    from ui.creative import chosen_loras, lora_rows, parse_lora_text
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    write_lora(folder / "a.safetensors", "musubi")
+    (folder / "notes.txt").write_text("x")
+    assert lora_rows(folder) == [["a.safetensors", 0.0]]
+    assert chosen_loras([["a.safetensors", 0.0]], folder) == ()
+    assert chosen_loras([["a.safetensors", -0.5]], folder) == ((str(folder / "a.safetensors"), -0.5),)
+    assert parse_lora_text("a.safetensors:0.8; a.safetensors", folder) == (
+        (str(folder / "a.safetensors"), 0.8), (str(folder / "a.safetensors"), 1.0))
+    for name in ("../a.safetensors", str(folder / "a.safetensors"), "b.safetensors"):
+        with pytest.raises(ValueError, match="no LoRA"):
+            parse_lora_text(name, folder)

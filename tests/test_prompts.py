@@ -153,3 +153,13 @@ def test_cli_bad_timed_prompt_exit_2(picture, tmp_path):
     assert result.returncode == 2
     assert "never closed" in result.stderr
     assert not out.exists()
+
+
+def test_page_timeline_follows_the_prompt():
+    from ui.creative import timeline_html
+
+    html = timeline_html("[0s: a] [1.5s: <b>]", 3)
+    assert "0–1.50 s" in html and "1.5–2.43 s" in html and "&lt;b&gt;" in html and "<b>]" not in html
+    assert "never closed" in timeline_html("[0s: a] [1.5s: b", 3)
+    assert "past the video's end" in timeline_html("[0s: a] [1.5s: b]", 1)
+    assert "One prompt for the whole video" in timeline_html("a cat", 3)
