@@ -20,7 +20,7 @@ def timeline_html(prompt: str | None, seconds, window: int = 9) -> str:
     try:
         spans = parse_prompt(prompt, float(seconds or 0), window)
     except (ValueError, TypeError) as error:
-        return f'<div class="fp-timeline fp-timeline-error">{html.escape(str(error))}</div>'
+        return f'<div class="fp-timeline fp-timeline-error">{html.escape(str(error), quote=False)}</div>'
     total = spans[-1].end or 1
     colours = {}
     bar, rows = [], []
