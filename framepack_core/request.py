@@ -5,8 +5,9 @@
 - `SpeedSettings`: how fast it is made (step cache, attention kernel, FP8, compile); some of
   these change the pixels a little, so they are recorded with the rest.
 
-Bad values raise ValueError with one clear sentence. No torch here: the command line builds
-requests before any model library is imported.
+Bad values raise ValueError with one clear sentence. No torch at import: the command line builds
+requests before any model library is imported; validating imports the schedule (timed prompts) and,
+only when LoRAs are asked for, diffusers (each file is checked against the transformer's shapes).
 """
 from __future__ import annotations
 
