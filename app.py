@@ -45,6 +45,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
                         help="ask for this user name and password before showing the page or answering the API")
     parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
     parser.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
+    parser.add_argument("--lora-dir", default="loras", help="folder of LoRA files the page offers (default loras)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
     gen.add_argument("--image", required=True, help="the start picture")
-    gen.add_argument("--prompt", required=True, help="what should happen in the video")
+    gen.add_argument("--prompt", required=True,
+                     help="what should happen in the video; or what happens when: '[0s: he waves] [2.5s: he walks away]'")
+    gen.add_argument("--prompt-blend", type=int, default=0, metavar="N",
+                     help="with timed prompts: cross over from one prompt to the next across N sections (default 0)")
+    gen.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                     help="apply a LoRA (.safetensors: musubi/kohya, diffusers/PEFT or original HunyuanVideo); "
+                          "weight default 1, negative allowed; repeat for several")
     gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
     add_model_flags(gen)
     gen.add_argument("--mode", choices=MODES, default=None,

@@ -22,9 +22,11 @@ from .failures import Cancelled
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.segments import SegmentedVideo
 from .media.video import decode_latents, latent_preview
+from .method.prompts import distinct_prompts, parse_prompt, section_prompts
 from .method.schedule import decode_span, overlap_frames
 from .method.sections import Conditioning, SectionSettings, run_sections
 from .models.encoders import encode_latent, encode_prompt, encode_siglip
+from .models.lora import applied_loras
 from .request import Request
 from .speed.prepare import prepare_transformer
 from .speed.step_cache import step_cache
@@ -60,11 +62,14 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
             raise Cancelled()
 
     emit(Stage("encoding_prompt", "Encoding the prompt"))
+    spans = parse_prompt(method.prompt, method.seconds, method.window)
     with manager.use(models.text_encoder, models.text_encoder_2):
-        prompt = encode_prompt(models, method.prompt)
+        encoded = {text: encode_prompt(models, text) for text in distinct_prompts(spans)}  # each once
         negative = encode_prompt(models, method.negative_prompt).conditioning if method.cfg != 1 else None
-    if prompt.truncated:
-        _notice(emit, progress, "The prompt is longer than the text encoder reads; its end was left out.")
+    for text, prompt in encoded.items():
+        if prompt.truncated:
+            which = f"The prompt {text[:40]!r}" if len(encoded) > 1 else "The prompt"
+            _notice(emit, progress, f"{which} is longer than the text encoder reads; its end was left out.")
     check()
 
     emit(Stage("encoding_image", "Encoding the picture"))
@@ -80,7 +85,9 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         image_embeds = encode_siglip(models.feature_extractor, models.image_encoder, pixels)
     check()
 
-    cond = Conditioning(*prompt.conditioning, image_embeds=image_embeds, negative=negative)
+    plan = section_prompts(spans, method.seconds, method.window, settings.mode, method.prompt_blend)
+    conds = [Conditioning(*mix_prompts(encoded, section.mix), image_embeds=image_embeds, negative=negative)
+             for section in plan]
     count = settings.sections
 
     def on_step(section, step, steps, x, x0):
@@ -99,11 +106,11 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                            metadata)
     try:
         emit(Stage("sampling", f"Sampling section 1 of {count}"))
-        with manager.use(models.transformer), step_cache(
+        with applied_loras(models.transformer, method.loras), manager.use(models.transformer), step_cache(
                 models.transformer, speed.step_cache, speed.cache_method, speed.cache_threshold, settings.steps,
                 calls_per_step=1 if settings.cfg == 1 else 2) as cache:
             progress.cache = cache
-            for section in run_sections(models.transformer, cond, start_latent, settings, generator,
+            for section in run_sections(models.transformer, conds.__getitem__, start_latent, settings, generator,
                                         end_latent=end_latent, step_callback=on_step):
                 if cache is not None:
                     cache.reset()  # the next section has another context: nothing may carry over
@@ -137,6 +144,18 @@ def mp4_tags(settings: dict) -> dict[str, str]:
     first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
     title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
     return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
+
+
+def mix_prompts(encoded: dict, mix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeds, mask, pooled) of a section's prompt mix: one prompt as encoded; a blend of two, linear
+    in the features (each zero beyond its own tokens) with the tokens of either unmasked."""
+    if len(mix) == 1:
+        return tuple(encoded[mix[0][0]].conditioning)
+    parts = [(encoded[text].conditioning, weight) for text, weight in mix]
+    embeds = sum(c.embeds * w for c, w in parts)
+    pooled = sum(c.pooled * w for c, w in parts)
+    mask = torch.stack([c.mask for c, _ in parts]).any(dim=0)
+    return embeds, mask, pooled
 
 
 def _decode_newest(section, vae, settings: SectionSettings, manager: ModelManager) -> torch.Tensor:

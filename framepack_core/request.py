@@ -5,8 +5,9 @@
 - `SpeedSettings`: how fast it is made (step cache, attention kernel, FP8, compile); some of
   these change the pixels a little, so they are recorded with the rest.
 
-Bad values raise ValueError with one clear sentence. No torch here: the command line builds
-requests before any model library is imported.
+Bad values raise ValueError with one clear sentence. No torch at import: the command line builds
+requests before any model library is imported; validating imports the schedule (timed prompts) and,
+only when LoRAs are asked for, diffusers (each file is checked against the transformer's shapes).
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class MethodSettings:
     mode: str | None = None  # None: the model set's own (inverted for FramePack, forward for F1)
     variant: str = "bh1"
     shift: float | None = None  # None: derived from the token count
+    prompt_blend: int = 0  # sections over which the conditioning crosses over at each timed prompt change
+    # LoRA files and their weights: ("path", 1.0) pairs, or "PATH[:WEIGHT]" text as the command line gives it.
+    loras: tuple = ()
 
     def validated(self, model: str) -> MethodSettings:
         mode = self.mode or DEFAULT_MODES[model]
@@ -67,7 +71,13 @@ class MethodSettings:
             _number("Shift", self.shift, 0, 100, low_open=True)
         if self.variant not in SAMPLER_VARIANTS:
             raise ValueError(f"Sampler variant must be bh1 or bh2, not {self.variant!r}.")
-        return replace(self, mode=mode, seed=_integer("Seed", self.seed, 0, MAX_SEED),
+        window = _integer("Window", self.window, 1, 33)
+        from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
+
+        parse_prompt(self.prompt, self.seconds, window)
+        loras = _loras(self.loras, model)
+        return replace(self, mode=mode, seed=_integer("Seed", self.seed, 0, MAX_SEED), loras=loras,
+                       prompt_blend=_integer("Prompt blend", self.prompt_blend, 0, 100),
                        steps=_integer("Steps", self.steps, 1, MAX_STEPS), window=_integer("Window", self.window, 1, 33),
                        resolution=_integer("Resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION))
 
@@ -136,6 +146,8 @@ class Request:
 
         What forms, flags and saved records speak; an unknown name is a mistake, not ignored.
         """
+        for name in DERIVED:
+            values.pop(name, None)  # what settings() adds for records; recomputed from the rest
         top = {name: values.pop(name) for name in ("image", "model", "end_image", "image_name") if name in values}
         parts = {}
         for part, kind in _PARTS.items():
@@ -164,7 +176,52 @@ class Request:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
         and what `from_fields` takes back (pictures by name only)."""
         out = {"model": self.model} | asdict(self.method) | {"crf": self.output.crf} | asdict(self.speed)
-        return out | {"end_image": self.end_image is not None}
+        return out | {"end_image": self.end_image is not None} | _derived(self.method)
+
+
+# Settings that records keep but that follow from the others: the prompt's spans, the LoRA files' hashes.
+DERIVED = ("prompt_spans", "lora_files")
+
+
+def _derived(method: MethodSettings) -> dict:
+    from .method.prompts import parse_prompt, timeline
+    from .models.lora_files import file_sha256
+
+    try:
+        spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))
+        files = [{"name": Path(path).name, "sha256": file_sha256(Path(path)), "weight": weight}
+                 for path, weight in method.loras]
+    except (ValueError, OSError, TypeError):  # a request not validated yet
+        return {}
+    return {"prompt_spans": spans, "lora_files": files}
+
+
+def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
+    """("path", weight) pairs from pairs or "PATH[:WEIGHT]" text, each file checked against the model's transformer."""
+    if isinstance(loras, (str, Path)):
+        loras = [loras]
+    out = []
+    for item in loras or ():
+        if isinstance(item, (str, Path)):
+            path, weight = str(item), 1.0
+            head, sep, tail = path.rpartition(":")
+            try:
+                if sep and head and tail.strip():
+                    path, weight = head, float(tail)
+            except ValueError:
+                pass  # a colon of the path itself (C:\\...): weight 1
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            path, weight = item
+        else:
+            raise ValueError(f"A LoRA is a file and a weight, not {item!r}.")
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise ValueError(f"A LoRA must name a file, not {path!r}.")
+        _number(f"The weight of LoRA {Path(path).name}", weight, -10, 10)
+        from .models.lora_files import check_lora  # torch and diffusers: only when a LoRA is asked for
+
+        check_lora(path, model)
+        out.append((str(path), float(weight)))
+    return tuple(out)
 
 
 def _open_picture(what: str, source) -> Image.Image:

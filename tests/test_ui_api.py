@@ -28,7 +28,7 @@ def test_generate_one_second_gives_37_frames(server):
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(info) == ["/generate"]  # the page's own events stay private
     assert [p["parameter_name"] for p in info["/generate"]["parameters"]] == \
-        ["image", "prompt", "seconds", "seed", "steps"]
+        ["image", "prompt", "seconds", "seed", "steps", "loras", "prompt_blend"]
 
     path = client.predict(image=gradio_client.handle_file("examples/hills.jpg"), prompt="the sun sets",
                           seconds=1, seed=11, steps=3, api_name="/generate")

@@ -16,6 +16,7 @@ from framepack_core.events import Failed, Preview, SectionDone
 from framepack_core.request import Request
 from framepack_core.run import Run
 
+from .creative import chosen_loras, parse_lora_text
 from .progress import RunProgress, idle_html
 from .worker import Worker, WorkerBusy
 
@@ -40,11 +41,12 @@ class ServerSettings:
     model: str = "framepack"
     resolution: int = 640
     outputs: Path = Path("outputs")
+    lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
 
 
 # The page's form, by name as Request.from_fields takes them (`randomize` is the page's own).
 FORM_FIELDS = ("image", "prompt", "seconds", "seed", "randomize", "steps", "gs", "step_cache", "model", "mode",
-               "end_image", "resolution", "crf", "vram_budget_gb")
+               "end_image", "resolution", "crf", "vram_budget_gb", "prompt_blend", "loras")
 
 
 def random_seed() -> int:
@@ -70,7 +72,9 @@ class Handlers:
         form["prompt"] = form.get("prompt") or ""
         form["step_cache"] = bool(form.get("step_cache", True))
         form["vram_budget_gb"] = form.get("vram_budget_gb") or None
+        form["prompt_blend"] = _whole(form.get("prompt_blend") or 0)
         try:
+            form["loras"] = chosen_loras(form.get("loras"), self.settings.lora_dir)
             run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
@@ -109,12 +113,15 @@ class Handlers:
         yield PageUpdate(progress=progress.html(), video=video if video else KEEP, download=video,
                          summary=summary_markdown(record), running=False)
 
-    def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25) -> str:
-        """One video with the server's model, resolution and defaults; the MP4's path."""
+    def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25, loras="", prompt_blend=0) -> str:
+        """One video with the server's model, resolution and defaults; the MP4's path.
+
+        `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
         run = Run.start(Request.from_fields(
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
-            folder=self.settings.outputs))
+            folder=self.settings.outputs, loras=parse_lora_text(loras, self.settings.lora_dir),
+            prompt_blend=_whole(prompt_blend or 0)))
         try:
             job = self.worker.submit(run)
         except WorkerBusy as error:

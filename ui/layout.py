@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .creative import lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
 
@@ -41,6 +42,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                     gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[image], label="Example picture")
                 prompt = gr.Textbox(label="What should happen", lines=2, max_lines=6, elem_id="fp-prompt",
                                     placeholder="Describe the motion, e.g. the person turns and smiles")
+                timeline = gr.HTML(timeline_html("", 5), elem_id="fp-timeline")
                 with gr.Row():
                     start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
                     stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
@@ -74,6 +76,16 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                                         info="0 lossless · 23 smaller")
                     vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
                                      info="0 = automatic. Lower it if the GPU runs out of memory.")
+                with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):
+                    prompt_blend = gr.Slider(0, 8, value=0, step=1, label="Prompt blend (sections)",
+                                             elem_id="fp-prompt-blend",
+                                             info="Cross over from one timed prompt to the next across this many "
+                                                  "sections")
+                    loras = gr.Dataframe(lora_rows(s.lora_dir), headers=["LoRA", "Weight"],
+                                         datatype=["str", "number"], type="array", interactive=True,
+                                         column_count=2, static_columns=[0], elem_id="fp-loras",
+                                         label=f"LoRA files in {s.lora_dir} (weight 0 = off)")
+                    refresh = gr.Button("Look for LoRA files again", size="sm")
                 with gr.Accordion("End frame (inverted sampling only)", open=False):
                     end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
                                          sources=["upload", "clipboard"], placeholder="The video ends on this picture")
@@ -89,13 +101,17 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
 
         form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
                     step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
-                    crf=crf, vram_budget_gb=vram)
+                    crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
         assert tuple(form) == FORM_FIELDS
 
         def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
             for update in handlers.page_run({name: values[component] for name, component in form.items()}):
                 yield _to_outputs(update)
 
+        for source in (prompt, seconds):  # the timeline follows the typing; pure Python, no queue
+            source.change(timeline_html, [prompt, seconds], timeline, queue=False, show_progress="hidden",
+                          api_visibility="private")
+        refresh.click(lambda: lora_rows(s.lora_dir), None, loras, queue=False, api_visibility="private")
         start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
         stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
 
@@ -110,15 +126,20 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
         api_seconds = gr.Number(5, visible=False, label="seconds")
         api_seed = gr.Number(31337, visible=False, label="seed")
         api_steps = gr.Number(25, visible=False, label="steps")
+        api_loras = gr.Textbox("", visible=False, label="loras")
+        api_blend = gr.Number(0, visible=False, label="prompt_blend")
 
-        def generate(image, prompt, seconds=5.0, seed=31337, steps=25):
-            """Make a video from a picture and a prompt; returns the MP4 (model and resolution: the server's)."""
+        def generate(image, prompt, seconds=5.0, seed=31337, steps=25, loras="", prompt_blend=0):
+            """Make a video from a picture and a prompt ('[0s: ...] [2s: ...]' for a prompt per moment); returns
+            the MP4 (model and resolution: the server's). loras: 'name.safetensors:0.8; other.safetensors' from
+            the server's LoRA folder."""
             try:
-                return handlers.api_run(image, prompt, seconds, seed, steps)
+                return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend)
             except (ValueError, RuntimeError) as error:
                 raise gr.Error(str(error)) from None
 
-        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps], api_result,
+        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend],
+                          api_result,
                           api_name="generate", concurrency_id="gpu")
     return page
 

@@ -124,14 +124,18 @@ def make_denoiser(transformer, cond: Conditioning, context: PackedContext, setti
 @torch.no_grad()
 def run_sections(
     transformer,
-    cond: Conditioning,
+    cond: Conditioning | Callable[[int], Conditioning],
     start_latent: torch.Tensor,
     settings: SectionSettings,
     generator: torch.Generator,
     end_latent: torch.Tensor | None = None,
     step_callback: SectionStepCallback | None = None,
 ) -> Iterator[Section]:
-    """Yield each section's latents in generation order (inverted: end of video first)."""
+    """Yield each section's latents in generation order (inverted: end of video first).
+
+    `cond` is one conditioning for every section, or a function of the section index (generation
+    order) giving each its own: a prompt per moment (method/prompts.py).
+    """
     if settings.mode not in MODES:
         raise ValueError(f"unknown sampling mode {settings.mode!r}; use one of {MODES}")
     if end_latent is not None and settings.mode != "inverted":
@@ -150,7 +154,7 @@ def run_sections(
 
     for index, layout in enumerate(layouts):
         context = history.context(layout, first_section=index == 0)
-        denoise = make_denoiser(transformer, cond, context, settings)
+        denoise = make_denoiser(transformer, cond(index) if callable(cond) else cond, context, settings)
         # Noise is drawn on the CPU generator, in section order, so a seed fixes the video on any device.
         noise = torch.randn((1, LATENT_CHANNELS, window, h, w), generator=generator, dtype=torch.float32)
 

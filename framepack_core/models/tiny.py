@@ -161,14 +161,18 @@ def _siglip_processor():
     return SiglipImageProcessorPil(size={"height": 32, "width": 32})
 
 
+# The tiny transformer's architecture (also what a LoRA for it is checked against, models/lora_files.py).
+TINY_TRANSFORMER_CONFIG = dict(
+    in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+    num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, qk_norm="rms_norm",
+    guidance_embeds=True, text_embed_dim=32, pooled_projection_dim=32, rope_axes_dim=(4, 6, 6),
+    image_condition_type=None, has_image_proj=True, image_proj_dim=32, has_clean_x_embedder=True)
+
+
 def _transformer():
     from diffusers import HunyuanVideoFramepackTransformer3DModel
 
-    model = HunyuanVideoFramepackTransformer3DModel(
-        in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=2,
-        num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, qk_norm="rms_norm",
-        guidance_embeds=True, text_embed_dim=32, pooled_projection_dim=32, rope_axes_dim=(4, 6, 6),
-        image_condition_type=None, has_image_proj=True, image_proj_dim=32, has_clean_x_embedder=True)
+    model = HunyuanVideoFramepackTransformer3DModel(**TINY_TRANSFORMER_CONFIG)
     # A zero output layer would make every velocity 0 and every test pass trivially. diffusers
     # initialises these with PyTorch's defaults today; re-seed them if that ever changes.
     for layer in (model.proj_out, model.norm_out.linear):
