@@ -11,7 +11,7 @@ weights in for nothing, and a cache that skips half the steps would save no stre
 `will_run(block, next_pass=False)` answers for the block's coming call in the pass under way,
 `next_pass=True` for its call in the next pass (asked when the streamer copies ahead across the
 end of a pass). True: it runs, copy it. False: it will not run, copy nothing. None: not known yet;
-the streamer risks at most one copy ahead on it. A cache that decides at the start of a pass
+the streamer stops copying ahead there and copies the block when it is called. A cache that decides at the start of a pass
 (TeaCache, in the first block) answers None for the next pass and exactly once it has decided; a
 cache whose decisions are known ahead (MagCache's schedule) can answer the next pass exactly too.
 Generic: keyed by module, knows nothing of what the blocks are.

@@ -135,8 +135,9 @@ class BlockStreamer:
 
     def _prefetch_after(self, index: int) -> None:
         """Copy ahead the next blocks that will run. A gate's False skips a block; its None (not
-        known yet, e.g. the next step's blocks before its cache decided) allows one copy on the
-        chance, and no more, so a skipped step wastes at most one block's bytes."""
+        known yet, e.g. the next step's blocks before its cache decided) stops the copying ahead:
+        that block is copied when it is called, once the decision is made. A step whose blocks are
+        skipped then costs no copies (a cache that decides ahead keeps the prefetch going)."""
         start, issued = self._position[index], 0
         for step in range(1, len(self.order)):
             if issued >= self.prefetch or not self._free:
@@ -144,13 +145,13 @@ class BlockStreamer:
             position = start + step
             upcoming = self.order[position % len(self.order)]
             will_run = self._will_run(upcoming, next_pass=position >= len(self.order))
+            if will_run is None:
+                break  # loaded on demand once known: a skipped step then costs no copy at all
             if will_run is False:
                 continue
             if upcoming not in self._loaded:
                 self._load(upcoming)
             issued += 1
-            if will_run is None:
-                break
 
     def _load(self, index: int, evict_for: int | None = None) -> None:
         if not self._free:

@@ -14,6 +14,7 @@ from typing import Callable
 from framepack_core.failures import ModelsUnavailableError
 
 from . import tiny
+from .mapped_loading import load_mapped
 from .sets import MODEL_SETS, MODELS_DIR_ENV, Models, ModelSetSpec
 
 # key -> what the progress line says while it loads
@@ -127,13 +128,18 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
 
         cls = {"vae": diffusers.AutoencoderKLHunyuanVideo,
                "transformer": diffusers.HunyuanVideoFramepackTransformer3DModel}[key]
-        model = cls.from_pretrained(root, subfolder=subfolder or None, torch_dtype=dtype, use_safetensors=True)
+        # Mapped from its files (never materialised) where they match the model; else the library's way.
+        model = load_mapped(cls, root / subfolder, dtype, "diffusers")
+        if model is None:
+            model = cls.from_pretrained(root, subfolder=subfolder or None, torch_dtype=dtype, use_safetensors=True)
     else:
         import transformers
 
         cls = {"text_encoder": transformers.LlamaModel, "text_encoder_2": transformers.CLIPTextModel,
                "image_encoder": transformers.SiglipVisionModel}[key]
-        model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
+        model = load_mapped(cls, root / subfolder, dtype, "transformers")
+        if model is None:
+            model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
     return model.eval().requires_grad_(False)
 
 

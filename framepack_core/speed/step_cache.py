@@ -27,6 +27,7 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
 
 from framepack_core.options import CACHE_METHODS as METHODS
+from memory import gate_blocks
 from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
 
 # TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
@@ -76,6 +77,7 @@ class StepCache:
         self._branches = [_Branch() for _ in range(self.calls_per_step)]
         self._branch = self._branches[0]
         self._compute = True
+        self._decided = False  # whether this call's decision is made (the streamer's gate asks)
         self._entry: torch.Tensor | None = None
         if self.method == "first-block":
             HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
@@ -87,6 +89,7 @@ class StepCache:
             last = len(self.blocks) - 1
             for index, block in enumerate(self.blocks):
                 _register(block, _TeaCacheBlock(self, head=index == 0, tail=index == last), _SKIP)
+            self._gate = gate_blocks(self.blocks, self.will_run)
         else:
             self.transformer.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
         _register(self.transformer, _CallTracker(self), _CALL)
@@ -95,6 +98,7 @@ class StepCache:
     def detach(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_CALL, recurse=False)
         if self.method == "teacache":
+            self._gate.remove()
             for block in self.blocks:
                 block._diffusers_hook.remove_hook(_SKIP, recurse=False)
         else:
@@ -103,6 +107,18 @@ class StepCache:
             block._diffusers_hook.remove_hook(_COUNT, recurse=False)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
         self._branches = []  # let the cached tensors go
+
+    def will_run(self, block, next_pass: bool) -> bool | None:
+        """The memory streamer's question (memory/gates.py): will `block` need its weights?
+
+        Block 0 always does: TeaCache decides with its first norm. The others follow this call's
+        decision once made; for the next call it is known only where a step always computes."""
+        if block is self.blocks[0]:
+            return True
+        if not next_pass:
+            return self._compute if self._decided else None
+        step = self._section_calls // self.calls_per_step  # the step of the coming call
+        return True if step == 0 or step >= self.steps - 1 else None
 
     # -- TeaCache's decision, made in block 0 before it runs --
     def _decide(self, block, hidden_states: torch.Tensor, temb: torch.Tensor) -> bool:
@@ -136,6 +152,7 @@ class _CallTracker(ModelHook):
         cache = self.cache
         index = cache._section_calls % cache.calls_per_step
         cache._branch = cache._branches[index]
+        cache._decided = False
         cache._section_calls += 1
         cache.calls += 1
         if cache.method == "first-block":  # diffusers keys its cache state by this name
@@ -170,6 +187,7 @@ class _TeaCacheBlock(ModelHook):
         hidden_states, encoder_hidden_states, temb = _block_inputs(args, kwargs)
         if self.head:
             cache._compute = cache._decide(module, hidden_states, temb)
+            cache._decided = True
             cache._entry = hidden_states if cache._compute else None
         if cache._compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
