@@ -24,7 +24,8 @@ from .media.segments import SegmentedVideo
 from .media.video import decode_latents, latent_preview
 from .method.schedule import decode_span, overlap_frames
 from .method.sections import Conditioning, SectionSettings, run_sections
-from .models.encoders import encode_latent, encode_prompt, encode_siglip
+from .models.encoders import encode_latent, encode_siglip
+from .models.prompt_cache import cached_prompt
 from .request import Request
 from .speed.prepare import prepare_transformer
 from .speed.step_cache import step_cache
@@ -60,9 +61,9 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
             raise Cancelled()
 
     emit(Stage("encoding_prompt", "Encoding the prompt"))
-    with manager.use(models.text_encoder, models.text_encoder_2):
-        prompt = encode_prompt(models, method.prompt)
-        negative = encode_prompt(models, method.negative_prompt).conditioning if method.cfg != 1 else None
+    # Cached: a prompt seen before never touches the text encoders (models/prompt_cache.py).
+    prompt = cached_prompt(models, method.prompt, manager)
+    negative = cached_prompt(models, method.negative_prompt, manager).conditioning if method.cfg != 1 else None
     if prompt.truncated:
         _notice(emit, progress, "The prompt is longer than the text encoder reads; its end was left out.")
     check()

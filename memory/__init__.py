@@ -9,6 +9,7 @@ swap.py       streaming blocks through device slots, prefetched on a side stream
 placement.py  one model on a device: fixed part + resident blocks + a streamer for the rest
 manager.py    whole models in and out of the device under one budget
 host.py       freed host heap back to the OS, so the process stays flat
+ram.py        the RAM budget: its default and its share for weights
 """
 from .budget import (
     BlockPlan,
@@ -25,6 +26,7 @@ from .gates import GateHandle, block_gate, gate_blocks
 from .mapped import MappedFile, bind_mapped, is_mapped, map_folder, write_safetensors
 from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
 from .host import release_free_host_memory
+from .ram import PROCESS_BYTES, available_ram_bytes, default_ram_budget, weight_ram_budget
 from .manager import (
     DEFAULT_TILING_BYTES,
     ModelManager,
@@ -39,5 +41,5 @@ __all__ = [
     "ModelManager", "ModelPlacement", "PinError", "SimulatedDevice", "activation_bytes", "automatic_budget",
     "cuda_device", "default_device", "find_block_lists", "plan_blocks", "release_free_host_memory",
     "size_text", "GateHandle", "block_gate", "gate_blocks", "MappedFile", "bind_mapped", "is_mapped", "map_folder",
-    "write_safetensors", "TierPlan", "plan_tiers", "plan_pinning",
+    "write_safetensors", "PROCESS_BYTES", "available_ram_bytes", "default_ram_budget", "weight_ram_budget", "TierPlan", "plan_tiers", "plan_pinning",
 ]

@@ -32,7 +32,8 @@ def generate_command(args) -> int:
     except ValueError as error:
         _say(f"error: {error}")
         return 2
-    session = Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget)
+    session = Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget,
+                      ram_budget_gb=getattr(args, "ram_budget", None))
     if args.vram_budget is not None and session.device.type != "cuda":
         _say("note: --vram-budget applies to a CUDA GPU; there is none, so everything runs on the CPU")
     _stop_on_ctrl_c(run)

@@ -70,6 +70,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                                         info="0 lossless · 23 smaller")
                     vram = gr.Number(value=handlers.worker.session.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
                                      info="0 = automatic. Lower it if the GPU runs out of memory.")
+                    memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
                 with gr.Accordion("End frame (inverted sampling only)", open=False):
                     end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
                                          sources=["upload", "clipboard"], placeholder="The video ends on this picture")
@@ -91,6 +92,12 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
         def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
             for update in handlers.page_run({name: values[component] for name, component in form.items()}):
                 yield _to_outputs(update)
+
+        for control in (model, resolution, vram):
+            control.change(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False,
+                           show_progress="hidden", api_visibility="private")
+        page.load(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False, show_progress="hidden",
+                  api_visibility="private")
 
         start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
         stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
@@ -117,6 +124,18 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
         api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps], api_result,
                           api_name="generate", concurrency_id="gpu")
     return page
+
+
+def memory_plan_line(model: str, vram_gb, resolution) -> str:
+    """The memory plan of a run with these settings, as `app.py check` makes it (real sets only)."""
+    if model not in ("framepack", "framepack-f1"):
+        return ""
+    from framepack_core.memory_plan import plan_run
+
+    try:
+        return plan_run(model, vram_gb or None, None, int(resolution)).line()
+    except Exception as error:  # the plan is advice: a failure to make it must not break the page
+        return f"Memory plan unavailable: {error}"
 
 
 def _stopping(handlers: Handlers):
