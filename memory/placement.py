@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 
 from .budget import BlockPlan, TierPlan, plan_pinning
-from .device import Device
+from .device import ALIGN, Device
 from .swap import BlockStreamer
 from .weights import WeightGroup
 
@@ -102,7 +102,8 @@ class ModelPlacement:
             self._buffers.append(buffer)
         streamed = [i for i, keep in enumerate(plan.resident) if not keep]
         if streamed:
-            pins = plan_pinning([self.block_groups[i].nbytes for i in streamed],
+            # Each pinned copy may take up to 2 * ALIGN more than its bytes (arena alignment).
+            pins = plan_pinning([self.block_groups[i].nbytes + 2 * ALIGN for i in streamed],
                                 [not self.mapped[i] for i in streamed], pin_room)
             self.streamer = BlockStreamer(self.blocks, self.block_groups, streamed, self.device,
                                           plan.slots, plan.slot_bytes, [i for i, p in zip(streamed, pins) if p])
