@@ -70,3 +70,44 @@ def test_unknown_names_are_refused_in_one_sentence():
         meta_model("tokenizer")
     with pytest.raises(ValueError, match="Unknown model 'tokenizer'"):
         meta_model("tokenizer", "tiny")
+
+
+# --------------------------------------------------------------------------- CLIP-L's pooling
+
+
+def _small_clip(**overrides):
+    """CLIP-L's published text configuration at toy width: same vocabulary and special ids."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = dict(published.published("text_encoder_2").config)
+    config.update(hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2,
+                  num_attention_heads=2, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return CLIPTextModel(CLIPTextConfig(**config)).eval()
+
+
+def test_real_clip_config_takes_the_legacy_argmax_pooling():
+    assert published.published("text_encoder_2").config["eos_token_id"] == 2
+    clip = _small_clip()
+    assert clip.config.eos_token_id == 2  # CLIPTextModel's branch that pools at argmax(id)
+    # No <|endoftext|> here: the legacy branch pools at the highest id (49406 at position 1), the
+    # other branch would look for eos 49407, find none and pool at position 0.
+    ids = torch.tensor([[320, 49406, 5000, 1000]])
+    with torch.no_grad():
+        out = clip(input_ids=ids)
+        assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, 1])
+        other = _small_clip(eos_token_id=49407)(input_ids=ids)
+        assert torch.equal(other.pooler_output[0], other.last_hidden_state[0, 0])
+
+
+@pytest.mark.parametrize("pad", [49407, 0])  # the repository's tokenizer pads with <|endoftext|>, open_clip with 0
+def test_legacy_pooling_lands_on_the_first_endoftext_of_a_real_prompt(pad):
+    clip = _small_clip()
+    # <|startoftext|> a cat walks <|endoftext|> then padding to 77, as the tokenizers give it
+    ids = torch.full((1, 77), pad)
+    ids[0, :5] = torch.tensor([49406, 320, 2368, 8192, 49407])
+    with torch.no_grad():
+        out = clip(input_ids=ids)
+    assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, 4])
+    assert not torch.equal(out.pooler_output[0], out.last_hidden_state[0, 5])

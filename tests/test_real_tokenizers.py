@@ -298,3 +298,65 @@ def test_template_drift_is_refused(llama_tokenizers, drift, message):
     spec = dataclasses.replace(SPEC, **drift)
     with pytest.raises(ModelsUnavailableError, match=message):
         check_prompt_template(llama_tokenizers[True], spec, "tokenizer")
+
+
+# --------------------------------------------------------------------------- conditioning with the real layout
+
+
+def _same_structure_llama():
+    """The published Llama configuration (vocabulary, special ids, 4:1 grouped-query heads, RoPE)
+    at toy width and depth."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from framepack_core.models.published import published
+
+    config = dict(published("text_encoder").config)
+    config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=8, initializer_range=0.2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaModel(LlamaConfig(**config)).eval()
+    assert model.config.vocab_size == 128320
+    return model
+
+
+@pytest.mark.parametrize("adds_bos", [True, False])
+def test_conditioning_is_hidden_state_minus_3_of_the_prompt_tokens(llama_tokenizers, clip_tokenizer, adds_bos):
+    from types import SimpleNamespace
+
+    from framepack_core.models.encoders import PROMPT_LENGTH, encode_prompt
+    from framepack_core.models.published import published
+
+    llama = _same_structure_llama()
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    clip_config = dict(published("text_encoder_2").config, hidden_size=32, intermediate_size=64,
+                       projection_dim=32, num_hidden_layers=2, num_attention_heads=2)
+    clip = CLIPTextModel(CLIPTextConfig(**clip_config)).eval()
+    tokenizer = llama_tokenizers[adds_bos]
+    models = SimpleNamespace(spec=SPEC, tokenizer=tokenizer, text_encoder=llama,
+                             tokenizer_2=clip_tokenizer, text_encoder_2=clip)
+    prompt = "A cat walks on the grass, realistic style."
+    encoded = encode_prompt(models, prompt)
+    embeds, mask, pooled = encoded.conditioning
+
+    # Independently: BOS + template, the whole sequence through Llama, layer -3 after the 95 tokens.
+    own = tokenizer(prompt, add_special_tokens=False).input_ids
+    ids = torch.tensor([with_bos(tokenizer, SPEC.prompt_template.format(prompt))])
+    assert ids.shape[1] == 95 + len(own) + 1
+    with torch.no_grad():
+        states = llama(input_ids=ids, output_hidden_states=True).hidden_states
+    assert len(states) == llama.config.num_hidden_layers + 1  # embeddings + each layer: -3 is layer L-2
+    expected = states[-3][0, 95:]
+    count = len(own) + 1  # the prompt's tokens and <|eot_id|>
+    assert embeds.shape == (1, PROMPT_LENGTH, 32) and int(mask.sum()) == count and mask[0, :count].all()
+    torch.testing.assert_close(embeds[0, :count], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(embeds[0, :count], states[-2][0, 95:], atol=1e-3)  # not another layer
+    assert embeds[0, count:].abs().sum() == 0
+    assert not encoded.truncated
+    # CLIP-L: pooled at the EOS of the real tokenizer's ids, through the legacy branch.
+    clip_ids = torch.tensor([clip_tokenizer(prompt, padding="max_length", max_length=77).input_ids])
+    with torch.no_grad():
+        last = clip(input_ids=clip_ids).last_hidden_state
+    eos = clip_ids[0].tolist().index(49407)
+    torch.testing.assert_close(pooled[0], last[0, eos])
