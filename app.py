@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
     gen.add_argument("--fp8", action="store_true",
                      help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
+    gen.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
+                     help="decode the VAE in tiles: auto (default: when GPU memory is short), on, off")
     gen.add_argument("--compile", action="store_true",
                      help="torch.compile the transformer blocks (CUDA only; the first steps take longer)")
     gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")

@@ -178,6 +178,11 @@ class ModelManager:
                 return
             victim.evict()
 
+    def tiling_decision(self, module: torch.nn.Module) -> bool:
+        """Whether the manager tiles `module` for lack of memory (False when it does not manage a device)."""
+        placement = self.placement(module)
+        return bool(getattr(placement, "tiled_by_manager", False))
+
     def _set_tiling(self, placement: ModelPlacement, module: torch.nn.Module) -> None:
         if not hasattr(module, "enable_tiling"):
             return

@@ -16,6 +16,7 @@ from framepack_core.failures import ModelsUnavailableError
 from . import tiny
 from .mapped_loading import load_mapped
 from .sets import MODEL_SETS, MODELS_DIR_ENV, Models, ModelSetSpec
+from .template_check import check_prompt_template
 
 # key -> what the progress line says while it loads
 _LABELS = {
@@ -63,7 +64,13 @@ def _load(spec: ModelSetSpec, roots: dict[str, Path], say: Callable[[str], None]
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    loaded = {key: _load_component(key, spec, roots[src.repo_id], say) for key, src in spec.sources.items()}
+    loaded = {}
+    # The tokenizer first: it is checked before gigabytes of weights load.
+    for key in sorted(spec.sources, key=lambda k: k != "tokenizer"):
+        source = spec.sources[key]
+        loaded[key] = _load_component(key, spec, roots[source.repo_id], say)
+        if key == "tokenizer":
+            check_prompt_template(loaded[key], spec, roots[source.repo_id] / (source.subfolder or ""))
     return Models(spec=spec, **loaded)
 
 
