@@ -47,10 +47,8 @@ def activation_reserve(resolution: int, window: int, width: int) -> int:
 
 
 def _meta_model(key: str, model_set: str) -> torch.nn.Module:
-    try:
-        from .models.published import meta_model
-    except ImportError:  # until models/published.py is merged in
-        from .models.published_stub import meta_model
+    from .models.published import meta_model
+
     return meta_model(key, model_set)
 
 
