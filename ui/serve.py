@@ -73,6 +73,7 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
         return 2
     page, worker = create_app(args.model, args.resolution, outputs, model_choices, args.models_dir,
                               getattr(args, "vram_budget", None))
+    worker.session.ram_budget_gb = getattr(args, "ram_budget", None)  # None: what is available less a reserve
     # A plain `kill` then ends the run and cleans up like Ctrl+C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
