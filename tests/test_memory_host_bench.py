@@ -14,7 +14,7 @@ def test_host_memory_bench_small(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bit_identical"] and result["max_abs_diff"] == 0.0
-    assert result["file_size_ratio"] > 2 and result["anon_rss_growth_ratio"] <= 1.15
+    assert result["file_size_ratio"] > 1.5 and result["anon_rss_growth_ratio"] <= 1.15
     largest = max(result["sizes"], key=lambda s: s["blocks"])
     assert largest["blocks_streamed"] == 12 and 0 < largest["blocks_pinned"] < 12  # some from pinned, some from disk
     assert largest["host_weight_bytes"] <= result["ram_budget_bytes"]
