@@ -8,11 +8,11 @@ from memory import ModelManager, SimulatedDevice, block_gate, gate_blocks
 STEPS = 8
 
 
-def run_steps(model, inputs, manager, cached: bool):
+def run_steps(model, inputs, manager, cached: bool, method: str = "teacache", threshold: float = 0.3):
     """Per call: (bytes copied during it, blocks computed in it, output)."""
     calls = []
     blocks = len(model.transformer_blocks) + len(model.single_transformer_blocks)
-    with manager.use(model) if manager else _nothing(), step_cache(model, cached, "teacache", 0.3, STEPS) as cache:
+    with manager.use(model) if manager else _nothing(), step_cache(model, cached, method, threshold, STEPS) as cache:
         for step in range(STEPS):
             moved = manager.device.bytes_moved if manager else 0
             computed = cache.computed if cache else 0
@@ -87,3 +87,19 @@ def test_a_gate_that_says_false_keeps_the_block_off_the_device():
         handle.remove()
         assert block_gate(skip) is None
     manager.release()
+
+
+@torch.no_grad()
+def test_first_block_cache_skips_copy_nothing_either():
+    model = small_transformer(num_single_layers=6)
+    inputs = section_inputs(SMALL_CONFIG, 8, 8)
+    device = SimulatedDevice()
+    manager = ModelManager(device, budget_bytes=tensor_bytes(model) // 3, reserve_bytes=0)
+    calls, (plan, decision_bytes) = run_steps(model, inputs, manager, cached=True, method="first-block",
+                                               threshold=0.9)
+    manager.release()
+    blocks = len(plan.resident)
+    assert any(computed == 1 for _, computed, _ in calls)  # block 0 always runs; the others skipped
+    for moved, computed, _ in calls[1:]:
+        assert computed in (1, blocks)
+        assert moved == (plan.streamed_bytes if computed == blocks else decision_bytes)
