@@ -2,6 +2,7 @@
 
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
+    python app.py check [--vram-budget GB] [--ram-budget GB] [...]   the memory plan, before any download
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram-budget", type=float, default=None, metavar="GB",
                         help="GPU memory the app may use, in GiB, activations included (default: what is free); "
                              "model blocks that do not fit stream from system memory. Ignored without a CUDA GPU")
+    parser.add_argument("--ram-budget", type=float, default=None, metavar="GB",
+                        help="system memory the app may use, in GiB (default: what is available less 2 GiB); "
+                             "streamed blocks beyond it are read from their files on disk instead of pinned RAM")
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,16 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
     gen.add_argument("--fp8", action="store_true",
                      help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
+    gen.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
+                     help="decode the VAE in tiles: auto (default: when GPU memory is short), on, off")
     gen.add_argument("--compile", action="store_true",
                      help="torch.compile the transformer blocks (CUDA only; the first steps take longer)")
     gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")
     gen.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+
+    check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
+                                allow_abbrev=False)
+    check.add_argument("--model", choices=("framepack", "framepack-f1"), default="framepack", help="model set")
+    check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
+    check.add_argument("--vram-budget", type=float, default=None, metavar="GB",
+                       help="GPU memory in GiB (default: what is free, or 6 without a GPU)")
+    check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
+                       help="system memory in GiB (default: what is available less 2 GiB)")
+    check.add_argument("--resolution", type=int, default=640, help="bucket size (default 640)")
+    check.add_argument("--seconds", type=float, default=5.0, help="video length (default 5)")
+    check.add_argument("--fp8", action="store_true", help="plan with the transformer's weights in FP8")
+    check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from ui.check import check_command
+
+        return check_command(args)
     if args.command == "generate":
         from ui.cli import generate_command
 

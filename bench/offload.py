@@ -129,6 +129,34 @@ def simulate() -> dict:
         max_abs_diff=max((first - resident).abs().max().item(), (second - resident).abs().max().item()))
 
 
+@torch.no_grad()
+def simulate_step_cache(steps: int = 12, threshold: float = 0.15) -> dict:
+    """Bytes streamed with TeaCache against without: skipped blocks must cost no copies."""
+    from framepack_core.speed.step_cache import step_cache
+
+    model = small_transformer()
+    inputs = section_inputs(SMALL_CONFIG, 16, 16)
+    budget = tensor_bytes(model) // 3
+    results = {}
+    for enabled in (False, True):
+        device = SimulatedDevice()
+        manager = ModelManager(device, budget_bytes=budget, reserve_bytes=0)
+        with manager.use(model), step_cache(model, enabled, "teacache", threshold, steps) as cache:
+            blocks = len(model.transformer_blocks) + len(model.single_transformer_blocks)
+            device.reset_counters()
+            for step in range(steps):  # a falling timestep, as a sampler gives, over the same latents
+                model(**{**inputs, "timestep": torch.tensor([1000.0 * (1 - step / steps)])})
+            computed = cache.computed if cache is not None else steps * blocks
+            results[enabled] = dict(bytes_moved=device.bytes_moved, blocks_computed=computed)
+        manager.release()
+    off, on = results[False], results[True]
+    return dict(steps=steps, threshold=threshold, bytes_moved_without_cache=off["bytes_moved"],
+                bytes_moved_with_cache=on["bytes_moved"], blocks_computed_without_cache=off["blocks_computed"],
+                blocks_computed_with_cache=on["blocks_computed"],
+                bytes_moved_ratio=on["bytes_moved"] / off["bytes_moved"],
+                blocks_computed_ratio=on["blocks_computed"] / off["blocks_computed"])
+
+
 class SyncPageableBaseline:
     """What FramePack apps do today: each block copied from pageable memory, on the compute stream, as it runs."""
 
@@ -274,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.simulate:
         result = simulate()
+        result["step_cache"] = cache = simulate_step_cache()
+        result["bytes_moved_ratio"] = cache["bytes_moved_ratio"]
+        result["blocks_computed_ratio"] = cache["blocks_computed_ratio"]
     elif args.device == "cuda" and args.full_size:
         result = full_size(args.steps, [float(b) for b in args.budgets.split(",")])
     else:

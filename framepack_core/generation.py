@@ -25,9 +25,11 @@ from .media.video import decode_latents, latent_preview
 from .method.prompts import distinct_prompts, parse_prompt, section_prompts
 from .method.schedule import decode_span, overlap_frames
 from .method.sections import Conditioning, SectionSettings, run_sections
-from .models.encoders import encode_latent, encode_prompt, encode_siglip
+from .models.encoders import encode_latent, encode_siglip
 from .models.lora import applied_loras
+from .models.prompt_cache import cached_prompt
 from .request import Request
+from .speed.precision import is_fp8
 from .speed.prepare import prepare_transformer
 from .speed.step_cache import step_cache
 
@@ -40,6 +42,8 @@ class Progress:
     width: int = 0
     height: int = 0
     attention: str = ""  # the kernel that ran
+    vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None before the first decode)
+    fp8: bool = False  # whether the transformer's weights were FP8
     cache: object = None  # the step cache, for its counts of block evaluations
     notices: list[str] = field(default_factory=list)
 
@@ -63,9 +67,9 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
 
     emit(Stage("encoding_prompt", "Encoding the prompt"))
     spans = parse_prompt(method.prompt, method.seconds, method.window)
-    with manager.use(models.text_encoder, models.text_encoder_2):
-        encoded = {text: encode_prompt(models, text) for text in distinct_prompts(spans)}  # each once
-        negative = encode_prompt(models, method.negative_prompt).conditioning if method.cfg != 1 else None
+    # Each distinct prompt once, and cached: a prompt seen before never touches the text encoders.
+    encoded = {text: cached_prompt(models, text, manager) for text in distinct_prompts(spans)}
+    negative = cached_prompt(models, method.negative_prompt, manager).conditioning if method.cfg != 1 else None
     for text, prompt in encoded.items():
         if prompt.truncated:
             which = f"The prompt {text[:40]!r}" if len(encoded) > 1 else "The prompt"
@@ -76,6 +80,8 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
     pixels = crop_to_bucket(request.image, method.resolution)
     progress.height, progress.width = pixels.shape[:2]
     with manager.use(models.vae):
+        # One picture never needs tiles: encoded whole, the start latent does not depend on memory.
+        _set_vae_tiling(models.vae, False)
         start_latent = encode_latent(models.vae, pixels)
         end_latent = None
         if request.end_image is not None:
@@ -96,14 +102,17 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         check()
 
     prepared = prepare_transformer(models.transformer, speed, manager)  # FP8 storage, attention kernel, compile
-    progress.attention = prepared.attention.backend
+    progress.attention, progress.fp8 = prepared.attention.backend, is_fp8(models.transformer)
     for message in prepared.notices:
         _notice(emit, progress, message)
 
-    metadata = mp4_tags(metadata | {"attention_used": progress.attention})
+    def tags() -> dict[str, str]:  # the settings, and what was used: request.remake_fields reads them back
+        used = {"attention_used": progress.attention, "vae_tiling_used": progress.vae_tiling, "fp8_used": progress.fp8}
+        return mp4_tags(metadata | used)
+
     generator = torch.Generator("cpu").manual_seed(method.seed)
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
-                           metadata)
+                           tags())
     try:
         emit(Stage("sampling", f"Sampling section 1 of {count}"))
         with applied_loras(models.transformer, method.loras), manager.use(models.transformer), step_cache(
@@ -115,8 +124,9 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                 if cache is not None:
                     cache.reset()  # the next section has another context: nothing may carry over
                 emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
-                pixels = _decode_newest(section, models.vae, settings, manager)
+                pixels = _decode_newest(section, models.vae, settings, manager, speed.vae_tiling, progress)
                 emit(Stage("writing", "Writing the video so far"))
+                video.metadata = tags()  # now with the VAE tiling the decode used
                 video.add(pixels, last=section.index == count - 1)
                 video.write(progress_video)
                 progress.sections_done, progress.frames = section.index + 1, video.frames
@@ -158,14 +168,25 @@ def mix_prompts(encoded: dict, mix) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return embeds, mask, pooled
 
 
-def _decode_newest(section, vae, settings: SectionSettings, manager: ModelManager) -> torch.Tensor:
+def _decode_newest(section, vae, settings: SectionSettings, manager: ModelManager, tiling: bool | None,
+                   progress: Progress) -> torch.Tensor:
     """Pixels of the latents this section changed: all of them at first, later the newest span."""
     span = decode_span(section.index, section.count, settings.window, settings.mode)
     latents = section.video_latents
     if span:
         latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
     with manager.use(vae):
+        # Tiles change pixels, so one choice holds for the whole run: the request's, else what the
+        # memory manager decided at the first decode (each decode meets the same memory state).
+        if progress.vae_tiling is None:
+            progress.vae_tiling = manager.tiling_decision(vae) if tiling is None else tiling
+        _set_vae_tiling(vae, progress.vae_tiling)
         return decode_latents(vae, latents)
+
+
+def _set_vae_tiling(vae, tiled: bool) -> None:
+    if hasattr(vae, "enable_tiling"):
+        vae.enable_tiling() if tiled else vae.disable_tiling()
 
 
 def _notice(emit, progress: Progress, message: str) -> None:

@@ -109,12 +109,15 @@ class SpeedSettings:
     fp8: bool = False  # store the transformer's linear weights in FP8 (e4m3fn); lossy, kept until reloaded
     compile: bool = False  # torch.compile the transformer blocks (CUDA only)
     vram_budget_gb: float | None = None  # GPU memory this run may use; None (or 0): the session's, else what is free
+    vae_tiling: bool | None = None  # decode the VAE in tiles; None: when memory is short (changes pixels a little)
 
     def validated(self) -> SpeedSettings:
         for name in ("step_cache", "fp8", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"The {name.replace('_', ' ')} option must be true or false, "
                                  f"not {getattr(self, name)!r}.")
+        if self.vae_tiling is not None and not isinstance(self.vae_tiling, bool):
+            raise ValueError(f"The VAE tiling option must be true, false or automatic, not {self.vae_tiling!r}.")
         _number("Step cache threshold", self.cache_threshold, 0, 1, low_open=True)
         if self.cache_method not in CACHE_METHODS:
             raise ValueError(f"Step cache must be one of {', '.join(CACHE_METHODS)}, not {self.cache_method!r}.")
@@ -222,6 +225,28 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
         check_lora(path, model)
         out.append((str(path), float(weight)))
     return tuple(out)
+
+
+# What a run records beside its settings: the attention kernel that ran, whether the VAE decoded
+# in tiles, whether the transformer's weights were FP8. A remake requests these, not the settings'
+# "auto" or an FP8 request that an earlier run's weights overrode.
+USED = {"attention_used": "attention", "vae_tiling_used": "vae_tiling", "fp8_used": "fp8"}
+_RECORD_ONLY = ("app", "end_image")
+
+
+def remake_fields(recorded: dict) -> dict:
+    """`Request.from_fields` names that make a recorded video again (pictures aside).
+
+    `recorded`: an MP4's comment (flat settings and the USED keys) or a run's JSON record.
+    """
+    if "settings" in recorded:  # the JSON record: the settings, and what was used at its top level
+        used = {key: recorded.get(setting) for key, setting in USED.items()}
+        recorded = recorded["settings"] | {key: value for key, value in used.items() if value not in (None, "")}
+    fields_ = {key: value for key, value in recorded.items() if key not in _RECORD_ONLY and key not in USED}
+    for key, setting in USED.items():
+        if recorded.get(key) not in (None, ""):
+            fields_[setting] = recorded[key]
+    return fields_
 
 
 def _open_picture(what: str, source) -> Image.Image:

@@ -126,7 +126,8 @@ class Run:
                        "frames": outcome.frames, "fps": outcome.fps, "sections": outcome.sections,
                        "width": outcome.width, "height": outcome.height, "seed": outcome.seed,
                        "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
-                       "attention": outcome.attention, "step_cache": cache}
+                       "attention": outcome.attention, "vae_tiling": outcome.vae_tiling, "fp8": outcome.fp8,
+                       "step_cache": cache}
         return record
 
     def _finish(self, progress, started: float, stopped: bool) -> Finished:
@@ -137,6 +138,7 @@ class Run:
         cache = progress.cache
         return Finished(video, progress.frames, FPS, progress.sections_done, progress.width, progress.height,
                         self.request.method.seed, time.monotonic() - started, stopped, attention=progress.attention,
+                        vae_tiling=progress.vae_tiling, fp8=progress.fp8,
                         step_cache=cache.method if cache else "", blocks_computed=cache.computed if cache else 0,
                         blocks_skipped=cache.skipped if cache else 0)
 

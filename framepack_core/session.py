@@ -17,7 +17,9 @@ from memory import (
     ModelManager,
     activation_bytes,
     default_device,
+    default_ram_budget,
     release_free_host_memory,
+    weight_ram_budget,
 )
 
 from .events import Event, Stage
@@ -27,10 +29,11 @@ from .request import Request
 class Session:
     def __init__(self, models_dir: str | None = None, device: str | torch.device | None = None,
                  vram_budget_gb: float | None = None, loader: Callable | None = None,
-                 manager_factory: Callable[..., ModelManager] | None = None):
+                 manager_factory: Callable[..., ModelManager] | None = None, ram_budget_gb: float | None = None):
         self.models_dir = models_dir
         self.device = torch.device(device) if device is not None else default_device()
         self.vram_budget_gb = vram_budget_gb
+        self.ram_budget_gb = ram_budget_gb  # None: what is available less a reserve (memory/ram.py)
         self._loader = loader  # tests hand in their own
         self._manager_factory = manager_factory or make_manager
         self._loaded: tuple[str, object] | None = None
@@ -52,7 +55,11 @@ class Session:
         """The request's model set and a manager for the device, sized for this request."""
         models = self.models(request.model, emit)
         budget = request.speed.vram_budget_gb or self.vram_budget_gb
-        return models, self._manager_factory(self.device, budget, models, request)
+        manager = self._manager_factory(self.device, budget, models, request)
+        if getattr(manager, "manages_device", False) and getattr(manager, "ram_budget_bytes", 0) is None:
+            ram = int(self.ram_budget_gb * GiB) if self.ram_budget_gb else default_ram_budget()
+            manager.ram_budget_bytes = weight_ram_budget(ram)  # pinned copies only as far as RAM allows
+        return models, manager
 
     def release(self, manager: ModelManager | None) -> None:
         if manager is not None:

@@ -1,4 +1,5 @@
-"""Pure planning: which blocks of a model stay on the device and which stream through it.
+"""Pure planning: which blocks of a model stay on the device, which stream through it, and from where
+(pinned host memory or the mapped file).
 
 No torch here, only byte counts, so the rules can be property-tested in isolation.
 """
@@ -104,6 +105,63 @@ def plan_blocks(block_bytes: Sequence[int], other_bytes: int, budget_bytes: int,
             resident[index] = True
             room -= blocks[index]
     return BlockPlan(blocks, other_bytes, tuple(resident), slots, slot_bytes)
+
+
+def plan_pinning(streamed_bytes: Sequence[int], already_host: Sequence[bool], room_bytes: int | None) -> tuple[bool, ...]:
+    """Which streamed blocks (in run order) get a page-locked host copy; the others stream from their mapped file.
+
+    `already_host`: the block's host copy is already in the process's memory (packed, not mapped),
+    so pinning it only moves it and costs no RAM. Mapped blocks cost their size; they are pinned in
+    run order while `room_bytes` holds them, a prefix (so a larger room never pins fewer bytes).
+    None: no RAM budget, pin everything (the device's own pin limit still applies).
+    """
+    if room_bytes is None:
+        return (True,) * len(streamed_bytes)
+    pinned, room = [], room_bytes
+    for nbytes, free in zip(streamed_bytes, already_host):
+        pinned.append(free)
+    for index, (nbytes, free) in enumerate(zip(streamed_bytes, already_host)):
+        if free:
+            continue
+        if nbytes > room:
+            break
+        pinned[index] = True
+        room -= nbytes
+    return tuple(pinned)
+
+
+@dataclass(frozen=True)
+class TierPlan:
+    """Where every block of one model lives: on the device, streamed from pinned memory, or from its file."""
+    device: BlockPlan
+    pinned: tuple[bool, ...]  # per block; True only for streamed blocks
+
+    @property
+    def streamed_from_pinned(self) -> int:
+        return sum(b for b, p in zip(self.device.block_bytes, self.pinned) if p)
+
+    @property
+    def streamed_from_disk(self) -> int:
+        return self.device.streamed_bytes - self.streamed_from_pinned
+
+    def tiers(self) -> list[str]:
+        return ["device" if r else ("pinned" if p else "mapped") for r, p in zip(self.device.resident, self.pinned)]
+
+
+def plan_tiers(block_bytes: Sequence[int], other_bytes: int, vram_bytes: int, ram_room_bytes: int | None,
+               reserve_bytes: int = 0, prefetch: int = 2, mapped: Sequence[bool] | None = None) -> TierPlan:
+    """Both budgets at once: `plan_blocks` for the device, then `plan_pinning` for what streams.
+
+    `ram_room_bytes` is what the RAM budget leaves for pinned copies of mapped blocks.
+    """
+    device = plan_blocks(block_bytes, other_bytes, vram_bytes, reserve_bytes, prefetch)
+    mapped = list(mapped) if mapped is not None else [True] * len(device.block_bytes)
+    streamed = [i for i, r in enumerate(device.resident) if not r]
+    pins = plan_pinning([device.block_bytes[i] for i in streamed], [not mapped[i] for i in streamed], ram_room_bytes)
+    pinned = [False] * len(device.block_bytes)
+    for index, pin in zip(streamed, pins):
+        pinned[index] = pin
+    return TierPlan(device, tuple(pinned))
 
 
 def size_text(nbytes: int) -> str:

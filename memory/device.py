@@ -42,6 +42,7 @@ class PinError(RuntimeError):
 
 class Device:
     kind = "abstract"
+    rounds_pinned = True  # torch's pinned allocator rounds each allocation up to a power of two
 
     def __init__(self, torch_device: str | torch.device, pin_limit_bytes: int | None = None,
                  staging_bytes: int = STAGING_BYTES, pin_arena_bytes: int = PIN_ARENA_BYTES):
@@ -92,7 +93,10 @@ class Device:
             return cpu_bytes(nbytes)
         arena = next((a for a in self._arenas if align(a[1]) + nbytes + ALIGN <= a[0].numel()), None)
         if arena is None:
-            size = max(self._arena_bytes, 1 << (nbytes + ALIGN - 1).bit_length())
+            wanted = nbytes + ALIGN
+            size = max(self._arena_bytes, 1 << (wanted - 1).bit_length() if self.rounds_pinned else align(wanted))
+            if self.pin_limit_bytes is not None and self.pinned_bytes + size > self.pin_limit_bytes:
+                size = align(wanted)  # the last room under the limit: an arena of exactly this group
             if self.pin_limit_bytes is not None and self.pinned_bytes + size > self.pin_limit_bytes:
                 raise PinError(f"pin limit of {self.pin_limit_bytes / MiB:.0f} MiB reached")
             arena = [self._pinned(size), 0]
@@ -127,6 +131,41 @@ class Device:
             chunk.copy_(part)
             event = self._staging_done[slot] = self._copy(dst[start:start + part.numel()], chunk)
         return event
+
+    def copy_pieces_to_device(self, dst: torch.Tensor, nbytes: int, pieces: list[tuple[int, torch.Tensor]],
+                              after=None):
+        """Like copy_to_device for a host copy in pieces: (offset in `dst`, byte tensor), in offset order.
+
+        The pieces (tensors in a mapped file, or a packed buffer) are gathered window by window into
+        the pinned staging ring in `dst`'s layout, and each window goes over in one copy, so a block
+        of many tensors costs a few large copies, and its bytes never pass through anonymous memory
+        larger than the ring. Reading a mapped piece may page it in from disk: that is the disk tier.
+        """
+        if len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][1].numel() == nbytes:
+            return self.copy_to_device(dst, pieces[0][1], False, after)
+        self.bytes_moved += nbytes
+        self._copy_waits(after)
+        staging = self._staging_buffers()
+        event, first = None, 0
+        for index, start in enumerate(range(0, nbytes, self._staging_bytes)):
+            end = min(start + self._staging_bytes, nbytes)
+            slot = index % len(staging)
+            self._host_waits(self._staging_done[slot])
+            chunk = staging[slot][:end - start]
+            while first < len(pieces) and pieces[first][0] + pieces[first][1].numel() <= start:
+                first += 1
+            for offset, raw in pieces[first:]:
+                if offset >= end:
+                    break
+                lo, hi = max(offset, start), min(offset + raw.numel(), end)
+                chunk[lo - start:hi - start].copy_(raw[lo - offset:hi - offset])
+            event = self._staging_done[slot] = self._copy(dst[start:end], chunk)
+        return event
+
+    @property
+    def staging_bytes(self) -> int:
+        """Pinned bytes of the staging ring (allocated on the first staged copy)."""
+        return self._staging_bytes * 2
 
     def _staging_buffers(self) -> list[torch.Tensor]:
         if self._staging is None:
@@ -247,6 +286,7 @@ class SimulatedDevice(Device):
     """
 
     kind = "simulated"
+    rounds_pinned = False
 
     def __init__(self, pin_limit_bytes: int | None = None, staging_bytes: int = STAGING_BYTES,
                  pin_arena_bytes: int = 64 * MiB):

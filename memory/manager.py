@@ -34,12 +34,19 @@ DEFAULT_TILING_BYTES = 24 * GiB
 
 class ModelManager:
     def __init__(self, device: str | torch.device | Device = "cpu", budget_bytes: int | None = None,
-                 reserve_bytes: int | None = None, tiling_bytes: int = DEFAULT_TILING_BYTES, prefetch: int = 2):
+                 reserve_bytes: int | None = None, tiling_bytes: int = DEFAULT_TILING_BYTES, prefetch: int = 2,
+                 ram_budget_bytes: int | None = None):
         """`device` "cpu" keeps every model where it is (no GPU: everything runs on the CPU as before);
         "cuda" manages the GPU, with an automatic budget (free memory) unless one is given; a
-        Device instance (e.g. SimulatedDevice) is used as it is and needs `budget_bytes`."""
+        Device instance (e.g. SimulatedDevice) is used as it is and needs `budget_bytes`.
+
+        `ram_budget_bytes`: host memory the managed weights may take in the process's own memory
+        (packed copies, pinned copies, the staging ring). Streamed blocks whose host copy is a
+        mapped file are pinned only while this allows; the rest stream from the file. None: pin
+        every streamed block (up to the device's pin limit)."""
         self.device = _resolve(device)
         self.prefetch = prefetch
+        self.ram_budget_bytes = None if ram_budget_bytes is None else int(ram_budget_bytes)
         self.tiling_bytes = tiling_bytes
         self._frames: list[list[torch.nn.Module]] = []
         self._clock = 0
@@ -107,7 +114,7 @@ class ModelManager:
     def _ensure(self, wanted: list[torch.nn.Module]) -> None:
         self._clock += 1
         placements = [self._placement_for(m) for m in wanted]
-        terms = (self.budget_bytes, self.reserve_bytes, self.prefetch)
+        terms = (self.budget_bytes, self.reserve_bytes, self.prefetch, self.ram_budget_bytes)
         for placement in placements:
             placement.last_used = self._clock
             if placement.on_device and placement.terms != terms:
@@ -129,13 +136,35 @@ class ModelManager:
                     f"({size_text(placement.rest.nbytes)}) and one of its blocks "
                     f"({size_text(max(placement.block_bytes, default=0))}). Raise the VRAM budget, or lower the "
                     f"resolution so that less is kept for activations.") from None
-            placement.place(plan)
+            placement.place(plan, self._pin_room())
             placement.terms = terms
             self._set_tiling(placement, wanted[placements.index(placement)])
             streamed = plan.resident.count(False)
             log.info("%s on the %s device: %s of weights there, %d of %d blocks streamed through %d slots",
                      type(wanted[placements.index(placement)]).__name__, self.device.kind,
                      size_text(plan.device_bytes), streamed, len(plan.resident), plan.slots)
+
+    def host_anon_bytes(self) -> int:
+        """The managed weights' share of the process's own memory now: host copies, pinned arenas, staging."""
+        placements = list(self.device.placements.values())
+        packed = sum(g.packed.numel() for p in placements for g in p.groups if g.packed is not None)
+        staging = self.device.staging_bytes if self.device._staging is not None else 0
+        return packed + self.device.pinned_bytes + staging
+
+    def _pin_room(self) -> int | None:
+        if self.ram_budget_bytes is None:
+            if hasattr(self.device, "base_pin_limit"):
+                self.device.pin_limit_bytes = self.device.base_pin_limit
+            return None
+        staging = 0 if self.device._staging is not None else self.device.staging_bytes  # still to come
+        room = max(self.ram_budget_bytes - self.host_anon_bytes() - staging, 0)
+        # The device's pinned arenas must not outgrow the room either (they are what pinning allocates).
+        device = self.device
+        if not hasattr(device, "base_pin_limit"):
+            device.base_pin_limit = device.pin_limit_bytes
+        limits = [x for x in (device.base_pin_limit, device.pinned_bytes + room) if x is not None]
+        device.pin_limit_bytes = min(limits)
+        return room
 
     def _make_room(self, needed: int, keep: list[ModelPlacement]) -> None:
         """Evict until `needed` bytes are free: idle models first, then those of outer `use` frames."""
@@ -148,6 +177,11 @@ class ModelManager:
             if self.weight_budget - self.device.current_bytes >= needed:
                 return
             victim.evict()
+
+    def tiling_decision(self, module: torch.nn.Module) -> bool:
+        """Whether the manager tiles `module` for lack of memory (False when it does not manage a device)."""
+        placement = self.placement(module)
+        return bool(getattr(placement, "tiled_by_manager", False))
 
     def _set_tiling(self, placement: ModelPlacement, module: torch.nn.Module) -> None:
         if not hasattr(module, "enable_tiling"):

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from .budget import BlockPlan
-from .device import Device
+from .budget import BlockPlan, TierPlan, plan_pinning
+from .device import ALIGN, Device
 from .swap import BlockStreamer
 from .weights import WeightGroup
 
@@ -55,6 +55,13 @@ class ModelPlacement:
         return [g.nbytes for g in self.block_groups]
 
     @property
+    def tier_plan(self) -> TierPlan | None:
+        """Where each block lives now: device, pinned, or mapped (None while off the device)."""
+        if self.plan is None:
+            return None
+        return TierPlan(self.plan, tuple(not r and g.pinned for r, g in zip(self.plan.resident, self.block_groups)))
+
+    @property
     def pageable_bytes(self) -> int:
         """Bytes of streamed blocks whose host copy is not page-locked (they go through staging)."""
         streamed = self.streamer.order if self.streamer is not None else []
@@ -72,8 +79,19 @@ class ModelPlacement:
     def device_bytes(self) -> int:
         return self.plan.device_bytes if self.plan else 0
 
-    def place(self, plan: BlockPlan) -> None:
-        """Copy the fixed part and the resident blocks in, and stream the others, as `plan` says."""
+    @property
+    def mapped(self) -> list[bool]:
+        """Per block: its host copy is (mostly) in a mapped file, so pinning it costs RAM."""
+        return [g.mapped_bytes * 2 > g.nbytes for g in self.block_groups]
+
+    @property
+    def host_anon_bytes(self) -> int:
+        return sum(g.host_anon_bytes for g in self.groups)
+
+    def place(self, plan: BlockPlan, pin_room: int | None = None) -> None:
+        """Copy the fixed part and the resident blocks in, and stream the others, as `plan` says.
+
+        `pin_room`: bytes of RAM that pinned copies of mapped blocks may take (None: no limit)."""
         if self.plan is not None:
             self.evict()
         resident = [self.rest] + [g for g, keep in zip(self.block_groups, plan.resident) if keep]
@@ -84,8 +102,11 @@ class ModelPlacement:
             self._buffers.append(buffer)
         streamed = [i for i, keep in enumerate(plan.resident) if not keep]
         if streamed:
+            # Each pinned copy may take up to 2 * ALIGN more than its bytes (arena alignment).
+            pins = plan_pinning([self.block_groups[i].nbytes + 2 * ALIGN for i in streamed],
+                                [not self.mapped[i] for i in streamed], pin_room)
             self.streamer = BlockStreamer(self.blocks, self.block_groups, streamed, self.device,
-                                          plan.slots, plan.slot_bytes)
+                                          plan.slots, plan.slot_bytes, [i for i, p in zip(streamed, pins) if p])
         self.plan = plan
 
     def evict(self) -> None:

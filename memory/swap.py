@@ -28,6 +28,7 @@ import torch
 
 from .budget import size_text
 from .device import Device
+from .gates import block_gate
 from .weights import WeightGroup
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,16 @@ PIN_AFTER_PASSES = 2
 
 class BlockStreamer:
     def __init__(self, blocks: Sequence[torch.nn.Module], groups: Sequence[WeightGroup], streamed: Sequence[int],
-                 device: Device, slots: int, slot_bytes: int):
+                 device: Device, slots: int, slot_bytes: int, pin: Sequence[int] | None = None):
+        """`pin`: the streamed blocks that may take page-locked host memory (None: all of them); the
+        others keep streaming from where their host copy is (a mapped file, or pageable memory)."""
         if slots < 1 or not streamed:
             raise ValueError("a streamer needs at least one slot and one streamed block")
         self.device = device
         self.groups = list(groups)
         self.order = list(streamed)  # block indices, in the order they run
+        self.blocks = list(blocks)
+        self.pin = list(self.order if pin is None else pin)
         self._position = {block: i for i, block in enumerate(self.order)}
         self.slots = [device.alloc(slot_bytes) for _ in range(slots)]
         self._free = deque(range(slots))
@@ -53,6 +58,7 @@ class BlockStreamer:
         self._views: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._running: int | None = None
         self.loads = 0  # copies issued, for tests and benchmarks
+        self.skipped = 0  # block calls a gate said would not run: nothing copied for them
         self.passes = 0  # full passes since this streamer was attached
         self._handles = []
         for index in self.order:
@@ -73,9 +79,24 @@ class BlockStreamer:
             self.after(index)
         return hook
 
+    def _will_run(self, index: int, next_pass: bool) -> bool | None:
+        gate = block_gate(self.blocks[index])
+        return True if gate is None else gate(self.blocks[index], next_pass)
+
     def before(self, index: int) -> None:
         if self._running is not None:  # the previous block raised before its post-hook: release it
             self.after(self._running, prefetch=False)
+        if self._will_run(index, next_pass=False) is False:
+            # Its forward will not touch the weights (a step cache skips it): copy nothing, and give
+            # back a slot it may hold from an optimistic prefetch.
+            if index in self._loaded:
+                slot, _ = self._loaded.pop(index)
+                self._free.append(slot)
+            self._running = None
+            self.skipped += 1
+            self._skipping = index
+            return
+        self._skipping = None
         if index not in self._loaded:
             self._load(index, evict_for=index)
         slot, copied = self._loaded[index]
@@ -87,11 +108,18 @@ class BlockStreamer:
         self._running = index
 
     def after(self, index: int, prefetch: bool = True) -> None:
+        if getattr(self, "_skipping", None) == index:  # skipped in before(): nothing was placed
+            self._skipping = None
+            self._end_of_block(index, prefetch)
+            return
         slot, _ = self._loaded.pop(index)
         self.groups[index].point_to_host()
         self._slot_released[slot] = self.device.compute_event()
         self._free.append(slot)
         self._running = None
+        self._end_of_block(index, prefetch)
+
+    def _end_of_block(self, index: int, prefetch: bool) -> None:
         if index == self.order[-1]:
             self.passes += 1
             if self.passes == PIN_AFTER_PASSES:
@@ -100,20 +128,30 @@ class BlockStreamer:
             self._prefetch_after(index)
 
     def _pin_streamed(self) -> None:
-        unpinned = sum(self.groups[i].nbytes for i in self.order if not self.groups[i].pin())
+        unpinned = sum(self.groups[i].nbytes for i in self.pin if not self.groups[i].pin())
         if unpinned:
             log.warning("%s of streamed weights could not be pinned in host memory; they keep going through "
                         "small pinned staging buffers, which overlaps less with compute", size_text(unpinned))
 
     def _prefetch_after(self, index: int) -> None:
-        start = self._position[index]
-        for step in range(1, min(self.prefetch, len(self.order) - 1) + 1):
-            upcoming = self.order[(start + step) % len(self.order)]
-            if upcoming in self._loaded:
-                continue
-            if not self._free:
+        """Copy ahead the next blocks that will run. A gate's False skips a block; its None (not
+        known yet, e.g. the next step's blocks before its cache decided) stops the copying ahead:
+        that block is copied when it is called, once the decision is made. A step whose blocks are
+        skipped then costs no copies (a cache that decides ahead keeps the prefetch going)."""
+        start, issued = self._position[index], 0
+        for step in range(1, len(self.order)):
+            if issued >= self.prefetch or not self._free:
                 break
-            self._load(upcoming)
+            position = start + step
+            upcoming = self.order[position % len(self.order)]
+            will_run = self._will_run(upcoming, next_pass=position >= len(self.order))
+            if will_run is None:
+                break  # loaded on demand once known: a skipped step then costs no copy at all
+            if will_run is False:
+                continue
+            if upcoming not in self._loaded:
+                self._load(upcoming)
+            issued += 1
 
     def _load(self, index: int, evict_for: int | None = None) -> None:
         if not self._free:

@@ -1,6 +1,6 @@
-"""A group of weights (one block, or a model's parts outside its blocks) packed into one host buffer.
+"""A group of weights (one block, or a model's parts outside its blocks): its host copy, and copies of it on a device.
 
-Packing once lets a whole block travel in one copy, and lets its parameters be pointed at any
+Packing once (or leaving mapped tensors in their file) lets a whole block travel in one go, and lets its parameters be pointed at any
 device buffer big enough (a streaming slot) without allocating anything per forward pass.
 
 Weights are treated as read-only: the host copy is the truth, so taking a group off the device
@@ -16,6 +16,7 @@ from typing import Iterable
 import torch
 
 from .device import Device, PinError, align
+from .mapped import is_mapped
 
 
 @dataclass
@@ -40,14 +41,17 @@ class _Entry:
 
 class WeightGroup:
     def __init__(self, modules: Iterable[torch.nn.Module], device: Device, seen: set[int]):
-        """Pack the parameters and buffers of `modules` not already in `seen` (ids, updated here).
+        """Gather the parameters and buffers of `modules` not already in `seen` (ids, updated here).
 
-        The host copy starts pageable; `pin()` moves it to page-locked memory, which copies that
-        overlap compute need, once the group is known to stream again and again.
+        Tensors in a mapped file stay there (no copy: the file is their host copy, and the OS page
+        cache holds what fits); the others are packed into one pageable host buffer. `pin()` later
+        moves the whole group to page-locked memory, which copies that overlap compute need, once
+        the group is known to stream again and again and the RAM budget allows it.
         """
         self.device = device
         self.entries: list[_Entry] = []
-        offset = 0
+        self.sources: list[torch.Tensor | None] = []  # per entry: the mapped tensor it stays in, or None
+        offset = packed_bytes = 0
         for module in modules:
             for sub in module.modules():
                 tensors = [(p, None, n, p) for n, p in sub._parameters.items() if p is not None]
@@ -58,50 +62,87 @@ class WeightGroup:
                     seen.add(id(tensor))
                     nbytes = tensor.numel() * tensor.element_size()
                     self.entries.append(_Entry(parameter, owner, name, tensor.dtype, tensor.shape, offset, nbytes))
+                    mapped = is_mapped(tensor) and tensor.is_contiguous()
+                    self.sources.append(tensor.detach() if mapped else None)
+                    if not mapped:
+                        packed_bytes = align(packed_bytes + nbytes)
                     offset = align(offset + nbytes)
-        self.nbytes = offset
-        self.host = device.host_buffer(self.nbytes, pinned=False)
-        self.pinned = False
-        for entry, view in zip(self.entries, self.views(self.host)):
-            view.copy_(entry.get().detach())
-            entry.set(view)
-        self.target = self.host  # the buffer the tensors point into now
+        self.nbytes = offset  # the device layout: every tensor aligned, in order
+        self.mapped_bytes = sum(e.nbytes for e, s in zip(self.entries, self.sources) if s is not None)
+        # Packed tensors in a pageable buffer of their own (the whole group's layout when none is mapped).
+        self.packed = device.host_buffer(packed_bytes, pinned=False) if packed_bytes else None
+        self.pieces: list[tuple[int, torch.Tensor]] = []  # (device offset, host bytes) to copy, in order
+        self._host_views: list[torch.Tensor] = []
+        packed_at = 0
+        for entry, source in zip(self.entries, self.sources):
+            if source is None:
+                raw = self.packed[packed_at:packed_at + entry.nbytes]
+                view = raw.view(entry.dtype).view(entry.shape)
+                view.copy_(entry.get().detach())
+                packed_at = align(packed_at + entry.nbytes)
+            else:
+                view = source
+                raw = source.reshape(-1).view(torch.uint8) if entry.nbytes else source
+            self.pieces.append((entry.offset, raw))
+            self._host_views.append(view)
+        self.pinned_host: torch.Tensor | None = None
+        self._pointed: list[int] = []
+        self.point_to_host()
+
+    @property
+    def pinned(self) -> bool:
+        return self.pinned_host is not None
+
+    @property
+    def host_anon_bytes(self) -> int:
+        """Bytes of the process's own memory this group's host copy takes (mapped bytes take none)."""
+        return self.nbytes if self.pinned else (self.packed.numel() if self.packed is not None else 0)
 
     def pin(self) -> bool:
-        """Move the host copy to page-locked memory; False when none can be had (it stays pageable)."""
+        """Move the host copy to page-locked memory; False when none can be had (it stays where it is)."""
         if self.pinned:
             return True
         try:
             pinned = self.device.host_buffer(self.nbytes, pinned=True)
         except PinError:
             return False
-        pinned.copy_(self.host)
-        if self.target is self.host:
-            self.point_to(pinned)
-        self.host, self.pinned = pinned, True
+        for offset, raw in self.pieces:
+            pinned[offset:offset + raw.numel()].copy_(raw)
+        on_host = self.on_host
+        self.pinned_host, self.packed = pinned, None
+        self._host_views = self.views(pinned)
+        self.pieces = [(0, pinned)]
+        if on_host:
+            self.point_to_host()
         return True
 
+    @property
+    def on_host(self) -> bool:
+        return all(ptr == v.data_ptr() for ptr, v in zip(self._pointed, self._host_views))
+
     def views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
-        """Each packed tensor, as a view into `buffer` (host copy, a device copy or a slot)."""
+        """Each tensor, as a view into `buffer` in the device layout (a device copy, a slot, the pinned copy)."""
         return [buffer[e.offset:e.offset + e.nbytes].view(e.dtype).view(e.shape) for e in self.entries]
 
-    def point_to(self, buffer: torch.Tensor, views: list[torch.Tensor] | None = None) -> None:
-        for entry, view in zip(self.entries, views if views is not None else self.views(buffer)):
+    def point_to(self, buffer: torch.Tensor | None, views: list[torch.Tensor] | None = None) -> None:
+        views = views if views is not None else self.views(buffer)
+        for entry, view in zip(self.entries, views):
             entry.set(view)
-        self.target = buffer
+        self._pointed = [v.data_ptr() for v in views]
 
     def point_to_host(self) -> None:
-        self.point_to(self.host)
+        self.point_to(None, self._host_views)
 
     def copy_to(self, buffer: torch.Tensor, after=None):
         """Queue the copy of the host bytes into a device `buffer`; returns the completion event."""
-        return self.device.copy_to_device(buffer, self.host, self.pinned, after)
+        if self.pinned:
+            return self.device.copy_to_device(buffer, self.pinned_host, True, after)
+        return self.device.copy_pieces_to_device(buffer, self.nbytes, self.pieces, after)
 
     def intact(self) -> bool:
         """False when someone moved or replaced our tensors (e.g. `module.to(...)`) behind our back."""
-        base = self.target.data_ptr()
-        for entry in self.entries:
+        for entry, pointer in zip(self.entries, self._pointed):
             tensor = entry.get()
-            if entry.nbytes and (tensor.data_ptr() != base + entry.offset or tensor.dtype != entry.dtype):
+            if entry.nbytes and (tensor.data_ptr() != pointer or tensor.dtype != entry.dtype):
                 return False
         return True

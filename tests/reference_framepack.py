@@ -7,8 +7,9 @@ Restates, in its own code, the algorithm of the public FramePack demo
 ``pipelines/k_diffusion_hunyuan.py``), with the deviations fixed by
 ``/work/shared/METHOD.md``:
 
-* the x0 prediction is ``x - sigma * v`` computed from the float32 sampler state
-  (the published wrapper used the transformer-dtype copy of ``x``);
+* (as published) the x0 prediction is ``x.to(dtype).float() - sigma * v``: the x that the
+  transformer saw, rounded to its dtype (bf16 for the real sets), while the sampler state
+  stays float32;
 * one CPU generator, each section draws ``randn((1, 16, K, h, w))`` float32 in
   section order and nothing else draws from it;
 * an end latent replaces ``history[:, :, 0:1]`` (the 1x "post" clean latent) in the
@@ -76,7 +77,7 @@ def _append_dims(x, target_dims):
 
 
 def _make_denoiser(transformer, dtype, cfg, rs, positive: dict, negative: dict | None):
-    """fm_wrapper: x0 prediction ``x - sigma * v`` with optional real CFG + rescale."""
+    """fm_wrapper: x0 prediction ``x.to(dtype).float() - sigma * v``, optional real CFG + rescale."""
 
     def denoise(x, sigma):
         sigma = sigma.float()
@@ -94,8 +95,9 @@ def _make_denoiser(transformer, dtype, cfg, rs, positive: dict, negative: dict |
             std_cfg = v.std(dim=dims, keepdim=True)
             v_rescaled = v * (std_pos / std_cfg)
             v = rs * v_rescaled + (1.0 - rs) * v
-        # METHOD.md: from the float32 sampler state (x is float32 here)
-        x0 = x.float() - v.float() * _append_dims(sigma, x.ndim)
+        # METHOD.md "Denoiser": from the rounded x the transformer saw, as the published wrapper
+        # (it rebinds x to x.to(dtype) before this line)
+        x0 = hidden.float() - v.float() * _append_dims(sigma, x.ndim)
         return x0.to(torch.float32)
 
     return denoise

@@ -6,7 +6,7 @@ from PIL import Image
 
 import framepack_core.generation as generation
 from framepack_core.events import Failed, Finished, Preview, SectionDone, Stage, Step
-from framepack_core.request import Request
+from framepack_core.request import Request, remake_fields
 from helpers import run_events as collect, tiny_request as request
 from mp4info import mp4_info, mp4_metadata
 
@@ -112,7 +112,6 @@ def test_video_carries_its_settings(tiny_models, picture, tmp_path):
     assert (settings["model"], settings["seed"], settings["steps"], settings["gs"]) == ("tiny", 12, 2, 7.5)
     assert (settings["seconds"], settings["resolution"], settings["mode"]) == (1, 128, "inverted")
     # Enough to make the same video again from the video alone.
-    settings = {k: v for k, v in settings.items() if k not in ("app", "end_image", "attention_used")}
-    again = Request.from_fields(image=picture, **settings)
+    again = Request.from_fields(image=picture, **remake_fields(settings))
     remade = collect(again, tiny_models, tmp_path / "again.mp4")[-1]
     assert np.array_equal(mp4_info(remade.video)[1], mp4_info(finished.video)[1])

@@ -313,3 +313,66 @@ def test_transformer_sees_every_context_input(transformer, cond):
             alt = dict(kw)
             alt[key] = val
             assert not torch.equal(transformer(**alt)[0], base), key
+
+
+# --------------------------------------------------------------------------- bf16 (the real sets' dtype)
+
+# The real transformer runs in bf16. The published wrapper takes x0 from the x the transformer saw,
+# rounded to bf16; the engine must too. Both modes, three or more sections, the same tiny weights
+# cast to bf16 on the CPU.
+BF16_CASES = {
+    "bf16_inverted_n3": dict(seconds=1.2, steps=4),
+    "bf16_forward_n3": dict(seconds=1.2, steps=4, mode="forward"),
+    "bf16_inverted_n4_end_latent": dict(seconds=1.6, steps=3, end=True),
+    "bf16_forward_n3_cfg3_rs07_6x10": dict(seconds=1.2, steps=3, cfg=3.0, rs=0.7, mode="forward", h=6, w=10),
+    "bf16_inverted_n3_bh2": dict(seconds=1.2, steps=4, variant="bh2"),
+}
+
+
+@pytest.fixture(scope="module")
+def transformer_bf16():
+    tr = _tiny_transformer().to(torch.bfloat16)
+    assert {p.dtype for p in tr.parameters()} == {torch.bfloat16}
+    return tr
+
+
+def _bf16_params(name):
+    p = {**BASE, **BF16_CASES[name]}
+    p["start"] = _latent(p["h"], p["w"], 100)
+    if p.get("end"):
+        p["end"] = _latent(p["h"], p["w"], 200)
+    return p
+
+
+@pytest.mark.parametrize("name", list(BF16_CASES))
+def test_engine_matches_reference_in_bf16(transformer_bf16, cond, name):
+    p = _bf16_params(name)
+    n = section_count(p["seconds"], p["window"])
+    assert n >= 3
+    ref, _ = _run_reference(transformer_bf16, cond, p["start"], p)
+    eng, _ = _run_engine(transformer_bf16, cond, p["start"], p)
+    assert len(eng) == len(ref) == n
+    for i, (r, e) in enumerate(zip(ref, eng)):
+        assert e["latents"].dtype == torch.float32  # the sampler state stays float32
+        assert torch.equal(e["latents"], r), f"{name}: section {i} latents differ: {_diff(e['latents'], r)}"
+        v = reference_video_latents(ref, p["start"], p["mode"], upto=i + 1)
+        assert torch.equal(e["video"], v), f"{name}: section {i} video latents differ: {_diff(e['video'], v)}"
+
+
+def test_bf16_cases_see_the_rounding(transformer_bf16, cond, monkeypatch):
+    """The bf16 comparison is not vacuous: x0 from the unrounded x ends far from the reference."""
+    from framepack_core.method import sections
+
+    original = sections.make_denoiser
+
+    def unrounded(transformer, *args):
+        denoise = original(transformer, *args)
+        # what the engine computed before: x - sigma*v, with x not rounded to the transformer's dtype
+        return lambda x, sigma: denoise(x, sigma) + (x - x.to(transformer.dtype).float())
+
+    monkeypatch.setattr(sections, "make_denoiser", unrounded)
+    for name in ("bf16_inverted_n3", "bf16_forward_n3"):
+        p = _bf16_params(name)
+        ref, _ = _run_reference(transformer_bf16, cond, p["start"], p)
+        eng, _ = _run_engine(transformer_bf16, cond, p["start"], p)
+        assert max((e["latents"] - r).abs().max().item() for r, e in zip(ref, eng)) > 1e-3, name

@@ -21,7 +21,7 @@ def request_from_args(args):
         mode=args.mode, folder=Path(args.outputs), path=Path(args.output) if args.output else None, crf=args.crf,
         step_cache=args.step_cache, cache_threshold=args.cache_threshold, cache_method=args.cache_method,
         attention=args.attention, fp8=args.fp8, compile=args.compile, prompt_blend=args.prompt_blend,
-        loras=tuple(args.lora))
+        loras=tuple(args.lora), vae_tiling={"on": True, "off": False}.get(getattr(args, "vae_tiling", "auto")))
 
 
 def generate_command(args) -> int:
@@ -33,7 +33,8 @@ def generate_command(args) -> int:
     except ValueError as error:
         _say(f"error: {error}")
         return 2
-    session = Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget)
+    session = Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget,
+                      ram_budget_gb=getattr(args, "ram_budget", None))
     if args.vram_budget is not None and session.device.type != "cuda":
         _say("note: --vram-budget applies to a CUDA GPU; there is none, so everything runs on the CPU")
     _stop_on_ctrl_c(run)

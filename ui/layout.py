@@ -76,6 +76,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                                         info="0 lossless · 23 smaller")
                     vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
                                      info="0 = automatic. Lower it if the GPU runs out of memory.")
+                    memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
                 with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):
                     prompt_blend = gr.Slider(0, 8, value=0, step=1, label="Prompt blend (sections)",
                                              elem_id="fp-prompt-blend",
@@ -112,6 +113,12 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
             source.change(timeline_html, [prompt, seconds], timeline, queue=False, show_progress="hidden",
                           api_visibility="private")
         refresh.click(lambda: lora_rows(s.lora_dir), None, loras, queue=False, api_visibility="private")
+        for control in (model, resolution, vram):
+            control.change(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False,
+                           show_progress="hidden", api_visibility="private")
+        page.load(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False, show_progress="hidden",
+                  api_visibility="private")
+
         start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
         stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
 
@@ -142,6 +149,18 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                           api_result,
                           api_name="generate", concurrency_id="gpu")
     return page
+
+
+def memory_plan_line(model: str, vram_gb, resolution) -> str:
+    """The memory plan of a run with these settings, as `app.py check` makes it (real sets only)."""
+    if model not in ("framepack", "framepack-f1"):
+        return ""
+    from framepack_core.memory_plan import plan_run
+
+    try:
+        return plan_run(model, vram_gb or None, None, int(resolution)).line()
+    except Exception as error:  # the plan is advice: a failure to make it must not break the page
+        return f"Memory plan unavailable: {error}"
 
 
 def _stopping(handlers: Handlers):

@@ -68,7 +68,7 @@ SectionStepCallback = Callable[[int, int, int, torch.Tensor, torch.Tensor], None
 
 
 def make_denoiser(transformer, cond: Conditioning, context: PackedContext, settings: SectionSettings):
-    """D(x, sigma) -> x0 for one section; the sampler state stays float32."""
+    """D(x, sigma) -> x0 for one section (METHOD.md "Denoiser"); the sampler state stays float32."""
     dtype, device = transformer.dtype, transformer.device
 
     def cast(t: torch.Tensor) -> torch.Tensor:
@@ -116,7 +116,9 @@ def make_denoiser(transformer, cond: Conditioning, context: PackedContext, setti
             dims = list(range(1, v.ndim))
             rescaled = v * (v_pos.std(dim=dims, keepdim=True) / v.std(dim=dims, keepdim=True))
             v = settings.rs * rescaled + (1 - settings.rs) * v
-        return x - v * sigma.reshape(-1, 1, 1, 1, 1).to(x.device)
+        # From the x the transformer saw (rounded to its dtype), as the published wrapper: in bf16
+        # the unrounded float32 x would move a 3-section video's latents by about 3e-2.
+        return x_in.float() - v * sigma.reshape(-1, 1, 1, 1, 1).to(x.device)
 
     return denoise
 

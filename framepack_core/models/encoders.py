@@ -24,13 +24,10 @@ def encode_prompt(models, prompt: str) -> EncodedPrompt:
     spec = models.spec
     tokenizer, llama = models.tokenizer, models.text_encoder
     text = spec.prompt_template.format(prompt)
-    max_length = LLAMA_TOKENS + spec.crop_start
-    tokens = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
-                       return_tensors="pt", return_attention_mask=True)
-    truncated = len(tokenizer(text, add_special_tokens=True).input_ids) > max_length
-    real_tokens = int(tokens.attention_mask.sum())
-    out = llama(input_ids=tokens.input_ids.to(llama.device),
-                attention_mask=tokens.attention_mask.to(llama.device), output_hidden_states=True)
+    input_ids, attention_mask, truncated = template_ids(tokenizer, text, LLAMA_TOKENS + spec.crop_start)
+    real_tokens = int(attention_mask.sum())
+    out = llama(input_ids=input_ids.to(llama.device), attention_mask=attention_mask.to(llama.device),
+                output_hidden_states=True)
     # The third-from-last layer, without the template's system tokens and without padding.
     features = out.hidden_states[-3][:, spec.crop_start:real_tokens]
     embeds, mask = crop_or_pad(features, PROMPT_LENGTH)
@@ -39,6 +36,28 @@ def encode_prompt(models, prompt: str) -> EncodedPrompt:
                                   return_tensors="pt").input_ids
     pooled = models.text_encoder_2(clip_ids.to(models.text_encoder_2.device)).pooler_output
     return EncodedPrompt(PromptConditioning(embeds.cpu(), mask.cpu(), pooled.cpu()), truncated)
+
+
+def template_ids(tokenizer, text: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(1, max_length) ids and mask of BOS + `text`, right padded; and whether `text` was cut.
+
+    BOS is put here, not left to the tokenizer: whether a tokenizer adds it depends on its
+    files (transformers 5 follows tokenizer.json's post-processor), and crop_start counts it.
+    """
+    ids = with_bos(tokenizer, text)
+    truncated = len(ids) > max_length
+    ids = ids[:max_length]
+    count = len(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((1, max_length), pad, dtype=torch.long)
+    input_ids[0, :count] = torch.tensor(ids, dtype=torch.long)
+    attention_mask = torch.zeros((1, max_length), dtype=torch.long)
+    attention_mask[0, :count] = 1
+    return input_ids, attention_mask, truncated
+
+
+def with_bos(tokenizer, text: str) -> list[int]:
+    return [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids
 
 
 def crop_or_pad(features: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,9 @@ from typing import Callable
 from framepack_core.failures import ModelsUnavailableError
 
 from . import tiny
+from .mapped_loading import load_mapped
 from .sets import MODEL_SETS, MODELS_DIR_ENV, Models, ModelSetSpec
+from .template_check import check_prompt_template
 
 # key -> what the progress line says while it loads
 _LABELS = {
@@ -62,7 +64,13 @@ def _load(spec: ModelSetSpec, roots: dict[str, Path], say: Callable[[str], None]
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    loaded = {key: _load_component(key, spec, roots[src.repo_id], say) for key, src in spec.sources.items()}
+    loaded = {}
+    # The tokenizer first: it is checked before gigabytes of weights load.
+    for key in sorted(spec.sources, key=lambda k: k != "tokenizer"):
+        source = spec.sources[key]
+        loaded[key] = _load_component(key, spec, roots[source.repo_id], say)
+        if key == "tokenizer":
+            check_prompt_template(loaded[key], spec, roots[source.repo_id] / (source.subfolder or ""))
     return Models(spec=spec, **loaded)
 
 
@@ -127,13 +135,18 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
 
         cls = {"vae": diffusers.AutoencoderKLHunyuanVideo,
                "transformer": diffusers.HunyuanVideoFramepackTransformer3DModel}[key]
-        model = cls.from_pretrained(root, subfolder=subfolder or None, torch_dtype=dtype, use_safetensors=True)
+        # Mapped from its files (never materialised) where they match the model; else the library's way.
+        model = load_mapped(cls, root / subfolder, dtype, "diffusers")
+        if model is None:
+            model = cls.from_pretrained(root, subfolder=subfolder or None, torch_dtype=dtype, use_safetensors=True)
     else:
         import transformers
 
         cls = {"text_encoder": transformers.LlamaModel, "text_encoder_2": transformers.CLIPTextModel,
                "image_encoder": transformers.SiglipVisionModel}[key]
-        model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
+        model = load_mapped(cls, root / subfolder, dtype, "transformers")
+        if model is None:
+            model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
     return model.eval().requires_grad_(False)
 
 

@@ -68,6 +68,33 @@ class UpcastLinear(LayerwiseCastingHook):
         return F.linear(input, module.weight.to(self.compute_dtype), bias)
 
 
+def store_fp8_cached(model: torch.nn.Module, cache_dir=None, compute_dtype: torch.dtype | None = None):
+    """FP8 storage for a model whose weights are mapped from files (models/mapped_loading.py).
+
+    Converted once into a cached safetensors file of the FP8 weights (models/weight_cache.py) and
+    mapped from it on every later start: no second conversion, and the FP8 weights stay in the page
+    cache like the rest. Returns host bytes (before, after), or None for a model that is not mapped
+    (then `store_fp8` converts in memory)."""
+    from framepack_core.models.weight_cache import converted_file
+
+    files = getattr(model, "mapped_files", None)
+    if not files or is_fp8(model):
+        return None
+    before = tensor_bytes(model)
+    compute_dtype = compute_dtype or model.dtype
+    layers = fp8_layers(model)
+    names = [f"{name}.weight" for name, _ in layers]
+    sources = sorted({f.path for f in files})
+    weights = {n: t.detach() for n, t in model.state_dict(keep_vars=True).items() if n in set(names)}
+    mapped = converted_file(sources, "fp8-e4m3fn-v1", weights, lambda name, t: t.to(FP8), cache_dir, names)
+    model.mapped_files = [*files, mapped]
+    for (_, layer), name in zip(layers, names):
+        layer.weight = torch.nn.Parameter(mapped.tensors[name], requires_grad=False)  # no conversion: read as FP8
+        HookRegistry.check_if_exists_or_initialize(layer).register_hook(
+            UpcastLinear(FP8, compute_dtype, non_blocking=False), _LAYERWISE_CASTING_HOOK)
+    return before, tensor_bytes(model)
+
+
 def store_fp8(model: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> tuple[int, int]:
     """Convert `model`'s eligible linear weights to FP8 storage, once (lossy, not undone).
 

@@ -14,7 +14,7 @@ import torch
 from memory import size_text
 
 from .attention import AttentionChoice, apply_attention
-from .precision import is_fp8, store_fp8
+from .precision import is_fp8, store_fp8, store_fp8_cached
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def prepare_transformer(transformer, request, manager) -> Prepared:
     if request.fp8 and not is_fp8(transformer):
         if manager.placement(transformer) is not None:
             manager.release()  # converted on the host; the manager packs the FP8 weights anew
-        before, after = store_fp8(transformer)
+        before, after = store_fp8_cached(transformer) or store_fp8(transformer)  # cached on disk when mapped
         notices.append(f"FP8 weight storage: the transformer's weights take {size_text(after)} "
                        f"instead of {size_text(before)}.")
     elif not request.fp8 and is_fp8(transformer):

@@ -27,12 +27,14 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
 
 from framepack_core.options import CACHE_METHODS as METHODS
+from memory import gate_blocks
 from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
 
 # TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
 COEFFICIENTS = (733.226126, -401.131952, 67.5869174, -3.149878, 0.0961237896)
 
 _COUNT, _CALL, _SKIP = "framepack_block_count", "framepack_step_cache_call", "framepack_teacache"
+_FBC_HEAD = "fbc_leader_block_hook"  # diffusers' name for FirstBlockCache's hook on block 0
 
 
 def rescale(rel_l1: float) -> float:
@@ -76,6 +78,7 @@ class StepCache:
         self._branches = [_Branch() for _ in range(self.calls_per_step)]
         self._branch = self._branches[0]
         self._compute = True
+        self._decided = False  # whether this call's decision is made (the streamer's gate asks)
         self._entry: torch.Tensor | None = None
         if self.method == "first-block":
             HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
@@ -87,22 +90,47 @@ class StepCache:
             last = len(self.blocks) - 1
             for index, block in enumerate(self.blocks):
                 _register(block, _TeaCacheBlock(self, head=index == 0, tail=index == last), _SKIP)
+
         else:
             self.transformer.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
+            # diffusers decides in block 0's hook; read its decision right after (before the streamer's own hook)
+            head = self.blocks[0]._diffusers_hook.get_hook(_FBC_HEAD)
+            self._fbc_decided = self.blocks[0].register_forward_hook(
+                lambda *args: self._record_fbc(head), prepend=True)
         _register(self.transformer, _CallTracker(self), _CALL)
+        self._gate = gate_blocks(self.blocks, self.will_run)
         return self
+
+    def _record_fbc(self, head) -> None:
+        self._compute = head.state_manager.get_state().should_compute
+        self._decided = True
 
     def detach(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_CALL, recurse=False)
+        self._gate.remove()
         if self.method == "teacache":
             for block in self.blocks:
                 block._diffusers_hook.remove_hook(_SKIP, recurse=False)
         else:
+            self._fbc_decided.remove()
             self.transformer.disable_cache()
         for block in self.blocks:
             block._diffusers_hook.remove_hook(_COUNT, recurse=False)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
         self._branches = []  # let the cached tensors go
+
+    def will_run(self, block, next_pass: bool) -> bool | None:
+        """The memory streamer's question (memory/gates.py): will `block` need its weights?
+
+        Block 0 always does: both caches decide in it. The others follow this call's decision once
+        made; for the next call it is known only where a step always computes."""
+        if block is self.blocks[0]:
+            return True
+        if not next_pass:
+            return self._compute if self._decided else None
+        step = self._section_calls // self.calls_per_step  # the step of the coming call
+        always = step == 0 or (self.method == "teacache" and step >= self.steps - 1)
+        return True if always else None
 
     # -- TeaCache's decision, made in block 0 before it runs --
     def _decide(self, block, hidden_states: torch.Tensor, temb: torch.Tensor) -> bool:
@@ -136,6 +164,7 @@ class _CallTracker(ModelHook):
         cache = self.cache
         index = cache._section_calls % cache.calls_per_step
         cache._branch = cache._branches[index]
+        cache._decided = False
         cache._section_calls += 1
         cache.calls += 1
         if cache.method == "first-block":  # diffusers keys its cache state by this name
@@ -170,6 +199,7 @@ class _TeaCacheBlock(ModelHook):
         hidden_states, encoder_hidden_states, temb = _block_inputs(args, kwargs)
         if self.head:
             cache._compute = cache._decide(module, hidden_states, temb)
+            cache._decided = True
             cache._entry = hidden_states if cache._compute else None
         if cache._compute:
             output = self.fn_ref.original_forward(*args, **kwargs)

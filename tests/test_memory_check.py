@@ -1,0 +1,78 @@
+"""`python app.py check`: the real set's plan from its published configuration, refused when it cannot fit."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framepack_core.memory_plan import model_bytes, plan_run
+from memory import GiB
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check(*args, tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    env.pop("FRAMEPACK_MODELS_DIR", None)
+    return subprocess.run([sys.executable, "app.py", "check", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_six_gb_and_sixteen_gb_plan_a_640_run_inside_both_budgets(tmp_path):
+    done = check("--model", "framepack", "--vram-budget", "6", "--ram-budget", "16", "--json", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plan["fits"] and plan["resolution"] == 640 and not plan["problems"]
+    assert plan["peak_vram_bytes"] <= 6 * GiB and plan["peak_ram_bytes"] <= 16 * GiB
+    t = next(m for m in plan["models"] if m["key"] == "transformer")
+    assert t["blocks"] == 62  # 20 double, 40 single and the 2 refiner blocks of the published config
+    assert t["streamed_from_pinned"] > 0 and t["streamed_from_disk"] > 0
+    assert t["resident_blocks"] + t["pinned_blocks"] + t["mapped_blocks"] == t["blocks"]
+    assert 23 * GiB < t["total_bytes"] < 26 * GiB  # the published 25.7 GB (decimal) transformer in bf16
+    assert not plan["weights_present"] and plan["disk_needed_bytes"] == plan["weights_bytes"]
+    text = check("--vram-budget", "6", "--ram-budget", "16", tmp_path=tmp_path)
+    assert text.returncode == 0 and "fits both budgets" in text.stdout and "streamed from pinned RAM" in text.stdout
+
+
+def test_a_one_gb_card_is_refused_with_what_to_change(tmp_path):
+    done = check("--vram-budget", "1", "--ram-budget", "16", tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert "Does not fit" in done.stdout and "Raise --vram-budget to at least 5 GB" in done.stdout
+
+
+def test_too_little_ram_is_refused(tmp_path):
+    done = check("--vram-budget", "6", "--ram-budget", "2", tmp_path=tmp_path)
+    assert done.returncode == 2 and "raise --ram-budget" in done.stdout
+
+
+def test_more_ram_pins_more_and_streams_less_from_disk():
+    small, large = plan_run("framepack", 6, 12), plan_run("framepack", 6, 32)
+    ts, tl = small.model("transformer"), large.model("transformer")
+    assert tl.streamed_from_pinned > ts.streamed_from_pinned and tl.streamed_from_disk < ts.streamed_from_disk
+    assert small.peak_ram_bytes <= 12 * GiB and large.peak_ram_bytes <= 32 * GiB
+    assert plan_run("framepack", 12, 16).model("transformer").resident_blocks > ts.resident_blocks
+
+
+def test_fp8_halves_the_streamed_block_bytes():
+    bf16, _ = model_bytes("transformer", "framepack", False)
+    fp8, _ = model_bytes("transformer", "framepack", True)
+    assert 0.5 < sum(fp8) / sum(bf16) < 0.52  # linear weights at one byte; norms and biases stay bf16
+    plan = plan_run("framepack", 6, 16, fp8=True)
+    assert plan.fits and plan.disk_needed_bytes >= sum(bf16) - sum(fp8)
+
+
+def test_check_rejects_the_tiny_set(tmp_path):
+    with pytest.raises(ValueError):
+        plan_run("tiny")
+    assert check("--model", "tiny", tmp_path=tmp_path).returncode == 2  # argparse: not a choice
+
+
+def test_the_page_line_says_the_same_plan():
+    from ui.layout import memory_plan_line
+
+    line = memory_plan_line("framepack", 6, 640)
+    assert line.startswith("Memory plan (640): ") and "transformer blocks on the GPU" in line
+    assert "does not fit" in memory_plan_line("framepack", 1, 640)
+    assert memory_plan_line("tiny", 6, 640) == ""
