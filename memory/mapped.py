@@ -34,8 +34,7 @@ NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 # Address ranges of live mappings, so that any tensor can be asked whether it lives in a file.
 # Ranges are forgotten only when their MappedFile is closed: a model keeps its files open for as
-# long as its parameters point into them. (Misjudging a recycled address would only make a
-# group skip its packing copy, never change a weight.)
+# long as its parameters point into them.
 _lock = threading.Lock()
 _starts: list[int] = []
 _ends: dict[int, int] = {}
@@ -45,10 +44,13 @@ def is_mapped(tensor: torch.Tensor) -> bool:
     """Whether `tensor`'s bytes lie in a mapped file (the OS page cache) rather than the process's heap."""
     if tensor.device.type != "cpu" or tensor.numel() == 0:
         return False
-    pointer = tensor.data_ptr()
+    # A view of a mapping shares the mapping's own storage: same start, same size. Asking the storage
+    # (not just where the bytes are) keeps a heap tensor that landed on the addresses of a mapping
+    # freed since from being taken for a mapped one.
+    storage = tensor.untyped_storage()
+    start = storage.data_ptr()
     with _lock:
-        index = bisect_right(_starts, pointer) - 1
-        return index >= 0 and pointer < _ends[_starts[index]]
+        return _ends.get(start) == start + storage.nbytes()
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, int]:
