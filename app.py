@@ -77,12 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rs", type=float, default=0.0, help="CFG rescale (default 0)")
     gen.add_argument("--crf", type=int, default=16, help="MP4 quality, 0 (lossless) .. 51 (default 16)")
     gen.add_argument("--no-step-cache", dest="step_cache", action="store_false",
-                     help="compute every block on every step (slower; by default TeaCache skips blocks on steps "
+                     help="compute every block on every step (slower; by default MagCache skips blocks on steps "
                           "where they would change little)")
     gen.add_argument("--cache-threshold", type=float, default=DEFAULT_CACHE_THRESHOLD,
                      help="step cache threshold: higher skips more and drifts more (default 0.15; 0.1 is safer)")
-    gen.add_argument("--cache-method", choices=CACHE_METHODS, default="teacache",
-                     help="step cache: teacache (default) or diffusers' first-block cache")
+    gen.add_argument("--cache-method", choices=CACHE_METHODS, default=CACHE_METHODS[0],
+                     help="step cache: magcache (default; the authors' ratios for FramePack), teacache, "
+                          "or diffusers' first-block cache")
+    gen.add_argument("--cache-calibrate", action="store_true",
+                     help="measure MagCache's magnitude ratios for this model and step count (skipping nothing) "
+                          "and save them; later MagCache runs with that model and step count use them")
     gen.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
     gen.add_argument("--fp8", action="store_true",

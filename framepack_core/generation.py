@@ -30,6 +30,7 @@ from .method.sections import Conditioning, SavedSections, SectionSettings, run_s
 from .models.encoders import encode_latent, encode_prompt, encode_siglip
 from .request import Request
 from .speed.prepare import prepare_transformer
+from .speed.magcache import ratios_for, save_calibration
 from .speed.step_cache import step_cache
 
 
@@ -128,9 +129,12 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
             check()
         keeper.save(resume.video_latents if resume else None, done)
         emit(Stage("sampling", f"Sampling section {done + 1} of {count}"))
+        cache_method = "magcache" if speed.cache_calibrate else speed.cache_method  # calibrating never skips
+        ratios = ratios_for(request.model, settings.steps) if cache_method == "magcache" else None
         with manager.use(models.transformer), step_cache(
-                models.transformer, speed.step_cache, speed.cache_method, speed.cache_threshold, settings.steps,
-                calls_per_step=1 if settings.cfg == 1 else 2) as cache:
+                models.transformer, speed.step_cache or speed.cache_calibrate, cache_method, speed.cache_threshold,
+                settings.steps, calls_per_step=1 if settings.cfg == 1 else 2, ratios=ratios,
+                calibrate=speed.cache_calibrate) as cache:
             progress.cache = cache
             for section in run_sections(models.transformer, cond, start_latent, settings, generator,
                                         end_latent=end_latent, step_callback=on_step, resume=resume):
@@ -150,6 +154,12 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                 if section.index + 1 < count:
                     check()
                     emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+        if speed.cache_calibrate and cache is not None:
+            measured = cache.calibrated_ratios()
+            if measured:
+                where = save_calibration(request.model, settings.steps, measured)
+                _notice(emit, progress, f"MagCache ratios for {request.model} at {settings.steps} steps saved to "
+                                        f"{where}: {measured}")
     finally:
         video.close()
 

@@ -16,24 +16,36 @@ from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
 ROOT = Path(__file__).resolve().parents[1]
-FIVE_SECTIONS = 6.0  # round(6 * 30 / 36) = 5 sections of 9 latent frames
+WINDOW, FIVE_SECTIONS = 3, 2.0  # round(2 * 30 / 12) = 5 sections of 3 latent frames (a small window: fast)
+
+
+def _request(picture, mode, **fields):
+    return tiny_request(picture, seconds=FIVE_SECTIONS, window=WINDOW, steps=2, mode=mode, seed=5, **fields)
+
+
+@pytest.fixture(scope="module", params=["inverted", "forward"])
+def uninterrupted(request, tiny_models, picture, tmp_path_factory):
+    """The run that never stopped, per sampling order: (mode, its MP4)."""
+    mode = request.param
+    folder = tmp_path_factory.mktemp(f"whole-{mode}")
+    whole = run_events(_request(picture, mode), tiny_models, folder / "whole.mp4")[-1]
+    assert whole.sections == 5 and whole.frames == 4 * (5 * WINDOW + 1) - 3
+    return mode, whole.video
 
 
 def _stop_after(sections):
     return lambda event, run: isinstance(event, SectionDone) and event.section + 1 == sections and run.stop()
 
 
-@pytest.mark.parametrize("mode", ["inverted", "forward"])
-def test_stopped_after_two_of_five_then_resumed_is_the_uninterrupted_video(tiny_models, picture, tmp_path, mode):
-    request = tiny_request(picture, seconds=FIVE_SECTIONS, steps=2, mode=mode, seed=5)
-    whole = run_events(request, tiny_models, tmp_path / "whole.mp4")[-1]
-    assert whole.sections == 5 and whole.frames == 181
-
+def test_stopped_after_two_of_five_then_resumed_is_the_uninterrupted_video(tiny_models, picture, tmp_path,
+                                                                          uninterrupted):
+    mode, whole = uninterrupted
+    request = _request(picture, mode)
     stopped = run_events(request, tiny_models, tmp_path / "part.mp4", on_event=_stop_after(2))[-1]
     assert stopped.stopped and stopped.sections == 2
     saved = load_latents(tmp_path / "part.latents.safetensors")
     assert (saved.done, saved.sections, saved.settings["mode"], saved.settings["seed"]) == (2, 5, mode, 5)
-    assert saved.video.shape[2] == (19 if mode == "forward" else 18)
+    assert saved.video.shape[2] == (1 + 2 * WINDOW if mode == "forward" else 2 * WINDOW)
 
     run = Run.resume(tmp_path / "part.mp4")
     events = []
@@ -41,11 +53,11 @@ def test_stopped_after_two_of_five_then_resumed_is_the_uninterrupted_video(tiny_
     assert isinstance(outcome, Finished) and not outcome.stopped and outcome.sections == 5
     steps = [e for e in events if type(e).__name__ == "Step"]
     assert {e.section for e in steps} == {2, 3, 4}  # only the missing sections were sampled
-    assert np.array_equal(mp4_info(outcome.video)[1], mp4_info(whole.video)[1])
-    assert (tmp_path / "part.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    assert np.array_equal(mp4_info(outcome.video)[1], mp4_info(whole)[1])
+    assert outcome.video.read_bytes() == whole.read_bytes()
     assert load_latents(tmp_path / "part.latents.safetensors").done == 5
     assert torch_equal(load_latents(tmp_path / "part.latents.safetensors").video,
-                       load_latents(tmp_path / "whole.latents.safetensors").video)
+                       load_latents(whole.with_name("whole.latents.safetensors")).video)
 
 
 def torch_equal(a, b):
@@ -64,17 +76,15 @@ def test_nothing_to_resume_is_one_sentence(tmp_path):
         Run.resume(tmp_path / "nothing.mp4")
 
 
-_GENERATE = [sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128", "--steps", "3",
-             "--seconds", str(FIVE_SECTIONS), "--seed", "9", "--prompt", "a red balloon rises"]
+_GENERATE = [sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128", "--steps", "2",
+             "--seconds", str(FIVE_SECTIONS), "--window", str(WINDOW), "--seed", "5",
+             "--prompt", "a red balloon rises"]
 
 
-@pytest.mark.parametrize("mode", ["inverted", "forward"])
-def test_killed_mid_section_then_resumed_from_the_command_line(picture, tmp_path, mode):
+def test_killed_mid_section_then_resumed_from_the_command_line(picture, tmp_path, uninterrupted):
+    mode, whole = uninterrupted
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     command = _GENERATE + ["--image", str(picture), "--mode", mode]
-    whole = subprocess.run(command + ["--output", str(tmp_path / "whole.mp4")], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
     output = tmp_path / "killed.mp4"
     latents = tmp_path / "killed.latents.safetensors"
     process = subprocess.Popen(command + ["--output", str(output)], cwd=ROOT, env=env, stderr=subprocess.PIPE,
@@ -93,5 +103,5 @@ def test_killed_mid_section_then_resumed_from_the_command_line(picture, tmp_path
                               str(tmp_path / "killed.in-progress.mp4")], cwd=ROOT, env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert np.array_equal(mp4_info(output)[1], mp4_info(tmp_path / "whole.mp4")[1])
-    assert output.read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    assert np.array_equal(mp4_info(output)[1], mp4_info(whole)[1])
+    assert output.read_bytes() == whole.read_bytes()

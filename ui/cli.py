@@ -20,6 +20,7 @@ def request_from_args(args):
         steps=args.steps, window=args.window, gs=args.gs, cfg=args.cfg, rs=args.rs, resolution=args.resolution,
         mode=args.mode, folder=Path(args.outputs), path=Path(args.output) if args.output else None, crf=args.crf,
         step_cache=args.step_cache, cache_threshold=args.cache_threshold, cache_method=args.cache_method,
+        cache_calibrate=args.cache_calibrate,
         attention=args.attention, fp8=args.fp8, compile=args.compile)
 
 
