@@ -24,9 +24,12 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core import Failed, Finished, GenerationRequest, SectionDone, Stage, run  # noqa: E402
+from framepack_core.events import Failed, Finished, SectionDone, Stage  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
-from framepack_core.method.schedule import FPS  # noqa: E402
+from framepack_core.options import FPS  # noqa: E402
+from framepack_core.request import Request  # noqa: E402
+from framepack_core.run import Run  # noqa: E402
+from framepack_core.session import Session  # noqa: E402
 
 
 def main() -> int:
@@ -50,9 +53,9 @@ def main() -> int:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(picture)
     seconds = args.sections * 4 * args.window / FPS
-    request = GenerationRequest(image=picture, prompt="a slow pan over a city at night", seconds=seconds,
-                                steps=args.steps, window=args.window, resolution=args.resolution, mode=args.mode,
-                                step_cache=args.step_cache)
+    request = Request.from_fields(image=picture, model="tiny", prompt="a slow pan over a city at night",
+                                  seconds=seconds, steps=args.steps, window=args.window, resolution=args.resolution,
+                                  mode=args.mode, step_cache=args.step_cache, path=workdir / "video.mp4")
 
     section_seconds, rss = [], []
     clock = {"section": None, "writing": None, "write_seconds": 0.0}
@@ -75,7 +78,8 @@ def main() -> int:
         elif isinstance(event, (Finished, Failed)):
             outcome["event"] = event
 
-    run(request, models, workdir / "video.mp4", on_event)
+    session = Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models)
+    Run.start(request).execute(session, on_event)
     finished = outcome.get("event")
     if not isinstance(finished, Finished):
         print(getattr(finished, "detail", "no result"), file=sys.stderr)

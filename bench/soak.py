@@ -23,6 +23,7 @@ import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from framepack_core.models.loading import load_models  # noqa: E402
+from memory.host import limit_heap_arenas  # noqa: E402
 from ui.handlers import Handlers, ServerSettings  # noqa: E402
 from ui.worker import Worker  # noqa: E402
 
@@ -36,7 +37,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="(always on) the last line is JSON")
     args = parser.parse_args()
 
-    # The worker first, as the app makes it (it caps the heap arenas), then the models: the app loads them lazily.
+    # As the app starts: heap arenas capped first (ui/serve.py), then the models, which the app loads lazily.
+    limit_heap_arenas(2)
     models = {}
     worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: models.get("tiny"))
     models["tiny"] = load_models("tiny")
@@ -48,8 +50,9 @@ def main() -> int:
         try:
             for run in range(args.runs):
                 started = time.monotonic()
-                updates = list(handlers.page_run(picture, "waves roll in", args.seconds, run, False, args.steps, 10,
-                                                 True, "tiny", "model default", None, args.resolution, 16, 0))
+                form = dict(image=picture, prompt="waves roll in", seconds=args.seconds, seed=run, steps=args.steps,
+                            model="tiny", resolution=args.resolution)
+                updates = list(handlers.page_run(form))
                 times.append(time.monotonic() - started)
                 if "Done:" not in updates[-1].progress:
                     failures.append(updates[-1].progress)

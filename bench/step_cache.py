@@ -27,11 +27,12 @@ import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core.events import Failed, Finished, Stage, Step  # noqa: E402
+from framepack_core.events import Failed, Stage, Step  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
 from framepack_core.session import Session  # noqa: E402
+from memory import default_device  # noqa: E402
 
 
 def frames(path: Path) -> np.ndarray:
@@ -43,18 +44,19 @@ def frames(path: Path) -> np.ndarray:
 
 def run(request: Request, session: Session, models) -> dict:
     started = time.perf_counter()
-    events = []
-    Run.start(request).execute(session, lambda event: events.append((time.perf_counter(), event)))
-    sampling, section_start, finished = 0.0, None, None
-    for now, event in events:
+    clock = {"sampling": 0.0, "section_start": None}
+
+    def timed(event) -> None:  # called as each event happens
+        now = time.perf_counter()
         if isinstance(event, Stage) and event.name == "sampling":
-            section_start = now
+            clock["section_start"] = now
         elif isinstance(event, Step) and event.step == event.steps:
-            sampling += now - section_start
-        elif isinstance(event, Failed):
-            raise SystemExit(f"step_cache.py: the run failed: {event.message}\n{event.detail}")
-        elif isinstance(event, Finished):
-            finished = event
+            clock["sampling"] += now - clock["section_start"]
+
+    finished = Run.start(request).execute(session, timed)
+    if isinstance(finished, Failed):
+        raise SystemExit(f"step_cache.py: the run failed: {finished.message}\n{finished.detail}")
+    sampling = clock["sampling"]
     total = time.perf_counter() - started
     steps = finished.sections * request.method.steps
     computed, skipped = finished.blocks_computed, finished.blocks_skipped
@@ -95,8 +97,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-step-cache-"))
     picture = workdir / "start.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 320, 3), dtype=np.uint8)).save(picture)
-    base = dict(image=picture, prompt="a slow pan over a harbour at dusk", seconds=args.seconds, steps=args.steps,
-                resolution=args.resolution, crf=0, fp8=args.fp8)
+    base = dict(image=picture, model=args.model, prompt="a slow pan over a harbour at dusk", seconds=args.seconds,
+                steps=args.steps, resolution=args.resolution, crf=0, fp8=args.fp8)
     session = Session(vram_budget_gb=args.vram_budget, loader=lambda name, models_dir=None, progress=None: models)
     configs = [("uncached", dict(step_cache=False))]
     configs += [(f"teacache_{t}", dict(cache_method="teacache", cache_threshold=float(t)))
@@ -107,7 +109,7 @@ def main() -> int:
                 for t in args.first_block.split(",") if t]
     runs = {}
     for name, options in configs:
-        request = Request.from_fields(model=args.model, **base, **options, path=workdir / f"{name}.mp4")
+        request = Request.from_fields(**base, **options, path=workdir / f"{name}.mp4")
         runs[name] = run(request, session, models)
         print(f"{name}: {runs[name]}", file=sys.stderr, flush=True)
     reference = frames(runs["uncached"].pop("video"))
@@ -116,7 +118,7 @@ def main() -> int:
             result.update(distance(frames(result.pop("video")), reference))
             result["seconds_per_step_vs_uncached"] = round(
                 result["seconds_per_step"] / runs["uncached"]["seconds_per_step"], 3)
-    print(json.dumps(dict(model=args.model, device=str(session.device), resolution=args.resolution,
+    print(json.dumps(dict(model=args.model, device=str(default_device()), resolution=args.resolution,
                           seconds=args.seconds, steps=args.steps, frames=int(len(reference)), fp8=args.fp8,
                           runs=runs)))
     return 0

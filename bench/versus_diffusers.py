@@ -26,7 +26,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core import Finished, GenerationRequest, generate  # noqa: E402
+from framepack_core.events import Finished  # noqa: E402
+from framepack_core.request import Request  # noqa: E402
+from framepack_core.run import Run  # noqa: E402
+from framepack_core.session import Session  # noqa: E402
 from framepack_core.method.buckets import nearest_bucket  # noqa: E402
 from framepack_core.media.pictures import crop_to_bucket  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
@@ -63,14 +66,16 @@ def run_theirs(pipe, models, picture: Image.Image, args, output: Path) -> float:
 
 
 def run_ours(models, picture_path: Path, args, output: Path) -> float:
-    request = GenerationRequest(image=picture_path, prompt=args.prompt, steps=args.steps, window=args.window,
-                                seconds=args.sections * 4 * args.window / FPS, resolution=args.resolution,
-                                step_cache=False)  # theirs has none: the same transformer work on both sides
+    request = Request.from_fields(image=picture_path, model="tiny", prompt=args.prompt, steps=args.steps,
+                                  window=args.window, seconds=args.sections * 4 * args.window / FPS,
+                                  resolution=args.resolution, path=output,
+                                  step_cache=False)  # theirs has none: the same transformer work on both sides
+    session = Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models)
     started = time.perf_counter()
-    finished = [e for e in generate(request, models, output) if isinstance(e, Finished)]
-    if not finished or finished[0].video is None:
+    finished = Run.start(request).execute(session, lambda event: None)
+    if not isinstance(finished, Finished) or finished.video is None:
         raise SystemExit("our engine did not finish")
-    return time.perf_counter() - started, finished[0].frames
+    return time.perf_counter() - started, finished.frames
 
 
 def main() -> int:

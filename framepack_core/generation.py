@@ -110,8 +110,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
     for message in prepared.notices:
         _notice(emit, progress, message)
 
-    metadata = {"title": method.prompt, "comment": json.dumps(
-        metadata | {"attention_used": progress.attention}, sort_keys=True)}
+    metadata = mp4_tags(metadata | {"attention_used": progress.attention})
     generator = torch.Generator("cpu").manual_seed(method.seed)
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
                            metadata, prefix=[base.source] if base else None, fps=base.fps if base else None,
@@ -163,6 +162,22 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                                         f"{where}: {measured}")
     finally:
         video.close()
+
+
+# Bounds on what the MP4 carries. Players and readers (imageio-ffmpeg among them) parse the tags as
+# text and give up on huge ones; the run's JSON record beside the video keeps the prompt whole.
+TITLE_CHARS = 200
+PROMPT_CHARS = 65_536  # far past what the text encoders read (256 Llama tokens, 77 CLIP tokens)
+
+
+def mp4_tags(settings: dict) -> dict[str, str]:
+    """The MP4's title (the prompt's first line) and comment (every setting as JSON)."""
+    prompt = settings.get("prompt", "")
+    if len(prompt) > PROMPT_CHARS:
+        settings = settings | {"prompt": prompt[:PROMPT_CHARS], "prompt_cut": True}
+    first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
+    title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
+    return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
 
 
 def _decode_newest(index: int, count: int, latents: torch.Tensor, vae, settings: SectionSettings,

@@ -113,7 +113,8 @@ class Run:
         except Cancelled:
             outcome = self._finish(progress, started, stopped=True)
         except Exception as error:
-            log.exception("generation failed")
+            # The traceback travels in the event (`detail`) for logs; users read the one sentence.
+            log.info("generation failed", exc_info=True)
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error), traceback.format_exc(), partial_video=partial)
         finally:

@@ -1,10 +1,16 @@
 """Shared test helpers: requests for the tiny set, and a run's events collected in order."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from framepack_core.events import Preview, SectionDone, Stage, Step
+from framepack_core.failures import Cancelled
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.session import Session
@@ -44,3 +50,28 @@ def run_events(request: Request, models, output: str | Path, manager=None,
     options = {"make_video": make_video} if make_video else {}
     run.execute(fixed_session(models, manager), emit, **options)
     return events
+
+
+class ScriptedEngine:
+    """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one."""
+
+    def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None):
+        self.sections, self.steps, self.step_seconds, self.gate = sections, steps, step_seconds, gate
+        self.models_seen = []
+
+    def __call__(self, request, models, manager, progress_video, metadata, emit, cancel, progress):
+        self.models_seen.append(models)
+        progress.width, progress.height = 160, 96
+        for section in range(self.sections):
+            emit(Stage("sampling", f"Sampling section {section + 1} of {self.sections}"))
+            for step in range(1, self.steps + 1):
+                if self.gate is not None:
+                    self.gate.wait(5)
+                time.sleep(self.step_seconds)
+                emit(Step(section, self.sections, step, self.steps))
+                emit(Preview(section, step, np.zeros((4, 9 * 6, 3), np.uint8)))
+                if cancel.is_set():
+                    raise Cancelled()
+            progress_video.write_bytes(b"video after section %d" % section)
+            progress.sections_done, progress.frames = section + 1, 37 * (section + 1)
+            emit(SectionDone(section, self.sections, progress.frames, progress_video, 0.1))

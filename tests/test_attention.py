@@ -1,11 +1,13 @@
 """Choosing the attention kernel: preference order, probing, fallback to SDPA, results unchanged."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from framepack_core import GenerationRequest
-from framepack_core.speed.attention import PREFERENCE, apply_attention, check_kernel, choose
-from test_step_cache import sample
+from framepack_core.request import Request
+from framepack_core.speed.attention import PREFERENCE, TOLERANCE, apply_attention, check_kernel, choose, probe
+from sampling import sample
 
 CPU = torch.device("cpu")
 
@@ -70,6 +72,13 @@ def test_applying_sdpa_changes_no_result_and_only_the_transformer(tiny_models):
     blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
     assert all(b.attn.processor._attention_backend.value == "native" for b in blocks)
     assert _AttentionBackendRegistry._active_backend == active
+    # Only this model: another one keeps following the process-wide default.
+    other = copy.deepcopy(transformer)
+    for block in [*other.transformer_blocks, *other.single_transformer_blocks]:
+        block.attn.processor._attention_backend = None
+    apply_attention(transformer, "sdpa", CPU)
+    assert all(b.attn.processor._attention_backend is None
+               for b in [*other.transformer_blocks, *other.single_transformer_blocks])
     assert torch.equal(sample(transformer, None, sections=1)[0], before)
 
 
@@ -78,17 +87,25 @@ def test_request_refuses_unknown_kernels(tmp_path):
 
     Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
     with pytest.raises(ValueError, match="Attention must be one of auto, sage, flash, xformers, sdpa"):
-        GenerationRequest(image=tmp_path / "p.png", prompt="x", attention="triton").validated()
+        Request.from_fields(image=tmp_path / "p.png", prompt="x", attention="triton").validated()
     with pytest.raises(ValueError, match="Step cache threshold"):
-        GenerationRequest(image=tmp_path / "p.png", prompt="x", cache_threshold=0).validated()
+        Request.from_fields(image=tmp_path / "p.png", prompt="x", cache_threshold=0).validated()
     with pytest.raises(ValueError, match="Step cache must be one of"):
-        GenerationRequest(image=tmp_path / "p.png", prompt="x", cache_method="mag").validated()
+        Request.from_fields(image=tmp_path / "p.png", prompt="x", cache_method="mag").validated()
     with pytest.raises(ValueError, match="fp8 option must be true or false"):
-        GenerationRequest(image=tmp_path / "p.png", prompt="x", fp8="yes").validated()
+        Request.from_fields(image=tmp_path / "p.png", prompt="x", fp8="yes").validated()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_auto_on_cuda_stays_within_tolerance_of_sdpa():
-    choice = choose("auto", torch.device("cuda"), torch.bfloat16, 24, 128)
-    assert choice.backend in PREFERENCE
-    print(choice.line())
+def test_auto_on_cuda_takes_the_first_kernel_that_passes_its_probe():
+    cuda = torch.device("cuda")
+    choice = choose("auto", cuda, torch.bfloat16, 24, 128)
+    # Every faster kernel was passed over for a reason, and the chosen one really is within tolerance of SDPA.
+    assert list(choice.passed_over) == list(PREFERENCE[:PREFERENCE.index(choice.backend)])
+    assert probe(choice.backend, cuda, torch.bfloat16, 24, 128) is None
+    if choice.backend != "sdpa":
+        from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+        name = AttentionBackendName({"sage": "sage", "flash": "flash", "xformers": "xformers"}[choice.backend])
+        assert check_kernel(lambda q, k, v: dispatch_attention_fn(q, k, v, backend=name), cuda, torch.bfloat16,
+                            24, 128, TOLERANCE[choice.backend]) is None

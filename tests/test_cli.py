@@ -5,10 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
 from mp4info import mp4_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,18 +16,10 @@ def run_app(*args, env=None, timeout=300):
                           timeout=timeout, env=os.environ | (env or {}))
 
 
-@pytest.fixture(scope="module")
-def landscape(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "small.png"
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(path)  # 100 wide, 70 high
-    return path
-
-
 @pytest.mark.parametrize("seconds,frames,sections", [(2, 73, 2), (1, 37, 1)])
-def test_generate_tiny(tiny_models, landscape, tmp_path, seconds, frames, sections):
+def test_generate_tiny(tiny_models, picture, tmp_path, seconds, frames, sections):
     out = tmp_path / "video.mp4"
-    result = run_app("generate", "--model", "tiny", "--resolution", 128, "--seconds", seconds, "--image", landscape,
+    result = run_app("generate", "--model", "tiny", "--resolution", 128, "--seconds", seconds, "--image", picture,
                      "--prompt", "waves roll in", "--output", out, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -52,11 +41,11 @@ def test_generate_tiny(tiny_models, landscape, tmp_path, seconds, frames, sectio
     (["--output", "{img}/inside.mp4"], "which is a file"),
     (["--image", "{txt}"], "not a picture"),
 ])
-def test_bad_input_gets_one_clear_line(tiny_models, landscape, tmp_path, args, message):
+def test_bad_input_gets_one_clear_line(tiny_models, picture, tmp_path, args, message):
     text = tmp_path / "notes.png"
     text.write_text("hello")
-    args = [a.format(img=landscape, txt=text) for a in args]
-    base = {"--image": str(landscape), "--output": str(tmp_path / "o.mp4")}
+    args = [a.format(img=picture, txt=text) for a in args]
+    base = {"--image": str(picture), "--output": str(tmp_path / "o.mp4")}
     for flag in ("--image", "--output"):
         if flag not in args:
             args += [flag, base[flag]]
@@ -66,26 +55,26 @@ def test_bad_input_gets_one_clear_line(tiny_models, landscape, tmp_path, args, m
     assert result.stdout == "" and not (tmp_path / "o.mp4").exists()
 
 
-def test_seed_must_be_an_integer(landscape):
-    result = run_app("generate", "--model", "tiny", "--image", landscape, "--prompt", "p", "--seed", "abc")
+def test_seed_must_be_an_integer(picture):
+    result = run_app("generate", "--model", "tiny", "--image", picture, "--prompt", "p", "--seed", "abc")
     assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_offline_message_names_what_to_download(landscape, tmp_path):
+def test_offline_message_names_what_to_download(picture, tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "FRAMEPACK_MODELS_DIR": ""}
-    result = run_app("generate", "--image", landscape, "--prompt", "p", "--output", tmp_path / "o.mp4", env=env)
+    result = run_app("generate", "--image", picture, "--prompt", "p", "--output", tmp_path / "o.mp4", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     for needle in ("hunyuanvideo-community/HunyuanVideo", "lllyasviel/FramePackI2V_HY", "lllyasviel/flux_redux_bfl",
                    "GB", "--models-dir", "--model tiny"):
         assert needle in result.stderr, needle
 
 
-def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, landscape, tmp_path):
+def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, picture, tmp_path):
     import signal
 
     out = tmp_path / "stopped.mp4"
     proc = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
-                             "--seconds", "6", "--steps", "5", "--image", str(landscape), "--prompt", "p", "--output", str(out),
+                             "--seconds", "6", "--steps", "5", "--image", str(picture), "--prompt", "p", "--output", str(out),
                              "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "section 1/5 done" in line:

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from bench.offload import tensor_bytes
-from framepack_core import Finished, GenerationRequest, generate
+from framepack_core.events import Finished, SectionDone
 from framepack_core.models.loading import load_models
+from framepack_core.session import make_manager
+from framepack_core.speed.precision import tensor_bytes
+from helpers import run_events, tiny_request
 from memory import ModelManager, SimulatedDevice
 from mp4info import mp4_info
 
@@ -18,16 +19,8 @@ def models(tiny_models):
     return load_models("tiny")
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pic") / "start.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def video(models, picture, manager, path):
-    req = GenerationRequest(image=picture, prompt="a red balloon rises", seconds=1, steps=2, resolution=128, crf=0)
-    finished = list(generate(req, models, path, None, manager))[-1]
+def video(models, picture, manager, path, on_event=None):
+    finished = run_events(tiny_request(picture, steps=2, crf=0), models, path, manager, on_event=on_event)[-1]
     assert isinstance(finished, Finished), finished
     return mp4_info(finished.video)[1]
 
@@ -38,12 +31,19 @@ def test_streaming_the_transformer_changes_no_pixel(models, picture, tmp_path):
     device = SimulatedDevice()
     budget = int(0.9 * tensor_bytes(models.transformer))  # the transformer must stream; the others fit whole
     manager = ModelManager(device, budget_bytes=budget, tiling_bytes=0)
-    tight = video(models, picture, manager, tmp_path / "tight.mp4")
+    seen = []  # the transformer's placement as each section ends (the run gives the device back after)
+
+    def look(event, run):
+        if isinstance(event, SectionDone):
+            placement = manager.placement(models.transformer)
+            seen.append((placement.plan.streams, placement.on_device))
+
+    tight = video(models, picture, manager, tmp_path / "tight.mp4", look)
     assert np.array_equal(roomy, tight)
-    assert manager.placement(models.transformer).plan.streams
+    # It streamed; and the VAE decoded inside the transformer's `use`: the transformer made room and came back.
+    assert seen == [(True, True)]
     assert device.peak_bytes <= budget
-    # The VAE decoded inside the transformer's `use`: the transformer made room and came back.
-    assert manager.placement(models.transformer).on_device
+    assert not manager.placement(models.transformer).on_device  # given back after the run
 
 
 def test_vae_tiles_when_memory_is_short(models, picture, tmp_path):
@@ -53,9 +53,6 @@ def test_vae_tiles_when_memory_is_short(models, picture, tmp_path):
     models.vae.disable_tiling()
 
 
-def test_cli_manager_without_a_gpu_keeps_everything_on_the_cpu(models, capsys):
-    from ui.cli import make_manager
-
-    manager = make_manager(torch.device("cpu"), 6.0, models, 640, 9)
-    assert not manager.manages_device
-    assert "--vram-budget" in capsys.readouterr().err
+def test_without_a_gpu_everything_stays_on_the_cpu(models, picture):
+    manager = make_manager(torch.device("cpu"), 6.0, models, tiny_request(picture))
+    assert not manager.manages_device and manager.budget_bytes is None

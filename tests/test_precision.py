@@ -1,17 +1,17 @@
 """FP8 weight storage and torch.compile on the tiny set: bytes, results, and the memory manager."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 
-from framepack_core import Finished, GenerationRequest, Notice, generate
+from framepack_core.events import Finished, Notice
 from framepack_core.models.loading import load_models
 from framepack_core.speed.precision import FP8, fp8_layers, is_fp8, store_fp8, tensor_bytes
 from framepack_core.speed.prepare import compile_blocks
 from memory import ModelManager, SimulatedDevice
 from memory.device import align
-from test_step_cache import sample
+from helpers import run_events, tiny_request
+from sampling import sample
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +79,16 @@ def test_the_memory_manager_streams_fp8_bytes_and_keeps_its_packing(plain, fp8):
     assert plan.streamed_bytes < 0.5 * plain_plan.streamed_bytes  # float32 -> fp8 in the blocks' linear layers
 
 
-def test_engine_applies_fp8_and_says_compile_needs_cuda(picture, tmp_path):
+def test_engine_applies_fp8_and_says_compile_needs_cuda(square_picture, tmp_path):
     models = load_models("tiny")  # a private set: it is converted for good
-    req = GenerationRequest(image=picture, prompt="a kite", seconds=1, steps=2, resolution=128, fp8=True,
-                            compile=True)
-    events = list(generate(req, models, tmp_path / "v.mp4"))
+    req = tiny_request(square_picture, prompt="a kite", steps=2, fp8=True, compile=True)
+    events = run_events(req, models, tmp_path / "v.mp4")
     assert isinstance(events[-1], Finished) and is_fp8(models.transformer)
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any(n.startswith("FP8 weight storage") for n in notices)
     if not torch.cuda.is_available():
         assert "torch.compile is used on a CUDA GPU only; the transformer runs uncompiled here." in notices
-    again = list(generate(GenerationRequest(image=picture, prompt="a kite", seconds=1, steps=2, resolution=128),
-                          models, tmp_path / "w.mp4"))
+    again = run_events(tiny_request(square_picture, prompt="a kite", steps=2), models, tmp_path / "w.mp4")
     assert any("keeps the FP8 weights" in e.message for e in again if isinstance(e, Notice))
 
 
@@ -110,12 +108,3 @@ def test_compiled_blocks_on_cuda_match_eager(plain):
     assert ((compiled - exact).norm() / exact.norm()).item() < 1e-3
     compile_blocks(model, False, torch.device("cuda"))
     assert all("_framepack_eager_forward" not in b.__dict__ for b in model.transformer_blocks)
-
-
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    from PIL import Image
-
-    path = tmp_path_factory.mktemp("pic") / "start.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
-    return path

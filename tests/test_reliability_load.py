@@ -2,13 +2,10 @@
 import concurrent.futures
 import json
 
+import gradio_client  # pinned in requirements-dev.txt: a broken install must fail, not skip
 import pytest
-from PIL import Image
-
 from mp4info import mp4_info, mp4_metadata
 from ports import free_port
-
-gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +23,6 @@ def server(tmp_path_factory, tiny_models):
     worker.close()
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pic") / "start.png"
-    Image.new("RGB", (160, 112), (200, 90, 40)).save(path)
-    return str(path)
-
-
 @pytest.mark.parametrize("change, words", [
     ({"image": None}, "Please give a picture"),
     ({"seconds": 0}, "ength"),
@@ -44,7 +34,7 @@ def picture(tmp_path_factory):
 def test_bad_api_input_is_one_clear_message_and_writes_nothing(server, picture, change, words):
     _, url, outputs = server
     before = set(outputs.iterdir())
-    args = dict(image=gradio_client.handle_file(picture), prompt="x", seconds=1, seed=1, steps=2) | change
+    args = dict(image=gradio_client.handle_file(str(picture)), prompt="x", seconds=1, seed=1, steps=2) | change
     client = gradio_client.Client(url, verbose=False)
     with pytest.raises(Exception) as caught:
         client.predict(**args, api_name="/generate")
@@ -69,7 +59,7 @@ def test_two_clients_at_once_are_queued_and_get_their_own_videos(server, picture
 
     def one(seed):
         client = gradio_client.Client(url, verbose=False)
-        return client.predict(image=gradio_client.handle_file(picture), prompt=f"run {seed}", seconds=1,
+        return client.predict(image=gradio_client.handle_file(str(picture)), prompt=f"run {seed}", seconds=1,
                               seed=seed, steps=2, api_name="/generate")
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

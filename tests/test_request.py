@@ -3,24 +3,47 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
+from framepack_core.generation import section_settings
 from framepack_core.media.pictures import load_picture
-from framepack_core.request import GenerationRequest
+from framepack_core.request import MethodSettings, OutputSettings, Request, SpeedSettings
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pics") / "p.png"
-    Image.new("RGB", (100, 70), (200, 10, 10)).save(path)
-    return path
+def GenerationRequest(**fields):  # noqa: N802  (the flat names every front end speaks)
+    return Request.from_fields(**fields)
 
 
 def test_defaults_resolve(picture):
     req = GenerationRequest(image=str(picture), prompt="a cat").validated()
-    assert req.mode == "inverted" and req.seed == 31337 and req.steps == 25 and req.seconds == 5
-    assert isinstance(req.image, Image.Image) and req.image.size == (100, 70) and req.image_name == str(picture)
-    assert GenerationRequest(image=picture, prompt="x").validated("forward").mode == "forward"
-    settings = req.section_settings()
+    m = req.method
+    assert m.mode == "inverted" and m.seed == 31337 and m.steps == 25 and m.seconds == 5 and req.model == "framepack"
+    assert isinstance(req.image, Image.Image) and req.image.size == (100, 70) and req.image_name == picture.name
+    assert GenerationRequest(image=picture, prompt="x", model="framepack-f1").validated().method.mode == "forward"
+    settings = section_settings(req)
     assert (settings.window, settings.gs, settings.cfg, settings.rs, settings.sections) == (9, 10.0, 1.0, 0.0, 4)
+
+
+def test_flat_names_find_their_parts_and_come_back_from_a_record(picture):
+    req = GenerationRequest(image=picture, prompt="a cat", seconds=2, crf=20, fp8=True, folder="out", model="tiny")
+    assert req.method == MethodSettings(prompt="a cat", seconds=2)
+    assert req.output == OutputSettings(folder="out", crf=20) and req.speed == SpeedSettings(fp8=True)
+    settings = req.validated().settings()
+    assert settings["model"] == "tiny" and settings["crf"] == 20 and settings["fp8"] is True
+    assert settings["mode"] == "inverted" and settings["end_image"] is False
+    del settings["end_image"]
+    again = Request.from_fields(image=picture, **settings).validated()
+    assert again.method == req.validated().method and again.speed == req.speed
+    with pytest.raises(ValueError, match="Unknown setting: colour"):
+        GenerationRequest(image=picture, prompt="x", colour="red")
+
+
+def test_output_path_must_be_an_mp4_in_a_writable_place(picture, tmp_path):
+    with pytest.raises(ValueError, match="must end in .mp4"):
+        GenerationRequest(image=picture, prompt="x", path=tmp_path / "v.avi").validated()
+    (tmp_path / "d.mp4").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        GenerationRequest(image=picture, prompt="x", path=tmp_path / "d.mp4").validated()
+    out = GenerationRequest(image=picture, prompt="x", path=tmp_path / "a" / "v.mp4").validated().output
+    assert out.folder == tmp_path / "a" and out.path == tmp_path / "a" / "v.mp4"
 
 
 @pytest.mark.parametrize("change,message", [
@@ -31,6 +54,8 @@ def test_defaults_resolve(picture):
     (dict(rs=2), "rescale"), (dict(mode="sideways"), "mode"), (dict(variant="bh3"), "variant"),
     (dict(prompt=None), "prompt"), (dict(image=None), "picture"), (dict(image=""), "picture"),
     (dict(image="/no/such/file.png"), "does not exist"), (dict(image=3), "picture"),
+    (dict(model="huge"), "Unknown model set"), (dict(vram_budget_gb=-1), "VRAM budget"),
+    (dict(negative_prompt=3), "negative prompt"),
 ])
 def test_bad_values_are_refused(picture, change, message):
     fields = dict(image=str(picture), prompt="a cat") | change
@@ -42,6 +67,8 @@ def test_end_frame_needs_inverted(picture):
     with pytest.raises(ValueError, match="End frame|end frame"):
         GenerationRequest(image=picture, prompt="x", end_image=picture, mode="forward").validated()
     assert GenerationRequest(image=picture, prompt="x", end_image=picture).validated().end_image.size == (100, 70)
+    with pytest.raises(ValueError, match="end frame"):  # F1's own order is forward
+        GenerationRequest(image=picture, prompt="x", end_image=picture, model="framepack-f1").validated()
 
 
 def test_text_named_png_is_refused(tmp_path):
@@ -76,5 +103,6 @@ def test_validator_either_accepts_in_range_or_says_why(picture, seconds, steps, 
     except ValueError as error:
         assert str(error).endswith(".") and "\n" not in str(error)
         return
-    assert 0 < req.seconds <= 120 and 1 <= req.steps <= 100 and isinstance(req.steps, int)
-    assert 0 <= req.seed < 2**63 and isinstance(req.seed, int)
+    m = req.method
+    assert 0 < m.seconds <= 120 and 1 <= m.steps <= 100 and isinstance(m.steps, int)
+    assert 0 <= m.seed < 2**63 and isinstance(m.seed, int)

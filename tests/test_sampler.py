@@ -117,7 +117,8 @@ def test_first_steps_by_hand():
     a = 0.7
     x0 = torch.full((1, 1, 1, 1, 1), 2.0)
     sigmas = flux_sigmas(3, 0.9)
-    out = sample_unipc(lambda x, s: a * x, x0.clone(), sigmas)
+    xs = {}
+    out = sample_unipc(lambda x, s: a * x, x0.clone(), sigmas, callback=lambda i, n, x, m: xs.setdefault(i, x.item()))
     s0, s1, s2 = (float(v) for v in sigmas[:3])
     lam = lambda u: -math.log(u)
     # step 1 (order 1): corrector only, rho_c = 0.5, B = hh
@@ -126,7 +127,7 @@ def test_first_steps_by_hand():
     base = s1 / s0 * 2.0 - phi1 * m0
     mt = a * base
     x1 = base - hh * 0.5 * (mt - m0)
-    m1 = a * x1  # not used by the sampler; the corrector's model value mt is kept instead
+    assert xs[1] == pytest.approx(x1, rel=1e-5)
     # step 2 (order 2): predictor rho_p = 0.5, corrector solves R rho = b
     h = lam(s2) - lam(s1); hh = -h; phi1 = math.expm1(hh)
     r1 = (lam(s0) - lam(s1)) / h
@@ -142,4 +143,5 @@ def test_first_steps_by_hand():
     rho = [(b[0] - b[1]) / det, (b[1] - r1 * b[0]) / det]
     assert m2 == pytest.approx(out.item(), rel=1e-5)
     x2 = base - hh * (rho[0] * d1 + rho[1] * (m2 - mt))
-    assert math.isfinite(x2) and m1 != mt
+    assert xs[2] == pytest.approx(x2, rel=1e-5)
+    assert abs(x2 - xp) > 1e-3  # the corrector moved the prediction: the check above saw the whole update

@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
-from framepack_core import tiny
-from framepack_core.models.loading import ModelsUnavailableError, load_models
+from framepack_core.models import tiny
+from framepack_core.failures import ModelsUnavailableError
+from framepack_core.models.loading import load_models
 
 
 class _Trap:

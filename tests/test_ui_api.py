@@ -1,12 +1,12 @@
 """The named `/generate` endpoint through gradio_client, on the real tiny model set."""
 import json
 
+import gradio_client  # pinned in requirements-dev.txt: a broken install must fail, not skip
 import pytest
 
-from mp4info import mp4_info
+from mp4info import mp4_info, mp4_metadata
 from ports import free_port
 
-gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,37 @@ def test_generate_refuses_bad_values_with_a_clear_message(server):
     client = gradio_client.Client(url, verbose=False)
     with pytest.raises(Exception, match="Please give a picture"):
         client.predict(image=None, prompt="x", seconds=1, seed=1, steps=2, api_name="/generate")
+
+
+def test_nothing_in_a_users_text_fails_a_run(server):
+    """A prompt far over the system's command-line limit (ffmpeg once got the metadata as arguments)."""
+    url, outputs = server
+    client = gradio_client.Client(url, verbose=False)
+    prompt = "the sun sets; = # \\ \" ' slowly\n" * 6500  # over 200,000 characters, every escape ffmpeg knows
+    assert len(prompt) > 200_000
+    path = client.predict(image=gradio_client.handle_file("examples/hills.jpg"), prompt=prompt, seconds=1, seed=12,
+                          steps=2, api_name="/generate")
+    assert mp4_info(path)[1].shape[0] == 37
+    tags = mp4_metadata(path)
+    assert tags["title"] == "the sun sets; = # \\ \" ' slowly"  # the first line, every character intact
+    assert json.loads(tags["comment"])["prompt"] == prompt[:65_536]  # bounded: readers parse tags as text
+    record = json.loads(path_record(outputs, path).read_text())
+    assert record["settings"]["prompt"] == prompt  # the run's record keeps it whole
+
+
+def path_record(outputs, served_path):
+    """The record of the run whose video the API served (it serves a copy under the same name)."""
+    from pathlib import Path
+
+    return outputs / (Path(served_path).stem + ".json")
+
+
+def test_a_broken_picture_gets_the_apps_own_message(server, tmp_path):
+    url, _ = server
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    client = gradio_client.Client(url, verbose=False)
+    with pytest.raises(Exception) as caught:
+        client.predict(image=gradio_client.handle_file(str(broken)), prompt="x", seconds=1, seed=1, steps=2,
+                       api_name="/generate")
+    assert "is not a picture" in str(caught.value) and "preprocess" not in str(caught.value)

@@ -5,18 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framepack_core import Finished, Notice, Stage, Step
+from framepack_core.events import Finished, Notice, Stage, Step
 from framepack_core.method.buckets import nearest_bucket
-from test_ui_worker import ScriptedEngine
-from ui.handlers import KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
-from ui.outputs import new_run
+from framepack_core.run_files import claim_files
+from helpers import ScriptedEngine
+from ui.handlers import FORM_FIELDS, KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.progress import RunProgress, clock_text
 from ui.worker import Worker
-
-
-@pytest.fixture
-def picture():
-    return Image.new("RGB", (300, 200), (30, 120, 200))
 
 
 @pytest.fixture
@@ -25,7 +20,7 @@ def handlers(tmp_path):
 
     def make(engine=None):
         worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: "models",
-                        runner=engine or ScriptedEngine(sections=2, steps=3))
+                        make_video=engine or ScriptedEngine(sections=2, steps=3))
         workers.append(worker)
         return Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out"))
     yield make
@@ -33,16 +28,18 @@ def handlers(tmp_path):
         worker.close()
 
 
-def page_args(picture, **change):
-    args = dict(image=picture, prompt="waves roll in", seconds=2, seed=5.0, randomize=False, steps=3.0, gs=10,
+def page_form(picture, **change):
+    """The page's form as gradio hands it over: a PIL picture, numbers from sliders as floats."""
+    image = Image.open(picture) if picture is not None else None
+    form = dict(image=image, prompt="waves roll in", seconds=2, seed=5.0, randomize=False, steps=3.0, gs=10,
                 step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128.0, crf=16.0,
                 vram_budget_gb=0)
-    args.update(change)
-    return list(args.values())
+    assert tuple(form) == FORM_FIELDS
+    return form | change
 
 
 def test_page_run_streams_preview_progress_and_video_then_offers_the_download(handlers, picture, tmp_path):
-    updates = list(handlers().page_run(*page_args(picture)))
+    updates = list(handlers().page_run(page_form(picture)))
     first, last = updates[0], updates[-1]
     assert first.running is True and first.seed == 5 and first.video is None and first.download is None
     previews = [u.preview for u in updates[1:] if u.preview is not KEEP]
@@ -58,7 +55,7 @@ def test_page_run_streams_preview_progress_and_video_then_offers_the_download(ha
     names = sorted(p.name for p in out.iterdir())
     stem = names[0].split(".")[0]
     assert names == [f"{stem}.json", f"{stem}.mp4", f"{stem}.png"]
-    height, width = nearest_bucket(200, 300, 128)
+    height, width = nearest_bucket(70, 100, 128)
     assert Image.open(out / f"{stem}.png").size == (width, height)  # cropped as the model sees it
     record = json.loads((out / f"{stem}.json").read_text())
     assert record["status"] == "finished" and record["video"] == f"{stem}.mp4" and record["input"] == f"{stem}.png"
@@ -66,14 +63,14 @@ def test_page_run_streams_preview_progress_and_video_then_offers_the_download(ha
 
 
 def test_randomized_seed_is_written_back(handlers, picture):
-    first = next(iter(handlers().page_run(*page_args(picture, randomize=True))))
+    first = next(iter(handlers().page_run(page_form(picture, randomize=True))))
     assert isinstance(first.seed, int) and first.seed != 5
 
 
 def test_bad_settings_are_one_message_and_nothing_is_written(handlers, picture, tmp_path):
-    for args, words in ((page_args(None), "picture"), (page_args(picture, steps=0), "Steps"),
-                        (page_args(picture, mode="forward", end_image=picture), "end frame")):
-        updates = list(handlers().page_run(*args))
+    for args, words in ((page_form(None), "picture"), (page_form(picture, steps=0), "Steps"),
+                        (page_form(picture, mode="forward", end_image=Image.open(picture)), "end frame")):
+        updates = list(handlers().page_run(args))
         assert len(updates) == 1 and updates[0].running is False
         assert "fp-failed" in updates[0].progress and words in updates[0].progress
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -82,7 +79,7 @@ def test_bad_settings_are_one_message_and_nothing_is_written(handlers, picture, 
 def test_stop_keeps_the_video_so_far(handlers, picture):
     h = handlers(ScriptedEngine(sections=3, steps=50, step_seconds=0.002))
     updates = []
-    for update in h.page_run(*page_args(picture)):
+    for update in h.page_run(page_form(picture)):
         updates.append(update)
         if update.video not in (KEEP, None):
             h.stop()
@@ -90,7 +87,7 @@ def test_stop_keeps_the_video_so_far(handlers, picture):
     assert "Stopped; the video so far is kept" in last.progress and last.download
     assert last.running is False
     # and the next run works
-    assert "Done" in list(h.page_run(*page_args(picture)))[-1].progress
+    assert "Done" in list(h.page_run(page_form(picture)))[-1].progress
 
 
 def test_api_run_returns_the_mp4_and_reports_failures(handlers, picture):
@@ -130,7 +127,6 @@ def test_contact_sheet_and_names():
 
 
 def test_run_names_never_collide(tmp_path):
-    first = new_run(tmp_path, 1)
-    first.video.write_bytes(b"x")
-    second = new_run(tmp_path, 1)
-    assert second.name != first.name and second.name.startswith(first.name)
+    first = claim_files(tmp_path, 1)
+    second = claim_files(tmp_path, 1)  # same second, same seed: the first's claim (its record) is seen
+    assert second.name != first.name and second.name.startswith(first.name) and first.record.is_file()

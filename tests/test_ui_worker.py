@@ -3,49 +3,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from framepack_core import Failed, Finished, Preview, SectionDone, Stage, Step
+from framepack_core.events import Failed, Finished, SectionDone, Step
+from framepack_core.run import Run
+from helpers import ScriptedEngine, tiny_request
 from ui.worker import Worker, WorkerBusy
 
 
-class FakeRequest:
-    seed, resolution, window = 7, 128, 9
-
-
-class ScriptedEngine:
-    """Stands in for engine.run: `sections` x `steps` steps, honouring cancel after each step like the engine."""
-
-    def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None):
-        self.sections, self.steps, self.step_seconds, self.gate = sections, steps, step_seconds, gate
-        self.models_seen = []
-
-    def __call__(self, request, models, output, emit, cancel, manager):
-        self.models_seen.append(models)
-        progress = output.with_name(output.stem + ".in-progress.mp4")
-        done = 0
-        for section in range(self.sections):
-            emit(Stage("sampling", f"Sampling section {section + 1} of {self.sections}"))
-            for step in range(1, self.steps + 1):
-                if self.gate is not None:
-                    self.gate.wait(5)
-                time.sleep(self.step_seconds)
-                emit(Step(section, self.sections, step, self.steps))
-                emit(Preview(section, step, np.zeros((4, 9 * 6, 3), np.uint8)))
-                if cancel.is_set():
-                    return self._finish(emit, progress, output, done, stopped=True)
-            progress.write_bytes(b"video after section %d" % section)
-            done += 1
-            emit(SectionDone(section, self.sections, 37 * done, progress, 0.1))
-        self._finish(emit, progress, output, done, stopped=False)
-
-    def _finish(self, emit, progress, output, done, stopped):
-        video = None
-        if done:
-            progress.replace(output)
-            video = output
-        emit(Finished(video, 37 * done, 30, done, 160, 96, 7, 0.2, stopped))
+def new_run(picture, output, model="tiny"):
+    return Run.start(tiny_request(picture, model=model, path=output))
 
 
 def collect(job, timeout=10):
@@ -70,7 +37,7 @@ def make_worker(loads):
             progress(f"loading {name}")
             loads.append(name)
             return f"models:{name}"
-        worker = Worker(device="cpu", loader=loader, runner=engine)
+        worker = Worker(device="cpu", loader=loader, make_video=engine)
         workers.append(worker)
         return worker
     yield make
@@ -78,9 +45,9 @@ def make_worker(loads):
         worker.close()
 
 
-def test_events_in_order_and_section_videos_are_private_snapshots(make_worker, tmp_path):
+def test_events_in_order_and_section_videos_are_private_snapshots(make_worker, picture, tmp_path):
     worker = make_worker(ScriptedEngine(sections=2, steps=3))
-    events = collect(worker.submit(FakeRequest(), "tiny", tmp_path / "out.mp4"))
+    events = collect(worker.submit(new_run(picture, tmp_path / "out.mp4")))
     kinds = [type(e).__name__ for e in events]
     assert kinds[:2] == ["Stage", "Stage"] and "loading" in events[1].message  # load shown as progress
     assert kinds.count("Step") == 6 and kinds.count("Preview") == 6 and kinds[-1] == "Finished"
@@ -93,11 +60,11 @@ def test_events_in_order_and_section_videos_are_private_snapshots(make_worker, t
     assert not worker.busy
 
 
-def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(make_worker, tmp_path, loads):
+def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(make_worker, picture, tmp_path, loads):
     gate = threading.Event()
     engine = ScriptedEngine(sections=3, steps=4, gate=gate)
     worker = make_worker(engine)
-    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    job = worker.submit(new_run(picture, tmp_path / "a.mp4"))
     events = []
     gate.set()
     for batch in job.batches(timeout=0.05):
@@ -112,50 +79,52 @@ def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(
     assert len(steps_after_stop) <= 1  # the step under way, and no more
     assert finished.video == tmp_path / "a.mp4" and finished.video.exists()
 
-    second = collect(worker.submit(FakeRequest(), "tiny", tmp_path / "b.mp4"))
+    second = collect(worker.submit(new_run(picture, tmp_path / "b.mp4")))
     assert isinstance(second[-1], Finished) and not second[-1].stopped
     assert loads == ["tiny"]  # the models stay loaded between runs
 
 
-def test_one_run_at_a_time(make_worker, tmp_path):
+def test_one_run_at_a_time(make_worker, picture, tmp_path):
     gate = threading.Event()
     worker = make_worker(ScriptedEngine(sections=1, steps=2, gate=gate))
-    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    job = worker.submit(new_run(picture, tmp_path / "a.mp4"))
     with pytest.raises(WorkerBusy):
-        worker.submit(FakeRequest(), "tiny", tmp_path / "b.mp4", wait=0.1)
+        worker.submit(new_run(picture, tmp_path / "b.mp4"), wait=0.1)
     gate.set()
     collect(job)
     assert not worker.stop()  # nothing running any more
 
 
-def test_another_model_set_replaces_the_loaded_one(make_worker, tmp_path, loads):
+def test_another_model_set_replaces_the_loaded_one(make_worker, picture, tmp_path, loads):
     engine = ScriptedEngine(sections=1, steps=1)
     worker = make_worker(engine)
     for name in ("tiny", "tiny", "framepack", "tiny"):
-        collect(worker.submit(FakeRequest(), name, tmp_path / f"{len(loads)}.mp4"))
+        collect(worker.submit(new_run(picture, tmp_path / f"{len(loads)}.mp4", name)))
     assert loads == ["tiny", "framepack", "tiny"]
     assert engine.models_seen == ["models:tiny", "models:tiny", "models:framepack", "models:tiny"]
 
 
-def test_loading_failure_is_one_failed_event_and_the_worker_recovers(tmp_path):
+def test_loading_failure_is_one_failed_event_and_the_worker_recovers(picture, tmp_path):
     def broken_loader(name, models_dir=None, progress=None):
-        raise ValueError("Unknown model set 'nope'.")
-    worker = Worker(device="cpu", loader=broken_loader, runner=ScriptedEngine())
-    events = collect(worker.submit(FakeRequest(), "nope", tmp_path / "a.mp4"))
-    assert isinstance(events[-1], Failed) and events[-1].message == "Unknown model set 'nope'."
+        raise OSError("disk on fire")
+    worker = Worker(device="cpu", loader=broken_loader, make_video=ScriptedEngine())
+    run = new_run(picture, tmp_path / "a.mp4")
+    events = collect(worker.submit(run))
+    assert isinstance(events[-1], Failed) and events[-1].message == "Generation failed: OSError: disk on fire"
+    assert run.files.read_record()["status"] == "failed"
     assert not worker.busy
     worker.close()
 
 
-def test_stop_while_loading_makes_nothing(tmp_path):
+def test_stop_while_loading_makes_nothing(picture, tmp_path):
     release = threading.Event()
 
     def slow_loader(name, models_dir=None, progress=None):
         release.wait(5)
         return "models"
     engine = ScriptedEngine()
-    worker = Worker(device="cpu", loader=slow_loader, runner=engine)
-    job = worker.submit(FakeRequest(), "tiny", tmp_path / "a.mp4")
+    worker = Worker(device="cpu", loader=slow_loader, make_video=engine)
+    job = worker.submit(new_run(picture, tmp_path / "a.mp4"))
     worker.stop()
     release.set()
     events = collect(job)

@@ -24,10 +24,14 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="s
 CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
 
 
-def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str = "") -> gr.Blocks:
+def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
     s = handlers.settings
     with gr.Blocks(title="FramePack", analytics_enabled=False) as page:
-        gr.HTML(_header(s.model, device), elem_id="fp-header")
+        header = gr.HTML(_header(s.model, ""), elem_id="fp-header")
+        # The device badge is filled in when a browser loads the page: finding the device imports torch,
+        # which the server need not wait for before it starts listening.
+        page.load(lambda: _header(s.model, handlers.worker.session.device.type.upper()), None, header,
+                  api_visibility="private", show_progress="hidden")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
                 image = gr.Image(label="Start picture", type="pil", image_mode=None, sources=["upload", "clipboard"],
@@ -76,7 +80,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                                                info="640: the trained size")
                         crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
                                         info="0 lossless · 23 smaller")
-                    vram = gr.Number(value=handlers.worker.session.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
+                    vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
                                      info="0 = automatic. Lower it if the GPU runs out of memory.")
                 with gr.Accordion("End frame (inverted sampling only)", open=False):
                     end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,

@@ -11,7 +11,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from memory.host import limit_heap_arenas  # noqa: E402
 
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402
@@ -23,7 +22,7 @@ def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_ch
     """The page and its worker, not yet launched (tests launch it on a free port)."""
     worker = worker or Worker(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
     settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve())
-    page = build_page(Handlers(worker, settings), model_choices, device=worker.device.type.upper())
+    page = build_page(Handlers(worker, settings), model_choices)
     page.queue(default_concurrency_limit=1)
     return page, worker
 
@@ -64,7 +63,6 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
     if args.share:
         print("warning: --share makes a public gradio.live link: anyone with it can use this GPU"
               + ("" if auth else " (add --auth user:password to ask for a password)"), file=sys.stderr, flush=True)
-    limit_heap_arenas(2)  # many runs on fresh threads: keep the process's memory flat (see memory/host.py)
     outputs = Path(args.outputs)
     try:
         outputs.mkdir(parents=True, exist_ok=True)
@@ -83,6 +81,10 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
             print(f"error: cannot serve on {host}:{args.port} ({error}); try another --port", file=sys.stderr)
             return 1
         print(f"FramePack is ready: open {local_url} (models load on the first Start; Ctrl+C quits)", flush=True)
+        # Process-wide, once, before the first run's thread exists (it imports torch, so after the page is up).
+        from memory.host import limit_heap_arenas
+
+        limit_heap_arenas(2)  # many runs on fresh threads: keep the process's memory flat (see memory/host.py)
         if share_url:
             print(f"public link: {share_url}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1") or share_url:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 from framepack_core.events import SectionDone
-from framepack_core.session import Session
 
 _DONE = object()  # put on the queue after the last event of a run
 
@@ -66,16 +65,25 @@ class Job:
 
 
 class Worker:
-    def __init__(self, session: Session | None = None, make_video: Callable | None = None, **session_options):
-        """`make_video` stands in for the run's stages in tests; `session_options` go to a new Session."""
-        self.session = session or Session(**session_options)
-        self.device = self.session.device
+    def __init__(self, session=None, make_video: Callable | None = None, **session_options):
+        """`make_video` stands in for the run's stages in tests; `session_options` go to a new Session,
+        made on first use: it imports torch, which the page does not need in order to open."""
+        self._session = session
+        self.session_options = session_options
         self._make_video = make_video
         self._job: Job | None = None
         self._count = 0
         self._lock = threading.Lock()
         # Per-section snapshots of the video so far live here (see _snapshot).
         self.scratch = Path(tempfile.mkdtemp(prefix="framepack-ui-"))
+
+    @property
+    def session(self):
+        if self._session is None:
+            from framepack_core.session import Session  # torch and the memory manager: on first use
+
+            self._session = Session(**self.session_options)
+        return self._session
 
     @property
     def busy(self) -> bool:
