@@ -1,4 +1,5 @@
-"""What the step cache saves, and what it costs in fidelity: one video, uncached and at each threshold.
+"""What the step caches save, and what they cost in fidelity: one video, uncached, with TeaCache and
+with MagCache (and optionally diffusers' FirstBlockCache), side by side.
 
     python bench/step_cache.py --json                                   # the tiny set on this machine
     python bench/step_cache.py --json --model framepack --resolution 640 --seconds 5 [--fp8] [--vram-budget 6]
@@ -85,6 +86,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.4, help="video length (default 2.4: two sections)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--thresholds", default="0.1,0.15", help="TeaCache thresholds, comma separated")
+    parser.add_argument("--magcache", default="0.1,0.15", help="MagCache thresholds (its published ratios, K=4)")
     parser.add_argument("--first-block", default="", help="also diffusers' FirstBlockCache at these thresholds")
     parser.add_argument("--fp8", action="store_true", help="store the transformer in FP8 for every run")
     parser.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="CUDA only")
@@ -99,7 +101,10 @@ def main() -> int:
                 steps=args.steps, resolution=args.resolution, crf=0, fp8=args.fp8)
     session = Session(vram_budget_gb=args.vram_budget, loader=lambda name, models_dir=None, progress=None: models)
     configs = [("uncached", dict(step_cache=False))]
-    configs += [(f"teacache_{t}", dict(cache_threshold=float(t))) for t in args.thresholds.split(",") if t]
+    configs += [(f"teacache_{t}", dict(cache_method="teacache", cache_threshold=float(t)))
+                for t in args.thresholds.split(",") if t]
+    configs += [(f"magcache_{t}", dict(cache_method="magcache", cache_threshold=float(t)))
+                for t in args.magcache.split(",") if t]
     configs += [(f"first_block_{t}", dict(cache_method="first-block", cache_threshold=float(t)))
                 for t in args.first_block.split(",") if t]
     runs = {}

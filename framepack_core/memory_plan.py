@@ -23,7 +23,6 @@ from memory import (
     available_ram_bytes,
     default_ram_budget,
     find_block_lists,
-    plan_blocks,
     plan_tiers,
     size_text,
     weight_ram_budget,

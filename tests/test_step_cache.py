@@ -106,7 +106,7 @@ def test_engine_reports_block_evaluations(tiny_models, square_picture, tmp_path,
     finished = run_events(req, tiny_models, tmp_path / "v.mp4")[-1]
     assert isinstance(finished, Finished) and finished.attention == "sdpa"
     if enabled:
-        assert finished.step_cache == "teacache"
+        assert finished.step_cache == "magcache"  # the default (README: why)
         assert finished.blocks_computed + finished.blocks_skipped == 4 * blocks(tiny_models.transformer)
         assert finished.blocks_skipped > 0
     else:
@@ -114,7 +114,7 @@ def test_engine_reports_block_evaluations(tiny_models, square_picture, tmp_path,
 
 
 @pytest.mark.parametrize("flags,expected", [
-    ([], {"enabled": True, "method": "teacache", "threshold": 0.15}),
+    ([], {"enabled": True, "method": "magcache", "threshold": 0.15}),
     (["--no-step-cache", "--attention", "flash"], {"enabled": False}),
 ])
 def test_cli_summary_reports_kernel_and_cache(tiny_models, square_picture, tmp_path, monkeypatch, capsys, flags, expected):

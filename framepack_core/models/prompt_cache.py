@@ -16,7 +16,6 @@ from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
 
 from framepack_core.method.sections import PromptConditioning
 
