@@ -2,6 +2,7 @@
 
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
+    python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")
     gen.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    from ui.queue_cli import add_queue_parser  # argparse only, no torch
+
+    add_queue_parser(commands, gen)
     return parser
 
 
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from ui.cli import generate_command
 
         return generate_command(args)
+    if args.command == "queue":
+        from ui.queue_cli import queue_command
+
+        return queue_command(args)
     from ui.serve import serve_command
 
     return serve_command(args, MODEL_CHOICES)
