@@ -35,12 +35,14 @@ def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
 
 class LocalExecutor:
     def __init__(self, store: JobStore, session=None, make_video: Callable | None = None,
-                 on_event: Callable | None = None, on_job: Callable | None = None):
-        """`session`: a framepack_core Session (made on first use); `on_event(job, event)` sees every event
-        (the page's live preview); `on_job(job)` is told when a job starts."""
+                 on_event: Callable | None = None, on_job: Callable | None = None, execute: Callable | None = None):
+        """`session`: a framepack_core Session (made on first use); `make_video`: a stand-in for tests;
+        `execute(run, emit)`: how a run is executed (default: here, on this thread, with the session);
+        `on_event(job, event)` sees every event (the page's live preview); `on_job(job)` a job's start."""
         self.store = store
         self._session = session
         self.make_video = make_video
+        self._execute = execute
         self.on_event = on_event or (lambda job, event: None)
         self.on_job = on_job or (lambda job: None)
         self.interrupt = threading.Event()  # Ctrl+C: stop after the current step; the job resumes next time
@@ -53,6 +55,10 @@ class LocalExecutor:
 
             self._session = Session()
         return self._session
+
+    def _here(self, run, emit):
+        options = {"make_video": self.make_video} if self.make_video else {}
+        return run.execute(self.session, emit, **options)
 
     def run_until_empty(self) -> int:
         """Run queued jobs until none is left or `interrupt` is set; the number of jobs run."""
@@ -77,17 +83,17 @@ class LocalExecutor:
     def execute(self, job: Job) -> JobResult:
         try:
             name, resuming = prepare(self.store, job)
-            last = [0.0]
+            last = [0.0, -1]
 
             def on_progress(fraction: float, sections: int) -> bool:
                 now = time.monotonic()
-                if now - last[0] < 0.25 and fraction < 0.999:
-                    return False  # a few writes a second at most; the cancel flag is read with them
-                last[0] = now
+                if now - last[0] < 0.25 and sections == last[1]:
+                    return False  # a few writes a second at most (and every finished section); cancel read with them
+                last[:] = [now, sections]
                 return self.store.report(job.id, fraction, sections)
 
-            return run_job(job.settings, name, Path(self.store.outputs), self.session,
+            return run_job(job.settings, name, Path(self.store.outputs), self._execute or self._here,
                            lambda event: self.on_event(job, event), on_progress, self.interrupt.is_set,
-                           resuming=resuming, make_video=self.make_video)
+                           resuming=resuming)
         except Exception as error:  # noqa: BLE001 - one job's failure must not end the queue
             return JobResult("failed", f"{type(error).__name__}: {error}")

@@ -28,6 +28,16 @@ from .store import JobStore, this_owner
 REPO = str(Path(__file__).resolve().parent.parent)  # the workers import the app from the same place
 
 
+def init_options() -> dict:
+    """ray.init's options: the workers find the app's code and the same model cache as this process."""
+    env = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    for name in ("FRAMEPACK_CACHE", "FRAMEPACK_MODELS_DIR", "HF_HOME", "HF_HUB_OFFLINE"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": False,
+            "configure_logging": False}
+
+
 class JobWorker:
     """One worker: a Session kept for its lifetime, one job at a time. Threaded (max_concurrency=2),
     so that `progress` and `stop` are answered while `run` is busy."""
@@ -55,7 +65,8 @@ class JobWorker:
             self._progress = (fraction, sections)
             return self._cancel.is_set()
 
-        result = run_job(settings, run_name, Path(outputs), self.session, lambda event: None, on_progress,
+        result = run_job(settings, run_name, Path(outputs), lambda run, emit: run.execute(self.session, emit),
+                         lambda event: None, on_progress,
                          self._interrupt.is_set, resuming=resuming)
         return result.as_dict()
 
@@ -82,13 +93,8 @@ class RayExecutor:
     def _connect(self) -> None:
         if ray.is_initialized():
             return  # tests (and embedding programs) start their own cluster
-        env = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        for name in ("FRAMEPACK_CACHE", "FRAMEPACK_MODELS_DIR", "HF_HOME", "HF_HUB_OFFLINE"):
-            if name in os.environ:
-                env[name] = os.environ[name]
         address = None if self.address in (None, "local") else self.address
-        ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(address=address, **init_options())
         self.started_ray = True
 
     def _new_worker(self):

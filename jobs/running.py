@@ -44,11 +44,12 @@ def start_run(request, files: RunFiles, resuming: bool):
     return Run.start(request)
 
 
-def run_job(settings: dict, run_name: str, outputs: Path, session, emit: Callable,
+def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emit: Callable,
             on_progress: Callable[[float, int], bool], interrupted: Callable[[], bool],
-            resuming: bool = False, make_video: Callable | None = None) -> JobResult:
-    """Run one job; `on_progress(fraction, sections_done)` answers whether to stop it (cancel), and
-    `interrupted()` whether the whole queue is stopping (the job then goes back to the queue)."""
+            resuming: bool = False) -> JobResult:
+    """Run one job. `execute(run, emit)` is `run.execute(session, emit)` here, or the page's worker thread;
+    `on_progress(fraction, sections_done)` answers whether to stop it (cancel), and `interrupted()`
+    whether the whole queue is stopping (the job then goes back to the queue)."""
     outputs = Path(outputs)
     files = RunFiles(outputs, run_name)
     try:
@@ -72,8 +73,7 @@ def run_job(settings: dict, run_name: str, outputs: Path, session, emit: Callabl
             run.stop()
         emit(event)
 
-    options = {"make_video": make_video} if make_video else {}
-    outcome = run.execute(session, watch, **options)
+    outcome = execute(run, watch)
     if isinstance(outcome, Failed):
         return JobResult("failed", outcome.message, sections_done=state["sections"])
     video = outcome.video.name if outcome.video else None

@@ -7,6 +7,7 @@ import gradio as gr
 
 from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
+from .queue_tab import build_queue_tab
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_PROMPTS = [
@@ -24,7 +25,8 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="s
 CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
 
 
-def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str = "") -> gr.Blocks:
+def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str = "", queue=None) -> gr.Blocks:
+    """`queue`: the page's QueueHandlers (ui/queue_tab.py); None leaves the queue off the page."""
     s = handlers.settings
     with gr.Blocks(title="FramePack", analytics_enabled=False) as page:
         gr.HTML(_header(s.model, device), elem_id="fp-header")
@@ -41,6 +43,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                     start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
                     stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
                                      scale=1)
+                    add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
+                                          visible=queue is not None)
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
                 with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
                     with gr.Row():
@@ -87,6 +91,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                     step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
                     crf=crf, vram_budget_gb=vram)
         assert tuple(form) == FORM_FIELDS
+        if queue is not None:
+            build_queue_tab(queue, form, add_queue)
 
         def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
             for update in handlers.page_run({name: values[component] for name, component in form.items()}):

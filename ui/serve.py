@@ -15,6 +15,7 @@ from memory.host import limit_heap_arenas  # noqa: E402
 
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402
+from .queue_handlers import QueueHandlers  # noqa: E402
 from .worker import Worker  # noqa: E402
 
 
@@ -23,7 +24,11 @@ def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_ch
     """The page and its worker, not yet launched (tests launch it on a free port)."""
     worker = worker or Worker(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
     settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve())
-    page = build_page(Handlers(worker, settings), model_choices, device=worker.device.type.upper())
+    handlers = Handlers(worker, settings)
+    queue = QueueHandlers(handlers)  # the shared job queue in the outputs folder, worked through here
+    queue.set_running(True)
+    worker.queue = queue  # closed with the worker
+    page = build_page(handlers, model_choices, device=worker.device.type.upper(), queue=queue)
     page.queue(default_concurrency_limit=1)
     return page, worker
 
@@ -94,5 +99,6 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
         pass
     finally:
         page.close()
+        worker.queue.close()
         worker.close()
     return 0
