@@ -179,3 +179,18 @@ def test_page_works_through_the_queue_on_its_worker(queue_page, picture):
     assert job.status == "finished" and queue_page.video(1).endswith(job.video)
     _, preview, video = queue_page.live_view()  # the job's live preview and video so far, as the tab shows them
     assert preview is not None and video is not None
+
+
+def test_ray_costs_nothing_without_ray():
+    """Neither `generate --help`, `queue --help` nor the page's modules import ray (or torch, for --help)."""
+    for args in (["generate", "--help"], ["queue", "run", "--help"]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "app.py", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+        assert "ray" not in imported and "torch" not in imported and "framepack_core" in imported
+    check = ("import sys, ui.serve, ui.cli, ui.queue_cli, jobs.executor, jobs.intake, jobs.running;"
+             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
