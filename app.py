@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_flags(commands.add_parser("serve", help="serve the browser page (the default)", allow_abbrev=False))
 
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
-    gen.add_argument("--image", required=True, help="the start picture")
-    gen.add_argument("--prompt", required=True, help="what should happen in the video")
+    gen.add_argument("--image", default=None, help="the start picture (needed unless --resume or --extend)")
+    gen.add_argument("--prompt", default=None, help="what should happen in the video (needed for a new video)")
+    gen.add_argument("--resume", default=None, metavar="PATH",
+                     help="continue a stopped, failed or killed run from its last finished section "
+                          "(its MP4, in-progress MP4 or JSON); the other flags are ignored")
+    gen.add_argument("--extend", default=None, metavar="PATH",
+                     help="continue a finished video (any H.264 MP4) by --seconds more, sampling forward, "
+                          "into a new MP4; the settings are the video's own unless given")
     gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
     add_model_flags(gen)
     gen.add_argument("--mode", choices=MODES, default=None,
@@ -72,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rs", type=float, default=0.0, help="CFG rescale (default 0)")
     gen.add_argument("--crf", type=int, default=16, help="MP4 quality, 0 (lossless) .. 51 (default 16)")
     gen.add_argument("--no-step-cache", dest="step_cache", action="store_false",
-                     help="compute every block on every step (slower; by default TeaCache skips blocks on steps "
+                     help="compute every block on every step (slower; by default MagCache skips blocks on steps "
                           "where they would change little)")
     gen.add_argument("--cache-threshold", type=float, default=DEFAULT_CACHE_THRESHOLD,
                      help="step cache threshold: higher skips more and drifts more (default 0.15; 0.1 is safer)")
-    gen.add_argument("--cache-method", choices=CACHE_METHODS, default="teacache",
-                     help="step cache: teacache (default) or diffusers' first-block cache")
+    gen.add_argument("--cache-method", choices=CACHE_METHODS, default=CACHE_METHODS[0],
+                     help="step cache: magcache (default; the authors' ratios for FramePack), teacache, "
+                          "or diffusers' first-block cache")
+    gen.add_argument("--cache-calibrate", action="store_true",
+                     help="measure MagCache's magnitude ratios for this model and step count (skipping nothing) "
+                          "and save them; later MagCache runs with that model and step count use them")
     gen.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
     gen.add_argument("--fp8", action="store_true",
@@ -87,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")
     gen.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    parser.set_defaults(generate_parser=gen)
     from ui.queue_cli import add_queue_parser  # argparse only, no torch
 
     add_queue_parser(commands, gen)
@@ -97,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
         from ui.cli import generate_command
+
+        # Which flags were given (an extension keeps the source's settings for the others).
+        args.given = {name for name, value in vars(args).items()
+                      if name != "generate_parser" and value != args.generate_parser.get_default(name)}
 
         return generate_command(args)
     if args.command == "queue":

@@ -23,10 +23,14 @@ from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.segments import SegmentedVideo
 from .media.video import decode_latents, latent_preview
 from .method.schedule import decode_span, overlap_frames
-from .method.sections import Conditioning, SectionSettings, run_sections
+from .continuation import Continuation, replay
+from .extension import extension_base
+from .media.latents import LatentsKeeper
+from .method.sections import Conditioning, SavedSections, SectionSettings, run_sections
 from .models.encoders import encode_latent, encode_prompt, encode_siglip
 from .request import Request
 from .speed.prepare import prepare_transformer
+from .speed.magcache import ratios_for, save_calibration
 from .speed.step_cache import step_cache
 
 
@@ -49,8 +53,12 @@ def section_settings(request: Request) -> SectionSettings:
 
 
 def make_video(request: Request, models, manager: ModelManager, progress_video: Path, metadata: dict,
-               emit: Callable[[Event], None], cancel: threading.Event, progress: Progress) -> None:
-    """Sample every section into `progress_video`, rewritten after each; returns when the video is done."""
+               emit: Callable[[Event], None], cancel: threading.Event, progress: Progress,
+               latents: Path | None = None, continuation: Continuation | None = None) -> None:
+    """Sample every section into `progress_video`, rewritten after each; returns when the video is done.
+
+    `latents`: where the section latents are kept (rewritten after each section). `continuation`:
+    resume from saved latents, or extend a video (continuation.py)."""
     method, speed = request.method, request.speed
     started = time.monotonic()
     settings = section_settings(request)
@@ -68,14 +76,23 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
     check()
 
     emit(Stage("encoding_image", "Encoding the picture"))
-    pixels = crop_to_bucket(request.image, method.resolution)
+    base = None  # what the sections continue from
+    if continuation is not None and continuation.extends:
+        base = extension_base(continuation, models, manager, request, settings.window)
+        pixels, start_latent, end_latent = base.pixels, base.start, None
+    else:
+        pixels = crop_to_bucket(request.image, method.resolution)
     progress.height, progress.width = pixels.shape[:2]
-    with manager.use(models.vae):
-        start_latent = encode_latent(models.vae, pixels)
-        end_latent = None
-        if request.end_image is not None:
-            end_pixels = resize_and_center_crop(request.end_image, progress.width, progress.height)
-            end_latent = encode_latent(models.vae, end_pixels)
+    saved = continuation.saved if continuation is not None else None
+    if saved is not None:  # resuming: the latents the run started from, as it saved them
+        start_latent, end_latent = saved.start, saved.end
+    elif base is None:
+        with manager.use(models.vae):
+            start_latent = encode_latent(models.vae, pixels)
+            end_latent = None
+            if request.end_image is not None:
+                end_pixels = resize_and_center_crop(request.end_image, progress.width, progress.height)
+                end_latent = encode_latent(models.vae, end_pixels)
     with manager.use(models.image_encoder):
         image_embeds = encode_siglip(models.feature_extractor, models.image_encoder, pixels)
     check()
@@ -97,22 +114,39 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         metadata | {"attention_used": progress.attention}, sort_keys=True)}
     generator = torch.Generator("cpu").manual_seed(method.seed)
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
-                           metadata)
+                           metadata, prefix=[base.source] if base else None, fps=base.fps if base else None)
+    keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base)
+    resume = SavedSections(saved.done, saved.video) if saved is not None else base.resume() if base else None
     try:
-        emit(Stage("sampling", f"Sampling section 1 of {count}"))
+        done = resume.done if resume else 0
+        if done:  # the video so far, rebuilt from the saved latents exactly as it was made
+            emit(Stage("decoding", f"Rebuilding the {done} finished section{'s' if done > 1 else ''}"))
+            for index, section_latents in enumerate(replay(resume, settings, count, base)):
+                video.add(_decode_newest(index, count, section_latents, models.vae, settings, manager, base),
+                          last=index == count - 1)
+            video.write(progress_video)
+            progress.sections_done, progress.frames = done, video.frames
+            check()
+        keeper.save(resume.video_latents if resume else None, done)
+        emit(Stage("sampling", f"Sampling section {done + 1} of {count}"))
+        cache_method = "magcache" if speed.cache_calibrate else speed.cache_method  # calibrating never skips
+        ratios = ratios_for(request.model, settings.steps) if cache_method == "magcache" else None
         with manager.use(models.transformer), step_cache(
-                models.transformer, speed.step_cache, speed.cache_method, speed.cache_threshold, settings.steps,
-                calls_per_step=1 if settings.cfg == 1 else 2) as cache:
+                models.transformer, speed.step_cache or speed.cache_calibrate, cache_method, speed.cache_threshold,
+                settings.steps, calls_per_step=1 if settings.cfg == 1 else 2, ratios=ratios,
+                calibrate=speed.cache_calibrate) as cache:
             progress.cache = cache
             for section in run_sections(models.transformer, cond, start_latent, settings, generator,
-                                        end_latent=end_latent, step_callback=on_step):
+                                        end_latent=end_latent, step_callback=on_step, resume=resume):
                 if cache is not None:
                     cache.reset()  # the next section has another context: nothing may carry over
                 emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))
-                pixels = _decode_newest(section, models.vae, settings, manager)
+                pixels = _decode_newest(section.index, count, section.video_latents, models.vae, settings, manager,
+                                        base)
                 emit(Stage("writing", "Writing the video so far"))
                 video.add(pixels, last=section.index == count - 1)
                 video.write(progress_video)
+                keeper.save(section.video_latents, section.index + 1)
                 progress.sections_done, progress.frames = section.index + 1, video.frames
                 del pixels
                 release_free_host_memory()  # the decode's buffers: keep the process flat as the video grows
@@ -120,18 +154,34 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                 if section.index + 1 < count:
                     check()
                     emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
+        if speed.cache_calibrate and cache is not None:
+            measured = cache.calibrated_ratios()
+            if measured:
+                where = save_calibration(request.model, settings.steps, measured)
+                _notice(emit, progress, f"MagCache ratios for {request.model} at {settings.steps} steps saved to "
+                                        f"{where}: {measured}")
     finally:
         video.close()
 
 
-def _decode_newest(section, vae, settings: SectionSettings, manager: ModelManager) -> torch.Tensor:
-    """Pixels of the latents this section changed: all of them at first, later the newest span."""
-    span = decode_span(section.index, section.count, settings.window, settings.mode)
-    latents = section.video_latents
+def _decode_newest(index: int, count: int, latents: torch.Tensor, vae, settings: SectionSettings,
+                   manager: ModelManager, base=None) -> torch.Tensor:
+    """Pixels of the latents this section changed: all of them at first, later the newest span.
+
+    Extending, the first section decodes the newest two windows too but keeps only its own frames:
+    the source's frames stay as they are."""
+    span = decode_span(index, count, settings.window, settings.mode)
+    if base is not None and index == 0:
+        span = min(2 * settings.window, latents.shape[2])
     if span:
         latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
     with manager.use(vae):
-        return decode_latents(vae, latents)
+        pixels = decode_latents(vae, latents)
+    if base is not None:
+        if index == 0:
+            pixels = pixels[:, :, -4 * settings.window:]
+        pixels = base.to_source_size(pixels)
+    return pixels
 
 
 def _notice(emit, progress: Progress, message: str) -> None:

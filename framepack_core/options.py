@@ -12,7 +12,7 @@ DEFAULT_MODES = {"framepack": "inverted", "framepack-f1": "forward", "tiny": "in
 MODES = ("inverted", "forward")
 SAMPLER_VARIANTS = ("bh1", "bh2")
 ATTENTION_KERNELS = ("auto", "sage", "flash", "xformers", "sdpa")
-CACHE_METHODS = ("teacache", "first-block")
+CACHE_METHODS = ("magcache", "teacache", "first-block")  # the first is the default (README: why)
 DEFAULT_CACHE_THRESHOLD = 0.15
 
 FPS = 30  # the published models' frame rate

@@ -93,15 +93,16 @@ class OutputSettings:
 @dataclass(frozen=True)
 class SpeedSettings:
     step_cache: bool = True  # skip the blocks on steps where they would change little
-    cache_method: str = "teacache"
+    cache_method: str = CACHE_METHODS[0]  # MagCache: the published figures favour it (README)
     cache_threshold: float = DEFAULT_CACHE_THRESHOLD
+    cache_calibrate: bool = False  # measure MagCache's ratios for this model and step count, and save them
     attention: str = "auto"
     fp8: bool = False  # store the transformer's linear weights in FP8 (e4m3fn); lossy, kept until reloaded
     compile: bool = False  # torch.compile the transformer blocks (CUDA only)
     vram_budget_gb: float | None = None  # GPU memory this run may use; None (or 0): the session's, else what is free
 
     def validated(self) -> SpeedSettings:
-        for name in ("step_cache", "fp8", "compile"):
+        for name in ("step_cache", "fp8", "compile", "cache_calibrate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"The {name.replace('_', ' ')} option must be true or false, "
                                  f"not {getattr(self, name)!r}.")

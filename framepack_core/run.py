@@ -31,15 +31,38 @@ APP = "FramePack desktop"
 
 
 class Run:
-    def __init__(self, request: Request, files: RunFiles):
+    def __init__(self, request: Request, files: RunFiles, continuation=None):
         self.request = request  # validated
         self.files = files
+        self.continuation = continuation  # continuation.Continuation: resuming or extending; None for a new video
         self.cancel = threading.Event()
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
 
     @classmethod
-    def start(cls, request: Request) -> Run:
+    def resume(cls, path) -> Run:
+        """The stopped, failed or killed run that `path` (its MP4, in-progress MP4, JSON or latents) belongs
+        to, continued from its last finished section under the same name. ValueError if there is none."""
+        from .continuation import resume_run
+
+        return resume_run(path)
+
+    @classmethod
+    def extend(cls, path, seconds: float, **overrides) -> Run:
+        """A new run continuing the video at `path` by `seconds` (forward sampling); `overrides` are flat
+        request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
+        from .continuation import extend_run
+
+        return extend_run(path, seconds, **overrides)
+
+    @classmethod
+    def resume_files(cls, request: Request, files: RunFiles, continuation) -> Run:
+        run = cls(request, files, continuation)
+        files.write_record(run.record())
+        return run
+
+    @classmethod
+    def start(cls, request: Request, continuation=None) -> Run:
         """Validate, claim the names, and write the cropped picture and a first record (a crash keeps them).
 
         Raises ValueError, with one sentence for the user, before anything is written.
@@ -47,7 +70,7 @@ class Run:
         request = request.validated()
         _check_writable(request.output.folder)
         files = claim_files(request.output.folder, request.method.seed, request.output.path)
-        run = cls(request, files)
+        run = cls(request, files, continuation)
         pixels = crop_to_bucket(request.image, request.method.resolution)
         Image.fromarray(pixels).save(files.picture)
         if request.end_image is not None:
@@ -73,8 +96,11 @@ class Run:
             Progress,  # the model libraries, only when a video is made
         )
 
+        options = {"continuation": self.continuation} if self.continuation is not None else {}
         if make_video is None:
             from .generation import make_video
+
+            options["latents"] = self.files.latents
 
         started = time.monotonic()
         progress = Progress()
@@ -84,7 +110,7 @@ class Run:
             if self.cancel.is_set():
                 raise Cancelled()
             make_video(self.request, models, manager, self.files.in_progress, self.metadata(), emit, self.cancel,
-                       progress)
+                       progress, **options)
             outcome = self._finish(progress, started, stopped=False)
         except Cancelled:
             outcome = self._finish(progress, started, stopped=True)

@@ -5,6 +5,7 @@
     NAME.mp4              the video, replaced only when the run ends
     NAME.in-progress.mp4  the video so far, while the run goes
     NAME.json             the record: settings and status (running, finished, stopped, failed)
+    NAME.latents.safetensors  the section latents so far (to resume or extend; media/latents.py)
 
 Names are claimed by creating the record exclusively, so two runs (two processes, even) that
 start in the same second with the same seed never share one.
@@ -40,6 +41,10 @@ class RunFiles:
         return self.folder / f"{self.name}.in-progress.mp4"
 
     @property
+    def latents(self) -> Path:
+        return self.folder / f"{self.name}.latents.safetensors"
+
+    @property
     def record(self) -> Path:
         return self.folder / f"{self.name}.json"
 
@@ -50,6 +55,18 @@ class RunFiles:
 
     def read_record(self) -> dict:
         return json.loads(self.record.read_text(encoding="utf-8"))
+
+
+SUFFIXES = (".in-progress.mp4", ".latents.safetensors", ".end.png", ".mp4", ".json", ".png")
+
+
+def files_of(path: Path) -> RunFiles:
+    """The run a file belongs to: its MP4, in-progress MP4, record, latents or picture."""
+    path = Path(path)
+    for suffix in SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return RunFiles(path.parent, path.name[: -len(suffix)])
+    return RunFiles(path.parent, path.stem)
 
 
 def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:

@@ -34,13 +34,16 @@ def claim_run_name(outputs: Path, settings: dict) -> str:
 
 
 def start_run(request, files: RunFiles, resuming: bool):
-    """The one place a job's run begins. Fresh by default; a job that was interrupted resumes from its
-    last finished section when the engine can (framepack_core's Run.resume), else starts again."""
+    """The one place a job's run begins. A job that was interrupted (process killed, worker lost, Ctrl+C)
+    resumes from its last finished section (Run.resume, from the latents kept beside the run); one
+    with nothing kept yet (stopped before its first section) starts again under the same name."""
     from framepack_core.run import Run
 
-    resume = getattr(Run, "resume", None)
-    if resuming and resume is not None and files.in_progress.exists():
-        return resume(files.video)
+    if resuming and files.latents.exists():
+        try:
+            return Run.resume(files.video)
+        except ValueError:
+            pass  # nothing usable to resume from: made again from the start
     return Run.start(request)
 
 

@@ -20,15 +20,39 @@ def request_from_args(args):
         steps=args.steps, window=args.window, gs=args.gs, cfg=args.cfg, rs=args.rs, resolution=args.resolution,
         mode=args.mode, folder=Path(args.outputs), path=Path(args.output) if args.output else None, crf=args.crf,
         step_cache=args.step_cache, cache_threshold=args.cache_threshold, cache_method=args.cache_method,
+        cache_calibrate=args.cache_calibrate,
         attention=args.attention, fp8=args.fp8, compile=args.compile)
 
 
-def generate_command(args) -> int:
+def run_from_args(args):
+    """A new run, a resumed one (--resume) or an extension (--extend); ValueError for bad input."""
     from framepack_core.run import Run
+
+    if args.resume and args.extend:
+        raise ValueError("Give --resume or --extend, not both.")
+    if args.resume:
+        return Run.resume(args.resume)
+    if args.extend:
+        explicit = getattr(args, "given", set())
+        given = {name: getattr(args, name) for name in _EXTEND_FLAGS if name in explicit}
+        if "outputs" in explicit:
+            given["folder"] = Path(args.outputs)
+        return Run.extend(args.extend, args.seconds, output=args.output, **given)
+    if not args.image or args.prompt is None:
+        raise ValueError("Give --image and --prompt for a new video (or --resume / --extend PATH).")
+    return Run.start(request_from_args(args))
+
+
+# Flags an extension takes from the command line when given; the rest are the source video's own.
+_EXTEND_FLAGS = ("prompt", "negative_prompt", "model", "steps", "seed", "gs", "cfg", "rs", "crf", "step_cache",
+                 "cache_threshold", "cache_method", "attention", "fp8", "compile", "window")
+
+
+def generate_command(args) -> int:
     from framepack_core.session import Session
 
     try:
-        run = Run.start(request_from_args(args))
+        run = run_from_args(args)
     except ValueError as error:
         _say(f"error: {error}")
         return 2

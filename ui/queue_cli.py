@@ -29,8 +29,8 @@ def settings_from_args(args) -> dict:
     values = {}
     for name, value in vars(args).items():
         name = _RENAMED.get(name, name)
-        if name in known and name not in _NOT_SETTINGS:
-            values[name] = value
+        if name in known and name not in _NOT_SETTINGS and value is not None:
+            values[name] = value  # None: the flag was not given (e.g. --prompt); the request's default
     return values
 
 

@@ -16,15 +16,21 @@ from pathlib import Path
 import imageio_ffmpeg
 import torch
 
+from framepack_core.options import FPS
+
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
 
 
 class SegmentedVideo:
-    def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None):
+    def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None,
+                 prefix: list[Path] | None = None, fps: float | None = None):
+        """`prefix`: MP4s whose frames come first, copied as they are (a video being extended)."""
         self.inverted = mode == "inverted"
         self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
+        self.fps = fps or FPS
         self.workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", suffix=".segments", dir=output.parent))
-        self.segments: list[Path] = []  # in temporal order
+        self.prefix = list(prefix or [])
+        self.segments: list[Path] = list(self.prefix)  # in temporal order
         self.pending: torch.Tensor | None = None  # float frames a later section still blends into
         self.frames = 0  # every frame of the video so far, pending ones included
         self.height = self.width = 0
@@ -57,7 +63,7 @@ class SegmentedVideo:
         if self.pending is not None:
             tail = self._encode(self.pending, name="pending.mp4")
             parts = [tail] + parts if self.inverted else parts + [tail]
-        return concat_mp4(parts, path, self.metadata)
+        return concat_mp4(parts, path, self.metadata, video_only=bool(self.prefix))
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -66,14 +72,16 @@ class SegmentedVideo:
         if name is None:
             self._count += 1
             name = f"segment-{self._count:05d}.mp4"
-        return write_mp4(to_uint8_frames(pixels), self.workdir / name, crf=self.crf)
+        return write_mp4(to_uint8_frames(pixels), self.workdir / name, crf=self.crf, fps=self.fps)
 
 
-def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None) -> Path:
+def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None, video_only: bool = False) -> Path:
     """Join MP4 files made with the same encoder settings, copying the streams (no re-encode).
 
     Metadata travels in an ffmetadata file, never on the command line: a user's prompt may be
     longer than the system allows a command line to be, and may hold any character.
+    `video_only`: keep the first video stream only (a video from elsewhere may carry sound the new
+    parts lack).
     """
     listing = path.with_name(f".{path.stem}.concat.txt")
     listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
@@ -81,7 +89,8 @@ def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = 
     tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
     tmp = path.with_name(f".{path.stem}.joining{path.suffix}")
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
-               "-i", str(listing), "-f", "ffmetadata", "-i", str(tags), "-map", "0", "-map_metadata", "1",
+               "-i", str(listing), "-f", "ffmetadata", "-i", str(tags), "-map", "0:v:0" if video_only else "0",
+               "-map_metadata", "1",
                "-c", "copy", "-movflags", "+faststart", str(tmp)]
     try:
         result = subprocess.run(command, capture_output=True, text=True)

@@ -46,6 +46,12 @@ class InvertedHistory:
         self.generated += latents.shape[2]
         self.buffer = torch.cat([latents.float(), self.buffer], dim=2)
 
+    def restore(self, video: torch.Tensor) -> None:
+        """The state after the sections that made `video` (what `video()` returned then)."""
+        self.generated = 0
+        self.buffer = torch.zeros_like(self.buffer[:, :, :CONTEXT_FRAMES])
+        self.add(video)
+
     def video(self) -> torch.Tensor:
         return self.buffer[:, :, : self.generated]
 
@@ -66,6 +72,12 @@ class ForwardHistory:
     def add(self, latents: torch.Tensor) -> None:
         self.generated += latents.shape[2]
         self.buffer = torch.cat([self.buffer, latents.float()], dim=2)
+
+    def restore(self, video: torch.Tensor) -> None:
+        """The state after the sections that made `video`; it may also be any video's latents to continue."""
+        self.generated = 0
+        self.buffer = torch.zeros_like(self.buffer[:, :, :CONTEXT_FRAMES])
+        self.add(video)
 
     def video(self) -> torch.Tensor:
         return self.buffer[:, :, -self.generated :]

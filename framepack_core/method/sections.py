@@ -63,6 +63,15 @@ class Section:
     video_latents: torch.Tensor  # every latent frame generated so far, in temporal order
 
 
+@dataclass(frozen=True)
+class SavedSections:
+    """Where a run stopped: `done` sections sampled, and the video latents they made (temporal order,
+    `Section.video_latents` of the last one). With `done == 0` and forward sampling, `video_latents`
+    may be any video's latents to continue (extending a finished video)."""
+    done: int
+    video_latents: torch.Tensor
+
+
 # (section index, step, steps, x, x0) after every sampling step; raising stops the run.
 SectionStepCallback = Callable[[int, int, int, torch.Tensor, torch.Tensor], None]
 
@@ -130,8 +139,14 @@ def run_sections(
     generator: torch.Generator,
     end_latent: torch.Tensor | None = None,
     step_callback: SectionStepCallback | None = None,
+    resume: SavedSections | None = None,
 ) -> Iterator[Section]:
-    """Yield each section's latents in generation order (inverted: end of video first)."""
+    """Yield each section's latents in generation order (inverted: end of video first).
+
+    `resume` continues from a saved state: its sections are not sampled again, their noise is
+    drawn and discarded so the generator stands where it stood, and the result is the same
+    tensors as the run that never stopped.
+    """
     if settings.mode not in MODES:
         raise ValueError(f"unknown sampling mode {settings.mode!r}; use one of {MODES}")
     if end_latent is not None and settings.mode != "inverted":
@@ -147,8 +162,18 @@ def run_sections(
     else:
         history = ForwardHistory(start_latent)
         layouts = [forward_layout(window)] * count
+    done = 0
+    if resume is not None and (resume.done or resume.video_latents.shape[2]):
+        done = resume.done
+        if not 0 <= done <= count:
+            raise ValueError(f"cannot resume after section {done} of {count}")
+        history.restore(resume.video_latents)
+        for _ in range(done):  # each finished section drew exactly this much noise
+            torch.randn((1, LATENT_CHANNELS, window, h, w), generator=generator, dtype=torch.float32)
 
     for index, layout in enumerate(layouts):
+        if index < done:
+            continue
         context = history.context(layout, first_section=index == 0)
         denoise = make_denoiser(transformer, cond, context, settings)
         # Noise is drawn on the CPU generator, in section order, so a seed fixes the video on any device.

@@ -11,8 +11,12 @@ and the model stay untouched), detached at the end of the run, reset between sec
 - "first-block": diffusers' own FirstBlockCache: block 0 always runs, the others are skipped while
   its residual stays close to the last computed one.
 
-diffusers' MagCache needs magnitude ratios calibrated for the checkpoint; none are published for
-FramePack, so it is not offered.
+- "magcache": MagCache (magcache.py) with the magnitude ratios its authors published for both
+  FramePack models. Its decision needs no tensor, so it is made on the transformer call, before
+  block 0 is called: a skipped step runs no block at all. `calibrate=True` skips nothing and
+  measures the ratios instead (`--cache-calibrate`).
+
+Every skip decision is made here, in `StepCache` (`_compute`), and applied by the same block hooks.
 
 Either way, block evaluations are counted by a hook inside each block's forward, so the numbers
 reported are evaluations that really happened, not what the cache believes it did.
@@ -28,6 +32,8 @@ from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
 
 from framepack_core.options import CACHE_METHODS as METHODS
 from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
+
+from .magcache import MagState, magnitude_ratio
 
 # TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
 COEFFICIENTS = (733.226126, -401.131952, 67.5869174, -3.149878, 0.0961237896)
@@ -48,17 +54,24 @@ class _Branch:
     previous: torch.Tensor | None = None  # block 0's modulated input at the last step
     accumulated: float = 0.0
     residual: torch.Tensor | None = None  # what the blocks added the last time they ran
+    mag: MagState | None = None  # MagCache's accumulation
+    mag_ratios: list | None = None  # calibrating: |residual| ratios of this section's steps
 
 
 class StepCache:
     """The state the hooks share; the engine reads the counts and calls `reset()` between sections."""
 
     def __init__(self, transformer, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
-                 steps: int = 25, calls_per_step: int = 1):
+                 steps: int = 25, calls_per_step: int = 1, ratios: list[float] | None = None,
+                 calibrate: bool = False):
         if method not in METHODS:
             raise ValueError(f"unknown step cache {method!r}; use one of {METHODS}")
+        if method == "magcache" and ratios is None and not calibrate:
+            raise ValueError("MagCache needs magnitude ratios for the model (speed/magcache.py ratios_for)")
         self.transformer, self.method, self.threshold = transformer, method, float(threshold)
         self.steps, self.calls_per_step = int(steps), int(calls_per_step)
+        self.ratios, self.calibrate = ratios, calibrate
+        self.calibration: list[list[float]] = []  # calibrating: each section's ratios, step 0 first
         self.blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
         if len(self.blocks) < 2:
             raise ValueError("a step cache needs at least two transformer blocks")
@@ -72,8 +85,9 @@ class StepCache:
 
     def reset(self) -> None:
         """Forget the last section: the next one has another context, so nothing carries over."""
+        self._flush_calibration()
         self._section_calls = 0
-        self._branches = [_Branch() for _ in range(self.calls_per_step)]
+        self._branches = [_Branch(mag=MagState(), mag_ratios=[]) for _ in range(self.calls_per_step)]
         self._branch = self._branches[0]
         self._compute = True
         self._entry: torch.Tensor | None = None
@@ -83,7 +97,7 @@ class StepCache:
     def attach(self) -> StepCache:
         for block in self.blocks:  # first, so it sits innermost: it sees only evaluations that run
             _register(block, _BlockCounter(self), _COUNT)
-        if self.method == "teacache":
+        if self.method in ("teacache", "magcache"):
             last = len(self.blocks) - 1
             for index, block in enumerate(self.blocks):
                 _register(block, _TeaCacheBlock(self, head=index == 0, tail=index == last), _SKIP)
@@ -94,7 +108,7 @@ class StepCache:
 
     def detach(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_CALL, recurse=False)
-        if self.method == "teacache":
+        if self.method in ("teacache", "magcache"):
             for block in self.blocks:
                 block._diffusers_hook.remove_hook(_SKIP, recurse=False)
         else:
@@ -102,7 +116,26 @@ class StepCache:
         for block in self.blocks:
             block._diffusers_hook.remove_hook(_COUNT, recurse=False)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
+        self._flush_calibration()  # a calibration keeps its last section
         self._branches = []  # let the cached tensors go
+
+    def _flush_calibration(self) -> None:
+        if self.calibrate and getattr(self, "_branches", None) and self._branches[0].mag_ratios:
+            self.calibration.append([1.0] + self._branches[0].mag_ratios)
+            self._branches[0].mag_ratios = []
+
+    def calibrated_ratios(self) -> list[float]:
+        """Calibrating: the ratios of every section, averaged step by step (5 decimals, as published)."""
+        sections = [c for c in self.calibration if len(c) == self.steps]
+        return [round(sum(values) / len(values), 5) for values in zip(*sections)] if sections else []
+
+    # -- MagCache's decision, made on the transformer call before any block runs --
+    def _decide_magcache(self) -> bool:
+        step = (self._section_calls - 1) // self.calls_per_step
+        branch = self._branch
+        if self.calibrate or branch.residual is None:
+            return True
+        return not branch.mag.skip(step, self.ratios, self.threshold, self.steps)
 
     # -- TeaCache's decision, made in block 0 before it runs --
     def _decide(self, block, hidden_states: torch.Tensor, temb: torch.Tensor) -> bool:
@@ -138,6 +171,8 @@ class _CallTracker(ModelHook):
         cache._branch = cache._branches[index]
         cache._section_calls += 1
         cache.calls += 1
+        if cache.method == "magcache":
+            cache._compute = cache._decide_magcache()
         if cache.method == "first-block":  # diffusers keys its cache state by this name
             with module.cache_context("cond" if index == 0 else "uncond"):
                 return self.fn_ref.original_forward(*args, **kwargs)
@@ -169,12 +204,17 @@ class _TeaCacheBlock(ModelHook):
         cache = self.cache
         hidden_states, encoder_hidden_states, temb = _block_inputs(args, kwargs)
         if self.head:
-            cache._compute = cache._decide(module, hidden_states, temb)
+            if cache.method == "teacache":
+                cache._compute = cache._decide(module, hidden_states, temb)
             cache._entry = hidden_states if cache._compute else None
         if cache._compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if self.tail:
-                cache._branch.residual = output[0] - cache._entry
+                residual = output[0] - cache._entry
+                branch = cache._branch
+                if cache.calibrate and branch.residual is not None:
+                    branch.mag_ratios.append(round(magnitude_ratio(residual, branch.residual), 5))
+                branch.residual = residual
                 cache._entry = None
             return output
         # Skipped: pass the tokens through; the last block adds what all of them added last time.
@@ -185,12 +225,13 @@ class _TeaCacheBlock(ModelHook):
 
 @contextmanager
 def step_cache(transformer, enabled: bool, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
-               steps: int = 25, calls_per_step: int = 1) -> Iterator[StepCache | None]:
+               steps: int = 25, calls_per_step: int = 1, ratios: list[float] | None = None,
+               calibrate: bool = False) -> Iterator[StepCache | None]:
     """The cache attached for the body (None when disabled: nothing is attached, the model runs as is)."""
     if not enabled:
         yield None
         return
-    cache = StepCache(transformer, method, threshold, steps, calls_per_step).attach()
+    cache = StepCache(transformer, method, threshold, steps, calls_per_step, ratios, calibrate).attach()
     try:
         yield cache
     finally:

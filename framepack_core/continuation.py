@@ -1,0 +1,214 @@
+"""Runs that do not start from a picture alone: resuming a stopped run, extending a finished video.
+
+    run = resume_run(path)                       # NAME.mp4, NAME.in-progress.mp4, NAME.json or its latents
+    run = extend_run(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
+    run.execute(session, emit)                   # as any run (Run.resume / Run.extend call these)
+
+A resumed run keeps its name and files, samples only the sections its saved latents lack, and
+makes the same MP4 as the run that never stopped. An extension is a new run (new name) whose
+video is the source's frames, untouched, then the new ones, sampled forward from the source's
+latents (its saved ones, or its last frames encoded by the VAE).
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .media.latents import SavedLatents, load_latents
+from .run_files import RunFiles, files_of
+
+# Settings recorded with a run that are not request fields.
+_NOT_FIELDS = ("app", "end_image", "attention_used")
+
+
+@dataclass
+class Continuation:
+    saved: SavedLatents | None = None  # resume: the run's own latents so far
+    source: Path | None = None  # extend: the MP4 whose frames come first
+    source_latents: SavedLatents | None = None  # extend: the source's saved latents, when it has them
+    facts: VideoFacts | None = None  # extend: the source's stream
+
+    @property
+    def extends(self) -> bool:
+        return self.source is not None
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    frames: int
+    width: int
+    height: int
+    fps: float
+    codec: str
+    profile: str
+    pix_fmt: str
+
+
+def resume_run(path, folder: Path | None = None):
+    """The stopped, failed or killed run that `path` belongs to, ready to continue (a Run).
+
+    Raises ValueError (one sentence) when there is nothing to resume.
+    """
+    from .request import Request
+    from .run import Run
+
+    files = files_of(Path(path))
+    if not files.latents.exists():
+        raise ValueError(f"No saved latents for {files.name!r} in {str(files.folder)!r}; only runs made with "
+                         "kept latents can be resumed.")
+    saved = load_latents(files.latents)
+    if saved.complete and files.video.exists() and _status(files) == "finished":
+        raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
+    if not files.picture.exists():
+        raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
+    settings = _fields(saved.settings)
+    end = files.end_picture if saved.settings.get("end_image") else None
+    request = Request.from_fields(image=files.picture, end_image=end, path=files.video, **settings)
+    request = request.validated()
+    continuation = Continuation(saved=saved)
+    if saved.extends:
+        source = Path(saved.extends["video"])
+        if not source.exists():
+            raise ValueError(f"The video this run extends, {str(source)!r}, is missing.")
+        continuation.source, continuation.facts = source, probe_video(source)
+        beside = files_of(source)
+        if beside.latents.exists() and source == beside.video.resolve():
+            continuation.source_latents = load_latents(beside.latents)
+    return Run.resume_files(request, files, continuation)
+
+
+def extend_run(path, seconds: float, folder: Path | None = None, output: Path | None = None, **overrides):
+    """A new run that continues the video at `path` by `seconds`, sampling forward.
+
+    Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
+    `overrides` (flat request fields, e.g. prompt=…, model=…, seed=…).
+    """
+    from PIL import Image
+
+    from .request import Request
+    from .run import Run
+
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"There is no video at {str(source)!r}.")
+    facts = probe_video(source)
+    if facts.codec != "h264" or facts.pix_fmt != "yuv420p" or facts.profile not in ("High", "Main"):
+        raise ValueError(f"{source.name} is {facts.codec} {facts.profile} {facts.pix_fmt}; only H.264 (Main or High "
+                         "profile, yuv420p) videos can be extended without re-encoding them.")
+    files = files_of(source)
+    saved = load_latents(files.latents) if files.latents.exists() and source == files.video else None
+    if saved is not None and not saved.complete:
+        raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
+    settings = _fields(saved.settings) if saved else _fields(_metadata_settings(source))
+    settings |= {k: v for k, v in overrides.items() if v is not None}
+    if saved is not None:  # the saved latents fix the frame size
+        settings["resolution"] = saved.settings["resolution"]
+    settings |= {"seconds": seconds, "mode": "forward"}
+    settings.pop("end_image", None)
+    image = files.picture if saved and files.picture.exists() else first_frame(source)
+    if saved is None:
+        # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
+        settings["crf"] = max(1, int(settings.get("crf", 16)))
+    where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
+    request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
+                                  image_name=source.name, **settings, **where)
+    continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts)
+    return Run.start(request, continuation=continuation)
+
+
+def replay(resume, settings, count: int, base=None):
+    """The video latents after each finished section, cut from the saved ones: what each section's
+    decode saw when it ran, so the video so far can be rebuilt exactly."""
+    video, window = resume.video_latents, settings.window
+    for index in range(resume.done):
+        if base is not None:  # extending: the source's latents, then the new sections
+            yield video[:, :, : base.latent_frames + (index + 1) * window]
+        elif settings.mode == "forward":
+            yield video[:, :, : 1 + (index + 1) * window]
+        elif index == count - 1:  # the last inverted section also carries the start latent
+            yield video
+        else:
+            yield video[:, :, video.shape[2] - (index + 1) * window:]
+
+
+def probe_video(path: Path) -> VideoFacts:
+    """The facts of the first video stream, from ffmpeg (frames are counted by decoding)."""
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        reader.close()
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError, StopIteration) as error:
+        raise ValueError(f"{Path(path).name} is not a video this app can read ({str(error)[:200]}).") from None
+    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+    match = re.search(r"Video: (\w+)(?: \(([^)]*)\))?", info)
+    codec, profile = (match.group(1), match.group(2) or "") if match else ("", "")
+    pix_fmt = str(meta.get("pix_fmt", "")).split("(")[0]
+    width, height = meta["size"]
+    return VideoFacts(int(frames), int(width), int(height), float(meta["fps"]), codec, profile, pix_fmt)
+
+
+def first_frame(path: Path):
+    import imageio_ffmpeg
+    import numpy as np
+    from PIL import Image
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    frame = np.frombuffer(next(reader), np.uint8).reshape(height, width, 3)
+    reader.close()
+    return Image.fromarray(frame.copy())
+
+
+def last_frames(path: Path, count: int):
+    """The last `count` frames as (T, H, W, 3) uint8, read in one pass (only they are kept)."""
+    from collections import deque
+
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    kept = deque(maxlen=count)
+    for raw in reader:
+        kept.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+    return np.stack(list(kept))
+
+
+def _status(files: RunFiles) -> str:
+    try:
+        return files.read_record().get("status", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _fields(settings: dict) -> dict:
+    """Only the names a request takes (a video from another version may carry others)."""
+    from dataclasses import fields
+
+    from .request import MethodSettings, OutputSettings, SpeedSettings
+
+    names = {f.name for part in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(part)} | {"model"}
+    return {k: v for k, v in settings.items() if k in names and k not in _NOT_FIELDS + ("folder", "path")}
+
+
+def _metadata_settings(path: Path) -> dict:
+    """Settings from an MP4 this app made (its comment tag); {} for any other video."""
+    import imageio_ffmpeg
+
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("comment="):
+            try:
+                settings = json.loads(re.sub(r"\\(.)", r"\1", line[len("comment="):]))
+            except ValueError:
+                return {}
+            return settings if isinstance(settings, dict) and settings.get("app") else {}
+    return {}
