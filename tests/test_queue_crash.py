@@ -66,6 +66,9 @@ def test_sigkill_mid_job_then_restart_finishes_every_job_once(tiny_models, pictu
     second = queue_run(outputs)
     out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
+    # The fourth resumed from its kept latents: the second process sampled only its second section.
+    fourth_log = err.split("job 4:")[1].split("job 5:")[0]
+    assert "section 2/2 done" in fourth_log and "section 1/2 done" not in fourth_log, fourth_log
     jobs = store.jobs()
     assert [j.status for j in jobs] == ["finished"] * JOBS
     assert [j.finishes for j in jobs] == [1] * JOBS  # no job ran twice to its end
