@@ -47,6 +47,7 @@ class LocalExecutor:
         self.on_job = on_job or (lambda job: None)
         self.interrupt = threading.Event()  # Ctrl+C: stop after the current step; the job resumes next time
         self.owner = this_owner()
+        self.report_every = 0.25  # seconds between progress writes (and cancel reads) within a section
 
     @property
     def session(self):
@@ -87,7 +88,7 @@ class LocalExecutor:
 
             def on_progress(fraction: float, sections: int) -> bool:
                 now = time.monotonic()
-                if now - last[0] < 0.25 and sections == last[1]:
+                if now - last[0] < self.report_every and sections == last[1]:
                     return False  # a few writes a second at most (and every finished section); cancel read with them
                 last[:] = [now, sections]
                 return self.store.report(job.id, fraction, sections)

@@ -194,3 +194,40 @@ def test_ray_costs_nothing_without_ray():
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_cancel_from_anywhere_stops_a_job_and_ctrl_c_puts_it_back(tmp_path, picture, tiny_models):
+    """A cancel written to the store (another tab, another process) ends the running job as stopped;
+    an interrupt (Ctrl+C) ends it too, but back in the queue, and the next run resumes it."""
+    from framepack_core.events import SectionDone
+    from helpers import fixed_session
+    from jobs.executor import LocalExecutor
+
+    store = JobStore(tmp_path)
+    cancelled = job(store, picture, seconds=2, steps=2, seed=1)
+    interrupted = job(store, picture, seconds=2, steps=2, seed=2)
+    sections = []
+
+    def on_event(job, event):
+        if isinstance(event, SectionDone):
+            sections.append((job.id, event.section))
+            if job.id == cancelled:
+                JobStore(tmp_path).cancel(job.id)  # as another process would
+            else:
+                executor.interrupt.set()
+
+    executor = LocalExecutor(store, fixed_session(tiny_models), on_event=on_event)
+    executor.report_every = 0  # tiny steps are fast: read the cancel flag at every one
+    assert executor.run_until_empty() == 2
+    first, second = store.get(cancelled), store.get(interrupted)
+    assert (first.status, first.message, first.sections_done) == ("stopped", "cancelled", 1)
+    assert (second.status, second.attempts) == ("queued", 1)
+    assert sections == [(cancelled, 0), (interrupted, 0)]
+
+    sections.clear()
+    executor = LocalExecutor(store, fixed_session(tiny_models),
+                             on_event=lambda job, event: isinstance(event, SectionDone) and sections.append(event.section))
+    assert executor.run_until_empty() == 1
+    second = store.get(interrupted)
+    assert (second.status, second.attempts, second.finishes) == ("finished", 2, 1)
+    assert sections == [1]  # resumed: only the second section was sampled

@@ -57,23 +57,23 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
         return refresh()
 
     listing = [table, gallery, live_progress, live_preview, live_video]
-    gr.Timer(1.0).tick(refresh, None, listing, show_progress="hidden", queue=False)
+    gr.Timer(1.0).tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
 
     def pick(event: gr.SelectData):
         row = event.row_value if event.row_value else None
         job_id = row[0] if row else None
         return job_id, queue.video(job_id)
 
-    table.select(pick, None, [picked, picked_video], queue=False, show_progress="hidden")
+    table.select(pick, None, [picked, picked_video], queue=False, api_visibility="private", show_progress="hidden")
     for name, button in buttons.items():
-        button.click(lambda job_id, name=name: queue.act(name, job_id), picked, message, queue=False) \
-              .then(redraw, None, listing, queue=False, show_progress="hidden")
-    clear.click(queue.clear_finished, None, message, queue=False).then(redraw, None, listing, queue=False)
-    export.click(lambda: gr.update(value=queue.export(), visible=True), None, exported, queue=False)
-    import_button.click(queue.import_, upload, message, queue=False).then(redraw, None, listing, queue=False)
-    working.change(queue.set_running, working, None, queue=False)
+        button.click(lambda job_id, name=name: queue.act(name, job_id), picked, message, queue=False, api_visibility="private") \
+              .then(redraw, None, listing, queue=False, api_visibility="private", show_progress="hidden")
+    clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    export.click(lambda: gr.update(value=queue.export(), visible=True), None, exported, queue=False, api_visibility="private")
+    import_button.click(queue.import_, upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    working.change(queue.set_running, working, None, queue=False, api_visibility="private")
 
     def add(values: dict):
         return queue.add({name: values[component] for name, component in form.items()})
 
-    add_button.click(add, set(form.values()), message, queue=False).then(redraw, None, listing, queue=False)
+    add_button.click(add, set(form.values()), message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
