@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .running import JobResult, claim_run_name, run_job
 from .store import Job, JobStore, this_owner

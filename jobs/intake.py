@@ -15,7 +15,12 @@ import uuid
 from dataclasses import fields
 from pathlib import Path
 
-from framepack_core.request import MethodSettings, OutputSettings, Request, SpeedSettings
+from framepack_core.request import (
+    MethodSettings,
+    OutputSettings,
+    Request,
+    SpeedSettings,
+)
 
 from .store import JobStore
 

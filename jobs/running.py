@@ -7,9 +7,9 @@ retry or a resume after a crash writes the same files, so a job never leaves two
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from framepack_core.events import Failed, SectionDone, Step
 from framepack_core.run_files import RunFiles, claim_files

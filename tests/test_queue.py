@@ -112,13 +112,13 @@ def test_export_imports_back_the_same_jobs(tmp_path, picture):
     other = JobStore(tmp_path / "b")
     added, errors = import_file(other, exported)
     assert errors == [] and len(added) == 2
-    strip = lambda s: {k: v for k, v in s.items() if k != "image"}  # noqa: E731
+    strip = lambda s: {k: v for k, v in s.items() if k != "image"}
     assert [strip(j.settings) for j in other.jobs()] == [strip(j.settings) for j in store.jobs()]
 
 
 def test_queue_cli_add_import_list(tmp_path, picture):
     out = tmp_path / "out"
-    env_run = lambda *a: subprocess.run([sys.executable, "app.py", "queue", *a, "--outputs", str(out)],  # noqa: E731
+    env_run = lambda *a: subprocess.run([sys.executable, "app.py", "queue", *a, "--outputs", str(out)],
                                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     done = env_run("add", "--image", str(picture), "--prompt", "hi", "--model", "tiny", "--seed", "4")
     assert done.returncode == 0, done.stderr
@@ -135,6 +135,7 @@ def test_queue_cli_add_import_list(tmp_path, picture):
 @pytest.fixture
 def queue_page(tmp_path, tiny_models):
     from helpers import fixed_session
+
     from ui.handlers import Handlers, ServerSettings
     from ui.queue_handlers import QueueHandlers
     from ui.worker import Worker
@@ -199,8 +200,9 @@ def test_ray_costs_nothing_without_ray():
 def test_cancel_from_anywhere_stops_a_job_and_ctrl_c_puts_it_back(tmp_path, picture, tiny_models):
     """A cancel written to the store (another tab, another process) ends the running job as stopped;
     an interrupt (Ctrl+C) ends it too, but back in the queue, and the next run resumes it."""
-    from framepack_core.events import SectionDone
     from helpers import fixed_session
+
+    from framepack_core.events import SectionDone
     from jobs.executor import LocalExecutor
 
     store = JobStore(tmp_path)

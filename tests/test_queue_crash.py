@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mp4info import mp4_info
 from PIL import Image
 from queue_helpers import TINY, reference_frames, settings_key
 
 from jobs.store import JobStore
-from mp4info import mp4_info
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = 10  # 5 from the page's handlers, 5 from a file
@@ -27,6 +27,7 @@ def queue_run(outputs):
 
 def test_sigkill_mid_job_then_restart_finishes_every_job_once(tiny_models, picture, tmp_path):
     from helpers import fixed_session
+
     from ui.handlers import Handlers, ServerSettings
     from ui.queue_handlers import QueueHandlers
     from ui.worker import Worker
@@ -64,7 +65,7 @@ def test_sigkill_mid_job_then_restart_finishes_every_job_once(tiny_models, pictu
     assert all(j.status == "queued" for j in killed[4:])
 
     second = queue_run(outputs)
-    out, err = second.communicate(timeout=600)
+    _, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
     # The fourth resumed from its kept latents: the second process sampled only its second section.
     fourth_log = err.split("job 4:")[1].split("job 5:")[0]

@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from mp4info import mp4_info
 from queue_helpers import TINY, reference_frames, settings_key
 
 from jobs.intake import add_job
 from jobs.store import JobStore
-from mp4info import mp4_info
 
 ray = pytest.importorskip("ray")
 

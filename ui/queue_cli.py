@@ -101,7 +101,11 @@ def _list(store, args) -> int:
 
 def _run(store, args) -> int:
     if args.ray is not None:
-        from jobs.ray_pool import RayExecutor
+        try:
+            from jobs.ray_pool import RayExecutor
+        except ImportError:
+            _say("error: --ray needs Ray, which is optional: pip install ray==2.60.0")
+            return 2
 
         executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, models_dir=args.models_dir,
                                vram_budget_gb=args.vram_budget)

@@ -136,7 +136,7 @@ class QueueHandlers:
             while self.running.is_set() and not self.executor.interrupt.is_set():
                 if self.handlers.worker.busy or not self.executor.run_one():
                     time.sleep(1.0)
-        except Exception:  # noqa: BLE001 - e.g. the outputs folder went away; the queue stays as stored
+        except Exception:
             log.exception("the page stopped working through the queue")
             self.running.clear()
 
