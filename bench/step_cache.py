@@ -1,4 +1,5 @@
-"""What the step cache saves, and what it costs in fidelity: one video, uncached and at each threshold.
+"""What the step caches save, and what they cost in fidelity: one video, uncached, with TeaCache and
+with MagCache (and optionally diffusers' FirstBlockCache), side by side.
 
     python bench/step_cache.py --json                                   # the tiny set on this machine
     python bench/step_cache.py --json --model framepack --resolution 640 --seconds 5 [--fp8] [--vram-budget 6]
@@ -26,10 +27,11 @@ import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core import Failed, Finished, GenerationRequest, Stage, Step, generate  # noqa: E402
+from framepack_core.events import Failed, Finished, Stage, Step  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
-from memory import default_device  # noqa: E402
-from ui.cli import make_manager  # noqa: E402
+from framepack_core.request import Request  # noqa: E402
+from framepack_core.run import Run  # noqa: E402
+from framepack_core.session import Session  # noqa: E402
 
 
 def frames(path: Path) -> np.ndarray:
@@ -39,11 +41,12 @@ def frames(path: Path) -> np.ndarray:
     return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
 
 
-def run(request: GenerationRequest, models, manager, output: Path) -> dict:
+def run(request: Request, session: Session, models) -> dict:
     started = time.perf_counter()
+    events = []
+    Run.start(request).execute(session, lambda event: events.append((time.perf_counter(), event)))
     sampling, section_start, finished = 0.0, None, None
-    for event in generate(request, models, output, None, manager):
-        now = time.perf_counter()
+    for now, event in events:
         if isinstance(event, Stage) and event.name == "sampling":
             section_start = now
         elif isinstance(event, Step) and event.step == event.steps:
@@ -53,12 +56,12 @@ def run(request: GenerationRequest, models, manager, output: Path) -> dict:
         elif isinstance(event, Finished):
             finished = event
     total = time.perf_counter() - started
-    steps = finished.sections * request.steps
+    steps = finished.sections * request.method.steps
     computed, skipped = finished.blocks_computed, finished.blocks_skipped
     if not finished.step_cache:  # nothing counted: every block ran on every call
         transformer = models.transformer
         blocks = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
-        computed, skipped = steps * blocks * (1 if request.cfg == 1 else 2), 0
+        computed, skipped = steps * blocks * (1 if request.method.cfg == 1 else 2), 0
     return dict(
         blocks_computed=computed, blocks_skipped=skipped, block_ratio=round((computed + skipped) / computed, 3),
         saved_fraction=round(skipped / (computed + skipped), 4),
@@ -81,6 +84,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.4, help="video length (default 2.4: two sections)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--thresholds", default="0.1,0.15", help="TeaCache thresholds, comma separated")
+    parser.add_argument("--magcache", default="0.1,0.15", help="MagCache thresholds (its published ratios, K=4)")
     parser.add_argument("--first-block", default="", help="also diffusers' FirstBlockCache at these thresholds")
     parser.add_argument("--fp8", action="store_true", help="store the transformer in FP8 for every run")
     parser.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="CUDA only")
@@ -93,15 +97,18 @@ def main() -> int:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 320, 3), dtype=np.uint8)).save(picture)
     base = dict(image=picture, prompt="a slow pan over a harbour at dusk", seconds=args.seconds, steps=args.steps,
                 resolution=args.resolution, crf=0, fp8=args.fp8)
-    manager = make_manager(default_device(), args.vram_budget, models, args.resolution, 9)
+    session = Session(vram_budget_gb=args.vram_budget, loader=lambda name, models_dir=None, progress=None: models)
     configs = [("uncached", dict(step_cache=False))]
-    configs += [(f"teacache_{t}", dict(cache_threshold=float(t))) for t in args.thresholds.split(",") if t]
+    configs += [(f"teacache_{t}", dict(cache_method="teacache", cache_threshold=float(t)))
+                for t in args.thresholds.split(",") if t]
+    configs += [(f"magcache_{t}", dict(cache_method="magcache", cache_threshold=float(t)))
+                for t in args.magcache.split(",") if t]
     configs += [(f"first_block_{t}", dict(cache_method="first-block", cache_threshold=float(t)))
                 for t in args.first_block.split(",") if t]
     runs = {}
     for name, options in configs:
-        request = GenerationRequest(**base, **options)
-        runs[name] = run(request, models, manager, workdir / f"{name}.mp4")
+        request = Request.from_fields(model=args.model, **base, **options, path=workdir / f"{name}.mp4")
+        runs[name] = run(request, session, models)
         print(f"{name}: {runs[name]}", file=sys.stderr, flush=True)
     reference = frames(runs["uncached"].pop("video"))
     for name, result in runs.items():
@@ -109,7 +116,7 @@ def main() -> int:
             result.update(distance(frames(result.pop("video")), reference))
             result["seconds_per_step_vs_uncached"] = round(
                 result["seconds_per_step"] / runs["uncached"]["seconds_per_step"], 3)
-    print(json.dumps(dict(model=args.model, device=str(default_device()), resolution=args.resolution,
+    print(json.dumps(dict(model=args.model, device=str(session.device), resolution=args.resolution,
                           seconds=args.seconds, steps=args.steps, frames=int(len(reference)), fp8=args.fp8,
                           runs=runs)))
     return 0

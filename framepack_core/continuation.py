@@ -1,8 +1,10 @@
 """Runs that do not start from a picture alone: resuming a stopped run, extending a finished video.
 
-    run = resume_run(path)                       # NAME.mp4, NAME.in-progress.mp4, NAME.json or its latents
-    run = extend_run(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
-    run.execute(session, emit)                   # as any run (Run.resume / Run.extend call these)
+    run = Run.resume(path)                       # NAME.mp4, NAME.in-progress.mp4, NAME.json or its latents
+    run = Run.extend(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
+    run.execute(session, emit)                   # as any run
+
+(run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here.)
 
 A resumed run keeps its name and files, samples only the sections its saved latents lack, and
 makes the same MP4 as the run that never stopped. An extension is a new run (new name) whose
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .media.latents import SavedLatents, load_latents
+from .media.video_files import VideoFacts, first_frame, probe_video
 from .run_files import RunFiles, files_of
 
 # Settings recorded with a run that are not request fields.
@@ -36,24 +39,11 @@ class Continuation:
         return self.source is not None
 
 
-@dataclass(frozen=True)
-class VideoFacts:
-    frames: int
-    width: int
-    height: int
-    fps: float
-    codec: str
-    profile: str
-    pix_fmt: str
-
-
-def resume_run(path, folder: Path | None = None):
-    """The stopped, failed or killed run that `path` belongs to, ready to continue (a Run).
-
-    Raises ValueError (one sentence) when there is nothing to resume.
+def resume_parts(path) -> tuple:
+    """(request, files, continuation) of the stopped, failed or killed run that `path` belongs to;
+    `Run.resume` makes the run. Raises ValueError (one sentence) when there is nothing to resume.
     """
     from .request import Request
-    from .run import Run
 
     files = files_of(Path(path))
     if not files.latents.exists():
@@ -77,11 +67,13 @@ def resume_run(path, folder: Path | None = None):
         beside = files_of(source)
         if beside.latents.exists() and source == beside.video.resolve():
             continuation.source_latents = load_latents(beside.latents)
-    return Run.resume_files(request, files, continuation)
+    return request, files, continuation
 
 
-def extend_run(path, seconds: float, folder: Path | None = None, output: Path | None = None, **overrides):
-    """A new run that continues the video at `path` by `seconds`, sampling forward.
+def extension_parts(path, seconds: float, folder: Path | None = None, output: Path | None = None,
+                    **overrides) -> tuple:
+    """(request, continuation) of a new run that continues the video at `path` by `seconds`, sampling
+    forward; `Run.extend` starts it.
 
     Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
     `overrides` (flat request fields, e.g. prompt=…, model=…, seed=…).
@@ -89,7 +81,6 @@ def extend_run(path, seconds: float, folder: Path | None = None, output: Path | 
     from PIL import Image
 
     from .request import Request
-    from .run import Run
 
     source = Path(path)
     if not source.is_file():
@@ -116,7 +107,7 @@ def extend_run(path, seconds: float, folder: Path | None = None, output: Path | 
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
     continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts)
-    return Run.start(request, continuation=continuation)
+    return request, continuation
 
 
 def replay(resume, settings, count: int, base=None):
@@ -132,53 +123,6 @@ def replay(resume, settings, count: int, base=None):
             yield video
         else:
             yield video[:, :, video.shape[2] - (index + 1) * window:]
-
-
-def probe_video(path: Path) -> VideoFacts:
-    """The facts of the first video stream, from ffmpeg (frames are counted by decoding)."""
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except (RuntimeError, OSError, StopIteration) as error:
-        raise ValueError(f"{Path(path).name} is not a video this app can read ({str(error)[:200]}).") from None
-    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                          capture_output=True, text=True).stderr
-    match = re.search(r"Video: (\w+)(?: \(([^)]*)\))?", info)
-    codec, profile = (match.group(1), match.group(2) or "") if match else ("", "")
-    pix_fmt = str(meta.get("pix_fmt", "")).split("(")[0]
-    width, height = meta["size"]
-    return VideoFacts(int(frames), int(width), int(height), float(meta["fps"]), codec, profile, pix_fmt)
-
-
-def first_frame(path: Path):
-    import imageio_ffmpeg
-    import numpy as np
-    from PIL import Image
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    width, height = next(reader)["size"]
-    frame = np.frombuffer(next(reader), np.uint8).reshape(height, width, 3)
-    reader.close()
-    return Image.fromarray(frame.copy())
-
-
-def last_frames(path: Path, count: int):
-    """The last `count` frames as (T, H, W, 3) uint8, read in one pass (only they are kept)."""
-    from collections import deque
-
-    import imageio_ffmpeg
-    import numpy as np
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    width, height = next(reader)["size"]
-    kept = deque(maxlen=count)
-    for raw in reader:
-        kept.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
-    return np.stack(list(kept))
 
 
 def _status(files: RunFiles) -> str:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .media.pictures import crop_to_bucket
+from .media.video_files import first_frame, last_frames
 from .method.schedule import CONTEXT_FRAMES
 from .method.sections import SavedSections
 from .models.encoders import encode_latent
@@ -48,8 +49,6 @@ class ExtensionBase:
 
 
 def extension_base(continuation, models, manager, request, window: int) -> ExtensionBase:
-    from .continuation import first_frame, last_frames
-
     facts, source = continuation.facts, continuation.source
     saved = continuation.source_latents
     if saved is not None:  # made here: its own latents and picture

@@ -114,7 +114,8 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         metadata | {"attention_used": progress.attention}, sort_keys=True)}
     generator = torch.Generator("cpu").manual_seed(method.seed)
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
-                           metadata, prefix=[base.source] if base else None, fps=base.fps if base else None)
+                           metadata, prefix=[base.source] if base else None, fps=base.fps if base else None,
+                           prefix_frames=base.frames if base else 0)
     keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base)
     resume = SavedSections(saved.done, saved.video) if saved is not None else base.resume() if base else None
     try:

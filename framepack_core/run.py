@@ -43,23 +43,21 @@ class Run:
     def resume(cls, path) -> Run:
         """The stopped, failed or killed run that `path` (its MP4, in-progress MP4, JSON or latents) belongs
         to, continued from its last finished section under the same name. ValueError if there is none."""
-        from .continuation import resume_run
+        from .continuation import resume_parts
 
-        return resume_run(path)
+        request, files, continuation = resume_parts(path)
+        run = cls(request, files, continuation)
+        files.write_record(run.record())
+        return run
 
     @classmethod
     def extend(cls, path, seconds: float, **overrides) -> Run:
         """A new run continuing the video at `path` by `seconds` (forward sampling); `overrides` are flat
         request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
-        from .continuation import extend_run
+        from .continuation import extension_parts
 
-        return extend_run(path, seconds, **overrides)
-
-    @classmethod
-    def resume_files(cls, request: Request, files: RunFiles, continuation) -> Run:
-        run = cls(request, files, continuation)
-        files.write_record(run.record())
-        return run
+        request, continuation = extension_parts(path, seconds, **overrides)
+        return cls.start(request, continuation=continuation)
 
     @classmethod
     def start(cls, request: Request, continuation=None) -> Run:

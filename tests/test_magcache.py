@@ -84,10 +84,8 @@ def test_published_ratios_skip_the_steps_the_rule_gives(ratios, skipped):
             cache.reset()
         assert cache.skipped == 2 * len(skipped) * 5 and cache.computed == 2 * (25 - len(skipped)) * 5
     # A skipped step adds the residual of the last computed step, exactly.
-    last = 0
     for step, (ran, x, y) in enumerate(calls):
         if ran:
-            last = step
             residual = y - x
         else:
             assert torch.equal(y, x + residual), step
@@ -136,3 +134,28 @@ def test_tiny_run_with_magcache_and_a_calibration(tiny_models, picture, tmp_path
     saved = json.loads((tmp_path / "magcache" / "tiny-2.json").read_text())
     assert saved["ratios"][0] == 1.0 and len(saved["ratios"]) == 2 and saved["ratios"][1] > 0
     assert ratios_for("tiny", 2) == saved["ratios"]
+
+
+@pytest.mark.xfail(strict=False, reason="needs the block streamer to honour StepCache's skip decision (issue 10); "
+                                        "MagCache decides before block 0 is called, so the streamer can skip all")
+@torch.no_grad()
+def test_skipped_steps_cost_no_copies_when_streaming():
+    from bench.offload import section_inputs, small_transformer, SMALL_CONFIG, tensor_bytes
+    from memory import ModelManager, SimulatedDevice
+
+    model = small_transformer(num_single_layers=12)
+    inputs = section_inputs(SMALL_CONFIG, 8, 8)
+    device = SimulatedDevice()
+    manager = ModelManager(device, budget_bytes=tensor_bytes(model) // 3)
+    moved = {}
+    for method in (None, "magcache"):
+        # Ten steps: the published ratios at the nearest steps skip steps 2, 3, 5, 6, 7 and 8.
+        with manager.use(model), step_cache(model, method is not None, "magcache", 0.15, steps=10,
+                                            ratios=nearest_interp(FRAMEPACK_I2V, 10)) as cache:
+            before = device.bytes_moved
+            for step in range(10):
+                model(**(inputs | {"timestep": torch.tensor([1000.0 - 100 * step])}))
+            moved[method] = device.bytes_moved - before
+    computed_ratio = cache.computed / (cache.computed + cache.skipped)
+    assert computed_ratio == pytest.approx(4 / 10)
+    assert moved["magcache"] / moved[None] == pytest.approx(computed_ratio, abs=0.05)

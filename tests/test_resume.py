@@ -105,3 +105,13 @@ def test_killed_mid_section_then_resumed_from_the_command_line(picture, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert np.array_equal(mp4_info(output)[1], mp4_info(whole)[1])
     assert output.read_bytes() == whole.read_bytes()
+
+
+def test_command_line_says_what_is_missing(tmp_path):
+    for args, message in ((["--prompt", "p"], "Give --image and --prompt"),
+                          (["--resume", str(tmp_path / "a.mp4"), "--extend", str(tmp_path / "a.mp4")], "not both"),
+                          (["--resume", str(tmp_path / "a.mp4")], "No saved latents")):
+        result = subprocess.run([sys.executable, "app.py", "generate", *args], cwd=ROOT, capture_output=True,
+                                text=True)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())

@@ -55,6 +55,7 @@ class Handlers:
     def __init__(self, worker: Worker, settings: ServerSettings):
         self.worker = worker
         self.settings = settings
+        self.last_run: Run | None = None  # what Resume and Extend (without an upload) act on
 
     def stop(self) -> None:
         self.worker.stop()
@@ -68,6 +69,36 @@ class Handlers:
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
             return
+        yield from self._follow(run, seed)
+
+    def page_resume(self):
+        """Resume pressed: the last run of this page, if it was stopped or failed, from its last section."""
+        last = self.last_run
+        try:
+            if last is None or last.record()["status"] not in ("stopped", "failed"):
+                raise ValueError("There is no stopped or failed run on this page to resume.")
+            run = Run.resume(last.files.record)
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        yield from self._follow(run, run.request.method.seed)
+
+    def page_extend(self, upload, seconds, prompt):
+        """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer."""
+        last = self.last_run
+        source = upload or (last.files.video if last is not None and last.record()["status"] == "finished" else None)
+        try:
+            if not source:
+                raise ValueError("Upload a video, or finish one here first, to extend it.")
+            run = Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs)
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        yield from self._follow(run, run.request.method.seed)
+
+    def _follow(self, run: Run, seed):
+        """Submit the run to the worker and turn its events into page updates until it ends."""
+        self.last_run = run
         try:
             job = self.worker.submit(run)
         except WorkerBusy as error:

@@ -45,7 +45,15 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
                                      scale=1)
                     add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
                                           visible=queue is not None)
+                with gr.Row():
+                    resume = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
+                    extend = gr.Button("Extend", size="sm", elem_id="fp-extend")
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
+                    source_video = gr.Video(label="Video to extend (optional: else the last finished one)",
+                                            sources=["upload"], height=200, elem_id="fp-source-video")
+                    extend_seconds = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
+                                               elem_id="fp-extend-seconds")
                 with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
                     with gr.Row():
                         seconds = gr.Slider(1, 120, value=5, step=0.5, label="Length (seconds)",
@@ -100,6 +108,19 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], device: str =
 
         start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
         stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
+
+        def resume_run():
+            for update in handlers.page_resume():
+                yield _to_outputs(update)
+
+        def extend_run(upload, seconds, text):
+            for update in handlers.page_extend(upload, seconds, text):
+                yield _to_outputs(update)
+
+        resume.click(resume_run, None, outputs, concurrency_id="gpu", show_progress="hidden",
+                     api_visibility="private")
+        extend.click(extend_run, [source_video, extend_seconds, prompt], outputs, concurrency_id="gpu",
+                     show_progress="hidden", api_visibility="private")
 
         # The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate).
         api_trigger = gr.Button(visible=False)

@@ -42,7 +42,7 @@ def save_latents(path: Path, saved: SavedLatents) -> None:
     tensors = {"start": saved.start, "video": saved.video}
     if saved.end is not None:
         tensors["end"] = saved.end
-    tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
+    tensors = {name: t.detach().float().cpu().contiguous().clone() for name, t in tensors.items()}
     metadata = {"format": FORMAT, "settings": json.dumps(saved.settings, sort_keys=True, default=str),
                 "sections": str(saved.sections), "done": str(saved.done),
                 "extends": json.dumps(saved.extends, sort_keys=True)}

@@ -23,8 +23,8 @@ from .video import blend_after, blend_before, to_uint8_frames, write_mp4
 
 class SegmentedVideo:
     def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None,
-                 prefix: list[Path] | None = None, fps: float | None = None):
-        """`prefix`: MP4s whose frames come first, copied as they are (a video being extended)."""
+                 prefix: list[Path] | None = None, fps: float | None = None, prefix_frames: int = 0):
+        """`prefix`: MP4s whose `prefix_frames` frames come first, copied as they are (a video being extended)."""
         self.inverted = mode == "inverted"
         self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
         self.fps = fps or FPS
@@ -32,7 +32,7 @@ class SegmentedVideo:
         self.prefix = list(prefix or [])
         self.segments: list[Path] = list(self.prefix)  # in temporal order
         self.pending: torch.Tensor | None = None  # float frames a later section still blends into
-        self.frames = 0  # every frame of the video so far, pending ones included
+        self.frames = prefix_frames  # every frame of the video so far, pending ones included
         self.height = self.width = 0
         self._count = 0
 

@@ -80,6 +80,12 @@ class StepCache:
         self.reset()
 
     @property
+    def skipping(self) -> bool:
+        """True while the current transformer call's blocks are being skipped. MagCache knows it before
+        block 0 is called, TeaCache once block 0's hook has run: what a block streamer may ask."""
+        return not self._compute
+
+    @property
     def skipped(self) -> int:
         return self.calls * len(self.blocks) - self.computed
 
