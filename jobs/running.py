@@ -17,6 +17,10 @@ from framepack_core.run_files import RunFiles, claim_files
 from .intake import job_request
 
 
+class NotNow(RuntimeError):
+    """Raised by an `execute` that cannot take the job now (the page is making a video): back to the queue."""
+
+
 @dataclass(frozen=True)
 class JobResult:
     status: str  # finished | stopped | failed | interrupted (back to the queue)
@@ -76,11 +80,14 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
             run.stop()
         emit(event)
 
-    outcome = execute(run, watch)
+    try:
+        outcome = execute(run, watch)
+    except NotNow as reason:
+        return JobResult("interrupted", str(reason))
     if isinstance(outcome, Failed):
         return JobResult("failed", outcome.message, sections_done=state["sections"])
     video = outcome.video.name if outcome.video else None
-    if outcome.stopped and not state["cancelled"]:
+    if outcome.stopped and not state["cancelled"] and interrupted():
         return JobResult("interrupted", "interrupted; resumes", video, outcome.sections)
     if outcome.stopped:
         return JobResult("stopped", "cancelled", video, outcome.sections)

@@ -233,3 +233,26 @@ def test_cancel_from_anywhere_stops_a_job_and_ctrl_c_puts_it_back(tmp_path, pict
     second = store.get(interrupted)
     assert (second.status, second.attempts, second.finishes) == ("finished", 2, 1)
     assert sections == [1]  # resumed: only the second section was sampled
+
+
+def test_a_job_the_page_cannot_take_now_goes_back_and_a_stop_from_elsewhere_stops_it(tmp_path, picture):
+    from framepack_core.events import Finished
+    from jobs.executor import LocalExecutor
+    from jobs.running import NotNow
+
+    store = JobStore(tmp_path)
+    job_id = job(store, picture)
+
+    def busy(run, emit):
+        raise NotNow("waiting for the page's own video")
+
+    LocalExecutor(store, execute=busy).run_one()
+    back = store.get(job_id)
+    assert (back.status, back.message) == ("queued", "waiting for the page's own video") and back.run_name
+
+    def stopped_by_the_page(run, emit):  # the page's Stop ends whatever its worker runs
+        return Finished(None, 0, 30, 0, 0, 0, 0, 0.0, stopped=True)
+
+    LocalExecutor(store, execute=stopped_by_the_page).run_one()
+    again = store.get(job_id)
+    assert (again.status, again.run_name, again.attempts) == ("stopped", back.run_name, 2)

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepack_core.events import Finished, Preview, SectionDone
-from framepack_core.options import FPS
+from framepack_core.events import Preview, SectionDone
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job, export_jobs, import_file
+from jobs.running import NotNow
 from jobs.store import JobStore
 
 from .handlers import Handlers, contact_sheet
@@ -145,9 +145,8 @@ class QueueHandlers:
         try:
             job = self.handlers.worker.submit(run, wait=0)
         except WorkerBusy:
-            # Start was pressed in between: the job goes back to the queue, untouched (stopped before it began).
-            request = run.request
-            return Finished(None, 0, FPS, 0, 0, 0, request.method.seed, 0.0, stopped=True)
+            # Start was pressed in between: the job goes back to the queue, untouched.
+            raise NotNow("waiting for the page's own video") from None
         for batch in job.batches():
             for event in batch:
                 emit(event)
