@@ -3,6 +3,7 @@
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
     python app.py check [--vram-budget GB] [--ram-budget GB] [...]   the memory plan, before any download
+    python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
 """
 from __future__ import annotations
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--fp8", action="store_true", help="plan with the transformer's weights in FP8")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     parser.set_defaults(generate_parser=gen)
+    from ui.queue_cli import add_queue_parser  # argparse only, no torch
+
+    add_queue_parser(commands, gen)
     return parser
 
 
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                       if name != "generate_parser" and value != args.generate_parser.get_default(name)}
 
         return generate_command(args)
+    if args.command == "queue":
+        from ui.queue_cli import queue_command
+
+        return queue_command(args)
     from ui.serve import serve_command
 
     return serve_command(args, MODEL_CHOICES)

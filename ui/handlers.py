@@ -64,16 +64,8 @@ class Handlers:
 
     def page_run(self, form: dict):
         """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
-        form = dict(form)
-        seed = random_seed() if form.pop("randomize", False) or form.get("seed") is None else form["seed"]
-        form["seed"] = seed = _whole(seed)
-        form["model"] = form.get("model") or self.settings.model
-        if form.get("mode") in (None, MODEL_DEFAULT_MODE):
-            form["mode"] = None
-        form["prompt"] = form.get("prompt") or ""
-        form["step_cache"] = bool(form.get("step_cache", True))
-        form["vram_budget_gb"] = form.get("vram_budget_gb") or None
-        form["prompt_blend"] = _whole(form.get("prompt_blend") or 0)
+        form = self.request_fields(form)
+        seed = form["seed"]
         try:
             form["loras"] = chosen_loras(form.get("loras"), self.settings.lora_dir)
             run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
@@ -143,6 +135,20 @@ class Handlers:
             video = str(run.files.in_progress)  # what was made before the failure is still worth keeping
         yield PageUpdate(progress=progress.html(), video=video if video else KEEP, download=video,
                          summary=summary_markdown(record), running=False)
+
+    def request_fields(self, form: dict) -> dict:
+        """The page's form as Request.from_fields names (a fresh seed if asked; the server's model by default)."""
+        form = dict(form)
+        seed = random_seed() if form.pop("randomize", False) or form.get("seed") is None else form["seed"]
+        form["seed"] = _whole(seed)
+        form["model"] = form.get("model") or self.settings.model
+        if form.get("mode") in (None, MODEL_DEFAULT_MODE):
+            form["mode"] = None
+        form["prompt"] = form.get("prompt") or ""
+        form["step_cache"] = bool(form.get("step_cache", True))
+        form["vram_budget_gb"] = form.get("vram_budget_gb") or None
+        form["prompt_blend"] = _whole(form.get("prompt_blend") or 0)
+        return form
 
     def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25, loras="", prompt_blend=0) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.

@@ -8,6 +8,7 @@ import gradio as gr
 from .creative import lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
+from .queue_tab import build_queue_tab
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_PROMPTS = [
@@ -25,7 +26,8 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="s
 CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
 
 
-def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
+def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -> gr.Blocks:
+    """`queue`: the page's QueueHandlers (ui/queue_tab.py); None leaves the queue off the page."""
     s = handlers.settings
     with gr.Blocks(title="FramePack", analytics_enabled=False) as page:
         header = gr.HTML(_header(s.model, ""), elem_id="fp-header")
@@ -47,6 +49,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                     start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
                     stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
                                      scale=1)
+                    add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
+                                          visible=queue is not None)
                 with gr.Row():
                     resume = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
                     extend = gr.Button("Extend", size="sm", elem_id="fp-extend")
@@ -112,6 +116,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...]) -> gr.Blocks:
                     step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
                     crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
         assert tuple(form) == FORM_FIELDS
+        if queue is not None:
+            build_queue_tab(queue, form, add_queue)
 
         def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
             for update in handlers.page_run({name: values[component] for name, component in form.items()}):

@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402
+from .queue_handlers import QueueHandlers  # noqa: E402
 from .worker import Worker  # noqa: E402
 
 
@@ -24,7 +25,11 @@ def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_ch
     worker = worker or Worker(models_dir=models_dir, vram_budget_gb=vram_budget_gb, ram_budget_gb=ram_budget_gb)
     settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve(),
                               lora_dir=Path(lora_dir).resolve() if lora_dir else None)
-    page = build_page(Handlers(worker, settings), model_choices)
+    handlers = Handlers(worker, settings)
+    queue = QueueHandlers(handlers)  # the shared job queue in the outputs folder, worked through here
+    queue.set_running(True)
+    worker.queue = queue  # closed with the worker
+    page = build_page(handlers, model_choices, queue=queue)
     page.queue(default_concurrency_limit=1)
     return page, worker
 
@@ -99,5 +104,6 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
         pass
     finally:
         page.close()
+        worker.queue.close()
         worker.close()
     return 0

@@ -1,0 +1,100 @@
+"""Work through the queue in this process, one job after another.
+
+The command line's `queue run` and the page both use this; they differ in `execute`: the
+command line runs the job on its own thread, the page hands it to its worker thread so that
+Start and the queue never make two videos at once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .running import JobResult, claim_run_name, run_job
+from .store import Job, JobStore, this_owner
+
+
+def apply_result(store: JobStore, job: Job, result: JobResult) -> None:
+    """A job's outcome into the queue (only the process that owns the queue calls this)."""
+    if result.status == "interrupted":
+        store.requeue(job.id, result.message)
+    else:
+        store.finish(job.id, result.status, result.message, result.video)
+
+
+def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
+    """The job's run name (claimed on its first attempt) and whether an earlier attempt left work behind."""
+    if job.run_name:
+        return job.run_name, True
+    name = claim_run_name(store.outputs, job.settings)
+    store.set_run_name(job.id, name)
+    return name, False
+
+
+class LocalExecutor:
+    def __init__(self, store: JobStore, session=None, make_video: Callable | None = None,
+                 on_event: Callable | None = None, on_job: Callable | None = None, execute: Callable | None = None):
+        """`session`: a framepack_core Session (made on first use); `make_video`: a stand-in for tests;
+        `execute(run, emit)`: how a run is executed (default: here, on this thread, with the session);
+        `on_event(job, event)` sees every event (the page's live preview); `on_job(job)` a job's start."""
+        self.store = store
+        self._session = session
+        self.make_video = make_video
+        self._execute = execute
+        self.on_event = on_event or (lambda job, event: None)
+        self.on_job = on_job or (lambda job: None)
+        self.interrupt = threading.Event()  # Ctrl+C: stop after the current step; the job resumes next time
+        self.owner = this_owner()
+        self.report_every = 0.25  # seconds between progress writes (and cancel reads) within a section
+
+    @property
+    def session(self):
+        if self._session is None:
+            from framepack_core.session import Session
+
+            self._session = Session()
+        return self._session
+
+    def _here(self, run, emit):
+        options = {"make_video": self.make_video} if self.make_video else {}
+        return run.execute(self.session, emit, **options)
+
+    def run_until_empty(self) -> int:
+        """Run queued jobs until none is left or `interrupt` is set; the number of jobs run."""
+        self.store.recover()
+        count = 0
+        while not self.interrupt.is_set():
+            if not self.run_one():
+                break
+            count += 1
+        return count
+
+    def run_one(self) -> Job | None:
+        job = self.store.claim(self.owner)
+        if job is None:
+            return None
+        self.on_job(job)
+        self.store.set_worker(job.id, f"pid {os.getpid()}")
+        result = self.execute(job)
+        apply_result(self.store, job, result)
+        return job
+
+    def execute(self, job: Job) -> JobResult:
+        try:
+            name, resuming = prepare(self.store, job)
+            last = [0.0, -1]
+
+            def on_progress(fraction: float, sections: int) -> bool:
+                now = time.monotonic()
+                if now - last[0] < self.report_every and sections == last[1]:
+                    return False  # a few writes a second at most (and every finished section); cancel read with them
+                last[:] = [now, sections]
+                return self.store.report(job.id, fraction, sections)
+
+            return run_job(job.settings, name, Path(self.store.outputs), self._execute or self._here,
+                           lambda event: self.on_event(job, event), on_progress, self.interrupt.is_set,
+                           resuming=resuming)
+        except Exception as error:  # noqa: BLE001 - one job's failure must not end the queue
+            return JobResult("failed", f"{type(error).__name__}: {error}")

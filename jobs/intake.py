@@ -1,0 +1,167 @@
+"""Jobs in: from the page's form, command-line flags, JSON Lines or CSV files, and folders of pictures.
+
+Each job is validated by the request's own validator when it is added, so a bad one is refused
+with its sentence (and, from a file, its line number) instead of failing hours later. The
+pictures are copied under the outputs folder: the queue must not depend on a file that may be
+moved or an upload that gradio deletes. LoRA references (whatever settings name files) are kept
+as given, by path.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from dataclasses import fields
+from pathlib import Path
+
+from framepack_core.request import (
+    MethodSettings,
+    OutputSettings,
+    Request,
+    SpeedSettings,
+)
+
+from .store import JobStore
+
+INPUTS = "queue-inputs"  # under the outputs folder
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# Where a run goes is the queue's business (its outputs folder, one claimed name per job).
+_NOT_PER_JOB = ("folder", "path", "output", "outputs")
+# Settings that stay text when read from a CSV cell; every other cell is read as JSON (2, 1.5, true, null).
+_TEXT = {"image", "end_image", "image_name", "model"} | {
+    f.name for kind in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(kind)
+    if isinstance(f.default, str) or f.name == "mode"}
+
+
+def add_job(store: JobStore, values: dict, base: Path | None = None) -> int:
+    """Validate one job's settings (flat names, as `generate` or the page speak) and queue it.
+
+    Raises ValueError with one sentence. Relative picture paths are taken from `base`.
+    """
+    settings, label = job_settings(store.outputs, values, base)
+    return store.add(settings, label)
+
+
+def job_settings(outputs: Path, values: dict, base: Path | None = None) -> tuple[dict, str]:
+    values = {k: v for k, v in values.items() if k not in _NOT_PER_JOB}
+    for name in ("image", "end_image"):
+        if isinstance(values.get(name), str) and values[name].strip() and base is not None:
+            values[name] = str(base / values[name]) if not Path(values[name]).is_absolute() else values[name]
+        if values.get(name) in ("", None, False):
+            values.pop(name, None)
+    if "image" not in values:
+        raise ValueError("Please give a picture (image).")
+    request = Request.from_fields(**values).validated()
+    settings = request.settings()
+    settings["image"] = _keep_picture(outputs, request.image)
+    settings["end_image"] = _keep_picture(outputs, request.end_image) if request.end_image is not None else None
+    settings["image_name"] = request.image_name
+    return settings, request.image_name
+
+
+def job_request(settings: dict, outputs: Path, **overrides) -> Request:
+    """The job's request again (pictures from their copies), for the run path."""
+    values = dict(settings) | overrides
+    for name in ("image", "end_image"):
+        if values.get(name):
+            values[name] = str(Path(outputs) / values[name])
+        else:
+            values.pop(name, None)
+    return Request.from_fields(**values)
+
+
+def read_rows(text: str, name: str = "") -> list[tuple[int, dict | str]]:
+    """Rows of a JSON Lines or CSV file as (line number, settings) or (line number, what is wrong).
+
+    JSON Lines: one object a line. CSV: a header of setting names, one job a row; an empty cell
+    keeps the default. A JSON list (the page's export) is read as one job per element.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            return [(error.lineno, f"not valid JSON ({error.msg})")]
+        return [(i + 1, item if isinstance(item, dict) else "not a JSON object") for i, item in enumerate(items)]
+    if name.lower().endswith((".jsonl", ".json", ".ndjson")) or stripped.startswith("{"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                rows.append((number, f"not valid JSON ({error.msg})"))
+                continue
+            rows.append((number, item if isinstance(item, dict) else "not a JSON object"))
+        return rows
+    rows = []
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        number = reader.line_num
+        if None in row:
+            rows.append((number, "more cells than the header names"))
+            continue
+        try:
+            rows.append((number, {k.strip(): _cell(k.strip(), v) for k, v in row.items() if v not in ("", None)}))
+        except ValueError as error:
+            rows.append((number, str(error)))
+    return rows
+
+
+def import_file(store: JobStore, path: str | Path) -> tuple[list[int], list[tuple[int, str]]]:
+    """Queue every good row of a file; the bad ones come back as (line, message), the good ones stay queued."""
+    path = Path(path)
+    added, errors = [], []
+    for number, row in read_rows(path.read_text(encoding="utf-8-sig"), path.name):
+        if isinstance(row, str):
+            errors.append((number, row))
+            continue
+        try:
+            added.append(add_job(store, row, base=path.parent))
+        except (ValueError, TypeError) as error:
+            errors.append((number, str(error)))
+    return added, errors
+
+
+def add_folder(store: JobStore, folder: str | Path, values: dict) -> tuple[list[int], list[tuple[str, str]]]:
+    """One job per picture in `folder` (sorted by name), all with the same settings."""
+    added, errors = [], []
+    for picture in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PICTURE_SUFFIXES):
+        try:
+            added.append(add_job(store, values | {"image": str(picture)}))
+        except ValueError as error:
+            errors.append((picture.name, str(error)))
+    return added, errors
+
+
+def export_jobs(store: JobStore, ids: list[int] | None = None) -> list[dict]:
+    """The queue's jobs as settings (pictures as absolute paths), ready for `import`."""
+    out = []
+    for job in store.jobs():
+        if ids is None or job.id in ids:
+            settings = dict(job.settings)
+            for name in ("image", "end_image"):
+                if settings.get(name):
+                    settings[name] = str((store.outputs / settings[name]).resolve())
+            out.append(settings)
+    return out
+
+
+def _keep_picture(outputs: Path, picture) -> str:
+    """The picture as the validator opened it, saved losslessly under the outputs folder; its relative path."""
+    folder = Path(outputs) / INPUTS
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{uuid.uuid4().hex[:12]}.png"
+    picture.save(folder / name)
+    return f"{INPUTS}/{name}"
+
+
+def _cell(name: str, value: str):
+    if name in _TEXT:
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(f"{name} = {value!r} is not a value (a number, true/false or null).") from None

@@ -1,0 +1,32 @@
+"""Helpers for the queue tests: a job's reference video (an uninterrupted run of the same settings)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import fixed_session
+from mp4info import mp4_info
+
+from framepack_core.run import Run
+from jobs.intake import job_request
+
+TINY = dict(model="tiny", resolution=128, seconds=1, steps=2)
+
+
+def settings_key(settings: dict) -> str:
+    """Settings that decide the pixels (the picture copies' names left out: all come from one picture)."""
+    return repr(sorted((k, v) for k, v in settings.items() if k not in ("image", "image_name")))
+
+
+def reference_frames(jobs, outputs: Path, models, folder: Path) -> dict:
+    """Frames of one uninterrupted run per distinct job settings, keyed by settings_key."""
+    frames = {}
+    for job in jobs:
+        key = settings_key(job.settings)
+        if key in frames:
+            continue
+        path = folder / f"reference-{len(frames)}.mp4"
+        run = Run.start(job_request(job.settings, outputs, path=path))
+        outcome = run.execute(fixed_session(models), lambda event: None)
+        assert outcome.video is not None and not outcome.stopped
+        frames[key] = mp4_info(path)[1]
+    return frames

@@ -1,0 +1,172 @@
+"""`python app.py queue ...`: the job queue without the page.
+
+    queue add --image P --prompt T [generate's flags]    one job
+    queue import FILE                                    JSON Lines or CSV, one job a row
+    queue add-folder DIR --prompt T [flags]              one job per picture
+    queue list [--json]
+    queue run [--ray [auto|ADDRESS]]                     until the queue is empty
+
+Model libraries (and Ray) are imported only by `run`.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+# Flags whose names differ from the request's; every other flag named like a request setting is one.
+_RENAMED = {"vram_budget": "vram_budget_gb"}
+_NOT_SETTINGS = {"command", "queue_command", "outputs", "output", "json", "models_dir", "folder", "file"}
+
+
+def settings_from_args(args) -> dict:
+    from framepack_core.request import MethodSettings, OutputSettings, SpeedSettings
+
+    known = {"image", "model", "end_image"} | {
+        f.name for kind in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(kind)}
+    values = {}
+    for name, value in vars(args).items():
+        name = _RENAMED.get(name, name)
+        if name in known and name not in _NOT_SETTINGS and value is not None:
+            values[name] = value  # None: the flag was not given (e.g. --prompt); the request's default
+    return values
+
+
+def queue_command(args) -> int:
+    from jobs.store import JobStore
+
+    store = JobStore(args.outputs)
+    return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
+        args.queue_command](store, args)
+
+
+def _add(store, args) -> int:
+    from jobs.intake import add_job
+
+    if getattr(args, "output", None):
+        _say("note: --output is ignored for queued jobs; videos go to the queue's outputs folder")
+    try:
+        job_id = add_job(store, settings_from_args(args), base=Path.cwd())
+    except ValueError as error:
+        _say(f"error: {error}")
+        return 2
+    _say(f"queued job {job_id}")
+    return 0
+
+
+def _import(store, args) -> int:
+    from jobs.intake import import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        _say(f"error: no such file: {path}")
+        return 2
+    added, errors = import_file(store, path)
+    for line, message in errors:
+        _say(f"{path.name}, line {line}: {message}")
+    _say(f"queued {len(added)} job{'s' if len(added) != 1 else ''}" + (f"; {len(errors)} bad row"
+         f"{'s' if len(errors) != 1 else ''} left out" if errors else ""))
+    return 2 if errors else 0
+
+
+def _add_folder(store, args) -> int:
+    from jobs.intake import add_folder
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        _say(f"error: no such folder: {folder}")
+        return 2
+    added, errors = add_folder(store, folder, {k: v for k, v in settings_from_args(args).items() if k != "image"})
+    for name, message in errors:
+        _say(f"{name}: {message}")
+    _say(f"queued {len(added)} job{'s' if len(added) != 1 else ''}")
+    return 2 if errors and not added else 0
+
+
+def _list(store, args) -> int:
+    jobs = store.jobs()
+    if args.json:
+        print(json.dumps([job.summary() for job in jobs]), flush=True)
+        return 0
+    for job in jobs:
+        extra = job.video or job.message
+        print(f"{job.id:>4}  {job.status:<8} {job.progress * 100:5.1f}%  {job.label[:24]:<24} "
+              f"{job.settings.get('prompt', '')[:40]:<40} {extra or ''}", flush=True)
+    if not jobs:
+        print("the queue is empty", flush=True)
+    return 0
+
+
+def _run(store, args) -> int:
+    if args.ray is not None:
+        try:
+            from jobs.ray_pool import RayExecutor
+        except ImportError:
+            _say("error: --ray needs Ray, which is optional: pip install ray==2.60.0")
+            return 2
+
+        executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, models_dir=args.models_dir,
+                               vram_budget_gb=args.vram_budget)
+    else:
+        from framepack_core.session import Session
+        from jobs.executor import LocalExecutor
+
+        from .cli import TerminalProgress
+
+        progress = TerminalProgress()
+        executor = LocalExecutor(store, Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget),
+                                 on_event=lambda job, event: progress(event),
+                                 on_job=lambda job: _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}"))
+
+    def stop(signum, frame):
+        _say("stopping after the current step; the job resumes next time (Ctrl+C again to quit now)…")
+        executor.interrupt.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
+    count = executor.run_until_empty()
+    jobs = store.jobs()
+    left = sum(job.status == "queued" for job in jobs)
+    failed = [job for job in jobs if job.status == "failed"]
+    _say(f"ran {count} job{'s' if count != 1 else ''}; {left} queued" + (f", {len(failed)} failed" if failed else ""))
+    return 130 if executor.interrupt.is_set() else 0
+
+
+def add_queue_parser(commands, generate) -> None:
+    """The `queue` sub-commands; `add` and `add-folder` take every flag of `generate` (its parser, as parent)."""
+    queue = commands.add_parser("queue", help="a job queue that survives restarts: add, import, list, run",
+                                allow_abbrev=False)
+    sub = queue.add_subparsers(dest="queue_command", required=True)
+    sub.add_parser("add", parents=[generate], conflict_handler="resolve", allow_abbrev=False,
+                   help="queue one job (the flags of `generate`)")
+    folder = sub.add_parser("add-folder", parents=[generate], conflict_handler="resolve", allow_abbrev=False,
+                            help="queue one job per picture in a folder")
+    folder.add_argument("folder", metavar="DIR")
+    folder.add_argument("--image", default=None, help=argparse_suppress())
+    imp = sub.add_parser("import", allow_abbrev=False, help="queue the rows of a JSON Lines or CSV file "
+                         "(image, prompt and any setting by name, one job a row)")
+    imp.add_argument("file", metavar="FILE")
+    listing = sub.add_parser("list", allow_abbrev=False, help="the jobs and their status")
+    listing.add_argument("--json", action="store_true", help="as one JSON list")
+    run = sub.add_parser("run", allow_abbrev=False, help="work through the queue until it is empty")
+    run.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                     help="hand jobs to a Ray cluster, one worker per GPU: a new local one (no value), "
+                          "the running one (auto) or one at ADDRESS (pip install ray first)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="with --ray on a cluster without GPUs: CPU workers to start (default 1)")
+    run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")
+    run.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="as for generate")
+    for parser in (imp, listing, run):
+        parser.add_argument("--outputs", default="outputs", help="the queue's folder (videos and queue.sqlite3)")
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

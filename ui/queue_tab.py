@@ -1,0 +1,79 @@
+"""The Queue tab: the jobs of the shared queue, their pictures and videos, and what to do with them.
+
+Declared here so that layout.py only places it; the work is queue_handlers.py's. Every open tab
+polls the store once a second (gr.Timer), so all of them show the same queue.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from .queue_handlers import COLUMNS, QueueHandlers
+
+
+def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> None:
+    """`form`: the page's inputs by name (as Start takes them); `add_button`: "Add to queue" beside Start."""
+    with gr.Tabs(elem_id="fp-queue-tabs"):
+        with gr.Tab("Queue", elem_id="fp-queue"):
+            message = gr.Markdown("", elem_id="fp-queue-message")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=6, min_width=380):
+                    table = gr.Dataframe(queue.rows(), headers=COLUMNS, interactive=False, wrap=True,
+                                         elem_id="fp-queue-table", label="Jobs (click a row to pick it)")
+                    with gr.Row():
+                        picked = gr.Number(None, precision=0, label="Job #", min_width=80, elem_id="fp-queue-job")
+                        buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60)
+                                   for name in ("up", "down", "cancel", "retry", "delete")}
+                    with gr.Row():
+                        clear = gr.Button("Clear finished", size="sm")
+                        export = gr.Button("Export JSON", size="sm")
+                        exported = gr.File(label="Exported queue", visible=False, interactive=False)
+                    with gr.Row():
+                        upload = gr.File(label="Import (JSON, JSON Lines or CSV)", file_types=[".json", ".jsonl", ".csv"],
+                                         type="filepath", height=90)
+                        import_button = gr.Button("Import", size="sm")
+                    working = gr.Checkbox(queue.running.is_set(), label="Work through the queue on this machine",
+                                          elem_id="fp-queue-running")
+                    gallery = gr.Gallery(queue.thumbnails(), label="Pictures", columns=6, height=160,
+                                         allow_preview=False)
+                with gr.Column(scale=5, min_width=340):
+                    live_progress = gr.HTML(elem_id="fp-queue-progress")
+                    live_preview = gr.Image(label="Running job (live preview)", interactive=False, height=200,
+                                            buttons=[], format="png")
+                    live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240)
+                    picked_video = gr.Video(label="Picked job's video", interactive=False, height=240)
+
+    seen = {"version": None}
+
+    def refresh():
+        version = queue.store.version()
+        progress, preview, video = queue.live_view()
+        if version == seen["version"]:
+            return gr.skip(), gr.skip(), progress, preview, video
+        seen["version"] = version
+        return queue.rows(), queue.thumbnails(), progress, preview, video
+
+    def redraw():
+        seen["version"] = None
+        return refresh()
+
+    listing = [table, gallery, live_progress, live_preview, live_video]
+    gr.Timer(1.0).tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
+
+    def pick(event: gr.SelectData):
+        row = event.row_value if event.row_value else None
+        job_id = row[0] if row else None
+        return job_id, queue.video(job_id)
+
+    table.select(pick, None, [picked, picked_video], queue=False, api_visibility="private", show_progress="hidden")
+    for name, button in buttons.items():
+        button.click(lambda job_id, name=name: queue.act(name, job_id), picked, message, queue=False, api_visibility="private") \
+              .then(redraw, None, listing, queue=False, api_visibility="private", show_progress="hidden")
+    clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    export.click(lambda: gr.update(value=queue.export(), visible=True), None, exported, queue=False, api_visibility="private")
+    import_button.click(queue.import_, upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    working.change(queue.set_running, working, None, queue=False, api_visibility="private")
+
+    def add(values: dict):
+        return queue.add({name: values[component] for name, component in form.items()})
+
+    add_button.click(add, set(form.values()), message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
