@@ -111,15 +111,9 @@ def _vae_decode(tiled: bool) -> dict:
 
 @torch.no_grad()
 def report(steps: int, folder: Path) -> dict:
-    from bench.offload import (
-        FULL_CONFIG,
-        SyncPageableBaseline,
-        full_size_transformer,
-        section_inputs,
-        tensor_bytes,
-        token_count,
-    )
-    from framepack_core.speed.precision import store_fp8
+    from bench.offload import SyncPageableBaseline
+    from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
+    from framepack_core.speed.precision import store_fp8, tensor_bytes
     from memory import activation_bytes, bind_mapped, map_folder, write_safetensors
 
     h, w = 640 // 8, 608 // 8

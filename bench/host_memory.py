@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from bench.offload import FULL_CONFIG, _transformer_class  # noqa: E402
+from framepack_core.models.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -53,7 +53,7 @@ def meta_model(config: dict) -> torch.nn.Module:
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device("meta"):
-            return _transformer_class()(**config).eval().requires_grad_(False)
+            return transformer_class()(**config).eval().requires_grad_(False)
     finally:
         torch.set_default_dtype(default)
 

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from bench.offload import FULL_CONFIG, full_size_transformer, section_inputs, time_steps, token_count  # noqa: E402
+from bench.offload import time_steps  # noqa: E402
+from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
 from framepack_core.speed.precision import store_fp8, tensor_bytes  # noqa: E402
 from framepack_core.speed.prepare import transformer_blocks  # noqa: E402
 from memory import GiB, ModelManager, SimulatedDevice, activation_bytes, plan_blocks  # noqa: E402

@@ -136,11 +136,10 @@ def test_tiny_run_with_magcache_and_a_calibration(tiny_models, picture, tmp_path
     assert ratios_for("tiny", 2) == saved["ratios"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs the block streamer to honour StepCache's skip decision (issue 10); "
-                                        "MagCache decides before block 0 is called, so the streamer can skip all")
 @torch.no_grad()
 def test_skipped_steps_cost_no_copies_when_streaming():
-    from bench.offload import section_inputs, small_transformer, SMALL_CONFIG, tensor_bytes
+    from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+    from framepack_core.speed.precision import tensor_bytes
     from memory import ModelManager, SimulatedDevice
 
     model = small_transformer(num_single_layers=12)

@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from bench.offload import SMALL_CONFIG, section_inputs, small_transformer, tensor_bytes
+from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+from framepack_core.speed.precision import tensor_bytes
 from memory import (
     MappedFile,
     ModelManager,

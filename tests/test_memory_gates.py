@@ -1,7 +1,8 @@
 """A step cache that skips blocks saves their copies: the streamer asks the gate (memory/gates.py)."""
 import torch
 
-from bench.offload import SMALL_CONFIG, section_inputs, small_transformer, tensor_bytes
+from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+from framepack_core.speed.precision import tensor_bytes
 from framepack_core.speed.step_cache import step_cache
 from memory import ModelManager, SimulatedDevice, block_gate, gate_blocks
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from bench.offload import section_inputs, small_transformer, SMALL_CONFIG, tensor_bytes
+from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+from framepack_core.speed.precision import tensor_bytes
 from memory import ModelManager, SimulatedDevice, find_block_lists
 
 

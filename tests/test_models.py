@@ -229,7 +229,7 @@ def test_a_models_dir_missing_a_folder_says_what_is_missing(tmp_path, monkeypatc
         load_models("framepack-f1", models_dir=tmp_path / "typo")
 
 
-def test_a_models_dir_is_loaded_with_the_sets_dtypes(tiny_dir, no_network):
+def test_a_models_dir_is_loaded_with_the_sets_dtypes(tiny_dir, no_network, tiny_files_as_real_set):
     messages = []
     models = load_models("framepack", models_dir=tiny_dir, progress=messages.append)
     assert models.spec is MODEL_SETS["framepack"]
@@ -238,7 +238,7 @@ def test_a_models_dir_is_loaded_with_the_sets_dtypes(tiny_dir, no_network):
     assert "loading text encoder (Llama)…" in messages and len(messages) == len(KEYS)
 
 
-def test_the_hub_cache_is_used_offline(tiny_dir, empty_hub):
+def test_the_hub_cache_is_used_offline(tiny_dir, empty_hub, tiny_files_as_real_set):
     # Lay the tiny weights out as huggingface_hub's cache holds a downloaded snapshot.
     for repo_id in {src.repo_id for src in MODEL_SETS["framepack"].sources.values()}:
         repo = empty_hub / ("models--" + repo_id.replace("/", "--"))

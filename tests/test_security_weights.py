@@ -23,7 +23,7 @@ class _Trap:
     ("lllyasviel/FramePackI2V_HY", "diffusion_pytorch_model"),
     ("hunyuanvideo-community/HunyuanVideo/text_encoder_2", "model"),
 ])
-def test_a_pickle_only_model_folder_is_refused_clearly(tmp_path, folder, weights):
+def test_a_pickle_only_model_folder_is_refused_clearly(tmp_path, folder, weights, tiny_files_as_real_set):
     models_dir = tmp_path / "models"
     shutil.copytree(tiny.ensure_tiny_models(), models_dir)
     target = models_dir / folder

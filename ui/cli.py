@@ -11,18 +11,27 @@ import sys
 from pathlib import Path
 
 
+def settings_from_args(args) -> dict:
+    """The request's settings from `generate`'s flags, by their flat names; flags not given are left
+    out, so the request's defaults hold. The one translation of flags, for `generate` and `queue`."""
+    flag = lambda name: getattr(args, name, None)  # noqa: E731  (queue add-folder has no --image)
+    values = dict(
+        image=flag("image"), model=flag("model"), end_image=flag("end_image"), prompt=flag("prompt"),
+        negative_prompt=flag("negative_prompt"), seconds=flag("seconds"), seed=flag("seed"), steps=flag("steps"),
+        window=flag("window"), gs=flag("gs"), cfg=flag("cfg"), rs=flag("rs"), resolution=flag("resolution"),
+        mode=flag("mode"), crf=flag("crf"), step_cache=flag("step_cache"), cache_threshold=flag("cache_threshold"),
+        cache_method=flag("cache_method"), cache_calibrate=flag("cache_calibrate"), attention=flag("attention"),
+        fp8=flag("fp8"), compile=flag("compile"), prompt_blend=flag("prompt_blend"),
+        loras=tuple(flag("lora") or ()) or None, vram_budget_gb=flag("vram_budget"),
+        vae_tiling={"on": True, "off": False}.get(flag("vae_tiling")))
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def request_from_args(args):
     from framepack_core.request import Request
 
-    return Request.from_fields(
-        image=args.image, model=args.model, end_image=args.end_image,
-        prompt=args.prompt, negative_prompt=args.negative_prompt, seconds=args.seconds, seed=args.seed,
-        steps=args.steps, window=args.window, gs=args.gs, cfg=args.cfg, rs=args.rs, resolution=args.resolution,
-        mode=args.mode, folder=Path(args.outputs), path=Path(args.output) if args.output else None, crf=args.crf,
-        step_cache=args.step_cache, cache_threshold=args.cache_threshold, cache_method=args.cache_method,
-        cache_calibrate=args.cache_calibrate,
-        attention=args.attention, fp8=args.fp8, compile=args.compile, prompt_blend=args.prompt_blend,
-        loras=tuple(args.lora), vae_tiling={"on": True, "off": False}.get(getattr(args, "vae_tiling", "auto")))
+    return Request.from_fields(**settings_from_args(args), folder=Path(args.outputs),
+                               path=Path(args.output) if args.output else None)
 
 
 def run_from_args(args):

@@ -13,27 +13,11 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 
+from .cli import settings_from_args
+
 # Flags whose names differ from the request's; every other flag named like a request setting is one.
-_RENAMED = {"vram_budget": "vram_budget_gb"}
-_NOT_SETTINGS = {"command", "queue_command", "outputs", "output", "json", "models_dir", "folder", "file"}
-
-
-def settings_from_args(args) -> dict:
-    from framepack_core.request import MethodSettings, OutputSettings, SpeedSettings
-
-    known = {"image", "model", "end_image"} | {
-        f.name for kind in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(kind)}
-    values = {}
-    for name, value in vars(args).items():
-        name = _RENAMED.get(name, name)
-        if name in known and name not in _NOT_SETTINGS and value is not None:
-            values[name] = value  # None: the flag was not given (e.g. --prompt); the request's default
-    return values
-
-
 def queue_command(args) -> int:
     from jobs.store import JobStore
 

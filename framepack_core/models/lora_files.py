@@ -34,15 +34,6 @@ _ORIGINAL_LEAVES = ("img_attn_qkv", "img_attn_proj", "img_mlp.fc1", "img_mlp.fc2
 _ENDINGS = {".lora_down.weight": "down", ".lora_up.weight": "up", ".lora_A.weight": "down",
             ".lora_B.weight": "up", ".lora.down.weight": "down", ".lora.up.weight": "up", ".alpha": "alpha"}
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-# huggingface.co/lllyasviel/FramePackI2V_HY config.json (F1 is the same network). issue 11's
-# models/published.py holds the same table; one of the two should go when both are merged.
-_FRAMEPACK_TRANSFORMER = dict(
-    in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128, num_layers=20,
-    num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0, patch_size=2, patch_size_t=1, qk_norm="rms_norm",
-    guidance_embeds=True, text_embed_dim=4096, pooled_projection_dim=768, rope_theta=256.0,
-    rope_axes_dim=(16, 56, 56), has_image_proj=True, image_proj_dim=1152, has_clean_x_embedder=True)
-
-
 @dataclass(frozen=True)
 class LoraFile:
     path: Path
@@ -54,13 +45,9 @@ class LoraFile:
 @lru_cache(maxsize=None)
 def linear_shapes(model_set: str) -> dict[str, tuple[int, int]]:
     """{layer name: (out, in)} of every Linear in the model set's transformer, built on the meta device."""
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from .published import meta_model
 
-    from .tiny import TINY_TRANSFORMER_CONFIG
-
-    config = TINY_TRANSFORMER_CONFIG if model_set == "tiny" else _FRAMEPACK_TRANSFORMER
-    with torch.device("meta"):
-        model = HunyuanVideoFramepackTransformer3DModel(**config)
+    model = meta_model("transformer", model_set)
     return {name: (m.out_features, m.in_features) for name, m in model.named_modules()
             if isinstance(m, torch.nn.Linear)}
 
