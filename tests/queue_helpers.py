@@ -30,3 +30,15 @@ def reference_frames(jobs, outputs: Path, models, folder: Path) -> dict:
         assert outcome.video is not None and not outcome.stopped
         frames[key] = mp4_info(path)[1]
     return frames
+
+
+def assert_each_video_is_its_uninterrupted_run(jobs, outputs: Path, models, folder: Path) -> None:
+    """Every job's MP4 has exactly the frames of an uninterrupted run of its settings."""
+    import numpy as np
+
+    references = reference_frames(jobs, outputs, models, folder)
+    for job in jobs:
+        frames = mp4_info(outputs / job.video)[1]
+        expected = references[settings_key(job.settings)]
+        assert frames.shape == expected.shape, job.id
+        assert np.array_equal(frames, expected), job.id
