@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
+from memory.host import anonymous_resident_bytes  # noqa: E402
+
 from framepack_core.models.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 
 GiB = 1 << 30
@@ -37,8 +37,7 @@ PASSES = 3
 
 
 def rss_anon() -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(r"RssAnon:\s+(\d+) kB", status.read()).group(1)) * 1024
+    return anonymous_resident_bytes()
 
 
 def config_for(heads: int, blocks: int) -> dict:

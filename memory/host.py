@@ -45,3 +45,16 @@ def limit_heap_arenas(count: int = 2) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_ARENA_MAX, count))
+
+
+def anonymous_resident_bytes() -> int | None:
+    """The process's own resident memory (`RssAnon`): heap and pinned buffers, not the pages of mapped
+    weight files, which the OS page cache holds and drops as it likes. None where /proc has no such line."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -87,4 +87,5 @@ def test_memory_stays_flat_over_back_to_back_runs():
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["runs"] == 8 and result["failures"] == []
-    assert result["rss_growth_ratio"] <= 1.10, result["rss_mib"]
+    # The process's own memory: the weights are mapped files, whose pages the OS page cache keeps or drops.
+    assert result["anon_rss_growth_ratio"] <= 1.10, result["anon_rss_mib"]
