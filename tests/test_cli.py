@@ -85,3 +85,13 @@ def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, picture, tmp_path)
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped"] is True and 1 <= summary["sections"] < 5
     assert mp4_info(out)[1].shape[0] == summary["frames"] == 33 + 36 * (summary["sections"] - 1)
+
+
+def test_help_and_the_page_server_load_no_model_library():
+    """`--help` answers before torch could load, and the page's server starts before the model libraries
+    (they come with the first browser or the first run)."""
+    code = ("import sys, app; app.build_parser().format_help(); import ui.serve; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
