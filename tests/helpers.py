@@ -55,8 +55,12 @@ def run_events(request: Request, models, output: str | Path, manager=None,
 class ScriptedEngine:
     """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one."""
 
-    def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None):
+    def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None,
+                 hold_after_section: bool = False):
+        """`gate`: each step waits for it. `hold_after_section`: the engine clears the gate itself as a
+        section ends, so the next section's first step waits until the test sets it again."""
         self.sections, self.steps, self.step_seconds, self.gate = sections, steps, step_seconds, gate
+        self.hold_after_section = hold_after_section
         self.models_seen = []
 
     def __call__(self, request, models, manager, progress_video, metadata, emit, cancel, progress):
@@ -74,4 +78,6 @@ class ScriptedEngine:
                     raise Cancelled()
             progress_video.write_bytes(b"video after section %d" % section)
             progress.sections_done, progress.frames = section + 1, 37 * (section + 1)
+            if self.hold_after_section:
+                self.gate.clear()
             emit(SectionDone(section, self.sections, progress.frames, progress_video, 0.1))

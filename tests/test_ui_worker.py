@@ -62,7 +62,7 @@ def test_events_in_order_and_section_videos_are_private_snapshots(make_worker, p
 
 def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(make_worker, picture, tmp_path, loads):
     gate = threading.Event()
-    engine = ScriptedEngine(sections=3, steps=4, gate=gate)
+    engine = ScriptedEngine(sections=3, steps=4, gate=gate, hold_after_section=True)
     worker = make_worker(engine)
     job = worker.submit(new_run(picture, tmp_path / "a.mp4"))
     events = []
@@ -70,7 +70,7 @@ def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(
     for batch in job.batches(timeout=0.05):
         events += batch
         if any(isinstance(e, SectionDone) for e in batch) and not job.cancel.is_set():
-            gate.clear()  # hold the engine inside section 2 while Stop is pressed
+            # The engine holds before section 2's first step (it cleared the gate) while Stop is pressed.
             assert worker.stop()
             gate.set()
     finished = events[-1]
@@ -79,6 +79,8 @@ def test_stop_ends_within_a_step_keeps_the_partial_video_and_the_next_run_works(
     assert len(steps_after_stop) <= 1  # the step under way, and no more
     assert finished.video == tmp_path / "a.mp4" and finished.video.exists()
 
+    engine.hold_after_section = False
+    gate.set()
     second = collect(worker.submit(new_run(picture, tmp_path / "b.mp4")))
     assert isinstance(second[-1], Finished) and not second[-1].stopped
     assert loads == ["tiny"]  # the models stay loaded between runs
