@@ -50,10 +50,15 @@ def limit_heap_arenas(count: int = 2) -> bool:
 def anonymous_resident_bytes() -> int | None:
     """The process's own resident memory (`RssAnon`): heap and pinned buffers, not the pages of mapped
     weight files, which the OS page cache holds and drops as it likes. None where /proc has no such line."""
+    return proc_bytes("/proc/self/status", "RssAnon")
+
+
+def proc_bytes(path: str, field: str) -> int | None:
+    """A `Field:  N kB` line of a /proc file (Linux), in bytes; None where there is none."""
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

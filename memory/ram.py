@@ -9,6 +9,7 @@ staging ring). Mapped weights take none of it: they are the OS page cache's.
 from __future__ import annotations
 
 from .budget import GiB
+from .host import proc_bytes
 
 RAM_RESERVE_BYTES = 2 * GiB  # left to the OS and other programs
 PROCESS_BYTES = 3 * GiB  # the process without weights: interpreter, torch + CUDA context, libraries, a run's buffers
@@ -16,14 +17,7 @@ PROCESS_BYTES = 3 * GiB  # the process without weights: interpreter, torch + CUD
 
 def available_ram_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (Linux); None where unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def default_ram_budget() -> int | None:
