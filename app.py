@@ -10,31 +10,44 @@ from __future__ import annotations
 import argparse
 import sys
 
-# Only the vocabulary of choices here: --help must not wait for torch (see framepack_core/options.py).
-from framepack_core.options import (
-    ATTENTION_KERNELS,
-    CACHE_METHODS,
-    DEFAULT_CACHE_THRESHOLD,
-    DEFAULT_SEED,
-    MODEL_SETS,
-    MODES,
-)
+# Only the settings table here: --help must not wait for torch (see framepack_core/settings.py).
+from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST, Setting
 
 MODEL_CHOICES = MODEL_SETS
+# What serving the page and checking a plan take from the table: the page's defaults, the session's budget.
+_SERVE_SETTINGS = ("model", "resolution", "vram_budget_gb")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names=None, **changes) -> None:
+    """The flags of the settings table (all that have one, or `names`); `changes`: argparse keywords by name."""
+    for setting in SETTINGS_LIST if names is None else [SETTINGS[name] for name in names]:
+        if setting.flag is not None:
+            parser.add_argument(setting.flag, **_flag_keywords(setting) | changes.get(setting.name, {}))
+
+
+def _flag_keywords(setting: Setting) -> dict:
+    default, help_ = setting.cli_default, setting.help
+    if setting.kind == "bool" and setting.flag_values is None:  # --fp8, --no-step-cache
+        return dict(dest=setting.dest, action="store_true" if not default else "store_false", help=help_)
+    if setting.kind == "loras":
+        return dict(dest=setting.dest, action="append", default=[], metavar=setting.metavar, help=help_)
+    if setting.flag_values is not None:  # words for values: --vae-tiling auto|on|off
+        default = next(word for word, value in setting.flag_values.items() if value == default)
+        return dict(choices=tuple(setting.flag_values), default=default, help=f"{help_} (default {default})")
+    if setting.kind in ("int", "float") and default is not None:
+        help_ += f" (default {default:g})"
+    elif setting.choices and default is not None:
+        help_ += f" (default {default})"
+    kind = {"int": int, "float": float}.get(setting.kind, str)
+    default = str(default) if setting.kind == "path" and default is not None else default
+    return dict(type=kind, default=default, choices=setting.choices or None, metavar=setting.metavar, help=help_)
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODEL_CHOICES, default="framepack",
-                        help="model set: framepack (inverted sampling), framepack-f1 (forward), "
-                             "tiny (small random weights built locally, for trying the app without downloads)")
+    add_setting_flags(parser, _SERVE_SETTINGS)
     parser.add_argument("--models-dir", default=None,
                         help="local copy of the weights, laid out as DIR/<owner>/<repository>/... "
                              "(default: the Hugging Face cache; env FRAMEPACK_MODELS_DIR)")
-    parser.add_argument("--resolution", type=int, default=640,
-                        help="bucket size: 640 is the published table; others scale it (128..1536)")
-    parser.add_argument("--vram-budget", type=float, default=None, metavar="GB",
-                        help="GPU memory the app may use, in GiB, activations included (default: what is free); "
-                             "model blocks that do not fit stream from system memory. Ignored without a CUDA GPU")
     parser.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                         help="system memory the app may use, in GiB (default: what is available less 2 GiB); "
                              "streamed blocks beyond it are read from their files on disk instead of pinned RAM")
@@ -49,7 +62,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
                         help="ask for this user name and password before showing the page or answering the API")
     parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
-    parser.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
+    add_setting_flags(parser, ("folder",))
     parser.add_argument("--lora-dir", default="loras", help="folder of LoRA files the page offers (default loras)")
 
 
@@ -61,68 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_flags(commands.add_parser("serve", help="serve the browser page (the default)", allow_abbrev=False))
 
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
-    gen.add_argument("--image", default=None, help="the start picture (needed unless --resume or --extend)")
-    gen.add_argument("--prompt", default=None,
-                     help="what should happen in the video (needed for a new video); or what happens when: "
-                          "'[0s: he waves] [2.5s: he walks away]'")
-    gen.add_argument("--prompt-blend", type=int, default=0, metavar="N",
-                     help="with timed prompts: cross over from one prompt to the next across N sections (default 0)")
-    gen.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
-                     help="apply a LoRA (.safetensors: musubi/kohya, diffusers/PEFT or original HunyuanVideo); "
-                          "weight default 1, negative allowed; repeat for several")
+    add_model_flags(gen)
+    add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in _SERVE_SETTINGS])
     gen.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a stopped, failed or killed run from its last finished section "
                           "(its MP4, in-progress MP4 or JSON); the other flags are ignored")
     gen.add_argument("--extend", default=None, metavar="PATH",
                      help="continue a finished video (any H.264 MP4) by --seconds more, sampling forward, "
                           "into a new MP4; the settings are the video's own unless given")
-    gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
-    add_model_flags(gen)
-    gen.add_argument("--mode", choices=MODES, default=None,
-                     help="sampling order (default: the model set's own)")
-    gen.add_argument("--end-image", default=None, help="optional last frame (inverted sampling only)")
-    gen.add_argument("--seconds", type=float, default=5.0, help="video length (default 5)")
-    gen.add_argument("--steps", type=int, default=25, help="sampling steps per section (default 25)")
-    gen.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    gen.add_argument("--window", type=int, default=9, help="latent frames per section (default 9)")
-    gen.add_argument("--gs", type=float, default=10.0, help="distilled guidance (default 10)")
-    gen.add_argument("--cfg", type=float, default=1.0, help="real CFG; 1 = off and twice as fast (default 1)")
-    gen.add_argument("--rs", type=float, default=0.0, help="CFG rescale (default 0)")
-    gen.add_argument("--crf", type=int, default=16, help="MP4 quality, 0 (lossless) .. 51 (default 16)")
-    gen.add_argument("--no-step-cache", dest="step_cache", action="store_false",
-                     help="compute every block on every step (slower; by default MagCache skips blocks on steps "
-                          "where they would change little)")
-    gen.add_argument("--cache-threshold", type=float, default=DEFAULT_CACHE_THRESHOLD,
-                     help="step cache threshold: higher skips more and drifts more (default 0.15; 0.1 is safer)")
-    gen.add_argument("--cache-method", choices=CACHE_METHODS, default=CACHE_METHODS[0],
-                     help="step cache: magcache (default; the authors' ratios for FramePack), teacache, "
-                          "or diffusers' first-block cache")
-    gen.add_argument("--cache-calibrate", action="store_true",
-                     help="measure MagCache's magnitude ratios for this model and step count (skipping nothing) "
-                          "and save them; later MagCache runs with that model and step count use them")
-    gen.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
-                     help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
-    gen.add_argument("--fp8", action="store_true",
-                     help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
-    gen.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
-                     help="decode the VAE in tiles: auto (default: when GPU memory is short), on, off")
-    gen.add_argument("--compile", action="store_true",
-                     help="torch.compile the transformer blocks (CUDA only; the first steps take longer)")
-    gen.add_argument("--output", default=None, help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)")
-    gen.add_argument("--outputs", default="outputs", help="folder for videos, input pictures and settings")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)
-    check.add_argument("--model", choices=("framepack", "framepack-f1"), default="framepack", help="model set")
+    add_setting_flags(check, ("model", "resolution", "seconds", "fp8", "vram_budget_gb"),
+                      model=dict(choices=PUBLISHED_MODEL_SETS), fp8=dict(help="plan with the transformer's weights in FP8"),
+                      vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"))
     check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
-    check.add_argument("--vram-budget", type=float, default=None, metavar="GB",
-                       help="GPU memory in GiB (default: what is free, or 6 without a GPU)")
     check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                        help="system memory in GiB (default: what is available less 2 GiB)")
-    check.add_argument("--resolution", type=int, default=640, help="bucket size (default 640)")
-    check.add_argument("--seconds", type=float, default=5.0, help="video length (default 5)")
-    check.add_argument("--fp8", action="store_true", help="plan with the transformer's weights in FP8")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     parser.set_defaults(generate_parser=gen)
     from ui.queue_cli import add_queue_parser  # argparse only, no torch

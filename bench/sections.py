@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 from framepack_core.events import Failed, Finished, SectionDone, Stage  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
-from framepack_core.options import FPS  # noqa: E402
+from framepack_core.settings import FPS  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
 from framepack_core.session import Session  # noqa: E402

@@ -5,5 +5,5 @@
     request.py -> run.py (the one run path) -> generation.py (the stages), with session.py
     holding what outlives a run.
 
-Nothing is imported here, so that `framepack_core.options` and `.request` stay cheap to import.
+Nothing is imported here, so that `framepack_core.settings` and `.request` stay cheap to import.
 """

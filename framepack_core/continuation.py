@@ -22,10 +22,7 @@ from pathlib import Path
 from .media.latents import SavedLatents, load_latents
 from .media.video_files import VideoFacts, first_frame, probe_video
 from .run_files import RunFiles, files_of
-
-# Settings recorded with a run that are not request fields.
-_NOT_FIELDS = ("app", "end_image", "attention_used")
-
+from .settings import DEFAULTS, canonical_name
 
 @dataclass
 class Continuation:
@@ -43,7 +40,7 @@ def resume_parts(path) -> tuple:
     """(request, files, continuation) of the stopped, failed or killed run that `path` belongs to;
     `Run.resume` makes the run. Raises ValueError (one sentence) when there is nothing to resume.
     """
-    from .request import Request
+    from .request import Request, job_fields
 
     files = files_of(Path(path))
     if not files.latents.exists():
@@ -54,7 +51,7 @@ def resume_parts(path) -> tuple:
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
-    settings = _fields(saved.settings)
+    settings = job_fields(saved.settings)
     end = files.end_picture if saved.settings.get("end_image") else None
     request = Request.from_fields(image=files.picture, end_image=end, path=files.video, **settings)
     request = request.validated()
@@ -80,7 +77,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     """
     from PIL import Image
 
-    from .request import Request
+    from .request import Request, job_fields
 
     source = Path(path)
     if not source.is_file():
@@ -93,8 +90,8 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     saved = load_latents(files.latents) if files.latents.exists() and source == files.video else None
     if saved is not None and not saved.complete:
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
-    settings = _fields(saved.settings) if saved else _fields(_metadata_settings(source))
-    settings |= {k: v for k, v in overrides.items() if v is not None}
+    settings = job_fields(saved.settings if saved else _metadata_settings(source))
+    settings |= {canonical_name(k): v for k, v in overrides.items() if v is not None}
     if saved is not None:  # the saved latents fix the frame size
         settings["resolution"] = saved.settings["resolution"]
     settings |= {"seconds": seconds, "mode": "forward"}
@@ -102,7 +99,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:
         # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
-        settings["crf"] = max(1, int(settings.get("crf", 16)))
+        settings["crf"] = max(1, int(settings.get("crf", DEFAULTS["crf"])))
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
@@ -130,16 +127,6 @@ def _status(files: RunFiles) -> str:
         return files.read_record().get("status", "")
     except (OSError, ValueError):
         return ""
-
-
-def _fields(settings: dict) -> dict:
-    """Only the names a request takes (a video from another version may carry others)."""
-    from dataclasses import fields
-
-    from .request import MethodSettings, OutputSettings, SpeedSettings
-
-    names = {f.name for part in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(part)} | {"model"}
-    return {k: v for k, v in settings.items() if k in names and k not in _NOT_FIELDS + ("folder", "path")}
 
 
 def _metadata_settings(path: Path) -> dict:

@@ -5,6 +5,9 @@
 - `SpeedSettings`: how fast it is made (step cache, attention kernel, FP8, compile); some of
   these change the pixels a little, so they are recorded with the rest.
 
+Their fields, defaults and bounds are the settings table's (framepack_core/settings.py); this module
+adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
+
 Bad values raise ValueError with one clear sentence. No torch at import: the command line builds
 requests before any model library is imported; validating imports the schedule (timed prompts) and,
 only when LoRAs are asked for, diffusers (each file is checked against the transformer's shapes).
@@ -13,133 +16,107 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from PIL import Image
 
-from .options import (
-    ATTENTION_KERNELS,
-    CACHE_METHODS,
-    DEFAULT_CACHE_THRESHOLD,
+from .settings import (
     DEFAULT_MODES,
-    DEFAULT_SEED,
-    MAX_RESOLUTION,
-    MAX_SECONDS,
-    MAX_SEED,
-    MAX_STEPS,
-    MIN_RESOLUTION,
     MODEL_SETS,
-    MODES,
-    SAMPLER_VARIANTS,
+    SETTINGS,
+    SETTINGS_LIST,
+    Part,
+    Scope,
+    Setting,
+    canonical_name,
+    settings_of,
 )
 
 Picture = str | Path | Image.Image
+_ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "text": "str", "choice": "str", "path": "Path",
+                "picture": "Picture", "loras": "tuple"}
 
 
-@dataclass(frozen=True)
+def _from_table(part: Part):
+    """The part's fields, with their types and defaults, from the settings table (framepack_core/settings.py)."""
+    def make(cls):
+        table = {s.name: _ANNOTATIONS[s.kind] + (" | None" if s.optional else "")
+                 for s in settings_of(part) if s.scope is not Scope.RECORD}
+        for name in table:
+            setattr(cls, name, SETTINGS[name].default)
+        cls.__annotations__ = table | cls.__dict__.get("__annotations__", {})
+        return dataclass(frozen=True)(cls)
+    return make
+
+
+def _checked(part) -> dict:
+    """Every field of a part checked against its table entry; the values as kept (whole floats as ints)."""
+    return {f.name: check_value(SETTINGS[f.name], getattr(part, f.name)) for f in fields(part)}
+
+
+def check_value(setting: Setting, value):
+    """`value` as the setting keeps it; ValueError with one sentence when the table refuses it.
+    Pictures, paths and LoRAs pass through: their own checks need more than the table."""
+    if value is None and setting.optional:
+        return None
+    if setting.kind == "int":
+        return _integer(setting.words, value, setting.low, setting.high)
+    if setting.kind == "float":
+        _number(setting.words, value, setting.low, setting.high, setting.low_open)
+    elif setting.kind == "bool" and not isinstance(value, bool):
+        choices = "true, false or automatic" if setting.optional else "true or false"
+        raise ValueError(f"The {setting.words} option must be {choices}, not {value!r}.")
+    elif setting.kind == "choice" and value not in setting.choices:
+        raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
+    elif setting.kind == "text" and not isinstance(value, str):
+        raise ValueError(f"The {setting.words} must be text.")
+    return value
+
+
+@_from_table(Part.METHOD)
 class MethodSettings:
-    prompt: str = ""
-    negative_prompt: str = ""
-    seconds: float = 5.0
-    seed: int = DEFAULT_SEED
-    steps: int = 25
-    window: int = 9
-    gs: float = 10.0  # distilled guidance
-    cfg: float = 1.0  # real classifier-free guidance; 1 = off
-    rs: float = 0.0  # guidance rescale
-    resolution: int = 640
-    mode: str | None = None  # None: the model set's own (inverted for FramePack, forward for F1)
-    variant: str = "bh1"
-    shift: float | None = None  # None: derived from the token count
-    prompt_blend: int = 0  # sections over which the conditioning crosses over at each timed prompt change
-    # LoRA files and their weights: ("path", 1.0) pairs, or "PATH[:WEIGHT]" text as the command line gives it.
-    loras: tuple = ()
+    """What decides the pixels (prompt, length, seed, sampler settings, mode)."""
 
     def validated(self, model: str) -> MethodSettings:
-        mode = self.mode or DEFAULT_MODES[model]
-        if mode not in MODES:
-            raise ValueError(f"Sampling mode must be one of {', '.join(MODES)}, not {mode!r}.")
-        for name in ("prompt", "negative_prompt"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"The {name.replace('_', ' ')} must be text.")
-        _number("Length in seconds", self.seconds, low=0, high=MAX_SECONDS, low_open=True)
-        _number("Distilled guidance", self.gs, 1, 32)
-        _number("CFG", self.cfg, 1, 32)
-        _number("Guidance rescale", self.rs, 0, 1)
-        if self.shift is not None:
-            _number("Shift", self.shift, 0, 100, low_open=True)
-        if self.variant not in SAMPLER_VARIANTS:
-            raise ValueError(f"Sampler variant must be bh1 or bh2, not {self.variant!r}.")
-        window = _integer("Window", self.window, 1, 33)
+        checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
         from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
 
-        parse_prompt(self.prompt, self.seconds, window)
-        loras = _loras(self.loras, model)
-        return replace(self, mode=mode, seed=_integer("Seed", self.seed, 0, MAX_SEED), loras=loras,
-                       prompt_blend=_integer("Prompt blend", self.prompt_blend, 0, 100),
-                       steps=_integer("Steps", self.steps, 1, MAX_STEPS), window=_integer("Window", self.window, 1, 33),
-                       resolution=_integer("Resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION))
+        parse_prompt(checked["prompt"], checked["seconds"], checked["window"])
+        return replace(self, **checked | {"loras": _loras(self.loras, model)})
 
 
-@dataclass(frozen=True)
+@_from_table(Part.OUTPUT)
 class OutputSettings:
-    folder: Path = Path("outputs")  # runs get fresh names here: <date>-<time>_<seed>
-    path: Path | None = None  # an exact MP4 path instead (the command line's --output)
-    crf: int = 16  # H.264 quality: 0 lossless .. 51
+    """Where the video goes (`folder`: fresh names <date>-<time>_<seed>; `path`: an exact MP4) and its quality."""
 
     def validated(self) -> OutputSettings:
-        crf = _integer("MP4 quality (CRF)", self.crf, 0, 51)
+        checked = _checked(self)
         if self.path is None:
-            return replace(self, folder=Path(self.folder), crf=crf)
+            return replace(self, **checked | {"folder": Path(self.folder)})
         path = Path(self.path)
         if path.suffix.lower() != ".mp4":
             raise ValueError(f"The output {str(path)!r} must end in .mp4.")
         if path.is_dir():
             raise ValueError(f"The output {str(path)!r} is a folder; give a file name ending in .mp4.")
-        return replace(self, folder=path.parent, path=path, crf=crf)
+        return replace(self, **checked | {"folder": path.parent, "path": path})
 
 
-@dataclass(frozen=True)
+@_from_table(Part.SPEED)
 class SpeedSettings:
-    step_cache: bool = True  # skip the blocks on steps where they would change little
-    cache_method: str = CACHE_METHODS[0]  # MagCache: the published figures favour it (README)
-    cache_threshold: float = DEFAULT_CACHE_THRESHOLD
-    cache_calibrate: bool = False  # measure MagCache's ratios for this model and step count, and save them
-    attention: str = "auto"
-    fp8: bool = False  # store the transformer's linear weights in FP8 (e4m3fn); lossy, kept until reloaded
-    compile: bool = False  # torch.compile the transformer blocks (CUDA only)
-    vram_budget_gb: float | None = None  # GPU memory this run may use; None (or 0): the session's, else what is free
-    vae_tiling: bool | None = None  # decode the VAE in tiles; None: when memory is short (changes pixels a little)
+    """How fast it is made (step cache, attention kernel, FP8, compile, budgets); some of these change the
+    pixels a little, so they are recorded with the rest."""
 
     def validated(self) -> SpeedSettings:
-        for name in ("step_cache", "fp8", "compile", "cache_calibrate"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"The {name.replace('_', ' ')} option must be true or false, "
-                                 f"not {getattr(self, name)!r}.")
-        if self.vae_tiling is not None and not isinstance(self.vae_tiling, bool):
-            raise ValueError(f"The VAE tiling option must be true, false or automatic, not {self.vae_tiling!r}.")
-        _number("Step cache threshold", self.cache_threshold, 0, 1, low_open=True)
-        if self.cache_method not in CACHE_METHODS:
-            raise ValueError(f"Step cache must be one of {', '.join(CACHE_METHODS)}, not {self.cache_method!r}.")
-        if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(f"Attention must be one of {', '.join(ATTENTION_KERNELS)}, not {self.attention!r}.")
-        if self.vram_budget_gb is not None:
-            _number("VRAM budget (GB)", self.vram_budget_gb, 0, 4096)
-            if self.vram_budget_gb == 0:
-                return replace(self, vram_budget_gb=None)
-        return self
+        checked = _checked(self)
+        if checked["vram_budget_gb"] == 0:  # 0: automatic, as None
+            checked["vram_budget_gb"] = None
+        return replace(self, **checked)
 
 
-_PARTS = {"method": MethodSettings, "output": OutputSettings, "speed": SpeedSettings}
-
-
-@dataclass(frozen=True)
+@_from_table(Part.TOP)
 class Request:
-    image: Picture | None
-    model: str = "framepack"
-    end_image: Picture | None = None
-    image_name: str = ""  # where the picture came from, for records (set by validated())
+    """A request for one video: the model set and pictures, then three parts, validated in one place."""
     method: MethodSettings = field(default_factory=MethodSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     speed: SpeedSettings = field(default_factory=SpeedSettings)
@@ -148,18 +125,23 @@ class Request:
     def from_fields(cls, **values) -> Request:
         """A request from flat names (`prompt=..., seconds=..., fp8=True`), each routed to its part.
 
-        What forms, flags and saved records speak; an unknown name is a mistake, not ignored.
+        What forms, flags and saved records speak; an unknown name is a mistake, not ignored. Older
+        names (a setting's aliases) are read too; recorded-only names are dropped (recomputed).
         """
-        for name in DERIVED:
-            values.pop(name, None)  # what settings() adds for records; recomputed from the rest
-        top = {name: values.pop(name) for name in ("image", "model", "end_image", "image_name") if name in values}
-        parts = {}
-        for part, kind in _PARTS.items():
-            names = {f.name for f in fields(kind)}
-            parts[part] = kind(**{name: values.pop(name) for name in list(values) if name in names})
-        if values:
-            raise ValueError(f"Unknown setting{'s' if len(values) > 1 else ''}: {', '.join(sorted(values))}.")
-        return cls(**top, **parts)
+        by_part = {part: {} for part in Part}
+        unknown = []
+        for name, value in values.items():
+            setting = SETTINGS.get(canonical_name(name))
+            if setting is None:
+                unknown.append(name)
+            elif setting.scope is not Scope.RECORD and (name == setting.name or setting.name not in values):
+                by_part[setting.part][setting.name] = value
+        if unknown:
+            raise ValueError(f"Unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(sorted(unknown))}.")
+        parts = {attribute: kind(**by_part[part]) for part, attribute, kind in (
+            (Part.METHOD, "method", MethodSettings), (Part.OUTPUT, "output", OutputSettings),
+            (Part.SPEED, "speed", SpeedSettings))}
+        return cls(**by_part[Part.TOP], **parts)
 
     def validated(self) -> Request:
         """A copy with defaults resolved and pictures opened; raises ValueError on the first bad value."""
@@ -179,12 +161,9 @@ class Request:
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
         and what `from_fields` takes back (pictures by name only)."""
-        out = {"model": self.model} | asdict(self.method) | {"crf": self.output.crf} | asdict(self.speed)
+        parts = {Part.TOP: self, Part.METHOD: self.method, Part.OUTPUT: self.output, Part.SPEED: self.speed}
+        out = {s.name: getattr(parts[s.part], s.name) for s in settings_of(scope=Scope.JOB)}
         return out | {"end_image": self.end_image is not None} | _derived(self.method)
-
-
-# Settings that records keep but that follow from the others: the prompt's spans, the LoRA files' hashes.
-DERIVED = ("prompt_spans", "lora_files")
 
 
 def _derived(method: MethodSettings) -> dict:
@@ -230,23 +209,39 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
 
 # What a run records beside its settings: the attention kernel that ran, whether the VAE decoded
 # in tiles, whether the transformer's weights were FP8. A remake requests these, not the settings'
-# "auto" or an FP8 request that an earlier run's weights overrode.
-USED = {"attention_used": "attention", "vae_tiling_used": "vae_tiling", "fp8_used": "fp8"}
-_RECORD_ONLY = ("app", "end_image")
+# "auto" or an FP8 request that an earlier run's weights overrode. {record name: setting}
+USED = {s.used: s.name for s in SETTINGS_LIST if s.used}
+
+
+def job_fields(recorded: dict) -> dict:
+    """The `Request.from_fields` names among recorded settings (older names read as today's): what a
+    resume, an extension or a remake takes back. Pictures, where the video went, what was used and what
+    follows from the rest are left out, and so is what a video from another version may carry."""
+    out = {}
+    for key, value in recorded.items():
+        name = canonical_name(key)
+        setting = SETTINGS.get(name)
+        if setting is not None and setting.scope is Scope.JOB and (key == name or name not in recorded):
+            out[name] = value
+    return out
 
 
 def remake_fields(recorded: dict) -> dict:
     """`Request.from_fields` names that make a recorded video again (pictures aside).
 
-    `recorded`: an MP4's comment (flat settings and the USED keys) or a run's JSON record.
+    `recorded`: an MP4's comment (flat settings and the USED keys) or a run's JSON record (its settings,
+    and at its top level what was used: `attention_used`..., or in records before them `attention`...).
     """
-    if "settings" in recorded:  # the JSON record: the settings, and what was used at its top level
-        used = {key: recorded.get(setting) for key, setting in USED.items()}
-        recorded = recorded["settings"] | {key: value for key, value in used.items() if value not in (None, "")}
-    fields_ = {key: value for key, value in recorded.items() if key not in _RECORD_ONLY and key not in USED}
-    for key, setting in USED.items():
-        if recorded.get(key) not in (None, ""):
-            fields_[setting] = recorded[key]
+    used = {key: recorded.get(key) for key in USED}
+    if "settings" in recorded:
+        for key, name in USED.items():
+            older = (name, *SETTINGS[name].aliases)  # the top level's names before `*_used`
+            used[key] = next((recorded[k] for k in (key, *older) if k in recorded), None)
+        recorded = recorded["settings"]
+    fields_ = job_fields(recorded)
+    for key, name in USED.items():
+        if used[key] not in (None, ""):
+            fields_[name] = used[key]
     return fields_
 
 

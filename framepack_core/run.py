@@ -22,7 +22,7 @@ from PIL import Image
 from .events import Event, Failed, Finished
 from .failures import Cancelled, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
-from .options import FPS
+from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files
 
@@ -150,7 +150,9 @@ class Run:
                        "frames": outcome.frames, "fps": outcome.fps, "sections": outcome.sections,
                        "width": outcome.width, "height": outcome.height, "seed": outcome.seed,
                        "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
-                       "attention": outcome.attention, "vae_tiling": outcome.vae_tiling, "fp8": outcome.fp8,
+                       # what was used (the settings say what was requested): request.USED's names
+                       "attention_used": outcome.attention, "vae_tiling_used": outcome.vae_tiling,
+                       "fp8_used": outcome.fp8,
                        "step_cache": cache}
         return record
 

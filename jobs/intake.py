@@ -12,26 +12,20 @@ import csv
 import io
 import json
 import uuid
-from dataclasses import fields
 from pathlib import Path
 
-from framepack_core.request import (
-    MethodSettings,
-    OutputSettings,
-    Request,
-    SpeedSettings,
-)
+from framepack_core.request import Request
+from framepack_core.settings import SETTINGS_LIST, Part, Scope
 
 from .store import JobStore
 
 INPUTS = "queue-inputs"  # under the outputs folder
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-# Where a run goes is the queue's business (its outputs folder, one claimed name per job).
-_NOT_PER_JOB = ("folder", "path", "output", "outputs")
+# Where a run goes is the queue's business (its outputs folder, one claimed name per job): by name or flag.
+_NOT_PER_JOB = {name for s in SETTINGS_LIST if s.part is Part.OUTPUT and s.scope is Scope.RUN
+                for name in (s.name, s.dest)}
 # Settings that stay text when read from a CSV cell; every other cell is read as JSON (2, 1.5, true, null).
-_TEXT = {"image", "end_image", "image_name", "model"} | {
-    f.name for kind in (MethodSettings, OutputSettings, SpeedSettings) for f in fields(kind)
-    if isinstance(f.default, str) or f.name == "mode"}
+_TEXT = {name for s in SETTINGS_LIST if s.kind in ("text", "choice", "picture") for name in (s.name, *s.aliases)}
 
 
 def add_job(store: JobStore, values: dict, base: Path | None = None) -> int:

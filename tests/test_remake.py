@@ -23,19 +23,22 @@ def _record(video):
 
 def test_mp4_and_record_say_what_was_used(tiny_models, picture, tmp_path):
     finished, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
-    assert (comment["attention"], comment["attention_used"]) == ("auto", "sdpa")
+    assert (comment["attention_requested"], comment["attention_used"]) == ("auto", "sdpa")
     assert (comment["vae_tiling"], comment["vae_tiling_used"]) == (None, False)
     assert (comment["fp8"], comment["fp8_used"]) == (False, False)
+    assert "attention" not in comment  # one name for each meaning
     record = _record(finished.video)
-    assert (record["attention"], record["vae_tiling"], record["fp8"]) == ("sdpa", False, False)
+    assert (record["attention_used"], record["vae_tiling_used"], record["fp8_used"]) == ("sdpa", False, False)
+    assert record["settings"]["attention_requested"] == "auto"
+    assert not {"attention", "vae_tiling", "fp8"} & set(record) and "attention" not in record["settings"]
     assert (finished.attention, finished.vae_tiling, finished.fp8) == ("sdpa", False, False)
 
 
 def test_remake_requests_what_ran(tiny_models, picture, tmp_path):
     _, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
     fields = remake_fields(comment)
-    assert (fields["attention"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, False)
-    assert not {"app", "end_image", "attention_used", "vae_tiling_used", "fp8_used"} & set(fields)
+    assert (fields["attention_requested"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, False)
+    assert not {"app", "end_image", "attention", "attention_used", "vae_tiling_used", "fp8_used"} & set(fields)
 
 
 @pytest.mark.parametrize("source", ["mp4", "record"])
@@ -45,6 +48,36 @@ def test_a_remake_from_metadata_is_bit_identical(tiny_models, picture, tmp_path,
     again = Request.from_fields(image=picture, **remake_fields(recorded))
     remade, _ = _run(tiny_models, again, tmp_path / "b.mp4")
     assert np.array_equal(mp4_info(remade.video)[1], mp4_info(first.video)[1])
+
+
+def _as_before_the_rename(recorded: dict, source: str) -> dict:
+    """The same video's metadata as versions before `attention_requested`/`attention_used` wrote it: the
+    MP4 said `attention` (requested) and `attention_used`; the record's settings said `attention`
+    (requested) and its top level `attention`, `vae_tiling` and `fp8` (used)."""
+    old = json.loads(json.dumps(recorded))
+    settings = old if source == "mp4" else old["settings"]
+    settings["attention"] = settings.pop("attention_requested")
+    if source == "record":
+        for name in ("attention", "vae_tiling", "fp8"):
+            old[name] = old.pop(f"{name}_used")
+    return old
+
+
+@pytest.mark.parametrize("source", ["mp4", "record"])
+def test_a_video_recorded_before_the_rename_remakes_exactly(tiny_models, picture, tmp_path, source):
+    # The request says "flash"; the CPU runs SDPA: a remake must ask for what ran, under either spelling.
+    first, comment = _run(tiny_models, tiny_request(picture, crf=0, seed=7, steps=2, attention_requested="flash"),
+                          tmp_path / "a.mp4")
+    recorded = comment if source == "mp4" else _record(first.video)
+    old = _as_before_the_rename(recorded, source)
+    assert remake_fields(old) == remake_fields(recorded)
+    assert remake_fields(old)["attention_requested"] == "sdpa"
+    again = Request.from_fields(image=picture, **remake_fields(old))
+    assert again.speed.attention_requested == "sdpa"
+    remade, _ = _run(tiny_models, again, tmp_path / "b.mp4")
+    assert np.array_equal(mp4_info(remade.video)[1], mp4_info(first.video)[1])
+    # An old record read by name, as a queue row or an import would: the old name is still a setting.
+    assert Request.from_fields(image=picture, attention="sage").speed.attention_requested == "sage"
 
 
 class _ShortOfMemory(ModelManager):
@@ -62,7 +95,7 @@ def test_vae_tiling_is_recorded_and_remade(tiny_models, picture, tmp_path):
     tiled, comment = _run(tiny_models, tiny_request(picture, **base), tmp_path / "tiled.mp4",
                           manager=_ShortOfMemory("cpu"))
     assert comment["vae_tiling"] is None and comment["vae_tiling_used"] is True  # the manager's decision
-    assert _record(tiled.video)["vae_tiling"] is True
+    assert _record(tiled.video)["vae_tiling_used"] is True
     plain_frames, tiled_frames = mp4_info(untiled.video)[1], mp4_info(tiled.video)[1]
     assert not np.array_equal(plain_frames, tiled_frames)
     # The remake, on a machine with plenty of memory, tiles because the video did.

@@ -130,7 +130,7 @@ def test_cli_summary_reports_kernel_and_cache(tiny_models, square_picture, tmp_p
     out, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["attention"] == "sdpa"
+    assert summary["attention_used"] == "sdpa"
     cache = summary["step_cache"]
     assert {k: cache[k] for k in expected} == expected
     if cache["enabled"]:

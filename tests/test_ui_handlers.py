@@ -31,9 +31,9 @@ def handlers(tmp_path):
 def page_form(picture, **change):
     """The page's form as gradio hands it over: a PIL picture, numbers from sliders as floats."""
     image = Image.open(picture) if picture is not None else None
-    form = dict(image=image, prompt="waves roll in", seconds=2, seed=5.0, randomize=False, steps=3.0, gs=10,
-                step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128.0, crf=16.0,
-                vram_budget_gb=0, prompt_blend=0, loras=None)
+    form = dict(model="tiny", image=image, end_image=None, prompt="waves roll in", seconds=2, steps=3.0, seed=5.0,
+                gs=10, mode="model default", resolution=128.0, prompt_blend=0, loras=None, crf=16.0, step_cache=True,
+                vram_budget_gb=0, randomize=False)
     assert tuple(form) == FORM_FIELDS
     return form | change
 

@@ -12,50 +12,50 @@ from pathlib import Path
 
 
 def settings_from_args(args) -> dict:
-    """The request's settings from `generate`'s flags, by their flat names; flags not given are left
-    out, so the request's defaults hold. The one translation of flags, for `generate` and `queue`."""
-    flag = lambda name: getattr(args, name, None)  # noqa: E731  (queue add-folder has no --image)
-    values = dict(
-        image=flag("image"), model=flag("model"), end_image=flag("end_image"), prompt=flag("prompt"),
-        negative_prompt=flag("negative_prompt"), seconds=flag("seconds"), seed=flag("seed"), steps=flag("steps"),
-        window=flag("window"), gs=flag("gs"), cfg=flag("cfg"), rs=flag("rs"), resolution=flag("resolution"),
-        mode=flag("mode"), crf=flag("crf"), step_cache=flag("step_cache"), cache_threshold=flag("cache_threshold"),
-        cache_method=flag("cache_method"), cache_calibrate=flag("cache_calibrate"), attention=flag("attention"),
-        fp8=flag("fp8"), compile=flag("compile"), prompt_blend=flag("prompt_blend"),
-        loras=tuple(flag("lora") or ()) or None, vram_budget_gb=flag("vram_budget"),
-        vae_tiling={"on": True, "off": False}.get(flag("vae_tiling")))
-    return {name: value for name, value in values.items() if value is not None}
+    """The request's settings from `generate`'s flags (the settings table's), by their flat names; flags
+    not given are left out, so the request's defaults hold. The one translation of flags, for `generate`
+    and `queue`."""
+    from framepack_core.settings import SETTINGS_LIST
+
+    values = {}
+    for setting in SETTINGS_LIST:
+        value = getattr(args, setting.dest, None) if setting.flag else None  # queue add-folder has no --image
+        if setting.flag_values is not None:
+            value = setting.flag_values.get(value)
+        elif setting.kind == "loras":
+            value = tuple(value or ()) or None
+        if value is not None:
+            values[setting.name] = value
+    return values
 
 
 def request_from_args(args):
     from framepack_core.request import Request
 
-    return Request.from_fields(**settings_from_args(args), folder=Path(args.outputs),
-                               path=Path(args.output) if args.output else None)
+    return Request.from_fields(**settings_from_args(args))
 
 
 def run_from_args(args):
     """A new run, a resumed one (--resume) or an extension (--extend); ValueError for bad input."""
     from framepack_core.run import Run
+    from framepack_core.settings import EXTEND_FIXED, SETTINGS_LIST
 
     if args.resume and args.extend:
         raise ValueError("Give --resume or --extend, not both.")
     if args.resume:
         return Run.resume(args.resume)
     if args.extend:
+        # The flags given take over from the source video's settings (except what an extension fixes).
         explicit = getattr(args, "given", set())
-        given = {name: getattr(args, name) for name in _EXTEND_FLAGS if name in explicit}
+        flags = settings_from_args(args)
+        given = {s.name: flags[s.name] for s in SETTINGS_LIST
+                 if s.flag and s.dest in explicit and s.name in flags and s.name not in EXTEND_FIXED}
         if "outputs" in explicit:
             given["folder"] = Path(args.outputs)
         return Run.extend(args.extend, args.seconds, output=args.output, **given)
     if not args.image or args.prompt is None:
         raise ValueError("Give --image and --prompt for a new video (or --resume / --extend PATH).")
     return Run.start(request_from_args(args))
-
-
-# Flags an extension takes from the command line when given; the rest are the source video's own.
-_EXTEND_FLAGS = ("prompt", "negative_prompt", "model", "steps", "seed", "gs", "cfg", "rs", "crf", "step_cache",
-                 "cache_threshold", "cache_method", "attention", "fp8", "compile", "window")
 
 
 def generate_command(args) -> int:

@@ -6,11 +6,12 @@ import html
 import numbers
 from pathlib import Path
 
+from framepack_core.settings import DEFAULTS
 
 _COLOURS = ("#6366f1", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#a855f7", "#14b8a6", "#f97316")
 
 
-def timeline_html(prompt: str | None, seconds, window: int = 9) -> str:
+def timeline_html(prompt: str | None, seconds, window: int = DEFAULTS["window"]) -> str:
     """Which prompt covers which seconds, as a bar of coloured spans; a malformed prompt gets its message."""
     from framepack_core.method.prompts import is_timestamped, parse_prompt  # torch: after the page is up
 

@@ -15,13 +15,13 @@ import numpy as np
 from framepack_core.events import Failed, Preview, SectionDone
 from framepack_core.request import Request
 from framepack_core.run import Run
+from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
 
 from .creative import chosen_loras, parse_lora_text
 from .progress import RunProgress, idle_html
 from .worker import Worker, WorkerBusy
 
 KEEP = object()  # a PageUpdate field left as it is on the page
-MODEL_DEFAULT_MODE = "model default"
 
 
 @dataclass
@@ -38,15 +38,16 @@ class PageUpdate:
 @dataclass
 class ServerSettings:
     """What the command line fixed: defaults for the page, and everything the API does not take."""
-    model: str = "framepack"
-    resolution: int = 640
+    model: str = DEFAULTS["model"]
+    resolution: int = DEFAULTS["resolution"]
     outputs: Path = Path("outputs")
     lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
 
 
-# The page's form, by name as Request.from_fields takes them (`randomize` is the page's own).
-FORM_FIELDS = ("image", "prompt", "seconds", "seed", "randomize", "steps", "gs", "step_cache", "model", "mode",
-               "end_image", "resolution", "crf", "vram_budget_gb", "prompt_blend", "loras")
+# The settings the page shows (the table's with a widget), and its form: those by name as
+# Request.from_fields takes them, and `randomize`, the page's own.
+PAGE_SETTINGS = tuple(setting for setting in SETTINGS_LIST if setting.widget is not None)
+FORM_FIELDS = tuple(setting.name for setting in PAGE_SETTINGS) + ("randomize",)
 
 
 def random_seed() -> int:
@@ -64,10 +65,10 @@ class Handlers:
 
     def page_run(self, form: dict):
         """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
-        form = self.request_fields(form)
-        seed = form["seed"]
+        seed = form.get("seed")
         try:
-            form["loras"] = chosen_loras(form.get("loras"), self.settings.lora_dir)
+            form = self.request_fields(form)
+            seed = form["seed"]
             run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
@@ -137,20 +138,29 @@ class Handlers:
                          summary=summary_markdown(record), running=False)
 
     def request_fields(self, form: dict) -> dict:
-        """The page's form as Request.from_fields names (a fresh seed if asked; the server's model by default)."""
+        """The page's form as Request.from_fields names (a fresh seed if asked; the server's model by default;
+        the LoRA table's rows as files of the LoRA folder). ValueError for a LoRA outside it."""
         form = dict(form)
-        seed = random_seed() if form.pop("randomize", False) or form.get("seed") is None else form["seed"]
-        form["seed"] = _whole(seed)
-        form["model"] = form.get("model") or self.settings.model
-        if form.get("mode") in (None, MODEL_DEFAULT_MODE):
-            form["mode"] = None
-        form["prompt"] = form.get("prompt") or ""
-        form["step_cache"] = bool(form.get("step_cache", True))
-        form["vram_budget_gb"] = form.get("vram_budget_gb") or None
-        form["prompt_blend"] = _whole(form.get("prompt_blend") or 0)
-        return form
+        randomize = form.pop("randomize", False)
+        values = {name: self._page_value(SETTINGS[name], value) for name, value in form.items()}
+        values["seed"] = _whole(random_seed() if randomize or form.get("seed") is None else form["seed"])
+        values["model"] = values.get("model") or self.settings.model
+        return values
 
-    def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25, loras="", prompt_blend=0) -> str:
+    def _page_value(self, setting: Setting, value):
+        """A widget's value as the request takes it: sliders send whole floats, "auto" stands for None."""
+        if setting.optional and (value is None or (setting.widget is not None and value == setting.widget.auto)):
+            return None
+        if value is None:
+            return setting.default
+        if setting.kind == "loras":
+            return chosen_loras(value, self.settings.lora_dir)
+        if setting.kind == "bool":
+            return bool(value)
+        return _whole(value) if setting.kind == "int" else value
+
+    def api_run(self, image, prompt, seconds=DEFAULTS["seconds"], seed=None, steps=DEFAULTS["steps"], loras="",
+                prompt_blend=DEFAULTS["prompt_blend"]) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.
 
         `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""

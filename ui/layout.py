@@ -5,8 +5,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting
+
 from .creative import lora_rows, timeline_html
-from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
+from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate
 from .progress import idle_html
 from .queue_tab import build_queue_tab
 
@@ -17,7 +19,7 @@ EXAMPLE_PROMPTS = [
     "The camera slowly pushes in as the leaves sway in a gentle wind.",
     "The cat stretches, yawns and curls up to sleep.",
 ]
-MODEL_HELP = {"framepack": "FramePack I2V", "framepack-f1": "FramePack F1", "tiny": "tiny (test set, noise)"}
+MODEL_HELP = SETTINGS["model"].widget.options["choice_labels"]
 
 # System and bundled fonts only: the page must not reach out to font services (offline desktops).
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="slate",
@@ -26,7 +28,7 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="s
 CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
 
 
-def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -> gr.Blocks:
+def build_page(handlers: Handlers, model_choices: tuple[str, ...] = MODEL_SETS, queue=None) -> gr.Blocks:
     """`queue`: the page's QueueHandlers (ui/queue_tab.py); None leaves the queue off the page."""
     s = handlers.settings
     with gr.Blocks(title="FramePack", analytics_enabled=False) as page:
@@ -37,150 +39,145 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
                   api_visibility="private", show_progress="hidden")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
-                image = gr.Image(label="Start picture", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                 height=320, placeholder="Drop a picture here, paste one, or click to upload",
-                                 elem_id="fp-image")
-                if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
-                    gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[image], label="Example picture")
-                prompt = gr.Textbox(label="What should happen", lines=2, max_lines=6, elem_id="fp-prompt",
-                                    placeholder="Describe the motion, e.g. the person turns and smiles")
-                timeline = gr.HTML(timeline_html("", 5), elem_id="fp-timeline")
-                with gr.Row():
-                    start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
-                    stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
-                                     scale=1)
-                    add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
-                                          visible=queue is not None)
-                with gr.Row():
-                    resume = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
-                    extend = gr.Button("Extend", size="sm", elem_id="fp-extend")
-                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
-                with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
-                    source_video = gr.Video(label="Video to extend (optional: else the last finished one)",
-                                            sources=["upload"], height=200, elem_id="fp-source-video")
-                    extend_seconds = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
-                                               elem_id="fp-extend-seconds")
-                with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
-                    with gr.Row():
-                        seconds = gr.Slider(1, 120, value=5, step=0.5, label="Length (seconds)",
-                                            elem_id="fp-seconds")
-                        steps = gr.Slider(1, 100, value=25, step=1, label="Steps per section",
-                                          elem_id="fp-steps")
-                    with gr.Row():
-                        with gr.Column(min_width=160):
-                            seed = gr.Number(value=31337, precision=0, minimum=0, label="Seed", elem_id="fp-seed")
-                            randomize = gr.Checkbox(False, label="New random seed each run", elem_id="fp-randomize")
-                        with gr.Column(min_width=160):
-                            gs = gr.Slider(1, 32, value=10, step=0.5, label="Guidance (gs)", elem_id="fp-gs")
-                            step_cache = gr.Checkbox(True, label="Step cache", elem_id="fp-step-cache",
-                                                     info="Faster: skips work on steps that change little")
-                with gr.Accordion("Model and quality", open=False, elem_classes="fp-settings"):
-                    with gr.Row():
-                        model = gr.Dropdown([(MODEL_HELP.get(m, m), m) for m in model_choices], value=s.model,
-                                            label="Model set", elem_id="fp-model")
-                        mode = gr.Radio([("auto", MODEL_DEFAULT_MODE), ("inverted", "inverted"),
-                                         ("forward", "forward")], value=MODEL_DEFAULT_MODE, label="Sampling order",
-                                        info="auto: inverted for FramePack, forward for F1")
-                    with gr.Row():
-                        resolution = gr.Slider(128, 1536, value=s.resolution, step=16, label="Resolution",
-                                               info="640: the trained size")
-                        crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
-                                        info="0 lossless · 23 smaller")
-                    vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
-                                     info="0 = automatic. Lower it if the GPU runs out of memory.")
-                    memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
-                with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):
-                    prompt_blend = gr.Slider(0, 8, value=0, step=1, label="Prompt blend (sections)",
-                                             elem_id="fp-prompt-blend",
-                                             info="Cross over from one timed prompt to the next across this many "
-                                                  "sections")
-                    loras = gr.Dataframe(lora_rows(s.lora_dir), headers=["LoRA", "Weight"],
-                                         datatype=["str", "number"], type="array", interactive=True,
-                                         column_count=2, static_columns=[0], elem_id="fp-loras",
-                                         label=f"LoRA files in {s.lora_dir} (weight 0 = off)")
-                    refresh = gr.Button("Look for LoRA files again", size="sm")
-                with gr.Accordion("End frame (inverted sampling only)", open=False):
-                    end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
-                                         sources=["upload", "clipboard"], placeholder="The video ends on this picture")
+                form, parts = _inputs(handlers, model_choices, queue is not None)
             with gr.Column(scale=6, min_width=380):
-                progress = gr.HTML(idle_html(), elem_id="fp-progress")
-                preview = gr.Image(label="Current section (live preview)", interactive=False, height=230,
-                                   elem_id="fp-preview", buttons=[], format="png")
-                video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, height=380,
-                                 elem_id="fp-video")
-                download = gr.DownloadButton("Download MP4", visible=False, variant="primary", elem_id="fp-download")
-                summary = gr.Markdown("", elem_id="fp-summary")
-        outputs = [progress, preview, video, download, summary, seed, start, stop]
-
-        form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
-                    step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
-                    crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
-        assert tuple(form) == FORM_FIELDS
+                parts |= _results()
         if queue is not None:
-            build_queue_tab(queue, form, add_queue)
-
-        def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
-            for update in handlers.page_run({name: values[component] for name, component in form.items()}):
-                yield _to_outputs(update)
-
-        for source in (prompt, seconds):  # the timeline follows the typing; pure Python, no queue
-            source.change(timeline_html, [prompt, seconds], timeline, queue=False, show_progress="hidden",
-                          api_visibility="private")
-        refresh.click(lambda: lora_rows(s.lora_dir), None, loras, queue=False, api_visibility="private")
-        for control in (model, resolution, vram):
-            control.change(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False,
-                           show_progress="hidden", api_visibility="private")
-        page.load(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False, show_progress="hidden",
-                  api_visibility="private")
-
-        start.click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden", api_visibility="private")
-        stop.click(_stopping(handlers), None, [stop], queue=False, show_progress="hidden", api_visibility="private")
-
-        def resume_run():
-            for update in handlers.page_resume():
-                yield _to_outputs(update)
-
-        def extend_run(upload, seconds, text):
-            for update in handlers.page_extend(upload, seconds, text):
-                yield _to_outputs(update)
-
-        resume.click(resume_run, None, outputs, concurrency_id="gpu", show_progress="hidden",
-                     api_visibility="private")
-        extend.click(extend_run, [source_video, extend_seconds, prompt], outputs, concurrency_id="gpu",
-                     show_progress="hidden", api_visibility="private")
-
-        # The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate).
-        api_trigger = gr.Button(visible=False)
-        api_result = gr.File(visible=False, label="MP4")
-        # A file, not an Image: the picture is opened by the app's own loader, whose message for a broken
-        # file is one sentence, where gradio's preprocessing would answer "Could not preprocess input ...".
-        api_image = gr.File(visible=False, type="filepath", label="image")
-        # Numbers without the sliders' bounds or rounding: gradio's own checks would answer 0 or "abc" with a
-        # message that names no field (or a traceback); the request's validator says what is wrong instead.
-        api_seconds = gr.Number(5, visible=False, label="seconds")
-        api_seed = gr.Number(31337, visible=False, label="seed")
-        api_steps = gr.Number(25, visible=False, label="steps")
-        api_loras = gr.Textbox("", visible=False, label="loras")
-        api_blend = gr.Number(0, visible=False, label="prompt_blend")
-
-        def generate(image, prompt, seconds=5.0, seed=31337, steps=25, loras="", prompt_blend=0):
-            """Make a video from a picture and a prompt ('[0s: ...] [2s: ...]' for a prompt per moment); returns
-            the MP4 (model and resolution: the server's). loras: 'name.safetensors:0.8; other.safetensors' from
-            the server's LoRA folder."""
-            try:
-                return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend)
-            except (ValueError, RuntimeError) as error:
-                raise gr.Error(str(error)) from None
-
-        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend],
-                          api_result,
-                          api_name="generate", concurrency_id="gpu")
+            build_queue_tab(queue, form, parts["add_queue"])
+        _wire_helpers(page, form, parts, s.lora_dir)
+        _wire_runs(handlers, form, parts)
+        _api(handlers, form["prompt"])
     return page
+
+
+def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, dict]:
+    """The left column: the settings table's widgets in their groups (`form`, by setting name, in FORM_FIELDS'
+    order) and the page's own components (`parts`: buttons, the timeline, the memory plan...)."""
+    s, form, parts = handlers.settings, {}, {}
+    # What the server's flags chose instead of the table's defaults.
+    values = {"model": s.model, "resolution": s.resolution,
+              "vram_budget_gb": handlers.worker.session_options.get("vram_budget_gb")}
+
+    def picture_examples():
+        if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
+            gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[form["image"]], label="Example picture")
+
+    after = {  # what the page adds beside a setting's widget
+        "image": picture_examples,
+        "seed": lambda: form.update(randomize=gr.Checkbox(False, label="New random seed each run",
+                                                          elem_id="fp-randomize")),
+        "vram_budget_gb": lambda: parts.update(memory_plan=gr.Markdown("", elem_id="fp-memory-plan")),
+        "loras": lambda: parts.update(refresh=gr.Button("Look for LoRA files again", size="sm")),
+    }
+    place = _Placer(form, values, after, model_choices, s.lora_dir)
+    place("start")
+    parts["timeline"] = gr.HTML(timeline_html("", DEFAULTS["seconds"]), elem_id="fp-timeline")
+    with gr.Row():
+        parts["start"] = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
+        parts["stop"] = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop", scale=1)
+        parts["add_queue"] = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
+                                       visible=with_queue)
+    with gr.Row():
+        parts["resume"] = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
+        parts["extend"] = gr.Button("Extend", size="sm", elem_id="fp-extend")
+    gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[form["prompt"]], label="Example prompts")
+    with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
+        parts["source_video"] = gr.Video(label="Video to extend (optional: else the last finished one)",
+                                         sources=["upload"], height=200, elem_id="fp-source-video")
+        parts["extend_seconds"] = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
+                                            elem_id="fp-extend-seconds")
+    for group, title, open_ in _ACCORDIONS:
+        with gr.Accordion(title, open=open_, elem_classes="fp-settings",
+                          elem_id="fp-settings" if group == "settings" else None):
+            place(group)
+    return {name: form[name] for name in FORM_FIELDS}, parts  # a KeyError here: a group no accordion places
+
+
+def _results() -> dict:
+    """The right column: progress, the live preview, the video, its download and the summary."""
+    return dict(
+        progress=gr.HTML(idle_html(), elem_id="fp-progress"),
+        preview=gr.Image(label="Current section (live preview)", interactive=False, height=230,
+                         elem_id="fp-preview", buttons=[], format="png"),
+        video=gr.Video(label="Video", interactive=False, autoplay=True, loop=True, height=380, elem_id="fp-video"),
+        download=gr.DownloadButton("Download MP4", visible=False, variant="primary", elem_id="fp-download"),
+        summary=gr.Markdown("", elem_id="fp-summary"))
+
+
+def _wire_helpers(page: gr.Blocks, form: dict, parts: dict, lora_dir) -> None:
+    """What follows the typing without a run: the timeline, the LoRA list, the memory plan (pure Python, no queue)."""
+    prompt, seconds, timeline = form["prompt"], form["seconds"], parts["timeline"]
+    for source in (prompt, seconds):
+        source.change(timeline_html, [prompt, seconds], timeline, queue=False, show_progress="hidden",
+                      api_visibility="private")
+    parts["refresh"].click(lambda: lora_rows(lora_dir), None, form["loras"], queue=False, api_visibility="private")
+    plan_inputs = [form["model"], form["vram_budget_gb"], form["resolution"]]
+    for control in plan_inputs:
+        control.change(memory_plan_line, plan_inputs, [parts["memory_plan"]], queue=False,
+                       show_progress="hidden", api_visibility="private")
+    page.load(memory_plan_line, plan_inputs, [parts["memory_plan"]], queue=False, show_progress="hidden",
+              api_visibility="private")
+
+
+def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
+    """Start, Stop, Resume and Extend: each run's updates go to the same outputs."""
+    outputs = [parts[name] for name in ("progress", "preview", "video", "download", "summary")]
+    outputs += [form["seed"], parts["start"], parts["stop"]]
+
+    def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
+        for update in handlers.page_run({name: values[component] for name, component in form.items()}):
+            yield _to_outputs(update)
+
+    def resume_run():
+        for update in handlers.page_resume():
+            yield _to_outputs(update)
+
+    def extend_run(upload, seconds, text):
+        for update in handlers.page_extend(upload, seconds, text):
+            yield _to_outputs(update)
+
+    parts["start"].click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden",
+                         api_visibility="private")
+    parts["stop"].click(_stopping(handlers), None, [parts["stop"]], queue=False, show_progress="hidden",
+                        api_visibility="private")
+    parts["resume"].click(resume_run, None, outputs, concurrency_id="gpu", show_progress="hidden",
+                          api_visibility="private")
+    parts["extend"].click(extend_run, [parts["source_video"], parts["extend_seconds"], form["prompt"]], outputs,
+                          concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+
+
+def _api(handlers: Handlers, prompt) -> None:
+    """The API: a button nobody sees, whose click is the named endpoint (gradio_client's /generate)."""
+    api_trigger = gr.Button(visible=False)
+    api_result = gr.File(visible=False, label="MP4")
+    # A file, not an Image: the picture is opened by the app's own loader, whose message for a broken
+    # file is one sentence, where gradio's preprocessing would answer "Could not preprocess input ...".
+    api_image = gr.File(visible=False, type="filepath", label="image")
+    # Numbers without the sliders' bounds or rounding: gradio's own checks would answer 0 or "abc" with a
+    # message that names no field (or a traceback); the request's validator says what is wrong instead.
+    api_seconds = gr.Number(DEFAULTS["seconds"], visible=False, label="seconds")
+    api_seed = gr.Number(DEFAULTS["seed"], visible=False, label="seed")
+    api_steps = gr.Number(DEFAULTS["steps"], visible=False, label="steps")
+    api_loras = gr.Textbox("", visible=False, label="loras")
+    api_blend = gr.Number(DEFAULTS["prompt_blend"], visible=False, label="prompt_blend")
+
+    def generate(image, prompt, seconds=DEFAULTS["seconds"], seed=DEFAULTS["seed"], steps=DEFAULTS["steps"],
+                 loras="", prompt_blend=DEFAULTS["prompt_blend"]):
+        """Make a video from a picture and a prompt ('[0s: ...] [2s: ...]' for a prompt per moment); returns
+        the MP4 (model and resolution: the server's). loras: 'name.safetensors:0.8; other.safetensors' from
+        the server's LoRA folder."""
+        try:
+            return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend)
+        except (ValueError, RuntimeError) as error:
+            raise gr.Error(str(error)) from None
+
+    api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend],
+                      api_result, api_name="generate", concurrency_id="gpu")
 
 
 def memory_plan_line(model: str, vram_gb, resolution) -> str:
     """The memory plan of a run with these settings, as `app.py check` makes it (real sets only)."""
-    if model not in ("framepack", "framepack-f1"):
+    if model not in PUBLISHED_MODEL_SETS:
         return ""
     from framepack_core.memory_plan import plan_run
 
@@ -188,6 +185,80 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
         return plan_run(model, vram_gb or None, None, int(resolution)).line()
     except Exception as error:  # the plan is advice: a failure to make it must not break the page
         return f"Memory plan unavailable: {error}"
+
+
+# The settings' groups below the Start button: (group, accordion title, open at first).
+_ACCORDIONS = (("settings", "Settings", True), ("model", "Model and quality", False),
+               ("creative", "Timed prompts and LoRA", False), ("end", "End frame (inverted sampling only)", False))
+_WIDE = ("text", "image", "loras")  # widgets that take a row of their own; the others go two to a row
+
+
+class _Placer:
+    """Builds a group's widgets from the settings table where it is called, into `form` by setting name."""
+
+    def __init__(self, form: dict, values: dict, after: dict, model_choices, lora_dir):
+        self.form, self.values, self.after = form, values, after
+        self.model_choices, self.lora_dir = model_choices, lora_dir
+
+    def __call__(self, group: str) -> None:
+        settings = [setting for setting in PAGE_SETTINGS if setting.widget.group == group]
+        rows, narrow = [], []
+        for setting in settings:
+            if setting.widget.kind in _WIDE:
+                rows += [narrow, [setting]] if narrow else [[setting]]
+                narrow = []
+            else:
+                narrow.append(setting)
+                if len(narrow) == 2:
+                    rows.append(narrow)
+                    narrow = []
+        for row in rows + [narrow] * bool(narrow):
+            if len(row) == 1 and row[0].widget.kind in _WIDE:
+                self._cell(row[0])
+                continue
+            with gr.Row():
+                for setting in row:
+                    with gr.Column(min_width=160):
+                        self._cell(setting)
+
+    def _cell(self, setting: Setting) -> None:
+        self.form[setting.name] = _widget(setting, self.values.get(setting.name, setting.default),
+                                          self.model_choices, self.lora_dir)
+        if setting.name in self.after:
+            self.after[setting.name]()
+
+
+def _widget(setting: Setting, value, model_choices, lora_dir):
+    """The gradio component of a setting's table entry: its kind, label, range or choices, and value."""
+    w = setting.widget
+    low = w.low if w.low is not None else setting.low
+    high = w.high if w.high is not None else setting.high
+    if value is None and setting.optional:
+        value = w.auto
+    common = dict(label=w.label, elem_id=f"fp-{setting.name.replace('_', '-')}") | ({"info": w.info} if w.info else {})
+    options = {k: v for k, v in w.options.items() if k != "choice_labels"}
+    if w.kind == "slider":
+        return gr.Slider(low, high, value=value, step=w.step, **common)
+    if w.kind == "number":
+        return gr.Number(value=value, precision=0 if setting.kind == "int" else None, minimum=low, **common)
+    if w.kind == "checkbox":
+        return gr.Checkbox(value, **common)
+    if w.kind == "dropdown":
+        labels = w.options.get("choice_labels", {})
+        choices = model_choices if setting.name == "model" else setting.choices
+        return gr.Dropdown([(labels.get(c, c), c) for c in choices], value=value, **common)
+    if w.kind == "radio":
+        choices = ([("auto", w.auto)] if setting.optional else []) + [(c, c) for c in setting.choices]
+        return gr.Radio(choices, value=value, **common)
+    if w.kind == "text":
+        return gr.Textbox(value=value, **common, **options)
+    if w.kind == "image":
+        return gr.Image(type="pil", image_mode=None, sources=["upload", "clipboard"], **common, **options)
+    if w.kind == "loras":
+        return gr.Dataframe(lora_rows(lora_dir), headers=[w.label, "Weight"], datatype=["str", "number"], type="array",
+                            interactive=True, column_count=2, static_columns=[0], elem_id=common["elem_id"],
+                            label=f"LoRA files in {lora_dir} (weight 0 = off)")
+    raise ValueError(f"The page has no widget of kind {w.kind!r} (setting {setting.name}).")
 
 
 def _stopping(handlers: Handlers):

@@ -16,7 +16,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import torch
 
-from framepack_core.options import FPS
+from framepack_core.settings import FPS
 
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from framepack_core.options import MAX_RESOLUTION, MIN_RESOLUTION
+from framepack_core.settings import MAX_RESOLUTION, MIN_RESOLUTION
 
 # The published 640 table, (height, width), portrait last. Every entry is about 640x640 pixels.
 BUCKETS_640 = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from framepack_core.options import FPS, MODES
+from framepack_core.settings import FPS, MODES
 
 from .schedule import section_count, video_frame_count
 

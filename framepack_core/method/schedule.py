@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from framepack_core.options import FPS  # noqa: F401  (the frame rate belongs to the method; spelt once)
+from framepack_core.settings import FPS  # noqa: F401  (the frame rate belongs to the method; spelt once)
 
 
 LATENT_CHANNELS = 16

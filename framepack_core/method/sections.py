@@ -10,7 +10,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import torch
 
-from framepack_core.options import MODES
+from framepack_core.settings import DEFAULTS, MODES
 
 from .history import ForwardHistory, InvertedHistory, PackedContext
 from .sampler import flux_mu, flux_sigmas, sample_unipc
@@ -40,15 +40,16 @@ class Conditioning:
 
 @dataclass(frozen=True)
 class SectionSettings:
-    seconds: float = 5.0
-    window: int = 9
-    steps: int = 25
-    gs: float = 10.0  # distilled guidance
-    cfg: float = 1.0  # real classifier-free guidance; 1 = off (one transformer call per step)
-    rs: float = 0.0  # guidance rescale
+    """The method's settings for the section loop; defaults: the settings table's (framepack_core/settings.py)."""
+    seconds: float = DEFAULTS["seconds"]
+    window: int = DEFAULTS["window"]
+    steps: int = DEFAULTS["steps"]
+    gs: float = DEFAULTS["gs"]  # distilled guidance
+    cfg: float = DEFAULTS["cfg"]  # real classifier-free guidance; 1 = off (one transformer call per step)
+    rs: float = DEFAULTS["rs"]  # guidance rescale
     mode: str = "inverted"
-    variant: str = "bh1"
-    shift: float | None = None  # None = derived from the token count
+    variant: str = DEFAULTS["variant"]
+    shift: float | None = DEFAULTS["shift"]  # None = derived from the token count
 
     @property
     def sections(self) -> int:

@@ -12,7 +12,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import (
     DEFAULT_PROMPT_TEMPLATE,
 )
 
-from framepack_core.options import DEFAULT_MODES
+from framepack_core.settings import DEFAULT_MODES
 
 if TYPE_CHECKING:
     from diffusers import (

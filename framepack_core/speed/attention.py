@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framepack_core.options import ATTENTION_KERNELS as BACKENDS
+from framepack_core.settings import ATTENTION_KERNELS as BACKENDS
 
 log = logging.getLogger(__name__)
 

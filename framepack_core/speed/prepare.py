@@ -39,7 +39,7 @@ def prepare_transformer(transformer, request, manager) -> Prepared:
                        f"instead of {size_text(before)}.")
     elif not request.fp8 and is_fp8(transformer):
         notices.append("The transformer keeps the FP8 weights of an earlier run; load the models again for bf16.")
-    choice = apply_attention(transformer, request.attention, device)
+    choice = apply_attention(transformer, request.attention_requested, device)
     if choice.notice():
         notices.append(choice.notice())
     notice = compile_blocks(transformer, request.compile, device)

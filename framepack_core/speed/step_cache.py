@@ -30,9 +30,9 @@ from typing import Iterator
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
 
-from framepack_core.options import CACHE_METHODS as METHODS
+from framepack_core.settings import CACHE_METHODS as METHODS
 from memory import gate_blocks
-from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
+from framepack_core.settings import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
 
 from .magcache import MagState, magnitude_ratio
 

@@ -1,0 +1,221 @@
+"""Every setting a user can name, once: its part, type, default, bounds, help, flag, page widget and scope.
+
+Made from `SETTINGS`: the command line's flags (app.py), the page's widgets and their ranges (ui/layout.py,
+ui/handlers.py), `Request.from_fields` and the part dataclasses with their validation (request.py), the
+queue's import columns (jobs/intake.py), and what a resume, an extension or a remake takes back
+(continuation.py, ui/cli.py, request.py). Adding a setting is one entry here, plus its use in the method.
+
+Plain Python: the command line's parser imports this before anything heavy (`app.py --help` stays fast).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+# --- the vocabulary: what the choices are called ---------------------------------------------------------------
+# Each model set's own sampling order: the I2V checkpoint was trained for inverted sampling,
+# F1 for forward sampling (lllyasviel/FramePack, demo_gradio.py and demo_gradio_f1.py).
+DEFAULT_MODES = {"framepack": "inverted", "framepack-f1": "forward", "tiny": "inverted"}
+MODEL_SETS = tuple(DEFAULT_MODES)
+PUBLISHED_MODEL_SETS = ("framepack", "framepack-f1")  # real weights; `tiny` is built locally, for trying the app
+MODES = ("inverted", "forward")
+SAMPLER_VARIANTS = ("bh1", "bh2")
+ATTENTION_KERNELS = ("auto", "sage", "flash", "xformers", "sdpa")
+CACHE_METHODS = ("magcache", "teacache", "first-block")  # the first is the default (README: why)
+
+FPS = 30  # the published models' frame rate
+MIN_RESOLUTION, MAX_RESOLUTION = 128, 1536
+
+
+class Part(str, Enum):
+    """Where a setting lives in a `Request`: at its top level or in one of its three parts."""
+    TOP = "top"  # the pictures and the model set
+    METHOD = "method"  # what decides the pixels
+    OUTPUT = "output"  # where the video goes and how it is encoded
+    SPEED = "speed"  # how fast it is made (some of these change the pixels a little, so they are recorded)
+
+
+class Scope(str, Enum):
+    """Which runs a setting reaches beyond the one it was given for."""
+    JOB = "job"  # the video's own: recorded, queued with a job, taken back by a remake, a resume or an extension
+    RUN = "run"  # given with each run, never a recorded setting: the pictures (kept as files), where the video goes
+    RECORD = "record"  # recorded only: follows from the others, never taken back
+
+
+@dataclass(frozen=True)
+class Widget:
+    """How the page shows a setting. `low`/`high`: the page's range where it is narrower than the validator's."""
+    kind: str  # slider | number | checkbox | dropdown | radio | text | image | loras
+    label: str
+    group: str  # where on the page: start | settings | model | creative | end (ui/layout.py places the groups)
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    info: str = ""
+    auto: object = None  # the page's value that stands for None (a radio offers it as "auto")
+    options: dict = field(default_factory=dict, hash=False)  # more for the component (placeholder, lines, height)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the flat name: `Request.from_fields`, records, import columns
+    part: Part
+    kind: str  # int | float | bool | text | choice | path | picture | loras
+    default: object
+    help: str  # the flag's help; also the page's hint when its widget has none
+    label: str = ""  # what messages call it (default: the name in words)
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low bound itself is refused
+    choices: tuple = ()
+    optional: bool = False  # None is a value: decided later (by the model set, by memory, ...)
+    flag: str | None = None  # the command line's flag; None: not a flag
+    flag_values: dict | None = None  # the flag's words and the values they stand for (--vae-tiling auto/on/off)
+    flag_default: object = ...  # the flag's default when it is not the setting's (...: the setting's)
+    metavar: str | None = None
+    widget: Widget | None = None  # None: not on the page
+    scope: Scope = Scope.JOB
+    extends: bool = True  # an extension takes it from its command line (else: the source's own, or fixed by it)
+    aliases: tuple = ()  # older names that `from_fields` still reads (records written before a rename)
+    used: str | None = None  # the record's and the MP4's name for the value a run actually used
+
+    @property
+    def words(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+    @property
+    def dest(self) -> str | None:
+        """The flag's attribute on argparse's namespace."""
+        return self.flag.removeprefix("--no-").removeprefix("--").replace("-", "_") if self.flag else None
+
+    @property
+    def cli_default(self):
+        return self.default if self.flag_default is ... else self.flag_default
+
+
+_M, _O, _S, _T = Part.METHOD, Part.OUTPUT, Part.SPEED, Part.TOP
+
+SETTINGS_LIST = (
+    # --- top level: the model set and the pictures ---
+    Setting("model", _T, "choice", "framepack", choices=MODEL_SETS, flag="--model", label="Model set",
+            help="model set: framepack (inverted sampling), framepack-f1 (forward), "
+                 "tiny (small random weights built locally, for trying the app without downloads)",
+            widget=Widget("dropdown", "Model set", "model", options={"choice_labels": {
+                "framepack": "FramePack I2V", "framepack-f1": "FramePack F1", "tiny": "tiny (test set, noise)"}})),
+    Setting("image", _T, "picture", None, flag="--image", scope=Scope.RUN, extends=False, label="picture",
+            help="the start picture (needed unless --resume or --extend)",
+            widget=Widget("image", "Start picture", "start", options=dict(
+                height=320, placeholder="Drop a picture here, paste one, or click to upload"))),
+    Setting("end_image", _T, "picture", None, flag="--end-image", scope=Scope.RUN, extends=False,
+            label="end frame", help="optional last frame (inverted sampling only)",
+            widget=Widget("image", "End picture (optional)", "end", options=dict(
+                height=200, placeholder="The video ends on this picture"))),
+    Setting("image_name", _T, "text", "", scope=Scope.RUN, extends=False,
+            help="where the picture came from, for records (found from the picture's path when not given)"),
+    # --- method: what decides the pixels ---
+    Setting("prompt", _M, "text", "", flag="--prompt", flag_default=None,  # None: not given (a new video needs one)
+            help="what should happen in the video (needed for a new video); or what happens when: "
+                 "'[0s: he waves] [2.5s: he walks away]'",
+            widget=Widget("text", "What should happen", "start", options=dict(
+                lines=2, max_lines=6, placeholder="Describe the motion, e.g. the person turns and smiles"))),
+    Setting("negative_prompt", _M, "text", "", flag="--negative-prompt", help="used only when --cfg is not 1"),
+    Setting("seconds", _M, "float", 5.0, low=0, high=120.0, low_open=True, flag="--seconds", extends=False,
+            label="Length in seconds", help="video length",
+            widget=Widget("slider", "Length (seconds)", "settings", low=1, step=0.5)),
+    Setting("steps", _M, "int", 25, low=1, high=100, flag="--steps", label="Steps",
+            help="sampling steps per section", widget=Widget("slider", "Steps per section", "settings", step=1)),
+    Setting("seed", _M, "int", 31337, low=0, high=2**63 - 1, flag="--seed", label="Seed", help="random seed",
+            widget=Widget("number", "Seed", "settings")),
+    Setting("gs", _M, "float", 10.0, low=1, high=32, flag="--gs", label="Distilled guidance",
+            help="distilled guidance", widget=Widget("slider", "Guidance (gs)", "settings", step=0.5)),
+    Setting("window", _M, "int", 9, low=1, high=33, flag="--window", label="Window",
+            help="latent frames per section"),
+    Setting("cfg", _M, "float", 1.0, low=1, high=32, flag="--cfg", label="CFG",
+            help="real CFG; 1 = off and twice as fast"),
+    Setting("rs", _M, "float", 0.0, low=0, high=1, flag="--rs", label="Guidance rescale", help="CFG rescale"),
+    Setting("mode", _M, "choice", None, choices=MODES, optional=True, flag="--mode", extends=False,
+            label="Sampling mode", help="sampling order (default: the model set's own)",
+            widget=Widget("radio", "Sampling order", "model", auto="model default",
+                          info="auto: inverted for FramePack, forward for F1")),
+    Setting("resolution", _M, "int", 640, low=MIN_RESOLUTION, high=MAX_RESOLUTION, flag="--resolution",
+            extends=False, label="Resolution",
+            help=f"bucket size: 640 is the published table; others scale it ({MIN_RESOLUTION}..{MAX_RESOLUTION})",
+            widget=Widget("slider", "Resolution", "model", step=16, info="640: the trained size")),
+    Setting("variant", _M, "choice", "bh1", choices=SAMPLER_VARIANTS, label="Sampler variant",
+            help="UniPC's variant"),
+    Setting("shift", _M, "float", None, low=0, high=100, low_open=True, optional=True, label="Shift",
+            help="the timestep shift (None: derived from the token count)"),
+    Setting("prompt_blend", _M, "int", 0, low=0, high=100, flag="--prompt-blend", metavar="N", label="Prompt blend",
+            help="with timed prompts: cross over from one prompt to the next across N sections",
+            widget=Widget("slider", "Prompt blend (sections)", "creative", high=8, step=1,
+                          info="Cross over from one timed prompt to the next across this many sections")),
+    # ("path", weight) pairs, or "PATH[:WEIGHT]" text as the command line gives it.
+    Setting("loras", _M, "loras", (), flag="--lora", metavar="PATH[:WEIGHT]",
+            help="apply a LoRA (.safetensors: musubi/kohya, diffusers/PEFT or original HunyuanVideo); "
+                 "weight default 1, negative allowed; repeat for several",
+            widget=Widget("loras", "LoRA", "creative")),
+    # --- output: where the video goes and how it is encoded ---
+    Setting("folder", _O, "path", Path("outputs"), flag="--outputs", scope=Scope.RUN, extends=False,
+            help="folder for videos, input pictures and settings"),  # runs get fresh names: <date>-<time>_<seed>
+    Setting("path", _O, "path", None, optional=True, flag="--output", scope=Scope.RUN, extends=False,
+            help="MP4 path (default: a fresh <date>-<time>_<seed>.mp4 in --outputs)"),
+    Setting("crf", _O, "int", 16, low=0, high=51, flag="--crf", label="MP4 quality (CRF)",
+            help="MP4 quality, 0 (lossless) .. 51",
+            widget=Widget("slider", "MP4 quality (CRF)", "model", step=1, info="0 lossless · 23 smaller")),
+    # --- speed: how fast it is made ---
+    Setting("step_cache", _S, "bool", True, flag="--no-step-cache",
+            help="compute every block on every step (slower; by default MagCache skips blocks on steps "
+                 "where they would change little)",
+            widget=Widget("checkbox", "Step cache", "settings",
+                          info="Faster: skips work on steps that change little")),
+    Setting("cache_method", _S, "choice", CACHE_METHODS[0], choices=CACHE_METHODS, flag="--cache-method",
+            label="Step cache", help="step cache: magcache (the authors' ratios for FramePack), teacache, "
+                                     "or diffusers' first-block cache"),
+    Setting("cache_threshold", _S, "float", 0.15, low=0, high=1, low_open=True, flag="--cache-threshold",
+            label="Step cache threshold", help="step cache threshold: higher skips more and drifts more (0.1 is safer)"),
+    Setting("cache_calibrate", _S, "bool", False, flag="--cache-calibrate",
+            help="measure MagCache's magnitude ratios for this model and step count (skipping nothing) "
+                 "and save them; later MagCache runs with that model and step count use them"),
+    Setting("attention_requested", _S, "choice", "auto", choices=ATTENTION_KERNELS, flag="--attention",
+            label="Attention", aliases=("attention",), used="attention_used",
+            help="attention kernel (auto: the fastest that works here, else PyTorch SDPA)"),
+    Setting("fp8", _S, "bool", False, flag="--fp8", used="fp8_used",
+            help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy"),
+    Setting("compile", _S, "bool", False, flag="--compile",
+            help="torch.compile the transformer blocks (CUDA only; the first steps take longer)"),
+    Setting("vram_budget_gb", _S, "float", None, low=0, high=4096, optional=True, flag="--vram-budget",
+            metavar="GB", label="VRAM budget (GB)",
+            help="GPU memory the app may use, in GiB, activations included (default: what is free); "
+                 "model blocks that do not fit stream from system memory. Ignored without a CUDA GPU",
+            widget=Widget("number", "VRAM budget (GB)", "model", auto=0,
+                          info="0 = automatic. Lower it if the GPU runs out of memory.")),
+    Setting("vae_tiling", _S, "bool", None, optional=True, flag="--vae-tiling", used="vae_tiling_used",
+            flag_values={"auto": None, "on": True, "off": False}, label="VAE tiling",
+            help="decode the VAE in tiles: auto (when GPU memory is short), on, off"),
+    # --- recorded only: what follows from the rest ---
+    Setting("prompt_spans", _M, "record", None, scope=Scope.RECORD, help="which prompt covers which seconds"),
+    Setting("lora_files", _M, "record", None, scope=Scope.RECORD,
+            help="the LoRA files by name, with their SHA-256 and weight"),
+)
+
+SETTINGS = {setting.name: setting for setting in SETTINGS_LIST}
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS_LIST}
+DEFAULT_CACHE_THRESHOLD = DEFAULTS["cache_threshold"]  # the step caches' own default is the app's
+
+
+def settings_of(part: Part | None = None, scope: Scope | None = None) -> tuple[Setting, ...]:
+    """The settings of a part and/or a scope, in the table's order."""
+    return tuple(s for s in SETTINGS_LIST if part in (None, s.part) and scope in (None, s.scope))
+
+
+def canonical_name(name: str) -> str:
+    """The setting's name for `name`, which may be an older one (an alias)."""
+    return _ALIASES.get(name, name)
+
+
+_ALIASES = {alias: setting.name for setting in SETTINGS_LIST for alias in setting.aliases}
+
+# What an extension does not take from its command line: its seconds are the ones to add, it samples
+# forward from the source's frames at the source's size, and it goes where the command line says.
+EXTEND_FIXED = tuple(s.name for s in SETTINGS_LIST if not s.extends)
