@@ -32,7 +32,6 @@ from .models.encoders import encode_latent, encode_siglip
 from .models.lora import applied_loras
 from .models.prompt_cache import cached_prompt
 from .request import Request
-from .speed.precision import is_fp8
 from .speed.prepare import prepare_transformer
 from .speed.magcache import ratios_for, save_calibration
 from .speed.step_cache import step_cache
@@ -47,7 +46,7 @@ class Progress:
     height: int = 0
     attention: str = ""  # the kernel that ran
     vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None before the first decode)
-    fp8: bool = False  # whether the transformer's weights were FP8
+    fp8: str = "off"  # the FP8 mode that ran: off | storage | fast
     cache: object = None  # the step cache, for its counts of block evaluations
     notices: list[str] = field(default_factory=list)
 
@@ -119,7 +118,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         check()
 
     prepared = prepare_transformer(models.transformer, speed, manager)  # FP8 storage, attention kernel, compile
-    progress.attention, progress.fp8 = prepared.attention.backend, is_fp8(models.transformer)
+    progress.attention, progress.fp8 = prepared.attention.backend, prepared.fp8
     for message in prepared.notices:
         _notice(emit, progress, message)
 
