@@ -27,7 +27,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, names=None, **changes) ->
 
 def _flag_keywords(setting: Setting) -> dict:
     default, help_ = setting.cli_default, setting.help
-    if setting.kind == "bool" and setting.flag_values is None:  # --fp8, --no-step-cache
+    if setting.kind == "bool" and setting.flag_values is None:  # --compile, --no-step-cache
         return dict(dest=setting.dest, action="store_true" if not default else "store_false", help=help_)
     if setting.kind == "loras":
         return dict(dest=setting.dest, action="append", default=[], metavar=setting.metavar, help=help_)
@@ -40,7 +40,9 @@ def _flag_keywords(setting: Setting) -> dict:
         help_ += f" (default {default})"
     kind = {"int": int, "float": float}.get(setting.kind, str)
     default = str(default) if setting.kind == "path" and default is not None else default
-    return dict(type=kind, default=default, choices=setting.choices or None, metavar=setting.metavar, help=help_)
+    optional = dict(nargs="?", const=setting.flag_const) if setting.flag_const is not None else {}
+    return dict(type=kind, default=default, choices=setting.choices or None, metavar=setting.metavar, help=help_,
+                **optional)
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)
-    add_setting_flags(check, ("model", "resolution", "seconds", "fp8", "vram_budget_gb"),
-                      model=dict(choices=PUBLISHED_MODEL_SETS), fp8=dict(help="plan with the transformer's weights in FP8"),
+    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb"), model=dict(choices=PUBLISHED_MODEL_SETS),
                       vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"))
+    check.add_argument("--fp8", action="store_true", help="plan with the transformer's weights in FP8")
     check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
     check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                        help="system memory in GiB (default: what is available less 2 GiB)")

@@ -60,6 +60,7 @@ def check_value(setting: Setting, value):
     Pictures, paths and LoRAs pass through: their own checks need more than the table."""
     if value is None and setting.optional:
         return None
+    value = next((new for old, new in setting.legacy if type(value) is type(old) and value == old), value)
     if setting.kind == "int":
         return _integer(setting.words, value, setting.low, setting.high)
     if setting.kind == "float":
@@ -208,8 +209,10 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
 
 
 # What a run records beside its settings: the attention kernel that ran, whether the VAE decoded
-# in tiles, whether the transformer's weights were FP8. A remake requests these, not the settings'
-# "auto" or an FP8 request that an earlier run's weights overrode. {record name: setting}
+# in tiles, the FP8 mode that ran (off | storage | fast; true/false in records from before the
+# modes, which validate as storage/off). A remake requests these, not the settings' "auto", an FP8
+# request that an earlier run's weights overrode, or `fast` that the GPU could not run.
+# {record name: setting}
 USED = {s.used: s.name for s in SETTINGS_LIST if s.used}
 
 

@@ -22,6 +22,9 @@ PUBLISHED_MODEL_SETS = ("framepack", "framepack-f1")  # real weights; `tiny` is 
 MODES = ("inverted", "forward")
 SAMPLER_VARIANTS = ("bh1", "bh2")
 ATTENTION_KERNELS = ("auto", "sage", "flash", "xformers", "sdpa")
+# storage: the blocks' weights kept in FP8, multiplied in bf16; fast: multiplied in FP8 too
+# (compute capability 8.9+). Records from before the modes say true (storage) or false (off).
+FP8_MODES = ("off", "storage", "fast")
 CACHE_METHODS = ("magcache", "teacache", "first-block")  # the first is the default (README: why)
 
 FPS = 30  # the published models' frame rate
@@ -73,11 +76,13 @@ class Setting:
     flag: str | None = None  # the command line's flag; None: not a flag
     flag_values: dict | None = None  # the flag's words and the values they stand for (--vae-tiling auto/on/off)
     flag_default: object = ...  # the flag's default when it is not the setting's (...: the setting's)
+    flag_const: object = None  # the value of the flag given without one (--fp8 alone: storage)
     metavar: str | None = None
     widget: Widget | None = None  # None: not on the page
     scope: Scope = Scope.JOB
     extends: bool = True  # an extension takes it from its command line (else: the source's own, or fixed by it)
     aliases: tuple = ()  # older names that `from_fields` still reads (records written before a rename)
+    legacy: tuple = ()  # (older value, today's) pairs that validation reads as today's (fp8: true -> storage)
     used: str | None = None  # the record's and the MP4's name for the value a run actually used
 
     @property
@@ -180,8 +185,12 @@ SETTINGS_LIST = (
     Setting("attention_requested", _S, "choice", "auto", choices=ATTENTION_KERNELS, flag="--attention",
             label="Attention", aliases=("attention",), used="attention_used",
             help="attention kernel (auto: the fastest that works here, else PyTorch SDPA)"),
-    Setting("fp8", _S, "bool", False, flag="--fp8", used="fp8_used",
-            help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy"),
+    Setting("fp8", _S, "choice", "off", choices=FP8_MODES, flag="--fp8", flag_const="storage", flag_default=None,
+            metavar="MODE", label="FP8", used="fp8_used", legacy=((True, "storage"), (False, "off")),
+            help="FP8 weights: storage (what --fp8 alone means: the transformer's weights in FP8, "
+                 "multiplied in bf16: half the memory and streaming, slightly lossy), fast (also multiply "
+                 "in FP8: faster on GPUs of compute capability 8.9+, RTX 40/50, H100; elsewhere refused "
+                 "with a notice), off (the default)"),
     Setting("compile", _S, "bool", False, flag="--compile",
             help="torch.compile the transformer blocks (CUDA only; the first steps take longer)"),
     Setting("vram_budget_gb", _S, "float", None, low=0, high=4096, optional=True, flag="--vram-budget",

@@ -40,7 +40,8 @@ def test_the_parsers_defaults_and_choices_are_the_tables():
             value = tuple(value)
         elif setting.kind == "path" and value is not None:
             value = Path(value)
-        expected = None if setting.name == "prompt" else setting.default  # no --prompt: not given
+        # The setting's default, or None where the table says "not given" (no --prompt; --fp8 alone is storage).
+        expected = setting.default if setting.flag_default is ... else setting.flag_default
         assert value == expected, setting.name
     from ui.cli import settings_from_args
 
@@ -50,8 +51,10 @@ def test_the_parsers_defaults_and_choices_are_the_tables():
     assert (values["vae_tiling"], values["step_cache"], values["loras"]) == (False, False, ("a.safetensors:0.5",))
     assert values["attention_requested"] == "sdpa" and values["image"] == "p.png"
     check = app.build_parser().parse_args(["check"])
-    assert (check.model, check.resolution, check.seconds, check.fp8) == (
-        DEFAULTS["model"], DEFAULTS["resolution"], DEFAULTS["seconds"], DEFAULTS["fp8"])
+    assert (check.model, check.resolution, check.seconds) == (
+        DEFAULTS["model"], DEFAULTS["resolution"], DEFAULTS["seconds"])
+    assert settings_from_args(app.build_parser().parse_args(["generate", "--fp8"]))["fp8"] == "storage"
+    assert "fp8" not in settings_from_args(app.build_parser().parse_args(["generate"]))  # the request's default
 
 
 def test_old_names_are_read_and_the_new_name_wins():
