@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 FP8 = torch.float8_e4m3fn
-FP8_MAX = torch.finfo(FP8).max  # 448: e4m3fn has no infinity, and a cast past it gives NaN
+FP8_MAX = torch.finfo(FP8).max  # 448; e4m3fn has no infinity (past 448 a cast saturates or gives NaN)
 GRANULARITIES = ("row", "tensor")  # preferred first
 MIN_ROWS = 16  # fewer rows (the blocks' modulation layers: one per batch) gain nothing; they upcast
 _TINY = 1e-12  # the smallest amax a scale is made from: an all-zero row must not divide by zero
@@ -42,7 +42,7 @@ def quantize_rows(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torc
     dims = dict(dim=-1, keepdim=True) if granularity == "row" else {}
     amax = torch.linalg.vector_norm(x, float("inf"), **dims).float()  # exact in any dtype; no |x| temporary
     factor = (FP8_MAX / amax.clamp(min=_TINY)).to(x.dtype)
-    values = (x * factor).clamp_(-FP8_MAX, FP8_MAX).to(FP8)  # clamp: x * factor may round past 448
+    values = (x * factor).clamp_(-FP8_MAX, FP8_MAX).to(FP8)  # x * factor may round past 448: never NaN
     return values, factor.float().reciprocal()
 
 
