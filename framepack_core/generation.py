@@ -154,7 +154,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         with applied_loras(models.transformer, method.loras), manager.use(models.transformer), step_cache(
                 models.transformer, speed.step_cache or speed.cache_calibrate, cache_method, speed.cache_threshold,
                 settings.steps, calls_per_step=1 if settings.cfg == 1 else 2, ratios=ratios,
-                calibrate=speed.cache_calibrate) as cache:
+                calibrate=speed.cache_calibrate, gates=manager.gates) as cache:
             progress.cache = cache
             for section in run_sections(models.transformer, conds.__getitem__, start_latent, settings, generator,
                                         end_latent=end_latent, step_callback=on_step, resume=resume):
@@ -175,7 +175,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                     check()
                     emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
         if speed.cache_calibrate and cache is not None:
-            measured = cache.calibrated_ratios()
+            measured = cache.strategy.calibrated_ratios()
             if measured:
                 where = save_calibration(request.model, settings.steps, measured)
                 _notice(emit, progress, f"MagCache ratios for {request.model} at {settings.steps} steps saved to "
