@@ -84,7 +84,7 @@ def test_vae_tiling_must_be_a_choice(picture):
 
 
 def test_records_from_before_the_fp8_modes_remake_as_fp8_storage(picture):
-    for used, mode in ((True, "storage"), (False, "off"), ("fast", "fast")):
+    for used, mode in ((True, "storage"), (False, "off"), ("fast", "fast"), ("true", "storage")):  # "true": a CSV cell
         comment = {"model": "tiny", "prompt": "x", "fp8": used, "fp8_used": used, "attention_used": "sdpa"}
         record = {"settings": {"model": "tiny", "prompt": "x", "fp8": used}, "fp8": used, "attention": "sdpa"}
         for recorded in (comment, record):

@@ -109,8 +109,7 @@ def store_fp8_cached(model: torch.nn.Module, cache_dir=None, compute_dtype: torc
     model.mapped_files = [*files, mapped]
     for (_, layer), name in zip(layers, names):
         layer.weight = torch.nn.Parameter(mapped.tensors[name], requires_grad=False)  # no conversion: read as FP8
-        HookRegistry.check_if_exists_or_initialize(layer).register_hook(
-            UpcastLinear(FP8, compute_dtype, non_blocking=False), _LAYERWISE_CASTING_HOOK)
+        store_layer_fp8(layer, compute_dtype)
     return before, tensor_bytes(model)
 
 
