@@ -60,7 +60,7 @@ def check_value(setting: Setting, value):
     Pictures, paths and LoRAs pass through: their own checks need more than the table."""
     if value is None and setting.optional:
         return None
-    value = next((new for old, new in setting.legacy if type(value) is type(old) and value == old), value)
+    value = next((new for old, new in setting.legacy if _same(value, old)), value)
     if setting.kind == "int":
         return _integer(setting.words, value, setting.low, setting.high)
     if setting.kind == "float":
@@ -73,6 +73,13 @@ def check_value(setting: Setting, value):
     elif setting.kind == "text" and not isinstance(value, str):
         raise ValueError(f"The {setting.words} must be text.")
     return value
+
+
+def _same(value, old) -> bool:
+    """`value` is the older value `old` (words in any case: a CSV cell may say TRUE)."""
+    if isinstance(value, str) and isinstance(old, str):
+        return value.lower() == old
+    return type(value) is type(old) and value == old
 
 
 @_from_table(Part.METHOD)

@@ -82,7 +82,8 @@ class Setting:
     scope: Scope = Scope.JOB
     extends: bool = True  # an extension takes it from its command line (else: the source's own, or fixed by it)
     aliases: tuple = ()  # older names that `from_fields` still reads (records written before a rename)
-    legacy: tuple = ()  # (older value, today's) pairs that validation reads as today's (fp8: true -> storage)
+    legacy: tuple = ()  # (older value, today's) pairs that validation reads as today's (fp8: true -> storage;
+    #                     words in any case)
     used: str | None = None  # the record's and the MP4's name for the value a run actually used
 
     @property
@@ -186,7 +187,7 @@ SETTINGS_LIST = (
             label="Attention", aliases=("attention",), used="attention_used",
             help="attention kernel (auto: the fastest that works here, else PyTorch SDPA)"),
     Setting("fp8", _S, "choice", "off", choices=FP8_MODES, flag="--fp8", flag_const="storage", flag_default=None,
-            metavar="MODE", label="FP8", used="fp8_used", legacy=((True, "storage"), (False, "off")),
+            metavar="MODE", label="FP8", used="fp8_used", legacy=((True, "storage"), (False, "off"), ("true", "storage"), ("false", "off")),
             help="FP8 weights: storage (what --fp8 alone means: the transformer's weights in FP8, "
                  "multiplied in bf16: half the memory and streaming, slightly lossy), fast (also multiply "
                  "in FP8: faster on GPUs of compute capability 8.9+, RTX 40/50, H100; elsewhere refused "

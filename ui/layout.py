@@ -9,6 +9,8 @@ from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, 
 
 from .creative import lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate
+from .outputs import OutputsHandlers
+from .outputs_tab import build_outputs_tab
 from .progress import idle_html
 from .queue_tab import build_queue_tab
 
@@ -19,6 +21,7 @@ EXAMPLE_PROMPTS = [
     "The camera slowly pushes in as the leaves sway in a gentle wind.",
     "The cat stretches, yawns and curls up to sleep.",
 ]
+GENERATE_TAB = "generate"  # the tab's id: Remake and Resume in the Outputs tab switch to it
 MODEL_HELP = SETTINGS["model"].widget.options["choice_labels"]
 
 # System and bundled fonts only: the page must not reach out to font services (offline desktops).
@@ -37,13 +40,18 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...] = MODEL_SETS, 
         # which the server need not wait for before it starts listening.
         page.load(lambda: _header(s.model, handlers.worker.session.device.type.upper()), None, header,
                   api_visibility="private", show_progress="hidden")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=340):
-                form, parts = _inputs(handlers, model_choices, queue is not None)
-            with gr.Column(scale=6, min_width=380):
-                parts |= _results()
-        if queue is not None:
-            build_queue_tab(queue, form, parts["add_queue"])
+        with gr.Tabs(elem_id="fp-tabs") as tabs:
+            with gr.Tab("Generate", id=GENERATE_TAB, elem_id="fp-generate"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5, min_width=340):
+                        form, parts = _inputs(handlers, model_choices, queue is not None)
+                    with gr.Column(scale=6, min_width=380):
+                        parts |= _results()
+        with tabs:  # Generate, Queue, Outputs
+            if queue is not None:
+                build_queue_tab(queue, form, parts["add_queue"])
+            build_outputs_tab(OutputsHandlers(handlers), form, _run_outputs(form, parts), _to_outputs, tabs,
+                              GENERATE_TAB)
         _wire_helpers(page, form, parts, s.lora_dir)
         _wire_runs(handlers, form, parts)
         _api(handlers, form["prompt"])
@@ -104,6 +112,12 @@ def _results() -> dict:
         summary=gr.Markdown("", elem_id="fp-summary"))
 
 
+def _run_outputs(form: dict, parts: dict) -> list:
+    """Where a run shows itself, in the order `_to_outputs` gives a PageUpdate's values."""
+    outputs = [parts[name] for name in ("progress", "preview", "video", "download", "summary")]
+    return outputs + [form["seed"], parts["start"], parts["stop"]]
+
+
 def _wire_helpers(page: gr.Blocks, form: dict, parts: dict, lora_dir) -> None:
     """What follows the typing without a run: the timeline, the LoRA list, the memory plan (pure Python, no queue)."""
     prompt, seconds, timeline = form["prompt"], form["seconds"], parts["timeline"]
@@ -121,8 +135,7 @@ def _wire_helpers(page: gr.Blocks, form: dict, parts: dict, lora_dir) -> None:
 
 def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
     """Start, Stop, Resume and Extend: each run's updates go to the same outputs."""
-    outputs = [parts[name] for name in ("progress", "preview", "video", "download", "summary")]
-    outputs += [form["seed"], parts["start"], parts["stop"]]
+    outputs = _run_outputs(form, parts)
 
     def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
         for update in handlers.page_run({name: values[component] for name, component in form.items()}):
