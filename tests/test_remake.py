@@ -83,7 +83,7 @@ def test_a_video_recorded_before_the_rename_remakes_exactly(tiny_models, picture
 class _ShortOfMemory(ModelManager):
     """The CPU manager, but one that would tile the VAE for lack of memory."""
 
-    def tiling_decision(self, module):
+    def short_of_room(self):
         return True
 
 
