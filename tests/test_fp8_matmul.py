@@ -219,6 +219,6 @@ def test_fast_and_sage_on_the_cpu_say_why_and_the_record_says_what_ran(tiny_mode
     assert any(n.startswith("FP8 arithmetic (--fp8 fast) is not used: it needs an NVIDIA GPU") for n in notices)
     assert any(n.startswith("SageAttention cannot be used here") for n in notices)
     record = json.loads(finished.video.with_suffix(".json").read_text())
-    assert (record["settings"]["fp8"], record["fp8"], record["attention"]) == ("fast", "off", "sdpa")
+    assert (record["settings"]["fp8"], record["fp8_used"], record["attention_used"]) == ("fast", "off", "sdpa")
     remade = Request.from_fields(image=square_picture, **remake_fields(record)).validated()
-    assert (remade.speed.fp8, remade.speed.attention) == ("off", "sdpa")  # what ran, not what was asked
+    assert (remade.speed.fp8, remade.speed.attention_requested) == ("off", "sdpa")  # what ran, not what was asked
