@@ -10,7 +10,6 @@ from typing import Callable
 import numpy as np
 
 from framepack_core.events import Preview, SectionDone, Stage, Step
-from framepack_core.failures import Cancelled
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.session import Session
@@ -53,7 +52,8 @@ def run_events(request: Request, models, output: str | Path, manager=None,
 
 
 class ScriptedEngine:
-    """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one."""
+    """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one
+    (and returning what it made, as the real one does)."""
 
     def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None,
                  hold_after_section: bool = False):
@@ -63,9 +63,12 @@ class ScriptedEngine:
         self.hold_after_section = hold_after_section
         self.models_seen = []
 
-    def __call__(self, request, models, manager, progress_video, metadata, emit, cancel, progress):
+    def __call__(self, work, models, manager):
+        from framepack_core.generation import Made
+
         self.models_seen.append(models)
-        progress.width, progress.height = 160, 96
+        emit, cancel, progress_video = work.emit, work.cancel, work.video
+        made = dict(width=160, height=96)
         for section in range(self.sections):
             emit(Stage("sampling", f"Sampling section {section + 1} of {self.sections}"))
             for step in range(1, self.steps + 1):
@@ -75,9 +78,10 @@ class ScriptedEngine:
                 emit(Step(section, self.sections, step, self.steps))
                 emit(Preview(section, step, np.zeros((4, 9 * 6, 3), np.uint8)))
                 if cancel.is_set():
-                    raise Cancelled()
+                    return Made(**made, stopped=True)
             progress_video.write_bytes(b"video after section %d" % section)
-            progress.sections_done, progress.frames = section + 1, 37 * (section + 1)
+            made |= dict(sections_done=section + 1, frames=37 * (section + 1))
             if self.hold_after_section:
                 self.gate.clear()
-            emit(SectionDone(section, self.sections, progress.frames, progress_video, 0.1))
+            emit(SectionDone(section, self.sections, made["frames"], progress_video, 0.1))
+        return Made(**made)
