@@ -86,15 +86,10 @@ class Run:
         self.outcome = Failed(message)
         self.files.write_record(self.record())
 
-    def execute(self, session, emit: Callable[[Event], None], make_video: Callable | None = None) -> Finished | Failed:
-        """Make the video. Every failure ends this run only, as a Failed event and a failed record.
-
-        `make_video(work, models, manager) -> Made` is generation.make_video; tests hand in a stand-in.
-        """
+    def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
+        """Make the video with the session's models and engine. Every failure ends this run only, as a
+        Failed event and a failed record."""
         from .generation import Made, Work  # the model libraries, only when a video is made
-
-        if make_video is None:
-            from .generation import make_video
         from .origins import NewPicture
 
         started = time.monotonic()
@@ -105,7 +100,7 @@ class Run:
                 raise Cancelled()
             work = Work(self.request, self.origin or NewPicture(), self.files.in_progress, self.files.latents,
                         self._tags, emit, self.cancel)
-            outcome = self._finish(make_video(work, models, manager), started)
+            outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
             outcome = self._finish(Made(stopped=True), started)
         except Exception as error:

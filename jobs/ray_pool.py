@@ -20,6 +20,8 @@ from pathlib import Path
 
 import ray
 
+from framepack_core.session_config import SessionConfig
+
 from .executor import apply_result, prepare
 from .running import JobResult, run_job
 from .store import JobStore, this_owner
@@ -41,10 +43,10 @@ class JobWorker:
     """One worker: a Session kept for its lifetime, one job at a time. Threaded (max_concurrency=2),
     so that `progress` and `stop` are answered while `run` is busy."""
 
-    def __init__(self, models_dir: str | None = None, vram_budget_gb: float | None = None):
+    def __init__(self, config: SessionConfig | None = None):
         from framepack_core.session import Session
 
-        self.session = Session(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
+        self.session = Session(config)
         self._progress = (0.0, 0)
         self._cancel = threading.Event()  # the user cancelled the job: it ends as stopped
         self._interrupt = threading.Event()  # the queue is stopping: the job goes back to the queue
@@ -78,11 +80,12 @@ class JobWorker:
 
 class RayExecutor:
     def __init__(self, store: JobStore, address: str | None = "local", cpu_workers: int = 1,
-                 models_dir: str | None = None, vram_budget_gb: float | None = None, poll: float = 0.5):
+                 config: SessionConfig | None = None, poll: float = 0.5):
+        """`config`: the flags' session configuration, which every worker's Session is built from."""
         self.store = store
         self.address = address
         self.cpu_workers = cpu_workers
-        self.options = {"models_dir": models_dir, "vram_budget_gb": vram_budget_gb}
+        self.config = config or SessionConfig()
         self.poll = poll
         self.interrupt = threading.Event()
         self.owner = this_owner()
@@ -97,7 +100,7 @@ class RayExecutor:
         self.started_ray = True
 
     def _new_worker(self):
-        return self.actor_class.remote(**self.options)
+        return self.actor_class.remote(self.config)
 
     def run_until_empty(self) -> int:
         self._connect()

@@ -13,6 +13,7 @@ from framepack_core.events import Preview, SectionDone, Stage, Step
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.session import Session
+from framepack_core.session_config import SessionConfig
 
 
 def tiny_request(picture, **fields) -> Request:
@@ -21,15 +22,20 @@ def tiny_request(picture, **fields) -> Request:
     return Request.from_fields(**(base | fields))
 
 
+def cpu_session(loader=None, engine=None, manager_factory=None, **config) -> Session:
+    """A session on the CPU with the test's own loader, engine (a stand-in for make_video) or manager."""
+    return Session(SessionConfig(device="cpu", **config), loader=loader, engine=engine,
+                   manager_factory=manager_factory)
+
+
 def fixed_session(models, manager=None, **options) -> Session:
     """A session that hands out these models (and this manager, else the default for the CPU)."""
     factory = (lambda *args: manager) if manager is not None else None
-    return Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models,
-                   manager_factory=factory, **options)
+    return cpu_session(lambda name, models_dir=None, progress=None: models, manager_factory=factory, **options)
 
 
 def run_events(request: Request, models, output: str | Path, manager=None,
-               on_event: Callable | None = None, make_video: Callable | None = None) -> list:
+               on_event: Callable | None = None) -> list:
     """Every event of one run through the run path, written to `output`. `on_event(event, run)` sees
     each as it comes (and may stop the run). A request the validator refuses gives [Failed]."""
     from framepack_core.events import Failed
@@ -46,8 +52,7 @@ def run_events(request: Request, models, output: str | Path, manager=None,
         if on_event is not None:
             on_event(event, run)
 
-    options = {"make_video": make_video} if make_video else {}
-    run.execute(fixed_session(models, manager), emit, **options)
+    run.execute(fixed_session(models, manager), emit)
     return events
 
 
