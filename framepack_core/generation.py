@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from memory import ModelManager, release_free_host_memory
+from memory.usage import UsageMeter
 
 from .events import Event, Notice, SectionDone, Stage, Step, Preview
 from .failures import Cancelled
@@ -50,6 +51,7 @@ class Work:
     tags: Callable[[dict], dict[str, str]]  # the MP4's tags, given what the run used
     emit: Callable[[Event], None]
     cancel: threading.Event
+    meter: UsageMeter  # each stage's seconds and memory, for the record
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ class VideoPipeline:
     # 1. encode the prompts
     def encode_prompts(self) -> tuple:
         """(the prompt's timed spans, each distinct prompt encoded, the negative prompt or None)."""
-        self.stage("encoding_prompt", "Encoding the prompt")
         method, models, manager = self.request.method, self.models, self.manager
+        self.stage("encoding_prompt", "Encoding the prompt", uses=(models.text_encoder, models.text_encoder_2))
         spans = parse_prompt(method.prompt, method.seconds, method.window)
         # Each distinct prompt once, and cached: a prompt seen before never touches the text encoders.
         encoded = {text: cached_prompt(models, text, manager) for text in distinct_prompts(spans)}
@@ -124,7 +126,7 @@ class VideoPipeline:
     # 2. encode the start
     def encode_start(self) -> tuple[Beginning, torch.Tensor]:
         """The origin's beginning (start and end latents, sections done, prefix) and the SigLIP embedding."""
-        self.stage("encoding_image", "Encoding the picture")
+        self.stage("encoding_image", "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
         beginning = self.work.origin.begin(self.request, self.models, self.manager)
         self.height, self.width = beginning.pixels.shape[:2]
         with self.manager.use(self.models.image_encoder):
@@ -162,7 +164,8 @@ class VideoPipeline:
         file started."""
         done = beginning.done
         if done:
-            self.stage("decoding", f"Rebuilding the {done} finished section{'s' if done > 1 else ''}")
+            self.stage("decoding", f"Rebuilding the {done} finished section{'s' if done > 1 else ''}",
+                       uses=(self.models.vae,))
             for index, section_latents in enumerate(beginning.replay(self.settings, self.count)):
                 video.add(self.decode(beginning, index, section_latents), last=index == self.count - 1)
             video.metadata = self.tags()
@@ -174,7 +177,7 @@ class VideoPipeline:
     # 5. sample the sections
     def sample_sections(self, beginning: Beginning, conds: list[Conditioning], video: SegmentedVideo) -> None:
         request, speed, settings, transformer = self.request, self.request.speed, self.settings, self.models.transformer
-        self.stage("sampling", f"Sampling section {beginning.done + 1} of {self.count}")
+        self.stage("sampling", f"Sampling section {beginning.done + 1} of {self.count}", beginning.done, (transformer,))
         cache_method = "magcache" if speed.cache_calibrate else speed.cache_method  # calibrating never skips
         ratios = ratios_for(request.model, settings.steps) if cache_method == "magcache" else None
         generator = torch.Generator("cpu").manual_seed(request.method.seed)
@@ -191,7 +194,8 @@ class VideoPipeline:
                 self.decode_and_write(beginning, section, video)
                 if section.index + 1 < self.count:
                     self.check()
-                    self.stage("sampling", f"Sampling section {section.index + 2} of {self.count}")
+                    self.stage("sampling", f"Sampling section {section.index + 2} of {self.count}", section.index + 1,
+                               (transformer,))
         if speed.cache_calibrate and cache is not None:
             self.save_calibration(cache)
 
@@ -204,9 +208,9 @@ class VideoPipeline:
         """The section's new frames decoded, blended into the video, the video so far and the latents
         written: a stop or a crash from here on keeps this section."""
         index, count = section.index, self.count
-        self.stage("decoding", f"Decoding section {index + 1} of {count}")
+        self.stage("decoding", f"Decoding section {index + 1} of {count}", index, (self.models.vae,))
         pixels = self.decode(beginning, index, section.video_latents)
-        self.stage("writing", "Writing the video so far")
+        self.stage("writing", "Writing the video so far", index)
         video.metadata = self.tags()  # now with the VAE tiling the decode used
         video.add(pixels, last=index == count - 1)
         video.write(self.work.video)
@@ -241,8 +245,16 @@ class VideoPipeline:
             self.emit(Notice(f"MagCache ratios for {model} at {steps} steps saved to {where}: {measured}"))
 
     # What every stage shares
-    def stage(self, name: str, message: str) -> None:
+    def stage(self, name: str, message: str, section: int | None = None, uses: tuple = ()) -> None:
+        """A stage begins (the one before ends): measured for the record, and told to the caller."""
+        self.work.meter.begin(name, section, planned=lambda: self.planned_bytes(uses))
         self.emit(Stage(name, message))
+
+    def planned_bytes(self, modules: tuple) -> int | None:
+        """Device bytes the memory manager's plan gives these models (None: it places nothing here)."""
+        placements = [self.manager.placement(m) for m in modules] if self.manager.manages_device else []
+        placements = [p for p in placements if p is not None]
+        return sum(p.device_bytes for p in placements) if placements else None
 
     def check(self) -> None:
         if self.work.cancel.is_set():

@@ -39,6 +39,7 @@ class Run:
         self.cancel = threading.Event()
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
+        self.stages: list[dict] = []  # what each stage cost (memory/usage.py), once the run has run
 
     @classmethod
     def resume(cls, path) -> Run:
@@ -89,17 +90,23 @@ class Run:
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """Make the video with the session's models and engine. Every failure ends this run only, as a
         Failed event and a failed record."""
+        from memory.usage import device_usage
+
         from .generation import Made, Work  # the model libraries, only when a video is made
         from .origins import NewPicture
 
         started = time.monotonic()
+        meter = _usage_meter(session.device)
+        emit = _sampling(meter, emit)
         manager = None
         try:
+            meter.begin("loading")
             models, manager = session.prepare(self.request, emit)
+            meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
                 raise Cancelled()
             work = Work(self.request, self.origin or NewPicture(), self.files.in_progress, self.files.latents,
-                        self._tags, emit, self.cancel)
+                        self._tags, emit, self.cancel, meter)
             outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
             outcome = self._finish(Made(stopped=True), started)
@@ -109,6 +116,7 @@ class Run:
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error), traceback.format_exc(), partial_video=partial)
         finally:
+            self.stages = meter.close()
             session.release(manager)
         self.outcome = outcome
         self.files.write_record(self.record())
@@ -143,7 +151,7 @@ class Run:
                        "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
                        "attention": outcome.attention, "vae_tiling": outcome.vae_tiling, "fp8": outcome.fp8,
                        "step_cache": cache}
-        return record
+        return record | {"stages": self.stages}
 
     def _tags(self, used: dict) -> dict[str, str]:
         """The MP4's tags: the settings, and what the run used (request.remake_fields reads them back)."""
@@ -174,6 +182,22 @@ def mp4_tags(settings: dict) -> dict[str, str]:
     first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
     title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
     return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
+
+
+def _usage_meter(device):
+    """What each stage costs, measured on the session's device (torch's CUDA statistics on a GPU)."""
+    from memory.usage import CudaMemory, UsageMeter
+
+    return UsageMeter(CudaMemory(device) if device.type == "cuda" else None)
+
+
+def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """`emit`, reading the process's memory at every event too (each step, each preview)."""
+    def sampled(event: Event) -> None:
+        meter.sample()
+        emit(event)
+
+    return sampled
 
 
 def _check_writable(folder) -> None:
