@@ -91,16 +91,18 @@ class VideoPipeline:
         # What is made so far: the outcome, should the run stop now.
         self.sections_done = self.frames = self.width = self.height = 0
         self.attention, self.fp8, self.vae_tiling, self.cache = "", False, None, None
+        self.keeper: LatentsKeeper | None = None  # the section latents' file, once the video is opened
 
     def __call__(self) -> Made:
         try:
-            prompts = self.encode_prompts()
-            beginning, image_embeds = self.encode_start()
-            self.prepare_transformer()
+            prompts = self.encode_prompts()  # 1
+            beginning, image_embeds = self.encode_start()  # 2
+            conds = self.conditionings(*prompts, image_embeds)
+            self.prepare_transformer()  # 3
             video, self.keeper = self.open_files(beginning)
             try:
-                self.rebuild_done(beginning, video)
-                self.sample_sections(beginning, self.conditionings(*prompts, image_embeds), video)
+                self.rebuild_done(beginning, video)  # 4
+                self.sample_sections(beginning, conds, video)  # 5
             finally:
                 video.close()
         except Cancelled:
