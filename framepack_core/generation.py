@@ -36,7 +36,6 @@ from .models.prompt_cache import cached_prompt
 from .origins import Beginning, Origin
 from .request import Request
 from .speed.magcache import ratios_for, save_calibration
-from .speed.precision import is_fp8
 from .speed.prepare import prepare_transformer
 from .speed.step_cache import step_cache
 
@@ -63,7 +62,7 @@ class Made:
     height: int = 0
     attention: str = ""  # the kernel that ran ("" before sampling)
     vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None before the first decode)
-    fp8: bool = False  # whether the transformer's weights were FP8
+    fp8: str = "off"  # the FP8 mode that ran: off | storage | fast
     step_cache: str = ""  # the step cache's method ("" when off)
     blocks_computed: int = 0
     blocks_skipped: int = 0
@@ -90,7 +89,7 @@ class VideoPipeline:
         self.started = time.monotonic()
         # What is made so far: the outcome, should the run stop now.
         self.sections_done = self.frames = self.width = self.height = 0
-        self.attention, self.fp8, self.vae_tiling, self.cache = "", False, None, None
+        self.attention, self.fp8, self.vae_tiling, self.cache = "", "off", None, None
         self.keeper: LatentsKeeper | None = None  # the section latents' file, once the video is opened
 
     def __call__(self) -> Made:
@@ -147,7 +146,7 @@ class VideoPipeline:
     def prepare_transformer(self) -> None:
         transformer = self.models.transformer
         prepared = prepare_transformer(transformer, self.request.speed, self.manager)
-        self.attention, self.fp8 = prepared.attention.backend, is_fp8(transformer)
+        self.attention, self.fp8 = prepared.attention.backend, prepared.fp8
         for message in prepared.notices:
             self.emit(Notice(message))
 
@@ -186,7 +185,7 @@ class VideoPipeline:
         with applied_loras(transformer, request.method.loras), self.manager.use(transformer), step_cache(
                 transformer, speed.step_cache or speed.cache_calibrate, cache_method, speed.cache_threshold,
                 settings.steps, calls_per_step=1 if settings.cfg == 1 else 2, ratios=ratios,
-                calibrate=speed.cache_calibrate) as cache:
+                calibrate=speed.cache_calibrate, gates=self.manager.gates) as cache:
             self.cache = cache
             for section in run_sections(transformer, conds.__getitem__, beginning.start, settings, generator,
                                         end_latent=beginning.end, step_callback=self.on_step,
@@ -240,7 +239,7 @@ class VideoPipeline:
         return beginning.kept(index, pixels, settings)
 
     def save_calibration(self, cache) -> None:
-        measured = cache.calibrated_ratios()
+        measured = cache.strategy.calibrated_ratios()
         if measured:
             model, steps = self.request.model, self.settings.steps
             where = save_calibration(model, steps, measured)
