@@ -11,18 +11,13 @@ placement is a `manager.use(...)` around each stage, so nothing here moves weigh
 """
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 
 from memory import ModelManager, release_free_host_memory
-from memory.usage import UsageMeter
 
-from .events import Event, Notice, SectionDone, Stage, Step, Preview
+from .events import Notice, Preview, SectionDone, Stage, Step
 from .failures import Cancelled
 from .media.latents import LatentsKeeper
 from .media.segments import SegmentedVideo
@@ -33,40 +28,12 @@ from .method.sections import Conditioning, Section, SectionSettings, run_section
 from .models.encoders import encode_siglip, set_vae_tiling
 from .models.lora import applied_loras
 from .models.prompt_cache import cached_prompt
-from .origins import Beginning, Origin
+from .origins import Beginning, NewPicture
 from .request import Request
 from .speed.magcache import ratios_for, save_calibration
 from .speed.prepare import prepare_transformer
 from .speed.step_cache import step_cache
-
-
-@dataclass(frozen=True)
-class Work:
-    """One video's part of a run: what to make, from where, into which files, and whom to tell."""
-    request: Request
-    origin: Origin  # how the run starts (origins.py)
-    video: Path  # the in-progress MP4, rewritten after each section
-    latents: Path | None  # where the section latents are kept (None: not kept)
-    tags: Callable[[dict], dict[str, str]]  # the MP4's tags, given what the run used
-    emit: Callable[[Event], None]
-    cancel: threading.Event
-    meter: UsageMeter  # each stage's seconds and memory, for the record
-
-
-@dataclass(frozen=True)
-class Made:
-    """What the pipeline made, finished or stopped: its outcome."""
-    sections_done: int = 0
-    frames: int = 0
-    width: int = 0
-    height: int = 0
-    attention: str = ""  # the kernel that ran ("" before sampling)
-    vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None before the first decode)
-    fp8: str = "off"  # the FP8 mode that ran: off | storage | fast
-    step_cache: str = ""  # the step cache's method ("" when off)
-    blocks_computed: int = 0
-    blocks_skipped: int = 0
-    stopped: bool = False
+from .work import Made, Work
 
 
 def make_video(work: Work, models, manager: ModelManager) -> Made:
@@ -83,6 +50,7 @@ def section_settings(request: Request) -> SectionSettings:
 class VideoPipeline:
     def __init__(self, work: Work, models, manager: ModelManager):
         self.work, self.models, self.manager = work, models, manager
+        self.origin = work.origin or NewPicture()
         self.request, self.emit = work.request, work.emit
         self.settings = section_settings(work.request)
         self.count = self.settings.sections
@@ -128,7 +96,7 @@ class VideoPipeline:
     def encode_start(self) -> tuple[Beginning, torch.Tensor]:
         """The origin's beginning (start and end latents, sections done, prefix) and the SigLIP embedding."""
         self.stage("encoding_image", "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
-        beginning = self.work.origin.begin(self.request, self.models, self.manager)
+        beginning = self.origin.begin(self.request, self.models, self.manager)
         self.height, self.width = beginning.pixels.shape[:2]
         with self.manager.use(self.models.image_encoder):
             image_embeds = encode_siglip(self.models.feature_extractor, self.models.image_encoder, beginning.pixels)

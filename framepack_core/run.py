@@ -90,10 +90,9 @@ class Run:
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """Make the video with the session's models and engine. Every failure ends this run only, as a
         Failed event and a failed record."""
-        from memory.usage import device_usage
+        from memory.usage import device_usage  # torch: the session has it loaded already
 
-        from .generation import Made, Work  # the model libraries, only when a video is made
-        from .origins import NewPicture
+        from .work import Made, Work
 
         started = time.monotonic()
         meter = _usage_meter(session.device)
@@ -105,8 +104,8 @@ class Run:
             meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
                 raise Cancelled()
-            work = Work(self.request, self.origin or NewPicture(), self.files.in_progress, self.files.latents,
-                        self._tags, emit, self.cancel, meter)
+            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags, emit,
+                        self.cancel, meter)
             outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
             outcome = self._finish(Made(stopped=True), started)

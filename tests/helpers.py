@@ -69,7 +69,7 @@ class ScriptedEngine:
         self.models_seen = []
 
     def __call__(self, work, models, manager):
-        from framepack_core.generation import Made
+        from framepack_core.work import Made
 
         self.models_seen.append(models)
         emit, cancel, progress_video = work.emit, work.cancel, work.video
