@@ -82,7 +82,10 @@ def device_usage(device) -> tuple[DeviceMemory | None, Counter | None]:
 def reset_pinned_peak() -> None:
     reset = getattr(torch.cuda, "reset_peak_host_memory_stats", None)
     if reset is not None and torch.cuda.is_available():
-        reset()
+        try:
+            reset()
+        except (RuntimeError, AttributeError):  # a build without CUDA has the name but not the statistics
+            pass
 
 
 def pinned_host_peak() -> int | None:
@@ -98,7 +101,7 @@ def _host_stats() -> dict:
         return {}
     try:
         return dict(stats())
-    except RuntimeError:
+    except (RuntimeError, AttributeError):
         return {}
 
 
