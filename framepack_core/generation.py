@@ -201,7 +201,7 @@ class VideoPipeline:
             # memory manager decided at the first decode (each decode meets the same memory state).
             if self.vae_tiling is None:
                 tiling = self.request.speed.vae_tiling
-                self.vae_tiling = self.manager.tiling_decision(vae) if tiling is None else tiling
+                self.vae_tiling = self.manager.short_of_room() if tiling is None else tiling
             set_vae_tiling(vae, self.vae_tiling)
             pixels = decode_latents(vae, latents)
         return beginning.kept(index, pixels, settings)
@@ -220,10 +220,10 @@ class VideoPipeline:
         self.emit(Stage(name, message))
 
     def planned_bytes(self, modules: tuple) -> int | None:
-        """Device bytes the memory manager's plan gives these models (None: it places nothing here)."""
-        placements = [self.manager.placement(m) for m in modules] if self.manager.manages_device else []
-        placements = [p for p in placements if p is not None]
-        return sum(p.device_bytes for p in placements) if placements else None
+        """Device bytes the memory manager planned for these models (None: it placed none of them)."""
+        plans = [self.manager.planned(m) for m in modules] if self.manager.manages_device else []
+        plans = [plan for plan in plans if plan is not None]
+        return sum(plan.device.device_bytes for plan in plans) if plans else None
 
     def check(self) -> None:
         if self.work.cancel.is_set():
