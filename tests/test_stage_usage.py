@@ -63,7 +63,7 @@ def test_a_runs_record_gives_every_stage_with_the_peaks_the_device_counted(pictu
     models = load_models("tiny")  # a private copy: placement repacks weights
     device = CountingDevice()
     # A budget under the transformer's size: it streams, so sampling moves bytes.
-    manager = ModelManager(device, budget_bytes=int(0.9 * tensor_bytes(models.transformer)), tiling_bytes=0)
+    manager = ModelManager(device, budget_bytes=int(0.9 * tensor_bytes(models.transformer)))
     begun, runs, placed = [], [], set()
 
     def on_event(event, run):
