@@ -1,5 +1,6 @@
 """The job queue without models: the store's rules, intake from forms and files, the page's handlers."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,10 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     out = tmp_path / "out"
     env_run = lambda *a: subprocess.run([sys.executable, "app.py", "queue", *a, "--outputs", str(out)],
                                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    refused = env_run("add", "--image", str(tmp_path / "missing.png"), "--prompt", "hi")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ")
+    assert not out.exists()  # a refused job leaves no folder and no database behind
+    assert env_run("list").stdout == "the queue is empty\n" and not out.exists()
     done = env_run("add", "--image", str(picture), "--prompt", "hi", "--model", "tiny", "--seed", "4")
     assert done.returncode == 0, done.stderr
     bad = env_run("add", "--image", str(picture), "--prompt", "hi", "--steps", "0")
@@ -195,6 +200,28 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     assert imported.returncode == 2 and "rows.csv, line 3:" in imported.stderr and "queued 1 job;" in imported.stderr
     listed = json.loads(env_run("list", "--json").stdout)
     assert [(j["id"], j["status"], j["prompt"]) for j in listed] == [(1, "queued", "hi"), (2, "queued", "a")]
+
+
+def test_two_queue_runs_on_one_store_run_every_job_exactly_once(tmp_path, picture):
+    """Two `queue run` processes started together on one queue of 6 jobs share the work: each job is
+    claimed by one of them (its lease), and finished once."""
+    out = tmp_path / "out"
+    store = JobStore(out)
+    ids = [job(store, picture, seed=n, seconds=1, steps=1) for n in range(6)]
+    command = [sys.executable, "app.py", "queue", "run", "--outputs", str(out)]
+    files = [tmp_path / f"run-{n}.log" for n in range(2)]  # files, not pipes: neither can block on a full one
+    runs = []
+    for path in files:
+        with open(path, "w") as log:
+            runs.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log))
+    codes = [run.wait(timeout=600) for run in runs]
+    logs = [path.read_text() for path in files]
+    assert codes == [0, 0], logs
+    started = [int(n) for log in logs for n in re.findall(r"^job (\d+): ", log, re.MULTILINE)]
+    assert sorted(started) == ids  # each job started by one process, once
+    jobs = store.jobs()
+    assert [(j.status, j.attempts, j.finishes) for j in jobs] == [("finished", 1, 1)] * 6
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(j.video for j in jobs)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                                          elem_id="fp-queue-table", label="Jobs (click a row to pick it)")
                     with gr.Row():
                         picked = gr.Number(None, precision=0, label="Job #", min_width=80, elem_id="fp-queue-job")
-                        buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60)
+                        buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60,
+                                                   elem_id=f"fp-queue-{name}")
                                    for name in ("up", "down", "cancel", "retry", "delete")}
                     with gr.Row():
                         clear = gr.Button("Clear finished", size="sm")
@@ -39,8 +40,10 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                     live_progress = gr.HTML(elem_id="fp-queue-progress")
                     live_preview = gr.Image(label="Running job (live preview)", interactive=False, height=200,
                                             buttons=[], format="png")
-                    live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240)
-                    picked_video = gr.Video(label="Picked job's video", interactive=False, height=240)
+                    live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240,
+                                          elem_id="fp-queue-live-video")
+                    picked_video = gr.Video(label="Picked job's video", interactive=False, height=240,
+                                            elem_id="fp-queue-video")
 
     seen = {"version": None}
 
