@@ -5,6 +5,8 @@ polls the store once a second (gr.Timer), so all of them show the same queue.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from .queue_handlers import COLUMNS, QueueHandlers
@@ -44,7 +46,13 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                                           elem_id="fp-queue-live-video")
                     picked_video = gr.Video(label="Picked job's video", interactive=False, height=240,
                                             elem_id="fp-queue-video")
+    _wire(queue, form, add_button, SimpleNamespace(**locals()))
 
+
+def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNamespace) -> None:
+    """What the tab's parts (`tab`, by name) do."""
+    message, table, picked, buttons, working = tab.message, tab.table, tab.picked, tab.buttons, tab.working
+    listing = [table, tab.gallery, tab.live_progress, tab.live_preview, tab.live_video]  # what the poll redraws
     seen = {"version": None}
 
     def refresh():
@@ -59,7 +67,6 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
         seen["version"] = None
         return refresh()
 
-    listing = [table, gallery, live_progress, live_preview, live_video]
     gr.Timer(1.0).tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
 
     def pick(event: gr.SelectData):
@@ -67,13 +74,13 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
         job_id = row[0] if row else None
         return job_id, queue.video(job_id)
 
-    table.select(pick, None, [picked, picked_video], queue=False, api_visibility="private", show_progress="hidden")
+    table.select(pick, None, [picked, tab.picked_video], queue=False, api_visibility="private", show_progress="hidden")
     for name, button in buttons.items():
         button.click(lambda job_id, name=name: queue.act(name, job_id), picked, message, queue=False, api_visibility="private") \
               .then(redraw, None, listing, queue=False, api_visibility="private", show_progress="hidden")
-    clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
-    export.click(lambda: gr.update(value=queue.export(), visible=True), None, exported, queue=False, api_visibility="private")
-    import_button.click(queue.import_, upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    tab.clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    tab.export.click(lambda: gr.update(value=queue.export(), visible=True), None, tab.exported, queue=False, api_visibility="private")
+    tab.import_button.click(queue.import_, tab.upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
     working.change(queue.set_running, working, None, queue=False, api_visibility="private")
 
     def add(values: dict):
