@@ -171,10 +171,14 @@ def test_a_person_works_the_queue_tab(server, page):
 
     url, outputs = server
     page.goto(url)
+    tabs = page.locator("#fp-tabs")
+    generate, queue = tabs.get_by_role("tab", name="Generate"), tabs.get_by_role("tab", name="Queue")
     message, table = page.locator("#fp-queue-message"), page.locator("#fp-queue-table")
     working = page.locator("#fp-queue-running input[type=checkbox]")
+    queue.click()
     expect(working).to_be_checked()
     working.uncheck()  # paused, so that the jobs wait while they are arranged
+    generate.click()
 
     drop_zone = page.locator("#fp-image").get_by_role("button", name=re.compile("Drop an image"))
     drop_file(page, drop_zone, ROOT / "examples" / "hills.jpg", "image/jpeg")
@@ -184,8 +188,10 @@ def test_a_person_works_the_queue_tab(server, page):
     prompt = page.locator("#fp-prompt textarea")
     ids = []
     for text in ("A kite rises over the hills", "A balloon drifts away"):
+        generate.click()
         prompt.fill(text)
         page.locator("#fp-add-queue").click()
+        queue.click()
         expect(message).to_have_text(re.compile(r"Queued as job \d+\.") if not ids else
                                      re.compile(rf"Queued as job (?!{ids[-1]}\.)\d+\."))
         ids.append(int(re.search(r"job (\d+)", message.inner_text()).group(1)))
