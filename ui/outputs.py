@@ -20,7 +20,7 @@ from .handlers import Handlers, PageUpdate, summary_markdown
 from .progress import idle_html
 
 COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
-RESUMABLE = ("stopped", "failed", "running")  # "running" with nobody running it: a killed run
+RESUMABLE = ("stopped", "failed", "running")  # "running" without a live owner: a killed run
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,8 @@ class OutputsHandlers:
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
+            if run.status == "running" and run.record.get("owner"):  # read_record marks a dead owner's run failed
+                raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
             resumed = Run.resume(run.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
