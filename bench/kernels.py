@@ -179,7 +179,8 @@ def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float | None:
 
 @torch.no_grad()
 def decode_all(latents: dict[str, torch.Tensor], tiny: bool, device: torch.device) -> dict[str, torch.Tensor]:
-    """Each combination's section decoded to 8-bit frames, with one random VAE of the real shape."""
+    """Each combination's section decoded to 8-bit frames, with one random VAE of the real shape on a
+    GPU, else the tiny set's (the real one takes minutes a section on a CPU)."""
     from diffusers import AutoencoderKLHunyuanVideo
 
     from framepack_core.media.video import decode_latents, to_uint8_frames
@@ -187,7 +188,7 @@ def decode_all(latents: dict[str, torch.Tensor], tiny: bool, device: torch.devic
     from framepack_core.models.published import published
 
     torch.manual_seed(0)
-    vae = tiny_set._vae() if tiny else AutoencoderKLHunyuanVideo(**published("vae").config)
+    vae = tiny_set._vae() if tiny or device.type != "cuda" else AutoencoderKLHunyuanVideo(**published("vae").config)
     vae = vae.to(device, torch.float16 if device.type == "cuda" else torch.float32).eval()
     frames = {name: torch.from_numpy(to_uint8_frames(decode_latents(vae, x))) for name, x in latents.items()}
     del vae
@@ -281,6 +282,7 @@ def report(args) -> dict:
         compare(results, latents, decode_all(latents, tiny, device))
         print(f"decoded {len(latents)} sections in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     out = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", tiny=tiny,
+               vae="published" if device.type == "cuda" and not tiny else "tiny",
                resolution=args.resolution, steps=args.steps, layers=args.layers,
                vram_budget_gb=args.vram_budget if device.type == "cuda" else None, combinations=results,
                fastest_within_30db=fastest_within(results))
