@@ -25,6 +25,7 @@ from .media.video import decode_latents, latent_preview
 from .method.prompts import distinct_prompts, parse_prompt, section_prompts
 from .method.schedule import overlap_frames
 from .method.sections import Conditioning, Section, SectionSettings, run_sections
+from .keyframe_inputs import KeyframeInputs, encode_keyframes
 from .models.encoders import encode_siglip, set_vae_tiling
 from .models.lora import applied_loras
 from .models.prompt_cache import cached_prompt
@@ -63,13 +64,13 @@ class VideoPipeline:
     def __call__(self) -> Made:
         try:
             prompts = self.encode_prompts()  # 1
-            beginning, image_embeds = self.encode_start()  # 2
-            conds = self.conditionings(*prompts, image_embeds)
+            beginning, keyframes = self.encode_start()  # 2
+            conds = self.conditionings(*prompts, keyframes)
             self.prepare_transformer()  # 3
             video, self.keeper = self.open_files(beginning)
             try:
                 self.rebuild_done(beginning, video)  # 4
-                self.sample_sections(beginning, conds, video)  # 5
+                self.sample_sections(beginning, conds, keyframes, video)  # 5
             finally:
                 video.close()
         except Cancelled:
@@ -93,22 +94,26 @@ class VideoPipeline:
         return spans, encoded, negative
 
     # 2. encode the start
-    def encode_start(self) -> tuple[Beginning, torch.Tensor]:
-        """The origin's beginning (start and end latents, sections done, prefix) and the SigLIP embedding."""
+    def encode_start(self) -> tuple[Beginning, KeyframeInputs]:
+        """The origin's beginning (start and end latents, sections done, prefix) and the pictures' SigLIP
+        embeddings (the start's, and the keyframes' with their latents)."""
         self.stage("encoding_image", "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
         beginning = self.origin.begin(self.request, self.models, self.manager)
         self.height, self.width = beginning.pixels.shape[:2]
         with self.manager.use(self.models.image_encoder):
             image_embeds = encode_siglip(self.models.feature_extractor, self.models.image_encoder, beginning.pixels)
+        keyframes = encode_keyframes(self.request, self.models, self.manager, beginning.pixels, image_embeds,
+                                     self.count)
         self.check()
-        return beginning, image_embeds
+        return beginning, keyframes
 
-    def conditionings(self, spans, encoded: dict, negative, image_embeds: torch.Tensor) -> list[Conditioning]:
-        """Each section's conditioning: its moment's prompt (or blend of two), the picture, the negative."""
+    def conditionings(self, spans, encoded: dict, negative, keyframes: KeyframeInputs) -> list[Conditioning]:
+        """Each section's conditioning: its moment's prompt (or blend of two), its picture (the start's or
+        a keyframe's), the negative."""
         method = self.request.method
         plan = section_prompts(spans, method.seconds, method.window, self.settings.mode, method.prompt_blend)
-        return [Conditioning(*mix_prompts(encoded, section.mix), image_embeds=image_embeds, negative=negative)
-                for section in plan]
+        return [Conditioning(*mix_prompts(encoded, section.mix), image_embeds=keyframes.image_embeds(section.index),
+                             negative=negative) for section in plan]
 
     # 3. prepare the transformer
     def prepare_transformer(self) -> None:
@@ -144,7 +149,8 @@ class VideoPipeline:
         self.keeper.save(beginning.history.video_latents if beginning.history else None, done)
 
     # 5. sample the sections
-    def sample_sections(self, beginning: Beginning, conds: list[Conditioning], video: SegmentedVideo) -> None:
+    def sample_sections(self, beginning: Beginning, conds: list[Conditioning], keyframes: KeyframeInputs,
+                        video: SegmentedVideo) -> None:
         request, speed, settings, transformer = self.request, self.request.speed, self.settings, self.models.transformer
         self.stage("sampling", f"Sampling section {beginning.done + 1} of {self.count}", beginning.done, (transformer,))
         cache_method = "magcache" if speed.cache_calibrate else speed.cache_method  # calibrating never skips
@@ -157,7 +163,7 @@ class VideoPipeline:
             self.cache = cache
             for section in run_sections(transformer, conds.__getitem__, beginning.start, settings, generator,
                                         end_latent=beginning.end, step_callback=self.on_step,
-                                        resume=beginning.history):
+                                        resume=beginning.history, keyframes=keyframes.latents):
                 if cache is not None:
                     cache.reset()  # the next section has another context: nothing may carry over
                 self.decode_and_write(beginning, section, video)

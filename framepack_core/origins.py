@@ -100,6 +100,8 @@ class NewPicture(Origin):
             if request.end_image is not None:
                 height, width = pixels.shape[:2]
                 end = encode_latent(vae, resize_and_center_crop(request.end_image, width, height))
+            if request.method.loop:  # the video leads back into its first frame
+                end = start
         return Beginning(pixels, start, end)
 
 

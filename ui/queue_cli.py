@@ -21,7 +21,7 @@ from .cli import settings_from_args
 def queue_command(args) -> int:
     from jobs.store import JobStore
 
-    store = JobStore(args.outputs)
+    store = JobStore(args.outputs)  # writes nothing until a job is added: a refused one leaves no folder
     return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
         args.queue_command](store, args)
 
@@ -83,9 +83,13 @@ def _list(store, args) -> int:
     return 0
 
 
+def _announce(job) -> None:
+    _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}")
+
+
 def _run(store, args) -> int:
     try:
-        executor = executor_from_args(store, args)
+        executor, failures = executor_from_args(store, args)
     except ValueError as error:
         _say(f"error: {error}")
         return 2
@@ -95,8 +99,14 @@ def _run(store, args) -> int:
         executor.interrupt.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGINT, stop)
-    count = executor.run_until_empty()
+    before = signal.signal(signal.SIGINT, stop)
+    try:
+        count = executor.run_until_empty()
+    except failures as error:
+        _say(f"error: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}")
+        return 2
+    finally:
+        signal.signal(signal.SIGINT, before)
     jobs = store.jobs()
     left = sum(job.status == "queued" for job in jobs)
     failed = [job for job in jobs if job.status == "failed"]
@@ -105,25 +115,43 @@ def _run(store, args) -> int:
 
 
 def executor_from_args(store, args):
-    """What works through the queue: Ray workers (--ray) or this process, with the flags' session
-    configuration either way. ValueError when --ray is asked for and Ray is not installed."""
+    """(what works through the queue, the errors it reports in one line): Ray workers (--ray) or this
+    process, with the flags' session configuration either way. ValueError when --ray is asked for and
+    Ray is not installed."""
     from framepack_core.session_config import SessionConfig
 
     config = SessionConfig.from_args(args)
     if args.ray is not None:
         try:
-            from jobs.ray_pool import RayExecutor
+            from ray.exceptions import RayError
+
+            from jobs.ray_pool import RayExecutor, RayUnavailable
         except ImportError:
             raise ValueError("--ray needs Ray, which is optional: pip install ray==2.60.0") from None
-        return RayExecutor(store, address=args.ray, cpu_workers=args.workers, config=config)
+        # Jobs run side by side on the workers: one line per event, each naming its job (no bars).
+        executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, config=config, on_job=_announce,
+                               say=_say, on_event=lambda job, event: _job_line(job, event))
+        return executor, (RayUnavailable, RayError)  # one line each, never a traceback
     from framepack_core.session import Session
     from jobs.executor import LocalExecutor
 
     from .cli import TerminalProgress
 
     progress = TerminalProgress()
-    return LocalExecutor(store, Session(config), on_event=lambda job, event: progress(event),
-                         on_job=lambda job: _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}"))
+    return LocalExecutor(store, Session(config), on_event=lambda job, event: progress(event), on_job=_announce), ()
+
+
+def _job_line(job, event) -> None:
+    """A Ray job's event as the local run prints it, after its job's number."""
+    from framepack_core.events import Failed, Notice, SectionDone, Stage
+
+    if isinstance(event, Notice) or (isinstance(event, Stage) and event.name in (
+            "loading", "encoding_prompt", "encoding_image")):
+        _say(f"job {job.id}: {event.message}")
+    elif isinstance(event, SectionDone):
+        _say(f"job {job.id}: section {event.section + 1}/{event.sections} done: {event.frames} frames")
+    elif isinstance(event, Failed):
+        _say(f"job {job.id}: error: {event.message}")
 
 
 def add_queue_parser(commands, generate) -> None:
@@ -144,8 +172,9 @@ def add_queue_parser(commands, generate) -> None:
     listing.add_argument("--json", action="store_true", help="as one JSON list")
     run = sub.add_parser("run", allow_abbrev=False, help="work through the queue until it is empty")
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                     help="hand jobs to a Ray cluster, one worker per GPU: a new local one (no value), "
-                          "the running one (auto) or one at ADDRESS (pip install ray first)")
+                     help="hand jobs to a Ray cluster, one worker per GPU: a new local one (no value; "
+                          "RAY_ADDRESS is ignored), the running one or RAY_ADDRESS's (auto) or one at "
+                          "ADDRESS (pip install ray first)")
     run.add_argument("--workers", type=int, default=1,
                      help="with --ray on a cluster without GPUs: CPU workers to start (default 1)")
     run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")
