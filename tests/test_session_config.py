@@ -15,12 +15,12 @@ def test_queue_run_ram_budget_reaches_the_workers_session(tmp_path, picture):
              "--outputs", str(tmp_path)]
     expected = SessionConfig(models_dir="weights", vram_budget_gb=5.0, ram_budget_gb=3.5)
 
-    local = executor_from_args(JobStore(tmp_path), app.build_parser().parse_args(flags))
+    local, _ = executor_from_args(JobStore(tmp_path), app.build_parser().parse_args(flags))
     assert local.session.config == expected
 
     from jobs.ray_pool import JobWorker
 
-    ray = executor_from_args(JobStore(tmp_path), app.build_parser().parse_args(flags + ["--ray"]))
+    ray, _ = executor_from_args(JobStore(tmp_path), app.build_parser().parse_args(flags + ["--ray"]))
     assert ray.config == expected
     assert JobWorker(ray.config).session.config == expected  # what each Ray worker is built with
 
