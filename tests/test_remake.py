@@ -25,16 +25,16 @@ def test_mp4_and_record_say_what_was_used(tiny_models, picture, tmp_path):
     finished, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
     assert (comment["attention"], comment["attention_used"]) == ("auto", "sdpa")
     assert (comment["vae_tiling"], comment["vae_tiling_used"]) == (None, False)
-    assert (comment["fp8"], comment["fp8_used"]) == (False, False)
+    assert (comment["fp8"], comment["fp8_used"]) == ("off", "off")
     record = _record(finished.video)
-    assert (record["attention"], record["vae_tiling"], record["fp8"]) == ("sdpa", False, False)
-    assert (finished.attention, finished.vae_tiling, finished.fp8) == ("sdpa", False, False)
+    assert (record["attention"], record["vae_tiling"], record["fp8"]) == ("sdpa", False, "off")
+    assert (finished.attention, finished.vae_tiling, finished.fp8) == ("sdpa", False, "off")
 
 
 def test_remake_requests_what_ran(tiny_models, picture, tmp_path):
     _, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
     fields = remake_fields(comment)
-    assert (fields["attention"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, False)
+    assert (fields["attention"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, "off")
     assert not {"app", "end_image", "attention_used", "vae_tiling_used", "fp8_used"} & set(fields)
 
 
@@ -81,3 +81,12 @@ def test_vae_tiling_is_recorded_and_remade(tiny_models, picture, tmp_path):
 def test_vae_tiling_must_be_a_choice(picture):
     with pytest.raises(ValueError, match="VAE tiling option must be true, false or automatic"):
         tiny_request(picture, vae_tiling="yes").validated()
+
+
+def test_records_from_before_the_fp8_modes_remake_as_fp8_storage(picture):
+    for used, mode in ((True, "storage"), (False, "off"), ("fast", "fast"), ("true", "storage")):  # "true": a CSV cell
+        comment = {"model": "tiny", "prompt": "x", "fp8": used, "fp8_used": used, "attention_used": "sdpa"}
+        record = {"settings": {"model": "tiny", "prompt": "x", "fp8": used}, "fp8": used, "attention": "sdpa"}
+        for recorded in (comment, record):
+            request = Request.from_fields(image=picture, **remake_fields(recorded)).validated()
+            assert request.speed.fp8 == mode
