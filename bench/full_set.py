@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from bench.process_watch import ProcessWatch, card_memory_used  # noqa: E402
 
-BUILD_VERSION = 1  # bump when what is built changes, so old folders are rebuilt
+BUILD_VERSION = 2  # bump when what is built changes, so old folders are rebuilt
 MARKER = "FULL_SET.json"
 # Weight files per model as the hub has them: name prefix, number of shards. FramePackI2V_HY holds
 # three shards (models/published.py); HunyuanVideo's text_encoder four (model-00001-of-00004...);

@@ -17,11 +17,13 @@
 #   run_5s_6gb    640, 5 s at 6 / 16
 #   gpu_report    bench/gpu_report.py, the transformer alone (resident vs streamed vs FP8, VAE decode)
 #   alloc_expandable, alloc_plain   run_1s_6gb under PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True / False
-#   kernels       bench/kernels.py, where it exists
+#   kernels       bench/kernels.py (issue 19), where it exists, with what time is left
 #
 # Environment: GPU_SESSION_TINY=1 shrinks every step (--layers 1, 128, 2 steps, a folder under /tmp) to
 # try the script on a CPU; GPU_SESSION_STEPS=a,b runs only those steps (a rerun of what was cut short);
-# GPU_SESSION_SECONDS the whole script's limit (default 460); GPU_REPORT_SKIP gpu_report.py's --skip.
+# GPU_SESSION_SECONDS the whole script's limit (default 460); GPU_REPORT_SKIP gpu_report.py's --skip;
+# GPU_SESSION_LIMIT_SCALE multiplies each step's limit (default 1; 8 with TINY);
+# KERNELS_ARGS bench/kernels.py's flags (default --no-compile: its compiled runs alone take minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-session-out}
@@ -32,10 +34,12 @@ START=$(date +%s)
 TOTAL=${GPU_SESSION_SECONDS:-460}
 TINY=${GPU_SESSION_TINY:-0}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK" "${SET:-/nonexistent}"' EXIT
+# The stand-in goes at the end (40 GB of /dev/shm), only where full_set.py's marker says it built it.
+trap 'rm -rf "$WORK"; [ -f "${SET:-/nonexistent}/FULL_SET.json" ] && rm -rf "$SET"' EXIT
 export PYTHONUNBUFFERED=1
 
 if [ "$TINY" = 1 ]; then
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-8}  # a shared CPU is slower than an H200 even at this size
     SET=${GPU_SESSION_DIR:-/tmp/gpu-session-set}
     SIZE=(--layers 1 --resolution 128 --steps 2)
     LONG=2  # seconds of the long run
@@ -43,6 +47,7 @@ else
     free_shm=$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)
     if [ "${free_shm:-0}" -gt $((46 * 1024 ** 3)) ]; then SET=/dev/shm/full-set; else SET=/tmp/full-set; fi
     SET=${GPU_SESSION_DIR:-$SET}
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-1}
     SIZE=(--resolution 640 --steps 25)
     LONG=5
 fi
@@ -63,6 +68,7 @@ step() {
         printf '{"step": "%s", "rc": null, "seconds": 0, "result": null, "skipped": "no time left"}\n' "$name" >> "$RESULTS"
         return 0
     fi
+    limit=$((limit * LIMIT_SCALE))
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name (limit ${limit}s): $*" >> "$LOG"
     echo "== $name (limit ${limit}s)" >&2
@@ -87,18 +93,17 @@ EOF
     echo "   rc=$rc" >&2
 }
 
-machine() {
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
-    df -h /dev/shm /tmp >&2 || true
-    python3 - <<'EOF'
-import json, platform, torch, transformers, diffusers
-print(json.dumps({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+# What the machine is: the card, the libraries, the room in /dev/shm (one python3 -c: `timeout` runs no shell function).
+MACHINE='import json, os, platform, shutil, subprocess, torch, transformers, diffusers
+smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.used",
+                                                    "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "nvidia_smi": smi or None,
                   "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-                  "diffusers": diffusers.__version__, "python": platform.python_version()}))
-EOF
-}
+                  "diffusers": diffusers.__version__, "python": platform.python_version(),
+                  "shm_free_bytes": shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None,
+                  "set_dir": os.environ["SET"]}))'
 
-step machine 60 machine
+step machine 60 env SET="$SET" python3 -c "$MACHINE"
 step build 240 "${FULL_SET[@]}" --build-only
 step run_1s_6gb 150 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}"
 step run_1s_free 120 "${FULL_SET[@]}" --seconds 1
@@ -109,7 +114,9 @@ step alloc_expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
     "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
 step alloc_plain 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False \
     "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
-if [ -f bench/kernels.py ]; then
-    step kernels 90 python3 bench/kernels.py --json
+if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where it has landed
+    if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
+    # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
+    step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
 fi
 echo "done in $(($(date +%s) - START)) s; results in $RESULTS" >&2
