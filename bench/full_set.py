@@ -210,6 +210,12 @@ def _most(stages: list[dict] | None, field: str) -> int | None:
     return max(values) if values else None
 
 
+def _stage_seconds_per_step(stages: list[dict] | None, steps: int) -> float | None:
+    """From the record: the sampling stages' seconds over their steps (None before the record has stages)."""
+    sampling = [stage["seconds"] for stage in stages or () if stage.get("stage") == "sampling"]
+    return round(sum(sampling) / (len(sampling) * steps), 4) if sampling and steps else None
+
+
 def summary(args, built: dict, run: dict, plan: dict | None) -> dict:
     record = run["record"] or {}
     stages = record.get("stages")
@@ -231,6 +237,7 @@ def summary(args, built: dict, run: dict, plan: dict | None) -> dict:
         **{key: record.get(key) for key in ("frames", "sections", "width", "height", "device", "attention")},
         "seconds_run": record.get("seconds_elapsed"), "seconds_wall": run["seconds_wall"],
         "seconds_per_step": round(sampling / steps, 4) if steps else None, "sections_sampled": sections,
+        "seconds_per_step_stages": _stage_seconds_per_step(stages, args.steps),
         "vram_peak_allocated": _most(stages, "vram_peak_allocated"),
         "vram_peak_reserved": _most(stages, "vram_peak_reserved"),
         "card_peak_bytes": card_peak, "card_baseline_bytes": baseline,

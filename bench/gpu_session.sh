@@ -8,6 +8,7 @@
 # Results, two files under $OUT:
 #   results.jsonl  one line per step: {"step", "rc", "seconds", "result": the step's last JSON line or null}
 #   log.txt        each step's command and the tail of its stderr
+#   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu_verdict.py)
 # Steps, in order of what matters most:
 #   machine       the card, driver, torch / transformers / diffusers versions
 #   build         bench/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
@@ -119,4 +120,6 @@ if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where
     # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
     step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
 fi
-echo "done in $(($(date +%s) - START)) s; results in $RESULTS" >&2
+# Issue 17's criteria from what ran: each figure, its limit, whether it holds.
+python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
+echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

@@ -107,3 +107,34 @@ def test_seconds_per_step_come_from_the_terminals_line_per_section():
     found = full_set.section_lines(log.getvalue())
     assert [(s["section"], s["steps"]) for s in found] == [(1, 3), (2, 3)]
     assert all(s["seconds"] >= 0 for s in found) and len(log.getvalue().splitlines()) == 2
+
+
+def test_the_verdict_reads_each_criterion_from_the_sessions_results(tmp_path):
+    from bench.gpu_verdict import main, verdict
+
+    GiB = 1 << 30
+
+    def run(card_gib, seconds_run, per_step, status="finished", **extra):
+        return {"status": status, "card_peak_over_baseline_bytes": int(card_gib * GiB), "seconds_run": seconds_run,
+                "seconds_per_step": per_step, "rss_anon_peak_bytes": 2 * GiB, "pinned_bytes_peak": 12 * GiB,
+                "check": {"peak_vram_bytes": int(5.7 * GiB), "peak_ram_bytes": int(14.5 * GiB)}, **extra}
+
+    steps = {"run_1s_6gb": run(5.5, 24.0, 1.10), "run_1s_free": run(40, 20.0, 1.05),
+             "run_5s_6gb": run(5.9, 110.0, 1.09),
+             "run_1s_4gb": {"status": "failed", "error": "Lower the resolution to 512.", "traceback": False},
+             "gpu_report": {"modes": {"resident": {"seconds_per_step": 1.0}, "stream_6gb_pinned": {"seconds_per_step": 1.2}}}}
+    found = verdict(steps)
+    assert found["run_1s_6gb"]["card_within_budget"] is True and found["run_1s_6gb"]["rss_anon_plus_pinned_gib"] == 14.0
+    assert found["run_1s_6gb"]["ram_within_budget"] is True
+    assert found["check_vram_within_10_percent"] is True  # 5.7 against 5.5 and 5.9
+    assert found["check_ram_within_10_percent"] is True  # 14.5 against 14
+    assert found["whole_run_6gb_over_free"] == 1.2 and found["whole_run_ok"] is True
+    assert found["seconds_per_step_streamed_over_resident"] == 1.2 and found["streamed_ok"] is False
+    assert found["cap_4gib"]["ok"] is True  # refused up front, with a message
+    steps["run_1s_4gb"] = run(4.5, 30.0, 1.2)  # finished, but over its cap
+    steps["run_5s_6gb"] = run(6.2, 110.0, 1.09)
+    found = verdict(steps)
+    assert found["cap_4gib"]["ok"] is False and found["run_5s_6gb"]["card_within_budget"] is False
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"step": k, "rc": 0, "result": v}) + "\n" for k, v in steps.items()))
+    assert main([str(results)]) == 0
