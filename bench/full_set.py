@@ -153,7 +153,7 @@ def run_app(args, output: Path) -> dict:
         try:
             process.wait(timeout=args.timeout)
             timed_out = False
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, TimeUp):
             process.kill()
             process.wait()
             timed_out = True
@@ -276,22 +276,32 @@ def parse_args(argv=None):
     return args
 
 
+class TimeUp(Exception):
+    """SIGTERM (gpu_session.sh's per-step `timeout`): the run is cut short, and what it showed is still printed."""
+
+
+def _time_up(signum, frame):
+    raise TimeUp
+
+
 def main(argv=None) -> int:
+    import signal
     import tempfile
 
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _time_up)
     built = build(args.dir, args.model, args.layers)
     if args.build_only:
         print(json.dumps({"bench": "full_set", "build": built}), flush=True)
         return 0
     with tempfile.TemporaryDirectory(prefix="full-set-video-") as out:
         run = run_app(args, Path(out) / "full_set.mp4")
-    plan = None if args.no_check else run_check(args)
+    plan = None if args.no_check or run["timed_out"] else run_check(args)
     result = summary(args, built, run, plan)
     if run["returncode"] != 0:
         print(run["stderr"][-3000:], file=sys.stderr)
     print(json.dumps(result), flush=True)
-    return 0 if run["returncode"] == 0 else 1
+    return 124 if run["timed_out"] else 0 if run["returncode"] == 0 else 1
 
 
 if __name__ == "__main__":
