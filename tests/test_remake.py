@@ -50,7 +50,7 @@ def test_a_remake_from_metadata_is_bit_identical(tiny_models, picture, tmp_path,
 class _ShortOfMemory(ModelManager):
     """The CPU manager, but one that would tile the VAE for lack of memory."""
 
-    def tiling_decision(self, module):
+    def short_of_room(self):
         return True
 
 

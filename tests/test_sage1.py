@@ -21,9 +21,12 @@ def fake_sage(monkeypatch):
 
     def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, smooth_k=True):
         calls.append(dict(shape=tuple(q.shape), layout=tensor_layout, causal=is_causal, smooth_k=smooth_k, key=k))
+        if tensor_layout == "NHD":
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         if smooth_k:
             k -= k.mean(dim=2, keepdim=True)  # as 1.0.6 does: in place
-        return F.scaled_dot_product_attention(q, k, v, scale=sm_scale)
+        out = F.scaled_dot_product_attention(q, k, v, scale=sm_scale)
+        return out.transpose(1, 2) if tensor_layout == "NHD" else out
 
     module = types.ModuleType("sageattention")
     module.sageattn = sageattn
@@ -50,24 +53,37 @@ def test_without_the_package_sage_is_not_installed(monkeypatch):
     assert choose("sage", CPU, torch.bfloat16, 24, 128).passed_over == {"sage": "not installed"}
 
 
-def test_the_mode_routes_only_calls_sage1_can_take(fake_sage):
-    q, k, v = (torch.randn(1, 2, 40, 64, dtype=torch.bfloat16) for _ in range(3))
+def test_the_dispatch_sends_only_calls_sage1_can_take(fake_sage, monkeypatch):
+    monkeypatch.setattr(sage1, "DEVICE_TYPES", ("cpu",))
+    q, k, v = (torch.randn(1, 40, 2, 64, dtype=torch.bfloat16) for _ in range(3))  # (batch, tokens, heads, dim)
     key = k.clone()
-    with sage1.SdpaAsSage1(("cpu",)):
-        out = F.scaled_dot_product_attention(query=q, key=k, value=v)  # as diffusers calls it: by keyword
-        F.scaled_dot_product_attention(q, k, v)  # and by position
-        F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(40, 40, dtype=torch.bool))
-        F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        F.scaled_dot_product_attention(q[..., :32], k[..., :32], v[..., :32])  # head size 32
-        F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-    assert [c["shape"] for c in fake_sage] == [(1, 2, 40, 64)] * 2
-    assert all(c["layout"] == "HND" and not c["causal"] and c["smooth_k"] is False for c in fake_sage)
+    out = sage1.sage1_dispatch(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=None)
+    sage1.sage1_dispatch(q, k, v, attn_mask=torch.ones(1, 40, dtype=torch.bool))
+    sage1.sage1_dispatch(q, k, v, is_causal=True)
+    sage1.sage1_dispatch(q[..., :32], k[..., :32], v[..., :32])  # head size 32
+    sage1.sage1_dispatch(q.float(), k.float(), v.float())
+    assert [c["shape"] for c in fake_sage] == [(1, 40, 2, 64)]
+    assert fake_sage[0]["layout"] == "NHD" and not fake_sage[0]["causal"] and fake_sage[0]["smooth_k"] is False
     assert torch.equal(k, key) and fake_sage[0]["key"] is not k  # the caller's key is never changed
-    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    expected = F.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
     assert ((out.float() - expected).norm() / expected.norm()).item() < 0.01  # keys' mean removed: same softmax
-    with sage1.SdpaAsSage1():  # on the GPU only by default
-        F.scaled_dot_product_attention(q, k, v)
-    assert len(fake_sage) == 2
+    monkeypatch.setattr(sage1, "DEVICE_TYPES", ("cuda",))  # the default: on the GPU only
+    sage1.sage1_dispatch(q, k, v)
+    assert len(fake_sage) == 1
+
+
+def test_the_processor_is_diffusers_own_code_with_our_dispatch():
+    import inspect
+
+    parent = sage1.HunyuanVideoAttnProcessor2_0.__call__
+    assert sage1.Sage1Processor.__call__.__code__ is parent.__code__
+    assert sage1.Sage1Processor.__call__.__globals__["dispatch_attention_fn"] is sage1.sage1_dispatch
+    assert parent.__globals__["dispatch_attention_fn"] is not sage1.sage1_dispatch  # diffusers' module untouched
+    # diffusers hands a processor only the keyword arguments its __call__ names.
+    assert inspect.signature(sage1.Sage1Processor()).parameters.keys() == inspect.signature(
+        sage1.HunyuanVideoAttnProcessor2_0()).parameters.keys()
+    with pytest.raises(ImportError, match="no longer calls"):
+        sage1._calling(parent, "not_called_there", None)
 
 
 def test_the_processor_runs_the_transformer_through_sage1_and_back(tiny_models, fake_sage, monkeypatch):
@@ -76,7 +92,7 @@ def test_the_processor_runs_the_transformer_through_sage1_and_back(tiny_models, 
     # The tiny set's heads are 16 wide and float32: let the stand-in take them on the CPU.
     monkeypatch.setattr(sage1, "HEAD_DIMS", (16,))
     monkeypatch.setattr(sage1, "DTYPES", (torch.float32,))
-    monkeypatch.setattr(sage1.Sage1Processor, "device_types", ("cpu",))
+    monkeypatch.setattr(sage1, "DEVICE_TYPES", ("cpu",))
     choice = apply_attention(transformer, "sage", CPU, probe_fn=lambda backend, *_: None)
     blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
     try:
@@ -89,3 +105,28 @@ def test_the_processor_runs_the_transformer_through_sage1_and_back(tiny_models, 
         apply_attention(transformer, "sdpa", CPU)
     assert all(type(b.attn.processor) is sage1.HunyuanVideoAttnProcessor2_0 for b in blocks)
     assert torch.equal(sample(transformer, None, sections=1)[0], before)
+
+
+def test_dynamo_traces_sage1_and_fp8_arithmetic_whole(tiny_models, fake_sage, monkeypatch):
+    """What --compile needs: each block traced as one graph (no break) with SageAttention 1's processor
+    and FP8 matrix multiplies (the compiler's own backend is left out: dynamo's trace is the risk)."""
+    import copy
+
+    from framepack_core.speed.precision import set_fp8_matmul, store_fp8
+
+    monkeypatch.setattr(sage1, "HEAD_DIMS", (16,))
+    monkeypatch.setattr(sage1, "DTYPES", (torch.float32,))
+    monkeypatch.setattr(sage1, "DEVICE_TYPES", ("cpu",))
+    transformer = copy.deepcopy(tiny_models.transformer)
+    apply_attention(transformer, "sage", CPU, probe_fn=lambda backend, *_: None)
+    store_fp8(transformer)
+    set_fp8_matmul(transformer, "row")
+    block = transformer.single_transformer_blocks[0]
+    torch.manual_seed(0)
+    args = (torch.randn(1, 40, 32), torch.randn(1, 8, 32), torch.randn(1, 32))  # hidden, prompt, temb
+    eager = block(*args)
+    torch._dynamo.reset()
+    compiled = torch.compile(block.forward, fullgraph=True, backend="eager")  # fullgraph: a break raises
+    calls = len(fake_sage)
+    assert all(torch.equal(a, b) for a, b in zip(compiled(*args), eager)) and len(fake_sage) == calls + 1
+    torch._dynamo.reset()

@@ -24,6 +24,7 @@ def settings_from_args(args) -> dict:
         cache_method=flag("cache_method"), cache_calibrate=flag("cache_calibrate"), attention=flag("attention"),
         fp8=flag("fp8"), compile=flag("compile"), prompt_blend=flag("prompt_blend"),
         loras=tuple(flag("lora") or ()) or None, vram_budget_gb=flag("vram_budget"),
+        keyframes=tuple(flag("keyframe") or ()) or None, loop=flag("loop"),
         vae_tiling={"on": True, "off": False}.get(flag("vae_tiling")))
     return {name: value for name, value in values.items() if value is not None}
 

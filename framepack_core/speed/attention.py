@@ -94,10 +94,8 @@ def _probe_sage1(device: torch.device, dtype: torch.dtype, heads: int, head_dim:
     if head_dim not in sage1.HEAD_DIMS or dtype not in sage1.DTYPES:
         return f"SageAttention {version} takes head sizes 64, 96, 128 in half precision, not {head_dim} in {dtype}"
 
-    def nhd(q, k, v):  # check_kernel's layout is (batch, tokens, heads, head_dim); the op's is HND
-        return sage1.sage1_attention(*(t.transpose(1, 2) for t in (q, k, v)), None).transpose(1, 2)
-
-    return check_kernel(nhd, device, dtype, heads, head_dim, TOLERANCE["sage"])
+    return check_kernel(lambda q, k, v: sage1.sage1_attention(q, k, v, None), device, dtype, heads, head_dim,
+                        TOLERANCE["sage"])
 
 
 def check_kernel(kernel, device: torch.device, dtype: torch.dtype, heads: int, head_dim: int,

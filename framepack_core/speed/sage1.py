@@ -2,30 +2,32 @@
 
 diffusers calls SageAttention only from 2.1.1, a CUDA build from source; 1.0.6 installs from the
 index, is Triton only, and quantises Q and K to int8 (P·V stays fp16). Its `sageattn(q, k, v,
-tensor_layout, is_causal, sm_scale)` takes what PyTorch's SDPA takes for FramePack's attention, so
-`Sage1Processor` is diffusers' own processor (projections, norms, rotary embedding: nothing
-copied) whose SDPA call is answered by SageAttention: a TorchFunctionMode entered around the
-processor's call, per model, no global patch. torch.compile traces through the mode; the kernel
-itself is a custom op, opaque to the compiler (its Triton launches are SageAttention's business).
+tensor_layout, is_causal, sm_scale)` takes what diffusers' attention dispatcher takes for
+FramePack's attention, so `Sage1Processor` is diffusers' own processor (projections, norms,
+rotary embedding: its very code object, nothing copied) run with `sage1_dispatch` where it calls
+`dispatch_attention_fn`: the same function with other globals, per processor, no global patch.
+Plain Python all the way, so torch.compile traces it (a TorchFunctionMode around the processor did
+not: dynamo cannot pass some Tensor methods through a mode); the kernel itself is a custom op,
+opaque to the compiler, its Triton launches SageAttention's business.
 
 A call SageAttention 1 cannot take (a mask, dropout, head sizes other than 64/96/128, float32,
-tensors off the GPU) goes to SDPA unchanged.
+tensors off the GPU) goes to diffusers' dispatcher unchanged.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import re
+import types
 
 import torch
-import torch.nn.functional as F
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
-from torch.overrides import TorchFunctionMode
 
 HEAD_DIMS = (64, 96, 128)  # the head sizes SageAttention 1's kernels are written for
 DTYPES = (torch.float16, torch.bfloat16)
+DEVICE_TYPES = ("cuda",)
 DIFFUSERS_SAGE = (2, 1, 1)  # from this version diffusers' own "sage" backend is used instead
-_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
 def installed_version() -> tuple[int, ...] | None:
@@ -43,12 +45,12 @@ def is_version_1(version: tuple[int, ...] | None) -> bool:
 
 @torch.library.custom_op("framepack::sage1_attention", mutates_args=())
 def sage1_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None) -> torch.Tensor:
-    """SageAttention 1 on (batch, heads, tokens, head_dim) tensors, as SDPA without a mask."""
+    """SageAttention 1 on (batch, tokens, heads, head_dim) tensors, as attention without a mask."""
     sageattn = importlib.import_module("sageattention").sageattn
     # sageattn would subtract the keys' mean in place (smooth_k), and the key is the caller's: done
     # here out of place. Softmax does not change: each query's logits all move by one constant.
-    key = key - key.mean(dim=2, keepdim=True)
-    return sageattn(query, key, value, tensor_layout="HND", is_causal=False, sm_scale=scale, smooth_k=False)
+    key = key - key.mean(dim=1, keepdim=True)
+    return sageattn(query, key, value, tensor_layout="NHD", is_causal=False, sm_scale=scale, smooth_k=False)
 
 
 @sage1_attention.register_fake
@@ -56,37 +58,34 @@ def _(query, key, value, scale):
     return torch.empty_like(query)
 
 
-class SdpaAsSage1(TorchFunctionMode):
-    """Inside it, SDPA calls that SageAttention 1 can take go to SageAttention 1."""
+def takes(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, parallel_config) -> bool:
+    """Whether SageAttention 1 can compute this dispatcher call."""
+    return (attn_mask is None and not is_causal and not dropout_p and not enable_gqa and parallel_config is None
+            and query.device.type in DEVICE_TYPES and query.dtype in DTYPES and query.dim() == 4
+            and query.shape[-1] in HEAD_DIMS and key.shape == value.shape and query.shape[0] == key.shape[0]
+            and query.shape[2:] == key.shape[2:] and query.dtype == key.dtype == value.dtype)
 
-    def __init__(self, device_types: tuple[str, ...] = ("cuda",)):
-        super().__init__()
-        self.device_types = device_types
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            call = dict(zip(_SDPA_ARGS, args)) | kwargs
-            if self.takes(call):
-                return torch.ops.framepack.sage1_attention(call["query"], call["key"], call["value"], call.get("scale"))
-        return func(*args, **kwargs)
+def sage1_dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                   attention_kwargs=None, *, backend=None, parallel_config=None):
+    """diffusers' `dispatch_attention_fn`, with what SageAttention 1 can take sent to it."""
+    if takes(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, parallel_config):
+        return torch.ops.framepack.sage1_attention(query, key, value, scale)
+    return dispatch_attention_fn(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                                 attention_kwargs, backend=backend, parallel_config=parallel_config)
 
-    def takes(self, call: dict) -> bool:
-        q, k, v = call["query"], call["key"], call["value"]
-        return (call.get("attn_mask") is None and not call.get("is_causal") and not call.get("dropout_p")
-                and not call.get("enable_gqa") and q.device.type in self.device_types and q.dtype in DTYPES
-                and q.dim() == 4 and q.shape[-1] in HEAD_DIMS and k.shape == v.shape
-                and q.shape[:2] == k.shape[:2] and q.shape[-1] == k.shape[-1] and q.dtype == k.dtype == v.dtype)
+
+def _calling(function: types.FunctionType, name: str, replacement) -> types.FunctionType:
+    """`function` with the global `name` it calls bound to `replacement` (its module is left alone)."""
+    if name not in function.__code__.co_names:
+        raise ImportError(f"{function.__qualname__} no longer calls {name}; SageAttention 1 cannot be fitted to it")
+    bound = types.FunctionType(function.__code__, {**function.__globals__, name: replacement}, function.__name__,
+                               function.__defaults__, function.__closure__)
+    bound.__kwdefaults__ = function.__kwdefaults__
+    return bound
 
 
 class Sage1Processor(HunyuanVideoAttnProcessor2_0):
-    """diffusers' HunyuanVideo processor, its attention computed by SageAttention 1 where it can.
+    """diffusers' HunyuanVideo processor, its attention computed by SageAttention 1 where it can."""
 
-    The signature is the parent's, spelt out: diffusers passes a processor only the keyword
-    arguments its `__call__` names."""
-
-    device_types = ("cuda",)
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        with SdpaAsSage1(self.device_types):
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+    __call__ = _calling(HunyuanVideoAttnProcessor2_0.__call__, "dispatch_attention_fn", sage1_dispatch)
