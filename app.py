@@ -29,7 +29,7 @@ def _flag_keywords(setting: Setting) -> dict:
     default, help_ = setting.cli_default, setting.help
     if setting.kind == "bool" and setting.flag_values is None:  # --compile, --no-step-cache
         return dict(dest=setting.dest, action="store_true" if not default else "store_false", help=help_)
-    if setting.kind == "loras":
+    if setting.repeats:  # --lora, --keyframe
         return dict(dest=setting.dest, action="append", default=[], metavar=setting.metavar, help=help_)
     if setting.flag_values is not None:  # words for values: --vae-tiling auto|on|off
         default = next(word for word, value in setting.flag_values.items() if value == default)

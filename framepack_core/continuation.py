@@ -4,7 +4,8 @@
     run = Run.extend(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
     run.execute(session, emit)                   # as any run
 
-(run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here.)
+(run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here; each
+gives the run its origin, origins.py: how the run starts.)
 
 A resumed run keeps its name and files, samples only the sections its saved latents lack, and
 makes the same MP4 as the run that never stopped. An extension is a new run (new name) whose
@@ -16,30 +17,19 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from .media.latents import SavedLatents, load_latents
-from .media.video_files import VideoFacts, first_frame, probe_video
+from .media.latents import load_latents
+from .media.video_files import first_frame, probe_video
 from .run_files import RunFiles, files_of
 from .settings import DEFAULTS, canonical_name
 
-@dataclass
-class Continuation:
-    saved: SavedLatents | None = None  # resume: the run's own latents so far
-    source: Path | None = None  # extend: the MP4 whose frames come first
-    source_latents: SavedLatents | None = None  # extend: the source's saved latents, when it has them
-    facts: VideoFacts | None = None  # extend: the source's stream
-
-    @property
-    def extends(self) -> bool:
-        return self.source is not None
-
-
 def resume_parts(path) -> tuple:
-    """(request, files, continuation) of the stopped, failed or killed run that `path` belongs to;
-    `Run.resume` makes the run. Raises ValueError (one sentence) when there is nothing to resume.
+    """(request, files, origin) of the stopped, failed or killed run that `path` belongs to, the origin
+    an origins.ResumedRun; `Run.resume` makes the run. Raises ValueError (one sentence) when there is
+    nothing to resume.
     """
+    from .origins import ExtendedVideo, NewPicture, ResumedRun
     from .request import Request, job_fields
 
     files = files_of(Path(path))
@@ -53,23 +43,27 @@ def resume_parts(path) -> tuple:
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
     settings = job_fields(saved.settings)
     end = files.end_picture if saved.settings.get("end_image") else None
-    request = Request.from_fields(image=files.picture, end_image=end, path=files.video, **settings)
+    keyframes = [(files.keyframe(number), key["seconds"], key["weight"])
+                 for number, key in enumerate(saved.settings.get("keyframes") or (), 1)]
+    request = Request.from_fields(image=files.picture, end_image=end, keyframes=keyframes, path=files.video,
+                                  **settings)
     request = request.validated()
-    continuation = Continuation(saved=saved)
+    origin = NewPicture()
     if saved.extends:
         source = Path(saved.extends["video"])
         if not source.exists():
             raise ValueError(f"The video this run extends, {str(source)!r}, is missing.")
-        continuation.source, continuation.facts = source, probe_video(source)
         beside = files_of(source)
+        source_latents = None
         if beside.latents.exists() and source == beside.video.resolve():
-            continuation.source_latents = load_latents(beside.latents)
-    return request, files, continuation
+            source_latents = load_latents(beside.latents)
+        origin = ExtendedVideo(source, probe_video(source), source_latents)
+    return request, files, ResumedRun(saved, origin)
 
 
 def extension_parts(path, seconds: float, folder: Path | None = None, output: Path | None = None,
                     **overrides) -> tuple:
-    """(request, continuation) of a new run that continues the video at `path` by `seconds`, sampling
+    """(request, origin) of a new run that continues the video at `path` by `seconds`, sampling
     forward; `Run.extend` starts it.
 
     Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
@@ -77,6 +71,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     """
     from PIL import Image
 
+    from .origins import ExtendedVideo
     from .request import Request, job_fields
 
     source = Path(path)
@@ -96,6 +91,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
         settings["resolution"] = saved.settings["resolution"]
     settings |= {"seconds": seconds, "mode": "forward"}
     settings.pop("end_image", None)
+    settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:
         # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
@@ -103,23 +99,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
-    continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts)
-    return request, continuation
-
-
-def replay(resume, settings, count: int, base=None):
-    """The video latents after each finished section, cut from the saved ones: what each section's
-    decode saw when it ran, so the video so far can be rebuilt exactly."""
-    video, window = resume.video_latents, settings.window
-    for index in range(resume.done):
-        if base is not None:  # extending: the source's latents, then the new sections
-            yield video[:, :, : base.latent_frames + (index + 1) * window]
-        elif settings.mode == "forward":
-            yield video[:, :, : 1 + (index + 1) * window]
-        elif index == count - 1:  # the last inverted section also carries the start latent
-            yield video
-        else:
-            yield video[:, :, video.shape[2] - (index + 1) * window:]
+    return request, ExtendedVideo(source.resolve(), facts, saved)
 
 
 def _status(files: RunFiles) -> str:

@@ -17,8 +17,8 @@ def user_message(error: BaseException) -> str:
     if isinstance(error, (ValueError, ModelsUnavailableError)):  # already written for users
         return str(error)
     if _is_out_of_memory(error):
-        return ("The GPU ran out of memory. Try a lower resolution, a shorter window, or a smaller VRAM budget "
-                "so that more of the model stays in system memory.")
+        return ("The GPU ran out of memory within the run's VRAM budget: lower the resolution or the window, "
+                "or raise the VRAM budget if the card has more free.")
     if isinstance(error, MemoryError):
         return ("The computer ran out of memory (RAM). Close other programs, or lower the resolution, "
                 "and try again.")

@@ -35,7 +35,7 @@ from .settings import (
 
 Picture = str | Path | Image.Image
 _ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "text": "str", "choice": "str", "path": "Path",
-                "picture": "Picture", "loras": "tuple"}
+                "picture": "Picture", "loras": "tuple", "keyframes": "tuple"}
 
 
 def _from_table(part: Part):
@@ -88,6 +88,8 @@ class MethodSettings:
 
     def validated(self, model: str) -> MethodSettings:
         checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
+        if checked["loop"] and checked["mode"] != "inverted":
+            raise ValueError("A loop needs inverted sampling; forward (F1) sampling cannot aim at an end frame.")
         from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
 
         parse_prompt(checked["prompt"], checked["seconds"], checked["window"])
@@ -158,33 +160,76 @@ class Request:
         method = self.method.validated(self.model)
         if self.end_image is not None and method.mode != "inverted":
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
+        if self.end_image is not None and method.loop:
+            raise ValueError("A loop ends on its start picture; leave out the end picture.")
+        keyframes = _keyframes(self.keyframes, method, self.end_image is not None)
         output, speed = self.output.validated(), self.speed.validated()
         # Pictures are opened once, here, so that a broken file is refused before any work starts.
         image = _open_picture("picture", self.image)
         end_image = None if self.end_image is None else _open_picture("end frame", self.end_image)
         name = self.image_name or (Path(self.image).name if isinstance(self.image, (str, Path)) else "<picture>")
         return replace(self, image=image, end_image=end_image, image_name=name, method=method, output=output,
-                       speed=speed)
+                       speed=speed, keyframes=keyframes)
 
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
         and what `from_fields` takes back (pictures by name only)."""
         parts = {Part.TOP: self, Part.METHOD: self.method, Part.OUTPUT: self.output, Part.SPEED: self.speed}
         out = {s.name: getattr(parts[s.part], s.name) for s in settings_of(scope=Scope.JOB)}
-        return out | {"end_image": self.end_image is not None} | _derived(self.method)
+        keyframes = [{"seconds": seconds, "weight": weight} for _, seconds, weight in self.keyframes]
+        return out | {"end_image": self.end_image is not None, "keyframes": keyframes} | _derived(self.method, self.keyframes)
 
 
-def _derived(method: MethodSettings) -> dict:
+def _derived(method: MethodSettings, keyframes: tuple = ()) -> dict:
+    from .method.keyframes import Keyframe, keyframe_timeline
     from .method.prompts import parse_prompt, timeline
+    from .method.schedule import section_count
     from .models.lora_files import file_sha256
 
     try:
         spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))
         files = [{"name": Path(path).name, "sha256": file_sha256(Path(path)), "weight": weight}
                  for path, weight in method.loras]
+        sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
+                                     section_count(method.seconds, method.window), method.window)
     except (ValueError, OSError, TypeError):  # a request not validated yet
         return {}
-    return {"prompt_spans": spans, "lora_files": files}
+    return {"prompt_spans": spans, "lora_files": files, "keyframe_sections": sections}
+
+
+def _keyframes(keyframes, method: MethodSettings, end_frame: bool) -> tuple:
+    """(opened picture, seconds, weight) triples, sorted by time and checked (method/keyframes.py)."""
+    from .method.keyframes import Keyframe, check_keyframes
+    from .method.schedule import section_count
+
+    out = []
+    for item in keyframes or ():
+        if isinstance(item, dict):
+            item = (item.get("picture"), item.get("seconds"), item.get("weight", 1.0))
+        elif isinstance(item, (str, Path)):
+            item = _keyframe_text(str(item))
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"A keyframe is a picture, a time and an optional weight, not {item!r}.")
+        picture, seconds, weight = (*item, 1.0)[:3]
+        _number("A keyframe's time", seconds, 0, SETTINGS["seconds"].high)
+        _number("A keyframe's weight", weight, 0, 1, low_open=True)
+        out.append((picture, float(seconds), float(weight)))
+    out.sort(key=lambda k: k[1])
+    check_keyframes([Keyframe(s, w) for _, s, w in out], section_count(method.seconds, method.window), method.window,
+                    end_frame or method.loop, method.mode)
+    return tuple((_open_picture(f"keyframe at {s:g} s", p), s, w) for p, s, w in out)
+
+
+def _keyframe_text(text: str) -> tuple:
+    """"PATH@SECONDS[:WEIGHT]" as the command line's --keyframe gives it."""
+    path, sep, when = text.rpartition("@")
+    seconds, _, weight = when.partition(":")
+    try:
+        if not sep or not path:
+            raise ValueError
+        return path, float(seconds), float(weight) if weight.strip() else 1.0
+    except ValueError:
+        raise ValueError(f"A keyframe is PATH@SECONDS or PATH@SECONDS:WEIGHT, not {text!r}.") from None
 
 
 def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:

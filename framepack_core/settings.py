@@ -49,7 +49,7 @@ class Scope(str, Enum):
 @dataclass(frozen=True)
 class Widget:
     """How the page shows a setting. `low`/`high`: the page's range where it is narrower than the validator's."""
-    kind: str  # slider | number | checkbox | dropdown | radio | text | image | loras
+    kind: str  # slider | number | checkbox | dropdown | radio | text | image | loras | keyframes
     label: str
     group: str  # where on the page: start | settings | model | creative | end (ui/layout.py places the groups)
     low: float | None = None
@@ -64,7 +64,7 @@ class Widget:
 class Setting:
     name: str  # the flat name: `Request.from_fields`, records, import columns
     part: Part
-    kind: str  # int | float | bool | text | choice | path | picture | loras
+    kind: str  # int | float | bool | text | choice | path | picture | loras | keyframes
     default: object
     help: str  # the flag's help; also the page's hint when its widget has none
     label: str = ""  # what messages call it (default: the name in words)
@@ -89,6 +89,11 @@ class Setting:
     @property
     def words(self) -> str:
         return self.label or self.name.replace("_", " ")
+
+    @property
+    def repeats(self) -> bool:
+        """A flag given once per item (--lora, --keyframe)."""
+        return self.kind in ("loras", "keyframes")
 
     @property
     def dest(self) -> str | None:
@@ -117,6 +122,13 @@ SETTINGS_LIST = (
             label="end frame", help="optional last frame (inverted sampling only)",
             widget=Widget("image", "End picture (optional)", "end", options=dict(
                 height=200, placeholder="The video ends on this picture"))),
+    # Pictures the video passes through: (picture, seconds, weight) triples, or "PATH@SECONDS[:WEIGHT]" text
+    # (method/keyframes.py says which sections each conditions); inverted sampling only. Records keep their
+    # times and weights (the pictures are the run's files).
+    Setting("keyframes", _T, "keyframes", (), flag="--keyframe", metavar="PATH@SECONDS[:WEIGHT]", scope=Scope.RUN,
+            extends=False, help="a picture the video passes through near SECONDS (inverted sampling only; weight "
+                                "0..1, default 1); repeat for several (README: which sections each conditions)",
+            widget=Widget("keyframes", "Keyframes: pictures the video passes through", "end")),
     Setting("image_name", _T, "text", "", scope=Scope.RUN, extends=False,
             help="where the picture came from, for records (found from the picture's path when not given)"),
     # --- method: what decides the pixels ---
@@ -156,6 +168,9 @@ SETTINGS_LIST = (
             help="with timed prompts: cross over from one prompt to the next across N sections",
             widget=Widget("slider", "Prompt blend (sections)", "creative", high=8, step=1,
                           info="Cross over from one timed prompt to the next across this many sections")),
+    Setting("loop", _M, "bool", False, flag="--loop", extends=False,
+            help="end on the start picture, so the MP4 repeats without a cut (inverted sampling only)",
+            widget=Widget("checkbox", "Loop: end on the start picture", "end")),
     # ("path", weight) pairs, or "PATH[:WEIGHT]" text as the command line gives it.
     Setting("loras", _M, "loras", (), flag="--lora", metavar="PATH[:WEIGHT]",
             help="apply a LoRA (.safetensors: musubi/kohya, diffusers/PEFT or original HunyuanVideo); "
@@ -207,6 +222,8 @@ SETTINGS_LIST = (
     Setting("prompt_spans", _M, "record", None, scope=Scope.RECORD, help="which prompt covers which seconds"),
     Setting("lora_files", _M, "record", None, scope=Scope.RECORD,
             help="the LoRA files by name, with their SHA-256 and weight"),
+    Setting("keyframe_sections", _M, "record", None, scope=Scope.RECORD,
+            help="which sections each keyframe conditions"),
 )
 
 SETTINGS = {setting.name: setting for setting in SETTINGS_LIST}

@@ -12,16 +12,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .leases import LeaseKeeper
 from .running import JobResult, claim_run_name, run_job
 from .store import Job, JobStore, this_owner
 
 
-def apply_result(store: JobStore, job: Job, result: JobResult) -> None:
-    """A job's outcome into the queue (only the process that owns the queue calls this)."""
+def apply_result(store: JobStore, job: Job, result: JobResult, owner: str | None = None) -> None:
+    """A job's outcome into the queue, by the holder of its lease (a lost lease writes nothing)."""
     if result.status == "interrupted":
-        store.requeue(job.id, result.message)
+        store.requeue(job.id, result.message, owner)
     else:
-        store.finish(job.id, result.status, result.message, result.video)
+        store.finish(job.id, result.status, result.message, result.video, owner)
 
 
 def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
@@ -34,32 +35,25 @@ def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
 
 
 class LocalExecutor:
-    def __init__(self, store: JobStore, session=None, make_video: Callable | None = None,
-                 on_event: Callable | None = None, on_job: Callable | None = None, execute: Callable | None = None):
-        """`session`: a framepack_core Session (made on first use); `make_video`: a stand-in for tests;
-        `execute(run, emit)`: how a run is executed (default: here, on this thread, with the session);
+    def __init__(self, store: JobStore, session=None, on_event: Callable | None = None,
+                 on_job: Callable | None = None, execute: Callable | None = None):
+        """`execute(run, emit)`: how a run is executed (the page: on its worker thread); without it, here,
+        on this thread, with `session` (a framepack_core Session, built from the flags' SessionConfig).
         `on_event(job, event)` sees every event (the page's live preview); `on_job(job)` a job's start."""
+        if session is None and execute is None:
+            raise ValueError("a LocalExecutor needs the session to run jobs with, or an `execute`")
         self.store = store
-        self._session = session
-        self.make_video = make_video
+        self.session = session
         self._execute = execute
         self.on_event = on_event or (lambda job, event: None)
         self.on_job = on_job or (lambda job: None)
         self.interrupt = threading.Event()  # Ctrl+C: stop after the current step; the job resumes next time
         self.owner = this_owner()
+        self.leases = LeaseKeeper(lambda job_id: self.store.renew(job_id, self.owner))
         self.report_every = 0.25  # seconds between progress writes (and cancel reads) within a section
 
-    @property
-    def session(self):
-        if self._session is None:
-            from framepack_core.session import Session
-
-            self._session = Session()
-        return self._session
-
     def _here(self, run, emit):
-        options = {"make_video": self.make_video} if self.make_video else {}
-        return run.execute(self.session, emit, **options)
+        return run.execute(self.session, emit)
 
     def run_until_empty(self) -> int:
         """Run queued jobs until none is left or `interrupt` is set; the number of jobs run."""
@@ -75,10 +69,13 @@ class LocalExecutor:
         job = self.store.claim(self.owner)
         if job is None:
             return None
-        self.on_job(job)
-        self.store.set_worker(job.id, f"pid {os.getpid()}")
-        result = self.execute(job)
-        apply_result(self.store, job, result)
+        self.leases.hold(job.id)
+        try:
+            self.on_job(job)
+            self.store.set_worker(job.id, f"pid {os.getpid()}")
+            apply_result(self.store, job, self.execute(job), self.owner)
+        finally:
+            self.leases.release(job.id)
         return job
 
     def execute(self, job: Job) -> JobResult:
@@ -91,10 +88,12 @@ class LocalExecutor:
                 if now - last[0] < self.report_every and sections == last[1]:
                     return False  # a few writes a second at most (and every finished section); cancel read with them
                 last[:] = [now, sections]
-                return self.store.report(job.id, fraction, sections)
+                return self.store.report(job.id, fraction, sections, self.owner)
 
+            # A lost lease (this process was frozen past it, and the job given away) stops the run as
+            # Ctrl+C would, and its outcome is not written.
             return run_job(job.settings, name, Path(self.store.outputs), self._execute or self._here,
-                           lambda event: self.on_event(job, event), on_progress, self.interrupt.is_set,
-                           resuming=resuming)
+                           lambda event: self.on_event(job, event), on_progress,
+                           lambda: self.interrupt.is_set() or self.leases.lost(job.id), resuming=resuming)
         except Exception as error:  # noqa: BLE001 - one job's failure must not end the queue
             return JobResult("failed", f"{type(error).__name__}: {error}")

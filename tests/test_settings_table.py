@@ -36,7 +36,7 @@ def test_the_parsers_defaults_and_choices_are_the_tables():
         value = getattr(gen, setting.dest)
         if setting.flag_values is not None:
             value = setting.flag_values[value]
-        elif setting.kind == "loras":
+        elif setting.repeats:
             value = tuple(value)
         elif setting.kind == "path" and value is not None:
             value = Path(value)

@@ -8,7 +8,7 @@ import pytest
 from framepack_core.events import SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.request import remake_fields
-from helpers import ScriptedEngine, fixed_session, run_events, tiny_request
+from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
 from ui.outputs import OutputsHandlers, folder_version, list_runs
@@ -21,8 +21,7 @@ def outputs(tmp_path):
     workers = []
 
     def make(engine=None, session=None, lora_dir=None):
-        options = {"session": session} if session else {"make_video": engine or ScriptedEngine(sections=2, steps=2)}
-        worker = Worker(**options)
+        worker = Worker(session=session or cpu_session(engine=engine or ScriptedEngine(sections=2, steps=2)))
         workers.append(worker)
         settings = ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out", lora_dir=lora_dir)
         return OutputsHandlers(Handlers(worker, settings))
@@ -35,7 +34,7 @@ def _make(tab: OutputsHandlers, picture, created: str, **fields) -> str:
     """A finished run through the page's own Start, its record dated `created`; its name."""
     form = dict(image=str(picture), prompt="waves roll in", seconds=2, seed=5, randomize=False, steps=3, gs=10,
                 step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128, crf=16,
-                vram_budget_gb=0, prompt_blend=0, loras=None) | fields
+                vram_budget_gb=0, prompt_blend=0, loras=None, keyframes=None, keyframe_times="", loop=False) | fields
     assert set(form) == set(FORM_FIELDS)
     list(tab.handlers.page_run(form))
     files = tab.handlers.last_run.files

@@ -17,8 +17,8 @@ from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
 
-from .creative import chosen_loras, parse_lora_text
-from .progress import RunProgress, idle_html
+from .creative import chosen_loras, page_keyframes, parse_lora_text
+from .progress import RunProgress, idle_html, stages_markdown
 from .worker import Worker, WorkerBusy
 
 KEEP = object()  # a PageUpdate field left as it is on the page
@@ -45,9 +45,10 @@ class ServerSettings:
 
 
 # The settings the page shows (the table's with a widget), and its form: those by name as
-# Request.from_fields takes them, and `randomize`, the page's own.
+# Request.from_fields takes them, then the page's own: `randomize` (a fresh seed each run) and
+# `keyframe_times` (the keyframe pictures' seconds, read with them into the request's keyframes).
 PAGE_SETTINGS = tuple(setting for setting in SETTINGS_LIST if setting.widget is not None)
-FORM_FIELDS = tuple(setting.name for setting in PAGE_SETTINGS) + ("randomize",)
+FORM_FIELDS = tuple(setting.name for setting in PAGE_SETTINGS) + ("randomize", "keyframe_times")
 
 
 def random_seed() -> int:
@@ -65,10 +66,13 @@ class Handlers:
 
     def page_run(self, form: dict):
         """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
-        seed = form.get("seed")
         try:
             form = self.request_fields(form)
-            seed = form["seed"]
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        seed = form["seed"]
+        try:
             run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
@@ -141,10 +145,11 @@ class Handlers:
         """The page's form as Request.from_fields names (a fresh seed if asked; the server's model by default;
         the LoRA table's rows as files of the LoRA folder). ValueError for a LoRA outside it."""
         form = dict(form)
-        randomize = form.pop("randomize", False)
+        randomize, times = form.pop("randomize", False), form.pop("keyframe_times", "")
         values = {name: self._page_value(SETTINGS[name], value) for name, value in form.items()}
         values["seed"] = _whole(random_seed() if randomize or form.get("seed") is None else form["seed"])
         values["model"] = values.get("model") or self.settings.model
+        values["keyframes"] = page_keyframes(form.get("keyframes"), times)
         return values
 
     def _page_value(self, setting: Setting, value):
@@ -160,7 +165,8 @@ class Handlers:
         return _whole(value) if setting.kind == "int" else value
 
     def api_run(self, image, prompt, seconds=DEFAULTS["seconds"], seed=None, steps=DEFAULTS["steps"], loras="",
-                prompt_blend=DEFAULTS["prompt_blend"]) -> str:
+                prompt_blend=DEFAULTS["prompt_blend"], keyframes=None, keyframe_times="",
+                loop=DEFAULTS["loop"]) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.
 
         `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
@@ -168,7 +174,8 @@ class Handlers:
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
             folder=self.settings.outputs, loras=parse_lora_text(loras, self.settings.lora_dir),
-            prompt_blend=_whole(prompt_blend or 0)))
+            prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
+            loop=bool(loop)))
         try:
             job = self.worker.submit(run)
         except WorkerBusy as error:
@@ -202,7 +209,8 @@ def summary_markdown(record: dict) -> str:
             lines.append(f"The step cache skipped {100 * skipped / (skipped + computed):.0f}% of the transformer work.")
     if record.get("status") == "failed":
         lines.append(f"Failed: {record['error']}")
-    return "  \n".join(lines)
+    stages = stages_markdown(record.get("stages"))  # a table: markdown wants it after a blank line
+    return "  \n".join(lines) + (f"\n\n{stages}" if stages else "")
 
 
 def contact_sheet(strip: np.ndarray, frames: int, gap: int = 1) -> np.ndarray:

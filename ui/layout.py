@@ -7,7 +7,7 @@ import gradio as gr
 
 from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting
 
-from .creative import lora_rows, timeline_html
+from .creative import keyframe_timeline_html, lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate
 from .outputs import OutputsHandlers
 from .outputs_tab import build_outputs_tab
@@ -64,7 +64,7 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
     s, form, parts = handlers.settings, {}, {}
     # What the server's flags chose instead of the table's defaults.
     values = {"model": s.model, "resolution": s.resolution,
-              "vram_budget_gb": handlers.worker.session_options.get("vram_budget_gb")}
+              "vram_budget_gb": handlers.worker.config.vram_budget_gb}
 
     def picture_examples():
         if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
@@ -76,6 +76,10 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
                                                           elem_id="fp-randomize")),
         "vram_budget_gb": lambda: parts.update(memory_plan=gr.Markdown("", elem_id="fp-memory-plan")),
         "loras": lambda: parts.update(refresh=gr.Button("Look for LoRA files again", size="sm")),
+        "keyframes": lambda: form.update(keyframe_times=gr.Textbox(
+            label="Keyframe times (seconds, one per picture; :weight 0..1 optional)", placeholder="1.2, 3:0.5",
+            elem_id="fp-keyframe-times")),
+        "loop": lambda: parts.update(keyframe_timeline=gr.HTML("", elem_id="fp-keyframe-timeline")),
     }
     place = _Placer(form, values, after, model_choices, s.lora_dir)
     place("start")
@@ -94,9 +98,8 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
                                          sources=["upload"], height=200, elem_id="fp-source-video")
         parts["extend_seconds"] = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
                                             elem_id="fp-extend-seconds")
-    for group, title, open_ in _ACCORDIONS:
-        with gr.Accordion(title, open=open_, elem_classes="fp-settings",
-                          elem_id="fp-settings" if group == "settings" else None):
+    for group, title, open_, elem_id in _ACCORDIONS:
+        with gr.Accordion(title, open=open_, elem_classes="fp-settings", elem_id=elem_id):
             place(group)
     return {name: form[name] for name in FORM_FIELDS}, parts  # a KeyError here: a group no accordion places
 
@@ -131,6 +134,10 @@ def _wire_helpers(page: gr.Blocks, form: dict, parts: dict, lora_dir) -> None:
                        show_progress="hidden", api_visibility="private")
     page.load(memory_plan_line, plan_inputs, [parts["memory_plan"]], queue=False, show_progress="hidden",
               api_visibility="private")
+    keyframe_inputs = [form["keyframes"], form["keyframe_times"], seconds, form["loop"]]
+    for source in keyframe_inputs:  # which sections each keyframe conditions
+        source.change(keyframe_timeline_html, keyframe_inputs, parts["keyframe_timeline"], queue=False,
+                      show_progress="hidden", api_visibility="private")
 
 
 def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
@@ -173,18 +180,25 @@ def _api(handlers: Handlers, prompt) -> None:
     api_steps = gr.Number(DEFAULTS["steps"], visible=False, label="steps")
     api_loras = gr.Textbox("", visible=False, label="loras")
     api_blend = gr.Number(DEFAULTS["prompt_blend"], visible=False, label="prompt_blend")
+    api_keyframes = gr.File(visible=False, type="filepath", file_count="multiple", label="keyframes")
+    api_keyframe_times = gr.Textbox("", visible=False, label="keyframe_times")
+    api_loop = gr.Checkbox(DEFAULTS["loop"], visible=False, label="loop")
 
     def generate(image, prompt, seconds=DEFAULTS["seconds"], seed=DEFAULTS["seed"], steps=DEFAULTS["steps"],
-                 loras="", prompt_blend=DEFAULTS["prompt_blend"]):
+                 loras="", prompt_blend=DEFAULTS["prompt_blend"], keyframes=None, keyframe_times="",
+                 loop=DEFAULTS["loop"]):
         """Make a video from a picture and a prompt ('[0s: ...] [2s: ...]' for a prompt per moment); returns
         the MP4 (model and resolution: the server's). loras: 'name.safetensors:0.8; other.safetensors' from
-        the server's LoRA folder."""
+        the server's LoRA folder. keyframes: pictures the video passes through, keyframe_times: their seconds in
+        order ('1.2, 3:0.5', weight after the colon); loop: end on the start picture."""
         try:
-            return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend)
+            return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend, keyframes,
+                                    keyframe_times, loop)
         except (ValueError, RuntimeError) as error:
             raise gr.Error(str(error)) from None
 
-    api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend],
+    api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend,
+                                 api_keyframes, api_keyframe_times, api_loop],
                       api_result, api_name="generate", concurrency_id="gpu")
 
 
@@ -200,10 +214,11 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
         return f"Memory plan unavailable: {error}"
 
 
-# The settings' groups below the Start button: (group, accordion title, open at first).
-_ACCORDIONS = (("settings", "Settings", True), ("model", "Model and quality", False),
-               ("creative", "Timed prompts and LoRA", False), ("end", "End frame (inverted sampling only)", False))
-_WIDE = ("text", "image", "loras")  # widgets that take a row of their own; the others go two to a row
+# The settings' groups below the Start button: (group, accordion title, open at first, element id).
+_ACCORDIONS = (("settings", "Settings", True, "fp-settings"), ("model", "Model and quality", False, None),
+               ("creative", "Timed prompts and LoRA", False, None),
+               ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"))
+_WIDE = ("text", "image", "loras", "keyframes")  # widgets that take a row of their own; the others go two to a row
 
 
 class _Placer:
@@ -267,6 +282,8 @@ def _widget(setting: Setting, value, model_choices, lora_dir):
         return gr.Textbox(value=value, **common, **options)
     if w.kind == "image":
         return gr.Image(type="pil", image_mode=None, sources=["upload", "clipboard"], **common, **options)
+    if w.kind == "keyframes":
+        return gr.File(type="filepath", file_count="multiple", file_types=["image"], **common)
     if w.kind == "loras":
         return gr.Dataframe(lora_rows(lora_dir), headers=[w.label, "Weight"], datatype=["str", "number"], type="array",
                             interactive=True, column_count=2, static_columns=[0], elem_id=common["elem_id"],
