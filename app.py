@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "weight default 1, negative allowed; repeat for several")
     gen.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a stopped, failed or killed run from its last finished section "
-                          "(its MP4, in-progress MP4 or JSON); the other flags are ignored")
+                          "(its MP4, in-progress MP4 or JSON; one killed before its first section starts over "
+                          "under the same name); the other flags are ignored")
     gen.add_argument("--extend", default=None, metavar="PATH",
                      help="continue a finished video (any H.264 MP4) by --seconds more, sampling forward, "
                           "into a new MP4; the settings are the video's own unless given")

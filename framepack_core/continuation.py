@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .media.latents import SavedLatents, load_latents
 from .media.video_files import VideoFacts, first_frame, probe_video
-from .run_files import RunFiles, files_of
+from .run_files import files_of
+from .run_restart import check_resumable, start_over
 
 # Settings recorded with a run that are not request fields.
 _NOT_FIELDS = ("app", "end_image", "attention_used")
@@ -46,11 +47,11 @@ def resume_parts(path) -> tuple:
     from .request import Request
 
     files = files_of(Path(path))
-    if not files.latents.exists():
-        raise ValueError(f"No saved latents for {files.name!r} in {str(files.folder)!r}; only runs made with "
-                         "kept latents can be resumed.")
+    status = check_resumable(files)  # also marks a killed run's record and clears its scratch files
+    if not files.latents.exists():  # ended before its first section was saved: made again from the start
+        return start_over(files, _fields) + (None,)
     saved = load_latents(files.latents)
-    if saved.complete and files.video.exists() and _status(files) == "finished":
+    if saved.complete and files.video.exists() and status == "finished":
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
@@ -123,13 +124,6 @@ def replay(resume, settings, count: int, base=None):
             yield video
         else:
             yield video[:, :, video.shape[2] - (index + 1) * window:]
-
-
-def _status(files: RunFiles) -> str:
-    try:
-        return files.read_record().get("status", "")
-    except (OSError, ValueError):
-        return ""
 
 
 def _fields(settings: dict) -> dict:

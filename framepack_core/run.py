@@ -25,6 +25,7 @@ from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .options import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files
+from .run_owner import this_process
 
 log = logging.getLogger(__name__)
 APP = "FramePack desktop"
@@ -120,7 +121,7 @@ class Run:
         finally:
             session.release(manager)
         self.outcome = outcome
-        self.files.write_record(self.record())
+        self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)
         return outcome
 
@@ -135,6 +136,8 @@ class Run:
                   "input_name": request.image_name,
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "video": files.video.name, "settings": request.settings(), "status": "running"}
+        if outcome is None:  # who makes it: a record whose process is gone is marked when next read
+            record["owner"] = this_process()
         if isinstance(outcome, Failed):
             partial = outcome.partial_video.name if outcome.partial_video else None
             record |= {"status": "failed", "error": outcome.message, "video": None, "partial_video": partial}
