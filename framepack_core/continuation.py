@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .media.latents import SavedLatents, load_latents
 from .media.video_files import VideoFacts, first_frame, probe_video
+from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .run_restart import check_resumable, start_over
 
@@ -34,6 +35,7 @@ class Continuation:
     source: Path | None = None  # extend: the MP4 whose frames come first
     source_latents: SavedLatents | None = None  # extend: the source's saved latents, when it has them
     facts: VideoFacts | None = None  # extend: the source's stream
+    new_frames: int | None = None  # extend: frames the new part keeps (None: its whole sections); new_part.py
 
     @property
     def extends(self) -> bool:
@@ -65,6 +67,7 @@ def resume_parts(path) -> tuple:
         if not source.exists():
             raise ValueError(f"The video this run extends, {str(source)!r}, is missing.")
         continuation.source, continuation.facts = source, probe_video(source)
+        continuation.new_frames = saved.extends.get("new_frames")
         beside = files_of(source)
         if beside.latents.exists() and source == beside.video.resolve():
             continuation.source_latents = load_latents(beside.latents)
@@ -94,12 +97,18 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     saved = load_latents(files.latents) if files.latents.exists() and source == files.video else None
     if saved is not None and not saved.complete:
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
-    settings = _fields(saved.settings) if saved else _fields(_metadata_settings(source))
-    settings |= {k: v for k, v in overrides.items() if v is not None}
+    if saved is not None and saved.extends.get("new_frames"):
+        saved = None  # its last frames were cut from its last section: its latents run past its end
+    made_here = _fields(saved.settings) if saved else _fields(_metadata_settings(source))
+    settings = made_here | {k: v for k, v in overrides.items() if v is not None}
     if saved is not None:  # the saved latents fix the frame size
         settings["resolution"] = saved.settings["resolution"]
-    settings |= {"seconds": seconds, "mode": "forward"}
+    else:
+        settings = foreign_settings(settings, facts, source.name, bool(made_here) or bool(overrides.get("prompt")))
+    part = new_part(seconds, facts.fps, int(settings.get("window") or 9))
+    settings |= {"seconds": part.seconds, "mode": "forward"}
     settings.pop("end_image", None)
+    check_timed_prompt(settings, facts)
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:
         # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
@@ -107,7 +116,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
-    continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts)
+    continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts, new_frames=part.frames)
     return request, continuation
 
 

@@ -130,8 +130,9 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
     generator = torch.Generator("cpu").manual_seed(method.seed)
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
                            tags(), prefix=[base.source] if base else None, fps=base.fps if base else None,
-                           prefix_frames=base.frames if base else 0)
-    keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base)
+                           prefix_frames=base.frames if base else 0, new_frames=continuation.new_frames if base else None)
+    keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base,
+                           new_frames=continuation.new_frames if base else None)
     resume = SavedSections(saved.done, saved.video) if saved is not None else base.resume() if base else None
 
     def decode(index: int, section_latents: torch.Tensor) -> torch.Tensor:

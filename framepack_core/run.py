@@ -15,12 +15,13 @@ import os
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from typing import Callable
 
 from PIL import Image
 
 from .events import Event, Failed, Finished
-from .failures import Cancelled, user_message
+from .failures import Cancelled, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .options import FPS
 from .request import Request
@@ -48,7 +49,8 @@ class Run:
 
         request, files, continuation = resume_parts(path)
         run = cls(request, files, continuation)
-        files.write_record(run.record())
+        with _disk_refusal(files.folder):
+            files.write_record(run.record())
         return run
 
     @classmethod
@@ -68,14 +70,15 @@ class Run:
         """
         request = request.validated()
         _check_writable(request.output.folder)
-        files = claim_files(request.output.folder, request.method.seed, request.output.path)
-        run = cls(request, files, continuation)
-        pixels = crop_to_bucket(request.image, request.method.resolution)
-        Image.fromarray(pixels).save(files.picture)
-        if request.end_image is not None:
-            height, width = pixels.shape[:2]
-            Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
-        files.write_record(run.record())
+        with _disk_refusal(request.output.folder):
+            files = claim_files(request.output.folder, request.method.seed, request.output.path)
+            run = cls(request, files, continuation)
+            pixels = crop_to_bucket(request.image, request.method.resolution)
+            Image.fromarray(pixels).save(files.picture)
+            if request.end_image is not None:
+                height, width = pixels.shape[:2]
+                Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
+            files.write_record(run.record())
         return run
 
     def stop(self) -> None:
@@ -117,7 +120,7 @@ class Run:
             # The traceback travels in the event (`detail`) for logs; users read the one sentence.
             log.info("generation failed", exc_info=True)
             partial = self.files.in_progress if self.files.in_progress.exists() else None
-            outcome = Failed(user_message(error), traceback.format_exc(), partial_video=partial)
+            outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
         finally:
             session.release(manager)
         self.outcome = outcome
@@ -163,11 +166,27 @@ class Run:
             os.replace(self.files.in_progress, self.files.video)
             video = self.files.video
         cache = progress.cache
-        return Finished(video, progress.frames, FPS, progress.sections_done, progress.width, progress.height,
+        fps, width, height = FPS, progress.width, progress.height
+        if self.continuation is not None and self.continuation.extends and progress.sections_done:
+            facts = self.continuation.facts  # the new frames join the source's stream, at its size and rate
+            fps, width, height = facts.fps, facts.width, facts.height
+        return Finished(video, progress.frames, fps, progress.sections_done, width, height,
                         self.request.method.seed, time.monotonic() - started, stopped, attention=progress.attention,
                         vae_tiling=progress.vae_tiling, fp8=progress.fp8,
                         step_cache=cache.method if cache else "", blocks_computed=cache.computed if cache else 0,
                         blocks_skipped=cache.skipped if cache else 0)
+
+
+@contextmanager
+def _disk_refusal(folder):
+    """A full disk or a read-only folder before the run begins: one sentence (ValueError), like bad input."""
+    try:
+        yield
+    except OSError as error:
+        message = disk_message(error, folder)
+        if message is None:
+            raise
+        raise ValueError(message) from error
 
 
 def _check_writable(folder) -> None:
