@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
     gen.add_argument("--image", default=None, help="the start picture (needed unless --resume or --extend)")
     gen.add_argument("--prompt", default=None,
-                     help="what should happen in the video (needed for a new video); or what happens when: "
-                          "'[0s: he waves] [2.5s: he walks away]'")
+                     help="what should happen in the video (needed for a new video, and to extend a video not made "
+                          "here); or what happens when: '[0s: he waves] [2.5s: he walks away]' (with --extend the "
+                          "times count from the start of the new part)")
     gen.add_argument("--prompt-blend", type=int, default=0, metavar="N",
                      help="with timed prompts: cross over from one prompt to the next across N sections (default 0)")
     gen.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
@@ -75,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(its MP4, in-progress MP4 or JSON; one killed before its first section starts over "
                           "under the same name); the other flags are ignored")
     gen.add_argument("--extend", default=None, metavar="PATH",
-                     help="continue a finished video (any H.264 MP4) by --seconds more, sampling forward, "
-                          "into a new MP4; the settings are the video's own unless given")
+                     help="continue a finished video (any H.264 MP4) by --seconds more at its own frame rate, "
+                          "sampling forward, into a new MP4; the settings are the video's own unless given "
+                          "(a video not made here needs --prompt)")
     gen.add_argument("--negative-prompt", default="", help="used only when --cfg is not 1")
     add_model_flags(gen)
     gen.add_argument("--mode", choices=MODES, default=None,
