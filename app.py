@@ -16,6 +16,7 @@ from framepack_core.options import (
     CACHE_METHODS,
     DEFAULT_CACHE_THRESHOLD,
     DEFAULT_SEED,
+    FP8_MODES,
     MODEL_SETS,
     MODES,
 )
@@ -105,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "and save them; later MagCache runs with that model and step count use them")
     gen.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
                      help="attention kernel (default auto: the fastest that works here, else PyTorch SDPA)")
-    gen.add_argument("--fp8", action="store_true",
-                     help="store the transformer's weights in FP8: half the memory and streaming, slightly lossy")
+    gen.add_argument("--fp8", nargs="?", const="storage", choices=FP8_MODES, default=None, metavar="MODE",
+                     help="FP8 weights: storage (what --fp8 alone means: the transformer's weights in FP8, "
+                          "multiplied in bf16: half the memory and streaming, slightly lossy), fast (also multiply "
+                          "in FP8: faster on GPUs of compute capability 8.9+, RTX 40/50, H100; elsewhere refused "
+                          "with a notice), off (the default)")
     gen.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto",
                      help="decode the VAE in tiles: auto (default: when GPU memory is short), on, off")
     gen.add_argument("--compile", action="store_true",

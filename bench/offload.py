@@ -61,7 +61,8 @@ def simulate_step_cache(steps: int = 12, threshold: float = 0.15) -> dict:
     for enabled in (False, True):
         device = SimulatedDevice()
         manager = ModelManager(device, budget_bytes=budget, reserve_bytes=0)
-        with manager.use(model), step_cache(model, enabled, "teacache", threshold, steps) as cache:
+        with manager.use(model), step_cache(model, enabled, "teacache", threshold, steps,
+                                                  gates=manager.gates) as cache:
             blocks = len(model.transformer_blocks) + len(model.single_transformer_blocks)
             device.reset_counters()
             for step in range(steps):  # a falling timestep, as a sampler gives, over the same latents

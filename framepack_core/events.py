@@ -55,7 +55,7 @@ class Finished:
     stopped: bool = False
     attention: str = ""  # the attention kernel that ran: sage | flash | xformers | sdpa ("" before sampling)
     vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None: nothing decoded)
-    fp8: bool = False  # whether the transformer's weights were FP8
+    fp8: str = "off"  # the FP8 mode that ran: off | storage (FP8 weights) | fast (and FP8 arithmetic)
     step_cache: str = ""  # the step cache used: teacache | first-block ("" when off)
     blocks_computed: int = 0  # transformer block evaluations that ran (counted only with a step cache)
     blocks_skipped: int = 0  # and those the step cache skipped

@@ -32,7 +32,6 @@ from .models.encoders import encode_latent, encode_siglip
 from .models.lora import applied_loras
 from .models.prompt_cache import cached_prompt
 from .request import Request
-from .speed.precision import is_fp8
 from .speed.prepare import prepare_transformer
 from .speed.magcache import ratios_for, save_calibration
 from .speed.step_cache import step_cache
@@ -47,7 +46,7 @@ class Progress:
     height: int = 0
     attention: str = ""  # the kernel that ran
     vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None before the first decode)
-    fp8: bool = False  # whether the transformer's weights were FP8
+    fp8: str = "off"  # the FP8 mode that ran: off | storage | fast
     cache: object = None  # the step cache, for its counts of block evaluations
     notices: list[str] = field(default_factory=list)
 
@@ -119,7 +118,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         check()
 
     prepared = prepare_transformer(models.transformer, speed, manager)  # FP8 storage, attention kernel, compile
-    progress.attention, progress.fp8 = prepared.attention.backend, is_fp8(models.transformer)
+    progress.attention, progress.fp8 = prepared.attention.backend, prepared.fp8
     for message in prepared.notices:
         _notice(emit, progress, message)
 
@@ -156,7 +155,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         with applied_loras(models.transformer, method.loras), manager.use(models.transformer), step_cache(
                 models.transformer, speed.step_cache or speed.cache_calibrate, cache_method, speed.cache_threshold,
                 settings.steps, calls_per_step=1 if settings.cfg == 1 else 2, ratios=ratios,
-                calibrate=speed.cache_calibrate) as cache:
+                calibrate=speed.cache_calibrate, gates=manager.gates) as cache:
             progress.cache = cache
             for section in run_sections(models.transformer, conds.__getitem__, start_latent, settings, generator,
                                         end_latent=end_latent, step_callback=on_step, resume=resume):
@@ -177,7 +176,7 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                     check()
                     emit(Stage("sampling", f"Sampling section {section.index + 2} of {count}"))
         if speed.cache_calibrate and cache is not None:
-            measured = cache.calibrated_ratios()
+            measured = cache.strategy.calibrated_ratios()
             if measured:
                 where = save_calibration(request.model, settings.steps, measured)
                 _notice(emit, progress, f"MagCache ratios for {request.model} at {settings.steps} steps saved to "

@@ -12,6 +12,9 @@ DEFAULT_MODES = {"framepack": "inverted", "framepack-f1": "forward", "tiny": "in
 MODES = ("inverted", "forward")
 SAMPLER_VARIANTS = ("bh1", "bh2")
 ATTENTION_KERNELS = ("auto", "sage", "flash", "xformers", "sdpa")
+# storage: the blocks' weights kept in FP8, multiplied in bf16; fast: multiplied in FP8 too
+# (compute capability 8.9+). Records from before the modes say true (storage) or false (off).
+FP8_MODES = ("off", "storage", "fast")
 CACHE_METHODS = ("magcache", "teacache", "first-block")  # the first is the default (README: why)
 DEFAULT_CACHE_THRESHOLD = 0.15
 

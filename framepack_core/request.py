@@ -24,6 +24,7 @@ from .options import (
     DEFAULT_CACHE_THRESHOLD,
     DEFAULT_MODES,
     DEFAULT_SEED,
+    FP8_MODES,
     MAX_RESOLUTION,
     MAX_SECONDS,
     MAX_SEED,
@@ -107,13 +108,13 @@ class SpeedSettings:
     cache_threshold: float = DEFAULT_CACHE_THRESHOLD
     cache_calibrate: bool = False  # measure MagCache's ratios for this model and step count, and save them
     attention: str = "auto"
-    fp8: bool = False  # store the transformer's linear weights in FP8 (e4m3fn); lossy, kept until reloaded
+    fp8: str = "off"  # FP8_MODES: FP8 (e4m3fn) weights (lossy, kept until reloaded), and FP8 arithmetic
     compile: bool = False  # torch.compile the transformer blocks (CUDA only)
     vram_budget_gb: float | None = None  # GPU memory this run may use; None (or 0): the session's, else what is free
     vae_tiling: bool | None = None  # decode the VAE in tiles; None: when memory is short (changes pixels a little)
 
     def validated(self) -> SpeedSettings:
-        for name in ("step_cache", "fp8", "compile", "cache_calibrate"):
+        for name in ("step_cache", "compile", "cache_calibrate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"The {name.replace('_', ' ')} option must be true or false, "
                                  f"not {getattr(self, name)!r}.")
@@ -124,11 +125,13 @@ class SpeedSettings:
             raise ValueError(f"Step cache must be one of {', '.join(CACHE_METHODS)}, not {self.cache_method!r}.")
         if self.attention not in ATTENTION_KERNELS:
             raise ValueError(f"Attention must be one of {', '.join(ATTENTION_KERNELS)}, not {self.attention!r}.")
-        if self.vram_budget_gb is not None:
-            _number("VRAM budget (GB)", self.vram_budget_gb, 0, 4096)
-            if self.vram_budget_gb == 0:
-                return replace(self, vram_budget_gb=None)
-        return self
+        fp8 = {True: "storage", False: "off"}[self.fp8] if isinstance(self.fp8, bool) else self.fp8
+        if fp8 not in FP8_MODES:
+            raise ValueError(f"FP8 must be one of {', '.join(FP8_MODES)}, not {self.fp8!r}.")
+        budget = self.vram_budget_gb
+        if budget is not None:
+            _number("VRAM budget (GB)", budget, 0, 4096)
+        return replace(self, fp8=fp8, vram_budget_gb=budget or None)
 
 
 _PARTS = {"method": MethodSettings, "output": OutputSettings, "speed": SpeedSettings}
@@ -229,8 +232,9 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
 
 
 # What a run records beside its settings: the attention kernel that ran, whether the VAE decoded
-# in tiles, whether the transformer's weights were FP8. A remake requests these, not the settings'
-# "auto" or an FP8 request that an earlier run's weights overrode.
+# in tiles, the FP8 mode that ran (off | storage | fast; true/false in records from before the
+# modes, which validate as storage/off). A remake requests these, not the settings' "auto", an FP8
+# request that an earlier run's weights overrode, or `fast` that the GPU could not run.
 USED = {"attention_used": "attention", "vae_tiling_used": "vae_tiling", "fp8_used": "fp8"}
 _RECORD_ONLY = ("app", "end_image")
 

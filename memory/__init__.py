@@ -4,7 +4,7 @@ budget.py     pure planning: which blocks stay resident, which stream, how far a
 device.py     CUDA device and a simulated one (CPU tensors, same code paths, a byte ledger)
 weights.py    a group of tensors: host copy packed (pageable or pinned) or left in its mapped file
 mapped.py     safetensors files memory-mapped (the disk tier), streamed writing, binding to meta models
-gates.py      "will this block run?": a step cache tells the streamer, so skipped blocks cost no copies
+gates.py      "will this block run?": a run's step cache tells its streamers, so skipped blocks cost no copies
 swap.py       streaming blocks through device slots, prefetched on a side stream
 placement.py  one model on a device: fixed part + resident blocks + a streamer for the rest
 manager.py    whole models in and out of the device under one budget
@@ -22,7 +22,7 @@ from .budget import (
     plan_blocks,
     size_text,
 )
-from .gates import GateHandle, block_gate, gate_blocks
+from .gates import BlockGates, GateHandle
 from .mapped import MappedFile, bind_mapped, is_mapped, map_folder, write_safetensors
 from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
 from .host import release_free_host_memory
@@ -40,6 +40,6 @@ __all__ = [
     "DEFAULT_TILING_BYTES", "GiB", "BlockPlan", "BlockStreamer", "BudgetError", "CudaDevice", "Device",
     "ModelManager", "ModelPlacement", "PinError", "SimulatedDevice", "activation_bytes", "automatic_budget",
     "cuda_device", "default_device", "find_block_lists", "plan_blocks", "release_free_host_memory",
-    "size_text", "GateHandle", "block_gate", "gate_blocks", "MappedFile", "bind_mapped", "is_mapped", "map_folder",
+    "size_text", "BlockGates", "GateHandle", "MappedFile", "bind_mapped", "is_mapped", "map_folder",
     "write_safetensors", "PROCESS_BYTES", "available_ram_bytes", "default_ram_budget", "weight_ram_budget", "TierPlan", "plan_tiers", "plan_pinning",
 ]

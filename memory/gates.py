@@ -4,7 +4,11 @@ A block that a step cache skips is still called (its hook returns the cached res
 touching the weights), so the streamer sees the call; without a gate it would copy the block's
 weights in for nothing, and a cache that skips half the steps would save no streaming at all.
 
-    handle = gate_blocks(blocks, will_run)     # will_run(block, next_pass) -> True | False | None
+One `BlockGates` belongs to one run: the run's memory manager hands it to every streamer it
+makes (`ModelManager(gates=...)`, or the manager's own), and the run gives the same object to its
+step cache, which sets its answer there:
+
+    handle = gates.add(blocks, will_run)     # will_run(block, next_pass) -> True | False | None
     ...
     handle.remove()
 
@@ -24,27 +28,40 @@ from typing import Callable, Iterable, Optional
 import torch
 
 Gate = Callable[[torch.nn.Module, bool], Optional[bool]]
-_GATES: "weakref.WeakKeyDictionary[torch.nn.Module, Gate]" = weakref.WeakKeyDictionary()
+
+
+class BlockGates:
+    """The answers of one run's gates, by block. A block with no gate always runs."""
+
+    def __init__(self):
+        self._gates: "weakref.WeakKeyDictionary[torch.nn.Module, Gate]" = weakref.WeakKeyDictionary()
+
+    def add(self, blocks: Iterable[torch.nn.Module], will_run: Gate) -> GateHandle:
+        blocks = list(blocks)
+        for block in blocks:
+            self._gates[block] = will_run
+        return GateHandle(self, blocks, will_run)
+
+    def gate(self, block: torch.nn.Module) -> Gate | None:
+        return self._gates.get(block)
+
+    def will_run(self, block: torch.nn.Module, next_pass: bool) -> bool | None:
+        gate = self._gates.get(block)
+        return True if gate is None else gate(block, next_pass)
+
+    def _remove(self, block: torch.nn.Module, gate: Gate) -> None:
+        if self._gates.get(block) is gate:
+            del self._gates[block]
 
 
 class GateHandle:
-    def __init__(self, blocks: list[torch.nn.Module], gate: Gate):
+    def __init__(self, gates: BlockGates, blocks: list[torch.nn.Module], gate: Gate):
+        self._gates = gates
         self._blocks = [weakref.ref(b) for b in blocks]
         self._gate = gate
 
     def remove(self) -> None:
         for ref in self._blocks:
             block = ref()
-            if block is not None and _GATES.get(block) is self._gate:
-                del _GATES[block]
-
-
-def gate_blocks(blocks: Iterable[torch.nn.Module], will_run: Gate) -> GateHandle:
-    blocks = list(blocks)
-    for block in blocks:
-        _GATES[block] = will_run
-    return GateHandle(blocks, will_run)
-
-
-def block_gate(block: torch.nn.Module) -> Gate | None:
-    return _GATES.get(block)
+            if block is not None:
+                self._gates._remove(block, self._gate)

@@ -20,6 +20,7 @@ import torch
 
 from .budget import BudgetError, GiB, plan_blocks, size_text
 from .device import Device, cuda_device
+from .gates import BlockGates
 from .placement import ModelPlacement
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ DEFAULT_TILING_BYTES = 24 * GiB
 class ModelManager:
     def __init__(self, device: str | torch.device | Device = "cpu", budget_bytes: int | None = None,
                  reserve_bytes: int | None = None, tiling_bytes: int = DEFAULT_TILING_BYTES, prefetch: int = 2,
-                 ram_budget_bytes: int | None = None):
+                 ram_budget_bytes: int | None = None, gates: BlockGates | None = None):
         """`device` "cpu" keeps every model where it is (no GPU: everything runs on the CPU as before);
         "cuda" manages the GPU, with an automatic budget (free memory) unless one is given; a
         Device instance (e.g. SimulatedDevice) is used as it is and needs `budget_bytes`.
@@ -43,8 +44,12 @@ class ModelManager:
         `ram_budget_bytes`: host memory the managed weights may take in the process's own memory
         (packed copies, pinned copies, the staging ring). Streamed blocks whose host copy is a
         mapped file are pinned only while this allows; the rest stream from the file. None: pin
-        every streamed block (up to the device's pin limit)."""
+        every streamed block (up to the device's pin limit).
+
+        `gates`: the run's "will this block run?" answers (gates.py), asked by every streamer this
+        manager places; a step cache of the same run sets them. None: a set of its own."""
         self.device = _resolve(device)
+        self.gates = gates if gates is not None else BlockGates()
         self.prefetch = prefetch
         self.ram_budget_bytes = None if ram_budget_bytes is None else int(ram_budget_bytes)
         self.tiling_bytes = tiling_bytes
@@ -117,6 +122,7 @@ class ModelManager:
         terms = (self.budget_bytes, self.reserve_bytes, self.prefetch, self.ram_budget_bytes)
         for placement in placements:
             placement.last_used = self._clock
+            placement.use_gates(self.gates)
             if placement.on_device and placement.terms != terms:
                 placement.evict()  # planned by a manager with another budget (e.g. the last run's): plan again
         missing = sorted((p for p in placements if not p.on_device), key=lambda p: p.full_bytes)
@@ -136,7 +142,7 @@ class ModelManager:
                     f"({size_text(placement.rest.nbytes)}) and one of its blocks "
                     f"({size_text(max(placement.block_bytes, default=0))}). Raise the VRAM budget, or lower the "
                     f"resolution so that less is kept for activations.") from None
-            placement.place(plan, self._pin_room())
+            placement.place(plan, self._pin_room(), self.gates)
             placement.terms = terms
             self._set_tiling(placement, wanted[placements.index(placement)])
             streamed = plan.resident.count(False)

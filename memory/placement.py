@@ -7,6 +7,7 @@ import torch
 
 from .budget import BlockPlan, TierPlan, plan_pinning
 from .device import ALIGN, Device
+from .gates import BlockGates
 from .swap import BlockStreamer
 from .weights import WeightGroup
 
@@ -88,10 +89,11 @@ class ModelPlacement:
     def host_anon_bytes(self) -> int:
         return sum(g.host_anon_bytes for g in self.groups)
 
-    def place(self, plan: BlockPlan, pin_room: int | None = None) -> None:
+    def place(self, plan: BlockPlan, pin_room: int | None = None, gates: BlockGates | None = None) -> None:
         """Copy the fixed part and the resident blocks in, and stream the others, as `plan` says.
 
-        `pin_room`: bytes of RAM that pinned copies of mapped blocks may take (None: no limit)."""
+        `pin_room`: bytes of RAM that pinned copies of mapped blocks may take (None: no limit).
+        `gates`: what the streamer asks before copying a block (gates.py)."""
         if self.plan is not None:
             self.evict()
         resident = [self.rest] + [g for g, keep in zip(self.block_groups, plan.resident) if keep]
@@ -106,8 +108,14 @@ class ModelPlacement:
             pins = plan_pinning([self.block_groups[i].nbytes + 2 * ALIGN for i in streamed],
                                 [not self.mapped[i] for i in streamed], pin_room)
             self.streamer = BlockStreamer(self.blocks, self.block_groups, streamed, self.device,
-                                          plan.slots, plan.slot_bytes, [i for i, p in zip(streamed, pins) if p])
+                                          plan.slots, plan.slot_bytes, [i for i, p in zip(streamed, pins) if p],
+                                          gates)
         self.plan = plan
+
+    def use_gates(self, gates: BlockGates) -> None:
+        """Placed by an earlier run's manager and kept: its streamer now asks this run's gates."""
+        if self.streamer is not None:
+            self.streamer.gates = gates
 
     def evict(self) -> None:
         """Off the device: the tensors point at the host copies again, device memory is let go."""

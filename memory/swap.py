@@ -28,7 +28,7 @@ import torch
 
 from .budget import size_text
 from .device import Device
-from .gates import block_gate
+from .gates import BlockGates
 from .weights import WeightGroup
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,15 @@ PIN_AFTER_PASSES = 2
 
 class BlockStreamer:
     def __init__(self, blocks: Sequence[torch.nn.Module], groups: Sequence[WeightGroup], streamed: Sequence[int],
-                 device: Device, slots: int, slot_bytes: int, pin: Sequence[int] | None = None):
+                 device: Device, slots: int, slot_bytes: int, pin: Sequence[int] | None = None,
+                 gates: BlockGates | None = None):
         """`pin`: the streamed blocks that may take page-locked host memory (None: all of them); the
-        others keep streaming from where their host copy is (a mapped file, or pageable memory)."""
+        others keep streaming from where their host copy is (a mapped file, or pageable memory).
+        `gates`: the run's answers to "will this block run?" (gates.py); None: every block runs."""
         if slots < 1 or not streamed:
             raise ValueError("a streamer needs at least one slot and one streamed block")
         self.device = device
+        self.gates = gates if gates is not None else BlockGates()
         self.groups = list(groups)
         self.order = list(streamed)  # block indices, in the order they run
         self.blocks = list(blocks)
@@ -80,8 +83,7 @@ class BlockStreamer:
         return hook
 
     def _will_run(self, index: int, next_pass: bool) -> bool | None:
-        gate = block_gate(self.blocks[index])
-        return True if gate is None else gate(self.blocks[index], next_pass)
+        return self.gates.will_run(self.blocks[index], next_pass)
 
     def before(self, index: int) -> None:
         if self._running is not None:  # the previous block raised before its post-hook: release it

@@ -40,14 +40,15 @@ class Trace:
 
 
 def sample(transformer, cache: dict | None, cfg=1.0, sections=SECTIONS):
-    """Latents of a short run, the cache's counts and a Trace; the cache is reset between sections as in the engine."""
+    """Latents of a short run, the cache's counts and a Trace; the cache is reset between sections as in the engine.
+    `cache`: step_cache's arguments (TeaCache unless it names another method); None: no cache."""
     settings = SectionSettings(seconds=sections * 36 / 30, window=9, steps=STEPS, cfg=cfg)
     start = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     trace = Trace(transformer)
     out = []
     try:
         with step_cache(transformer, cache is not None, steps=STEPS, calls_per_step=1 if cfg == 1 else 2,
-                        **(cache or {})) as c:
+                        **({"method": "teacache"} | (cache or {}))) as c:
             for section in run_sections(transformer, conditioning(cfg != 1), start, settings,
                                         torch.Generator().manual_seed(0)):
                 out.append(section.latents)

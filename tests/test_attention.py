@@ -92,7 +92,7 @@ def test_request_refuses_unknown_kernels(tmp_path):
         Request.from_fields(image=tmp_path / "p.png", prompt="x", cache_threshold=0).validated()
     with pytest.raises(ValueError, match="Step cache must be one of"):
         Request.from_fields(image=tmp_path / "p.png", prompt="x", cache_method="mag").validated()
-    with pytest.raises(ValueError, match="fp8 option must be true or false"):
+    with pytest.raises(ValueError, match="FP8 must be one of off, storage, fast, not 'yes'"):
         Request.from_fields(image=tmp_path / "p.png", prompt="x", fp8="yes").validated()
 
 

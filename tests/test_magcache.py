@@ -12,7 +12,7 @@ from framepack_core.speed.magcache import (
     nearest_interp,
     ratios_for,
 )
-from framepack_core.speed.step_cache import StepCache, step_cache
+from framepack_core.speed.step_cache import make_strategy, step_cache
 from helpers import run_events, tiny_request
 
 # Steps the authors' FramePack rule skips at 25 steps, worked out by hand from their ratios
@@ -115,12 +115,12 @@ def test_calibration_measures_the_known_magnitudes_and_skips_nothing(tmp_path, m
         for _ in range(2):
             assert all(ran for ran, _, _ in run_section(model, 25))
             cache.reset()
-    assert cache.calibrated_ratios() == pytest.approx(list(FRAMEPACK_F1), abs=1e-5)
+    assert cache.strategy.calibrated_ratios() == pytest.approx(list(FRAMEPACK_F1), abs=1e-5)
 
 
 def test_magcache_needs_ratios():
     with pytest.raises(ValueError, match="ratios"):
-        StepCache(StandIn([1.0] * 3), "magcache", steps=3)
+        make_strategy("magcache", steps=3)
 
 
 def test_tiny_run_with_magcache_and_a_calibration(tiny_models, picture, tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_skipped_steps_cost_no_copies_when_streaming():
     for method in (None, "magcache"):
         # Ten steps: the published ratios at the nearest steps skip steps 2, 3, 5, 6, 7 and 8.
         with manager.use(model), step_cache(model, method is not None, "magcache", 0.15, steps=10,
-                                            ratios=nearest_interp(FRAMEPACK_I2V, 10)) as cache:
+                                            ratios=nearest_interp(FRAMEPACK_I2V, 10), gates=manager.gates) as cache:
             before = device.bytes_moved
             for step in range(10):
                 model(**(inputs | {"timestep": torch.tensor([1000.0 - 100 * step])}))

@@ -1,10 +1,10 @@
-"""A step cache that skips blocks saves their copies: the streamer asks the gate (memory/gates.py)."""
+"""A step cache that skips blocks saves their copies: the streamer asks the run's gates (memory/gates.py)."""
 import torch
 
 from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
 from framepack_core.speed.precision import tensor_bytes
 from framepack_core.speed.step_cache import step_cache
-from memory import ModelManager, SimulatedDevice, block_gate, gate_blocks
+from memory import ModelManager, SimulatedDevice
 
 STEPS = 8
 
@@ -13,7 +13,8 @@ def run_steps(model, inputs, manager, cached: bool, method: str = "teacache", th
     """Per call: (bytes copied during it, blocks computed in it, output)."""
     calls = []
     blocks = len(model.transformer_blocks) + len(model.single_transformer_blocks)
-    with manager.use(model) if manager else _nothing(), step_cache(model, cached, method, threshold, STEPS) as cache:
+    with manager.use(model) if manager else _nothing(), step_cache(
+            model, cached, method, threshold, STEPS, gates=manager.gates if manager else None) as cache:
         for step in range(STEPS):
             moved = manager.device.bytes_moved if manager else 0
             computed = cache.computed if cache else 0
@@ -56,7 +57,7 @@ def test_skipped_steps_copy_nothing_and_outputs_match_the_resident_model():
         assert computed in (0, blocks)
         assert moved == (plan.streamed_bytes if computed else decision_bytes)
     assert all(torch.equal(a[2], b[2]) for a, b in zip(streamed, resident))  # same decisions, same bits
-    assert all(block_gate(b) is None for b in model.transformer_blocks)  # the cache removed its gate
+    assert all(manager.gates.gate(b) is None for b in model.transformer_blocks)  # the cache removed its gate
 
 
 @torch.no_grad()
@@ -79,14 +80,14 @@ def test_a_gate_that_says_false_keeps_the_block_off_the_device():
     with manager.use(model):
         streamer = manager.placement(model).streamer
         skip = blocks[streamer.order[1]]
-        handle = gate_blocks(blocks, lambda block, next_pass: block is not skip)
+        handle = manager.gates.add(blocks, lambda block, next_pass: block is not skip)
         loads = streamer.loads
         for _ in range(3):
             streamer.before(streamer.order[1])  # what its forward pre-hook does
             streamer.after(streamer.order[1])
         assert streamer.loads == loads and streamer.skipped == 3
         handle.remove()
-        assert block_gate(skip) is None
+        assert manager.gates.gate(skip) is None
     manager.release()
 
 

@@ -25,16 +25,16 @@ def test_mp4_and_record_say_what_was_used(tiny_models, picture, tmp_path):
     finished, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
     assert (comment["attention"], comment["attention_used"]) == ("auto", "sdpa")
     assert (comment["vae_tiling"], comment["vae_tiling_used"]) == (None, False)
-    assert (comment["fp8"], comment["fp8_used"]) == (False, False)
+    assert (comment["fp8"], comment["fp8_used"]) == ("off", "off")
     record = _record(finished.video)
-    assert (record["attention"], record["vae_tiling"], record["fp8"]) == ("sdpa", False, False)
-    assert (finished.attention, finished.vae_tiling, finished.fp8) == ("sdpa", False, False)
+    assert (record["attention"], record["vae_tiling"], record["fp8"]) == ("sdpa", False, "off")
+    assert (finished.attention, finished.vae_tiling, finished.fp8) == ("sdpa", False, "off")
 
 
 def test_remake_requests_what_ran(tiny_models, picture, tmp_path):
     _, comment = _run(tiny_models, tiny_request(picture, crf=0), tmp_path / "a.mp4")
     fields = remake_fields(comment)
-    assert (fields["attention"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, False)
+    assert (fields["attention"], fields["vae_tiling"], fields["fp8"]) == ("sdpa", False, "off")
     assert not {"app", "end_image", "attention_used", "vae_tiling_used", "fp8_used"} & set(fields)
 
 

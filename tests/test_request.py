@@ -27,11 +27,11 @@ def test_flat_names_find_their_parts_and_come_back_from_a_record(picture):
     assert req.method == MethodSettings(prompt="a cat", seconds=2)
     assert req.output == OutputSettings(folder="out", crf=20) and req.speed == SpeedSettings(fp8=True)
     settings = req.validated().settings()
-    assert settings["model"] == "tiny" and settings["crf"] == 20 and settings["fp8"] is True
+    assert settings["model"] == "tiny" and settings["crf"] == 20 and settings["fp8"] == "storage"  # true: before modes
     assert settings["mode"] == "inverted" and settings["end_image"] is False
     del settings["end_image"]
     again = Request.from_fields(image=picture, **settings).validated()
-    assert again.method == req.validated().method and again.speed == req.speed
+    assert again.method == req.validated().method and again.speed == req.validated().speed
     with pytest.raises(ValueError, match="Unknown setting: colour"):
         GenerationRequest(image=picture, prompt="x", colour="red")
 

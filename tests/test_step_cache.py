@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from framepack_core.events import Finished
-from framepack_core.speed.step_cache import COEFFICIENTS, StepCache, rescale
+from framepack_core.speed.step_cache import make_strategy
+from framepack_core.speed.teacache import COEFFICIENTS, rescale
 from helpers import run_events, tiny_request
 from sampling import SECTIONS, STEPS, sample
 
@@ -97,7 +98,7 @@ def test_first_block_cache(transformer, uncached):
 
 def test_unknown_method_is_refused(transformer):
     with pytest.raises(ValueError, match="unknown step cache"):
-        StepCache(transformer, method="magic")
+        make_strategy(method="magic")
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -138,3 +139,18 @@ def test_cli_summary_reports_kernel_and_cache(tiny_models, square_picture, tmp_p
         assert cache["blocks_skipped"] > 0 and "block evaluations skipped" in err
     else:
         assert "FlashAttention cannot be used here" in err and "step cache: off" in err
+
+
+def test_methods_are_the_apps_and_the_default_is_its_default():
+    import inspect
+
+    from framepack_core.options import CACHE_METHODS
+    from framepack_core.speed.cache_strategy import DEFAULT_METHOD, CacheMethod
+    from framepack_core.speed.step_cache import step_cache
+
+    assert [m.value for m in CacheMethod] == list(CACHE_METHODS)
+    assert DEFAULT_METHOD is CacheMethod.MAGCACHE == CACHE_METHODS[0]
+    assert inspect.signature(step_cache).parameters["method"].default is DEFAULT_METHOD
+    strategies = {m: type(make_strategy(m, ratios=[1.0] * 25)) for m in CacheMethod}
+    assert {m: s.__name__ for m, s in strategies.items()} == {
+        CacheMethod.MAGCACHE: "MagCache", CacheMethod.TEACACHE: "TeaCache", CacheMethod.FIRST_BLOCK: "FirstBlockCache"}

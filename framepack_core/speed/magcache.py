@@ -8,6 +8,7 @@ in a row, and this step's ratio is within 0.06 of 1, the blocks are skipped and 
 is added again. The rule and numbers are those of the authors' FramePack demo (below); unlike
 diffusers' MagCache hook it decides before any block is called (so a block streamer can skip
 every copy of a skipped step) and it keeps the per-step 0.06 bound the FramePack demo has.
+`calibrate=True` skips nothing and measures the ratios instead (`--cache-calibrate`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from .cache_strategy import Call, CacheMethod, FirstBlock, Moment, StepCacheStrategy
 
 # Magnitude ratios at 25 steps, step 0 first, from the MagCache authors' FramePack calibration:
 # github.com/Zehong-Ma/MagCache, MagCache4FramePack/magcache_demo_gradio.py (I2V) and
@@ -93,3 +96,37 @@ class MagState:
 def magnitude_ratio(residual, previous) -> float:
     """Mean over tokens of |r_t| / |r_t-1| (the authors' calibration measure)."""
     return (residual.float().norm(dim=-1) / previous.float().norm(dim=-1)).mean().item()
+
+
+class MagCache(StepCacheStrategy):
+    method = CacheMethod.MAGCACHE
+    decides_at = Moment.CALL  # needs no tensor: a skipped step runs no block at all
+
+    def __init__(self, threshold: float, steps: int, branches: int, ratios: list[float] | None = None,
+                 calibrate: bool = False):
+        if ratios is None and not calibrate:
+            raise ValueError("MagCache needs magnitude ratios for the model (speed/magcache.py ratios_for)")
+        super().__init__(threshold, steps, branches)
+        self.ratios, self.calibrate = ratios, calibrate
+        self.calibration: list[list[float]] = []  # calibrating: each section's ratios, step 0 first
+        self._measured: list[float] = []  # calibrating: this section's ratios (the prompt's branch)
+
+    def reset(self) -> None:
+        if self._measured:  # a calibration keeps every section it saw
+            self.calibration.append([1.0] + self._measured)
+            self._measured = []
+        self._states = [MagState() for _ in range(self.branches)]
+
+    def decide(self, call: Call, first: FirstBlock | None) -> bool:
+        if self.calibrate or not call.can_skip:
+            return True
+        return not self._states[call.branch].skip(call.step, self.ratios, self.threshold, self.steps)
+
+    def observe(self, call: Call, residual, previous) -> None:
+        if self.calibrate and call.branch == 0 and previous is not None:
+            self._measured.append(round(magnitude_ratio(residual, previous), 5))
+
+    def calibrated_ratios(self) -> list[float]:
+        """Calibrating: the ratios of every section, averaged step by step (5 decimals, as published)."""
+        sections = [c for c in self.calibration if len(c) == self.steps]
+        return [round(sum(values) / len(values), 5) for values in zip(*sections)] if sections else []

@@ -14,7 +14,8 @@ LayerwiseCastingHook on purpose: that one recasts the layer with `module.to()` b
 every call, which replaces the parameters' storage; the memory manager packs each block's weights
 into one buffer and points the parameters into it (or into a streaming slot), and replaced
 parameters fall out of that buffer after the first step. Here the stored FP8 weight is never
-touched: the layer computes with an upcast temporary copy.
+touched: the layer computes with an upcast temporary copy, or (`--fp8 fast`, fp8_matmul.py)
+multiplies it as it is with an FP8 copy of its input.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from diffusers.hooks.layerwise_casting import (
     _LAYERWISE_CASTING_HOOK,
     LayerwiseCastingHook,
 )
+
+from .fp8_matmul import eligible, fp8_linear
 
 FP8 = torch.float8_e4m3fn
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
@@ -51,7 +54,10 @@ def fp8_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
 
 
 class UpcastLinear(LayerwiseCastingHook):
-    """Keeps the weight in its storage dtype; each call uses a temporary copy in the compute dtype."""
+    """Keeps the weight in its storage dtype; each call uses a temporary copy in the compute dtype,
+    or, with `granularity` set (fp8_matmul.GRANULARITIES), multiplies in FP8 where the call allows."""
+
+    granularity: str | None = None
 
     def initialize_hook(self, module: torch.nn.Linear):
         module.weight.data = module.weight.data.to(self.storage_dtype)  # the weight only: biases are tiny
@@ -64,8 +70,21 @@ class UpcastLinear(LayerwiseCastingHook):
         return output
 
     def new_forward(self, module: torch.nn.Linear, input: torch.Tensor) -> torch.Tensor:
+        if self.granularity is not None and eligible(input, module.weight):
+            return fp8_linear(input.to(self.compute_dtype), module.weight, module.bias, self.granularity)
         bias = None if module.bias is None else module.bias.to(self.compute_dtype)
         return F.linear(input, module.weight.to(self.compute_dtype), bias)
+
+
+def set_fp8_matmul(model: torch.nn.Module, granularity: str | None) -> int:
+    """FP8 matrix multiplies (`granularity`: fp8_matmul.GRANULARITIES) or bf16 ones (None) for every
+    FP8-stored layer of `model`, from its next call. Returns the number of layers."""
+    registries = [getattr(layer, "_diffusers_hook", None) for _, layer in fp8_layers(model)]
+    hooks = [registry.get_hook(_LAYERWISE_CASTING_HOOK) for registry in registries if registry is not None]
+    hooks = [hook for hook in hooks if isinstance(hook, UpcastLinear)]
+    for hook in hooks:
+        hook.granularity = granularity
+    return len(hooks)
 
 
 def store_fp8_cached(model: torch.nn.Module, cache_dir=None, compute_dtype: torch.dtype | None = None):

@@ -1,90 +1,69 @@
 """Step caches: skip the transformer's blocks on sampling steps where their work would barely change.
 
 Attached from outside as diffusers hooks on the transformer and its blocks (the section loop
-and the model stay untouched), detached at the end of the run, reset between sections.
+and the model stay untouched), detached at the end of the run, reset between sections. What to
+skip is a strategy's (cache_strategy.py: MagCache, TeaCache, FirstBlockCache); how to skip is
+the same for all of them and lives here: a skipped call passes the tokens through the skipped
+blocks and the last one adds the residual they added at the last computed call. A skipped call
+skips every block (MagCache, TeaCache) or every block after block 0 (FirstBlockCache).
 
-- "teacache": TeaCache (Liu et al., 2024) as FramePack's reference app applies it. Block 0's
-  modulated input (its norm1 on the embedded tokens, with the timestep embedding) is compared with
-  the previous step's; the relative L1 change, rescaled by a polynomial fitted for HunyuanVideo,
-  is accumulated. While the sum stays under the threshold the blocks are skipped and the residual
-  they added last time is added again. The first and last step of each section always compute.
-- "first-block": diffusers' own FirstBlockCache: block 0 always runs, the others are skipped while
-  its residual stays close to the last computed one.
-
-- "magcache": MagCache (magcache.py) with the magnitude ratios its authors published for both
-  FramePack models. Its decision needs no tensor, so it is made on the transformer call, before
-  block 0 is called: a skipped step runs no block at all. `calibrate=True` skips nothing and
-  measures the ratios instead (`--cache-calibrate`).
-
-Every skip decision is made here, in `StepCache` (`_compute`), and applied by the same block hooks.
-
-Either way, block evaluations are counted by a hook inside each block's forward, so the numbers
-reported are evaluations that really happened, not what the cache believes it did.
+The run's block streamer learns what will run through the run's `BlockGates` (memory/gates.py),
+so skipped blocks cost no copies. Block evaluations are counted by a hook inside each block's
+forward, so the numbers reported are evaluations that really happened, not what the cache
+believes it did.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry, ModelHook
 
-from framepack_core.options import CACHE_METHODS as METHODS
-from memory import gate_blocks
 from framepack_core.options import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
+from memory import BlockGates
 
-from .magcache import MagState, magnitude_ratio
+from .cache_strategy import DEFAULT_METHOD, Call, CacheMethod, FirstBlock, Moment, StepCacheStrategy, cache_method
+from .first_block_cache import FirstBlockCache
+from .magcache import MagCache
+from .teacache import TeaCache
 
-# TeaCache's rescaling of block 0's relative L1 change for HunyuanVideo, highest power first.
-COEFFICIENTS = (733.226126, -401.131952, 67.5869174, -3.149878, 0.0961237896)
-
-_COUNT, _CALL, _SKIP = "framepack_block_count", "framepack_step_cache_call", "framepack_teacache"
-_FBC_HEAD = "fbc_leader_block_hook"  # diffusers' name for FirstBlockCache's hook on block 0
-
-
-def rescale(rel_l1: float) -> float:
-    value = 0.0
-    for c in COEFFICIENTS:  # Horner
-        value = value * rel_l1 + c
-    return value
+_COUNT, _CALL, _SKIP = "framepack_block_count", "framepack_step_cache_call", "framepack_step_cache_skip"
 
 
-@dataclass
-class _Branch:
-    """TeaCache state of one transformer call per step (the positive prompt; the negative with real CFG)."""
-    previous: torch.Tensor | None = None  # block 0's modulated input at the last step
-    accumulated: float = 0.0
-    residual: torch.Tensor | None = None  # what the blocks added the last time they ran
-    mag: MagState | None = None  # MagCache's accumulation
-    mag_ratios: list | None = None  # calibrating: |residual| ratios of this section's steps
+def make_strategy(method: str | CacheMethod = DEFAULT_METHOD, threshold: float = DEFAULT_THRESHOLD,
+                  steps: int = 25, branches: int = 1, ratios: list[float] | None = None,
+                  calibrate: bool = False) -> StepCacheStrategy:
+    """The named cache's rule. MagCache needs the model's magnitude ratios (magcache.ratios_for)
+    unless it calibrates them."""
+    method = cache_method(method)
+    if method is CacheMethod.MAGCACHE:
+        return MagCache(threshold, steps, branches, ratios, calibrate)
+    return {CacheMethod.TEACACHE: TeaCache, CacheMethod.FIRST_BLOCK: FirstBlockCache}[method](threshold, steps, branches)
 
 
 class StepCache:
-    """The state the hooks share; the engine reads the counts and calls `reset()` between sections."""
+    """A strategy attached to a transformer; the engine reads the counts and calls `reset()` between sections."""
 
-    def __init__(self, transformer, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
-                 steps: int = 25, calls_per_step: int = 1, ratios: list[float] | None = None,
-                 calibrate: bool = False):
-        if method not in METHODS:
-            raise ValueError(f"unknown step cache {method!r}; use one of {METHODS}")
-        if method == "magcache" and ratios is None and not calibrate:
-            raise ValueError("MagCache needs magnitude ratios for the model (speed/magcache.py ratios_for)")
-        self.transformer, self.method, self.threshold = transformer, method, float(threshold)
-        self.steps, self.calls_per_step = int(steps), int(calls_per_step)
-        self.ratios, self.calibrate = ratios, calibrate
-        self.calibration: list[list[float]] = []  # calibrating: each section's ratios, step 0 first
+    def __init__(self, transformer, strategy: StepCacheStrategy, calls_per_step: int = 1,
+                 gates: BlockGates | None = None):
+        self.transformer, self.strategy, self.gates = transformer, strategy, gates
+        self.calls_per_step = int(calls_per_step)
         self.blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
         if len(self.blocks) < 2:
             raise ValueError("a step cache needs at least two transformer blocks")
         self.computed = 0  # block evaluations that ran, over the whole run
         self.calls = 0  # transformer calls over the whole run
+        self._gate = None
         self.reset()
 
     @property
+    def method(self) -> CacheMethod:
+        return self.strategy.method
+
+    @property
     def skipping(self) -> bool:
-        """True while the current transformer call's blocks are being skipped. MagCache knows it before
-        block 0 is called, TeaCache once block 0's hook has run: what a block streamer may ask."""
+        """True while the current transformer call's blocks are being skipped (once decided)."""
         return not self._compute
 
     @property
@@ -93,100 +72,68 @@ class StepCache:
 
     def reset(self) -> None:
         """Forget the last section: the next one has another context, so nothing carries over."""
-        self._flush_calibration()
+        self.strategy.reset()
         self._section_calls = 0
-        self._branches = [_Branch(mag=MagState(), mag_ratios=[]) for _ in range(self.calls_per_step)]
-        self._branch = self._branches[0]
+        self._residuals: list[torch.Tensor | None] = [None] * self.calls_per_step  # per branch, the last added
+        self._call: Call | None = None
         self._compute = True
         self._decided = False  # whether this call's decision is made (the streamer's gate asks)
-        self._entry: torch.Tensor | None = None
-        if self.method == "first-block":
-            HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
+        self._entry: torch.Tensor | None = None  # the hidden states where the skippable blocks begin
 
     def attach(self) -> StepCache:
         for block in self.blocks:  # first, so it sits innermost: it sees only evaluations that run
             _register(block, _BlockCounter(self), _COUNT)
-        if self.method in ("teacache", "magcache"):
-            last = len(self.blocks) - 1
-            for index, block in enumerate(self.blocks):
-                _register(block, _TeaCacheBlock(self, head=index == 0, tail=index == last), _SKIP)
-
-        else:
-            self.transformer.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
-            # diffusers decides in block 0's hook; read its decision right after (before the streamer's own hook)
-            head = self.blocks[0]._diffusers_hook.get_hook(_FBC_HEAD)
-            self._fbc_decided = self.blocks[0].register_forward_hook(
-                lambda *args: self._record_fbc(head), prepend=True)
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            _register(block, _CachedBlock(self, head=index == 0, tail=index == last), _SKIP)
         _register(self.transformer, _CallTracker(self), _CALL)
-        self._gate = gate_blocks(self.blocks, self.will_run)
+        if self.gates is not None:
+            self._gate = self.gates.add(self.blocks, self.will_run)
         return self
-
-    def _record_fbc(self, head) -> None:
-        self._compute = head.state_manager.get_state().should_compute
-        self._decided = True
 
     def detach(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_CALL, recurse=False)
-        self._gate.remove()
-        if self.method in ("teacache", "magcache"):
-            for block in self.blocks:
-                block._diffusers_hook.remove_hook(_SKIP, recurse=False)
-        else:
-            self._fbc_decided.remove()
-            self.transformer.disable_cache()
+        if self._gate is not None:
+            self._gate.remove()
         for block in self.blocks:
+            block._diffusers_hook.remove_hook(_SKIP, recurse=False)
             block._diffusers_hook.remove_hook(_COUNT, recurse=False)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
-        self._flush_calibration()  # a calibration keeps its last section
-        self._branches = []  # let the cached tensors go
+        self.strategy.reset()  # a calibration keeps its last section
+        self._residuals = []  # let the cached tensors go
 
     def will_run(self, block, next_pass: bool) -> bool | None:
         """The memory streamer's question (memory/gates.py): will `block` need its weights?
 
-        TeaCache and FirstBlockCache decide in block 0, so block 0 always runs and the others follow
-        the decision once made; MagCache decides on the transformer call, before any block. For the
-        next call it is known only where a step always computes."""
-        if block is self.blocks[0] and self.method != "magcache":
+        A strategy that decides in block 0 always needs it; the others follow the decision once made.
+        For the next call it is known only where a step always computes."""
+        if block is self.blocks[0] and self.strategy.decides_at is not Moment.CALL:
             return True
         if not next_pass:
             return self._compute if self._decided else None
         step = self._section_calls // self.calls_per_step  # the step of the coming call
-        always = step == 0 or (self.method == "teacache" and step >= self.steps - 1)
-        return True if always else None
+        return True if self.strategy.always_computes(step) else None
 
-    def _flush_calibration(self) -> None:
-        if self.calibrate and getattr(self, "_branches", None) and self._branches[0].mag_ratios:
-            self.calibration.append([1.0] + self._branches[0].mag_ratios)
-            self._branches[0].mag_ratios = []
+    # -- what the hooks call --
+    def _start_call(self) -> None:
+        branch = self._section_calls % self.calls_per_step
+        self._call = Call(self._section_calls // self.calls_per_step, branch, self._residuals[branch] is not None)
+        self._decided = False
+        self._section_calls += 1
+        self.calls += 1
+        if self.strategy.decides_at is Moment.CALL:
+            self._decide(None)
 
-    def calibrated_ratios(self) -> list[float]:
-        """Calibrating: the ratios of every section, averaged step by step (5 decimals, as published)."""
-        sections = [c for c in self.calibration if len(c) == self.steps]
-        return [round(sum(values) / len(values), 5) for values in zip(*sections)] if sections else []
+    def _decide(self, first: FirstBlock | None) -> None:
+        self._compute = self.strategy.decide(self._call, first)
+        self._decided = True
 
-    # -- MagCache's decision, made on the transformer call before any block runs --
-    def _decide_magcache(self) -> bool:
-        step = (self._section_calls - 1) // self.calls_per_step
-        branch = self._branch
-        if self.calibrate or branch.residual is None:
-            return True
-        return not branch.mag.skip(step, self.ratios, self.threshold, self.steps)
-
-    # -- TeaCache's decision, made in block 0 before it runs --
-    def _decide(self, block, hidden_states: torch.Tensor, temb: torch.Tensor) -> bool:
-        step = (self._section_calls - 1) // self.calls_per_step
-        branch = self._branch
-        modulated = block.norm1(hidden_states, emb=temb)[0]
-        if step == 0 or step >= self.steps - 1 or branch.previous is None or branch.residual is None:
-            compute = True
-        else:
-            change = ((modulated - branch.previous).abs().mean() / branch.previous.abs().mean()).item()
-            branch.accumulated += rescale(change)
-            compute = branch.accumulated >= self.threshold
-        if compute:
-            branch.accumulated = 0.0
-        branch.previous = modulated
-        return compute
+    def _observe(self, output: torch.Tensor) -> None:
+        residual = output - self._entry
+        branch = self._call.branch
+        self.strategy.observe(self._call, residual, self._residuals[branch])
+        self._residuals[branch] = residual
+        self._entry = None
 
 
 def _register(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
@@ -201,18 +148,7 @@ class _CallTracker(ModelHook):
         self.cache = cache
 
     def new_forward(self, module, *args, **kwargs):
-        cache = self.cache
-        index = cache._section_calls % cache.calls_per_step
-        cache._branch = cache._branches[index]
-        cache._decided = False
-        cache._section_calls += 1
-        cache.calls += 1
-        if cache.method == "magcache":
-            cache._compute = cache._decide_magcache()
-            cache._decided = True
-        if cache.method == "first-block":  # diffusers keys its cache state by this name
-            with module.cache_context("cond" if index == 0 else "uncond"):
-                return self.fn_ref.original_forward(*args, **kwargs)
+        self.cache._start_call()
         return self.fn_ref.original_forward(*args, **kwargs)
 
 
@@ -232,7 +168,7 @@ def _block_inputs(args, kwargs):
     return [kwargs[n] if n in kwargs else args[i] for i, n in enumerate(names)]
 
 
-class _TeaCacheBlock(ModelHook):
+class _CachedBlock(ModelHook):
     def __init__(self, cache: StepCache, head: bool, tail: bool):
         super().__init__()
         self.cache, self.head, self.tail = cache, head, tail
@@ -240,36 +176,40 @@ class _TeaCacheBlock(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         cache = self.cache
         hidden_states, encoder_hidden_states, temb = _block_inputs(args, kwargs)
+        if self.head and cache.strategy.decides_at is Moment.BLOCK_OUTPUT:
+            # Block 0 always runs; the skippable blocks begin after it.
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            cache._decide(FirstBlock(module, hidden_states, temb, output[0]))
+            cache._entry = output[0] if cache._compute else None
+            return output
         if self.head:
-            if cache.method == "teacache":
-                cache._compute = cache._decide(module, hidden_states, temb)
-                cache._decided = True
+            if cache.strategy.decides_at is Moment.BLOCK_INPUT:
+                cache._decide(FirstBlock(module, hidden_states, temb))
             cache._entry = hidden_states if cache._compute else None
         if cache._compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if self.tail:
-                residual = output[0] - cache._entry
-                branch = cache._branch
-                if cache.calibrate and branch.residual is not None:
-                    branch.mag_ratios.append(round(magnitude_ratio(residual, branch.residual), 5))
-                branch.residual = residual
-                cache._entry = None
+                cache._observe(output[0])
             return output
-        # Skipped: pass the tokens through; the last block adds what all of them added last time.
+        # Skipped: pass the tokens through; the last block adds what the skipped ones added last time.
         if self.tail:
-            hidden_states = hidden_states + cache._branch.residual
+            hidden_states = hidden_states + cache._residuals[cache._call.branch]
         return hidden_states, encoder_hidden_states
 
 
 @contextmanager
-def step_cache(transformer, enabled: bool, method: str = "teacache", threshold: float = DEFAULT_THRESHOLD,
-               steps: int = 25, calls_per_step: int = 1, ratios: list[float] | None = None,
-               calibrate: bool = False) -> Iterator[StepCache | None]:
-    """The cache attached for the body (None when disabled: nothing is attached, the model runs as is)."""
+def step_cache(transformer, enabled: bool, method: str | CacheMethod = DEFAULT_METHOD,
+               threshold: float = DEFAULT_THRESHOLD, steps: int = 25, calls_per_step: int = 1,
+               ratios: list[float] | None = None, calibrate: bool = False,
+               gates: BlockGates | None = None) -> Iterator[StepCache | None]:
+    """The cache attached for the body (None when disabled: nothing is attached, the model runs as is).
+
+    `gates`: the run's BlockGates, the same its memory manager's streamers ask (None: no streamer to tell)."""
     if not enabled:
         yield None
         return
-    cache = StepCache(transformer, method, threshold, steps, calls_per_step, ratios, calibrate).attach()
+    strategy = make_strategy(method, threshold, steps, calls_per_step, ratios, calibrate)
+    cache = StepCache(transformer, strategy, calls_per_step, gates).attach()
     try:
         yield cache
     finally:
