@@ -127,6 +127,20 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
         n += 1
 
 
+def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
+    """The newest run in `folder` that was stopped, failed or killed (a killed one's record is marked so when
+    read here): what the page resumes after it was restarted. Only the newest `look_at` records are read."""
+    try:
+        records = sorted(Path(folder).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for path in records[:look_at]:
+        files = files_of(path)
+        if record_status(files) in ("stopped", "failed"):
+            return files
+    return None
+
+
 # What a run writes aside while it runs (segments, concat lists, files before their rename).
 _SCRATCH = (".segments", ".partial", ".concat.txt", ".metadata.txt", ".joining.mp4")
 _ENDED = ("finished", "stopped", "failed")

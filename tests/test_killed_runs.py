@@ -120,3 +120,18 @@ def test_a_run_still_going_elsewhere_is_not_resumed(tmp_path, picture):
 def test_nothing_at_all_to_resume_is_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="Nothing to resume for 'nothing'"):
         Run.resume(tmp_path / "nothing.mp4")
+
+
+def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture, tmp_path):
+    from ui.handlers import Handlers, ServerSettings
+    from ui.worker import Worker
+
+    from helpers import fixed_session
+
+    run = Run.start(tiny_request(picture, steps=1, window=3, folder=tmp_path))  # then killed while loading
+    files = run.files
+    files.write_record(run.record() | {"owner": _dead_owner()})
+    handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, tmp_path))
+    final = list(handlers.page_resume())[-1]
+    assert final.download == str(files.video) and files.read_record()["status"] == "finished"
+    assert files.read_record()["frames"] == 25
