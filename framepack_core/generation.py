@@ -127,11 +127,11 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
         return mp4_tags(metadata | used)
 
     generator = torch.Generator("cpu").manual_seed(method.seed)
+    new_frames = continuation.new_frames if base else None  # an extension at another frame rate: its length cut
     video = SegmentedVideo(progress_video, settings.mode, overlap_frames(settings.window), request.output.crf,
                            tags(), prefix=[base.source] if base else None, fps=base.fps if base else None,
-                           prefix_frames=base.frames if base else 0, new_frames=continuation.new_frames if base else None)
-    keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base,
-                           new_frames=continuation.new_frames if base else None)
+                           prefix_frames=base.frames if base else 0, new_frames=new_frames)
+    keeper = LatentsKeeper(latents, request, count, start_latent, end_latent, base, new_frames=new_frames)
     resume = SavedSections(saved.done, saved.video) if saved is not None else base.resume() if base else None
 
     def decode(index: int, section_latents: torch.Tensor) -> torch.Tensor:
