@@ -63,7 +63,7 @@ def tiny() -> dict:
         # fewer slots than it would like, so every block streams.
         packed = [sum(align(t.nbytes) for t in [*b.parameters(), *b.buffers()]) for b in transformer_blocks(model)]
         fixed = sum(align(t.nbytes) for t in [*model.parameters(), *model.buffers()]) - sum(packed)
-        manager = ModelManager(device, budget_bytes=fixed + 2 * max(packed), reserve_bytes=0, tiling_bytes=0)
+        manager = ModelManager(device, budget_bytes=fixed + 2 * max(packed), reserve_bytes=0)
         with manager.use(model):
             model(**inputs)  # first pass: after it the copies run ahead as they will from now on
             device.reset_counters()

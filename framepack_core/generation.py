@@ -228,7 +228,7 @@ def _decode_newest(index: int, count: int, latents: torch.Tensor, vae, settings:
         # Tiles change pixels, so one choice holds for the whole run: the request's, else what the
         # memory manager decided at the first decode (each decode meets the same memory state).
         if progress.vae_tiling is None:
-            progress.vae_tiling = manager.tiling_decision(vae) if tiling is None else tiling
+            progress.vae_tiling = manager.short_of_room() if tiling is None else tiling
         _set_vae_tiling(vae, progress.vae_tiling)
         pixels = decode_latents(vae, latents)
     if base is not None:

@@ -19,11 +19,18 @@ from memory import (
     GiB,
     PROCESS_BYTES,
     BudgetError,
+    Device,
+    MemoryTerms,
+    ModelBytes,
+    ModelManager,
     activation_bytes,
+    automatic_budget,
     available_ram_bytes,
+    cuda_device,
     default_ram_budget,
-    find_block_lists,
-    plan_tiers,
+    TierPlan,
+    model_sizes,
+    plan_use,
     size_text,
     weight_ram_budget,
 )
@@ -31,18 +38,56 @@ from memory.device import STAGING_BYTES
 
 from .models.sets import MODEL_SETS, MODELS_DIR_ENV
 
-STAGES = (("text_encoder", "text encoder (Llama)"), ("text_encoder_2", "text encoder (CLIP-L)"),
-          ("image_encoder", "image encoder (SigLIP)"), ("vae", "VAE"), ("transformer", "transformer"))
+LABELS = {"text_encoder": "text encoder (Llama)", "text_encoder_2": "text encoder (CLIP-L)",
+          "image_encoder": "image encoder (SigLIP)", "vae": "VAE", "transformer": "transformer"}
+# The models each stage of a run asks the memory manager for at once, in run order.
+STAGES = (("encoding_prompt", ("text_encoder", "text_encoder_2")), ("encoding_image", ("vae",)),
+          ("encoding_image", ("image_encoder",)), ("sampling", ("transformer",)), ("decoding", ("vae",)))
 FP8_BYTES = 1
+PREFETCH = 2  # streamed blocks copied ahead of the one running
+# An untiled VAE decode of a few dozen frames at 640 pixels needs on the order of 20+ GiB; it grows
+# with the frame's area. With less than this left beside the weights the VAE decodes in tiles.
+UNTILED_DECODE_BYTES_640 = 24 * GiB
 
 
 def activation_reserve(resolution: int, window: int, width: int) -> int:
-    """Device memory kept for one transformer call's activations at this size (session.make_manager's rule).
+    """Device memory kept for one transformer call's activations at this size, `width` its hidden size.
 
     Tokens of one call: the noisy window (2x2 patches of the 1/8-size latent), about 2.5 frames'
     worth of packed clean/2x/4x context, the padded prompt and the SigLIP image tokens."""
     tokens = int((window + 2.5) * (resolution / 16) ** 2) + 512 + 729
     return activation_bytes(tokens, width)
+
+
+def untiled_decode_bytes(resolution: int) -> int:
+    return int(UNTILED_DECODE_BYTES_640 * (resolution / 640) ** 2)
+
+
+def transformer_width(config) -> int:
+    return config.num_attention_heads * config.attention_head_dim
+
+
+def memory_terms(vram_bytes: int, resolution: int, window: int, width: int, ram_bytes: int | None = None) -> MemoryTerms:
+    """FramePack's numbers for the memory manager: the budget, with one transformer call's activations kept."""
+    return MemoryTerms(int(vram_bytes), activation_reserve(resolution, window, width), PREFETCH, ram_bytes)
+
+
+def make_manager(device: torch.device | Device, budget_gb: float | None, models, request,
+                 ram_budget_gb: float | None = None) -> ModelManager:
+    """On a GPU (or a simulated device): its budget (given in GiB, or what is free) with room kept for
+    one step's activations at this size. Without a GPU every model stays on the CPU, and the budget has
+    nothing to limit."""
+    if not isinstance(device, Device):
+        if torch.device(device).type != "cuda":
+            return ModelManager("cpu")
+        device = cuda_device(torch.device(device).index)
+    budget = automatic_budget(device) if budget_gb is None else int(budget_gb * GiB)
+    ram = None if ram_budget_gb is None else weight_ram_budget(int(ram_budget_gb * GiB))
+    m = request.method
+    terms = memory_terms(budget, m.resolution, m.window, transformer_width(models.transformer.config), ram)
+    return ModelManager(device, budget_bytes=terms.budget_bytes, reserve_bytes=terms.reserve_bytes,
+                        ram_budget_bytes=terms.ram_bytes, prefetch=terms.prefetch,
+                        work_bytes=untiled_decode_bytes(m.resolution))
 
 
 def _meta_model(key: str, model_set: str) -> torch.nn.Module:
@@ -51,28 +96,15 @@ def _meta_model(key: str, model_set: str) -> torch.nn.Module:
     return meta_model(key, model_set)
 
 
-def _unique_bytes(modules, fp8_linears: bool = False) -> int:
-    seen, total = set(), 0
-    for module in modules:
-        for sub in module.modules():
-            fp8 = fp8_linears and isinstance(sub, torch.nn.Linear)
-            for name, tensor in [*sub._parameters.items(), *sub._buffers.items()]:
-                if tensor is None or id(tensor) in seen:
-                    continue
-                seen.add(id(tensor))
-                size = FP8_BYTES if fp8 and name == "weight" else tensor.element_size()
-                total += tensor.numel() * size
-    return total
+def _fp8_linear_weights(sub, name, tensor) -> int:
+    fp8 = isinstance(sub, torch.nn.Linear) and name == "weight"
+    return tensor.numel() * (FP8_BYTES if fp8 else tensor.element_size())
 
 
 @lru_cache(maxsize=16)
-def model_bytes(key: str, model_set: str, fp8: bool = False) -> tuple[tuple[int, ...], int]:
-    """(bytes of each block, bytes of the rest) of a published model, in the dtype it loads in."""
-    model = _meta_model(key, model_set)
-    lists = find_block_lists(model)
-    fp8 = fp8 and key == "transformer"
-    blocks = tuple(_unique_bytes([b], fp8) for blocks in lists for b in blocks)
-    return blocks, _unique_bytes([model]) - sum(_unique_bytes([b]) for blocks in lists for b in blocks)
+def model_bytes(key: str, model_set: str, fp8: bool = False) -> ModelBytes:
+    """A published model's planning sizes in the dtype it loads in, laid out as the manager lays it out."""
+    return model_sizes(_meta_model(key, model_set), _fp8_linear_weights if fp8 and key == "transformer" else None)
 
 
 @dataclass
@@ -160,6 +192,54 @@ def _gb(nbytes: float) -> str:
     return f"{-(-nbytes * 2 // GiB) / 2:g}"
 
 
+@dataclass
+class StagePlans:
+    """What the memory manager places at each stage of a run (nothing else held), and what cannot be placed."""
+    models: dict[str, TierPlan] = field(default_factory=dict)  # by key, as first placed in the run
+    peak_vram_bytes: int = 0  # the largest stage: its models' device bytes plus the activation reserve
+    short: list[tuple[int, str, int, int]] = field(default_factory=list)  # (budget needed, key, fixed part, block)
+
+
+def plan_stages(sizes: dict[str, ModelBytes], terms: MemoryTerms, host_held: int = 2 * STAGING_BYTES) -> StagePlans:
+    """Each stage's models planned by `plan_use`, the manager's own rule, smallest first as it places them.
+
+    `host_held`: the managed weights' host memory before the first placement (the staging ring)."""
+    out = StagePlans()
+    for _, keys in STAGES:
+        keys = sorted((k for k in keys if k in sizes), key=lambda k: sizes[k].total_bytes)
+        try:
+            plans = plan_use([sizes[k] for k in keys], terms, 0, host_held)
+        except BudgetError:
+            # Enough for the smaller models whole and the largest with its fixed part and full prefetch slots.
+            *smaller, key = keys
+            model = sizes[key]
+            block = max(model.block_bytes, default=0)
+            slots = min(terms.prefetch + 1, len(model.block_bytes))
+            need = terms.reserve_bytes + sum(sizes[k].total_bytes for k in smaller) + model.other_bytes + slots * block
+            out.short.append((need, key, model.other_bytes, block))
+            continue
+        for key, plan in zip(keys, plans):
+            out.models.setdefault(key, plan)
+        out.peak_vram_bytes = max(out.peak_vram_bytes, sum(p.device.device_bytes for p in plans) + terms.reserve_bytes)
+    return out
+
+
+def refusal(terms: MemoryTerms, short: list[tuple[int, str, int, int]], resolution: int) -> str:
+    """The one sentence for a budget too small to plan: what it cannot run, and what to change."""
+    need, key, rest, block = max(short)
+    return (f"A VRAM budget of {size_text(terms.budget_bytes)} cannot run the {LABELS.get(key, key)}: it needs "
+            f"{size_text(rest)} on the GPU, slots to stream its blocks ({size_text(block)} each) and "
+            f"{size_text(terms.reserve_bytes)} kept for activations at {resolution}; raise the VRAM budget to at "
+            f"least {_gb(need)} GB, or lower the resolution.")
+
+
+def model_plan(key: str, sizes: ModelBytes, tiers: TierPlan) -> ModelPlan:
+    device = tiers.device
+    n_res, n_pin, blocks = device.resident.count(True), sum(tiers.pinned), len(sizes.block_bytes)
+    return ModelPlan(key, LABELS.get(key, key), sizes.total_bytes, blocks if device.streams else 0, n_res, n_pin,
+                     blocks - n_res - n_pin, device.device_bytes, tiers.streamed_from_pinned, tiers.streamed_from_disk)
+
+
 def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, ram_budget_gb: float | None = None,
              resolution: int = 640, seconds: float = 5.0, fp8: bool = False, window: int = 9,
              models_dir: str | None = None) -> RunPlan:
@@ -167,44 +247,30 @@ def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, 
         raise ValueError(f"check plans a real model set: framepack or framepack-f1, not {model_set!r}.")
     vram = int(vram_budget_gb * GiB) if vram_budget_gb else _free_vram()
     ram = int(ram_budget_gb * GiB) if ram_budget_gb else (default_ram_budget() or 16 * GiB)
-    t_blocks, t_rest = model_bytes("transformer", model_set, fp8)
-    width = 24 * 128  # the transformer's hidden size (published: 24 heads of 128)
-    reserve = activation_reserve(resolution, window, width)
-    plan = RunPlan(model_set, vram, ram, resolution, seconds, fp8, reserve)
-    weight_ram = weight_ram_budget(ram)
-    pin_room = max(weight_ram - 2 * STAGING_BYTES, 0)
-    if weight_ram < 2 * STAGING_BYTES:
+    sizes = {key: model_bytes(key, model_set, fp8) for key in LABELS}
+    width = transformer_width(_meta_model("transformer", model_set).config)
+    terms = memory_terms(vram, resolution, window, width, weight_ram_budget(ram))
+    plan = RunPlan(model_set, vram, ram, resolution, seconds, fp8, terms.reserve_bytes)
+    if terms.ram_bytes < 2 * STAGING_BYTES:
         plan.problems.append(
             f"A RAM budget of {size_text(ram)} leaves nothing for the app once about {size_text(PROCESS_BYTES)} go to "
             f"the process itself; raise --ram-budget to at least {_gb(PROCESS_BYTES + 2 * STAGING_BYTES)} GB.")
-    peak_vram, short = 0, []
-    for key, label in STAGES:
-        blocks, rest = (t_blocks, t_rest) if key == "transformer" else model_bytes(key, model_set)
-        room = pin_room if key == "transformer" else 0  # the others run once a stage: never pinned
-        try:
-            tiers = plan_tiers(blocks, rest, vram - reserve, room, 0, 2)
-        except BudgetError:
-            short.append((reserve + rest + max(blocks, default=0) * 3, label, rest, max(blocks, default=0)))
-            continue
-        device = tiers.device
-        n_res = device.resident.count(True)
-        n_pin = sum(tiers.pinned)
-        plan.models.append(ModelPlan(key, label, rest + sum(blocks), len(blocks) if device.streams else 0,
-                                     n_res, n_pin, len(blocks) - n_res - n_pin, device.device_bytes,
-                                     tiers.streamed_from_pinned, tiers.streamed_from_disk))
-        peak_vram = max(peak_vram, device.device_bytes + reserve)
-    if short:
-        need, label, rest, block = max(short)
-        plan.problems.insert(0, 
-            f"A VRAM budget of {size_text(vram)} cannot run the {label}: it needs {size_text(rest)} on the GPU, "
-            f"slots to stream its blocks ({size_text(block)} each) and {size_text(reserve)} kept for activations at "
-            f"{resolution}. Raise --vram-budget to at least {_gb(need)} GB, or lower --resolution.")
-    plan.peak_vram_bytes = peak_vram
+    stages = plan_stages(sizes, terms)
+    plan.models = [model_plan(key, sizes[key], stages.models[key]) for key in LABELS if key in stages.models]
+    if stages.short:
+        plan.problems.insert(0, refusal(terms, stages.short, resolution))
+    plan.peak_vram_bytes = stages.peak_vram_bytes
     t = plan.model("transformer")
     pinned = t.streamed_from_pinned if t else 0
     plan.peak_ram_bytes = PROCESS_BYTES + 2 * STAGING_BYTES + pinned
     if plan.peak_ram_bytes > ram and not plan.problems:
         plan.problems.append(f"Raise --ram-budget to at least {_gb(plan.peak_ram_bytes)} GB.")
+    _plan_notes(plan, ram, t)
+    _weights_on_disk(plan, models_dir)
+    return plan
+
+
+def _plan_notes(plan: RunPlan, ram: int, t: ModelPlan | None) -> None:
     available = available_ram_bytes()
     if available is not None and ram > available:
         plan.notes.append(f"Note: the RAM budget is more than this machine has available now ({size_text(available)}).")
@@ -212,9 +278,8 @@ def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, 
         plan.notes.append("Note: blocks streamed from disk are read from the OS page cache when it holds them, "
                           "else from the drive: an SSD keeps the steps fast.")
     plan.notes.append("The text encoder streams once per new prompt; a prompt seen before is read from the "
-                      "prompt cache and never touches it.")
-    _weights_on_disk(plan, models_dir)
-    return plan
+                      "prompt cache and never touches it; its blocks take pinned memory only if it runs twice "
+                      "in one stage.")
 
 
 def _free_vram() -> int:
@@ -229,12 +294,11 @@ def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:
     from .models.tiny import default_cache_dir
 
     spec = MODEL_SETS[plan.model_set]
-    sizes = {key: sum(model_bytes(key, plan.model_set)[0]) + model_bytes(key, plan.model_set)[1]
-             for key, _ in STAGES}
+    sizes = {key: model_bytes(key, plan.model_set).total_bytes for key in LABELS}
     plan.weights_bytes = sum(sizes.values())
     models_dir = models_dir or os.environ.get(MODELS_DIR_ENV)
     missing = 0
-    for key, _ in STAGES:
+    for key in LABELS:
         source = spec.sources[key]
         sub = source.subfolder or ""
         if models_dir:
@@ -247,8 +311,8 @@ def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:
     plan.weights_present = missing == 0
     fp8_cache = 0
     if plan.fp8:
-        t_blocks, _ = model_bytes("transformer", plan.model_set, True)
-        full, _ = model_bytes("transformer", plan.model_set, False)
+        t_blocks = model_bytes("transformer", plan.model_set, True).block_bytes
+        full = model_bytes("transformer", plan.model_set, False).block_bytes
         fp8_cache = sum(full) - sum(t_blocks)  # the FP8 weights written once: about half the blocks' bf16 bytes
         plan.notes.append(f"FP8: the transformer's block weights are converted once and kept on disk "
                           f"({size_text(fp8_cache)}); later starts map them and convert nothing.")

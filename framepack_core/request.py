@@ -125,7 +125,7 @@ class SpeedSettings:
             raise ValueError(f"Step cache must be one of {', '.join(CACHE_METHODS)}, not {self.cache_method!r}.")
         if self.attention not in ATTENTION_KERNELS:
             raise ValueError(f"Attention must be one of {', '.join(ATTENTION_KERNELS)}, not {self.attention!r}.")
-        fp8 = {True: "storage", False: "off"}[self.fp8] if isinstance(self.fp8, bool) else self.fp8
+        fp8 = _FP8_BEFORE_MODES.get(str(self.fp8).lower(), self.fp8)
         if fp8 not in FP8_MODES:
             raise ValueError(f"FP8 must be one of {', '.join(FP8_MODES)}, not {self.fp8!r}.")
         budget = self.vram_budget_gb
@@ -133,6 +133,9 @@ class SpeedSettings:
             _number("VRAM budget (GB)", budget, 0, 4096)
         return replace(self, fp8=fp8, vram_budget_gb=budget or None)
 
+
+# FP8 was true/false before its modes (records, queued jobs, CSV cells): storage and off.
+_FP8_BEFORE_MODES = {"true": "storage", "false": "off"}
 
 _PARTS = {"method": MethodSettings, "output": OutputSettings, "speed": SpeedSettings}
 

@@ -12,10 +12,8 @@ from typing import Callable
 import torch
 
 from memory import (
-    DEFAULT_TILING_BYTES,
     GiB,
     ModelManager,
-    activation_bytes,
     default_device,
     default_ram_budget,
     release_free_host_memory,
@@ -23,6 +21,7 @@ from memory import (
 )
 
 from .events import Event, Stage
+from .memory_plan import make_manager
 from .request import Request
 
 
@@ -68,19 +67,3 @@ class Session:
         release_free_host_memory()  # the run's freed buffers back to the OS: a long session stays flat
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def make_manager(device: torch.device, budget_gb: float | None, models, request: Request) -> ModelManager:
-    """On a GPU: its budget (given in GiB, or what is free) with room kept for one step's activations
-    at this size. Without a GPU every model stays on the CPU, and the budget has nothing to limit."""
-    if device.type != "cuda":
-        return ModelManager("cpu")
-    resolution, window = request.method.resolution, request.method.window
-    config = models.transformer.config
-    # Tokens of one transformer call: the noisy window (2x2 patches of the 1/8-size latent), about
-    # 2.5 frames' worth of packed clean/2x/4x context, the padded prompt and the SigLIP image tokens.
-    tokens = int((window + 2.5) * (resolution / 16) ** 2) + 512 + 729
-    reserve = activation_bytes(tokens, config.num_attention_heads * config.attention_head_dim)
-    tiling = int(DEFAULT_TILING_BYTES * (resolution / 640) ** 2)  # an untiled decode grows with the frame area
-    budget = None if budget_gb is None else int(budget_gb * GiB)
-    return ModelManager(device, budget_bytes=budget, reserve_bytes=reserve, tiling_bytes=tiling)

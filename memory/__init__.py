@@ -15,9 +15,12 @@ from .budget import (
     BlockPlan,
     BudgetError,
     GiB,
+    MemoryTerms,
+    ModelBytes,
     TierPlan,
     plan_pinning,
     plan_tiers,
+    plan_use,
     activation_bytes,
     plan_blocks,
     size_text,
@@ -28,18 +31,18 @@ from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
 from .host import release_free_host_memory
 from .ram import PROCESS_BYTES, available_ram_bytes, default_ram_budget, weight_ram_budget
 from .manager import (
-    DEFAULT_TILING_BYTES,
     ModelManager,
     automatic_budget,
     default_device,
 )
-from .placement import ModelPlacement, find_block_lists
+from .placement import ModelPlacement, find_block_lists, model_sizes
 from .swap import BlockStreamer
 
 __all__ = [
-    "DEFAULT_TILING_BYTES", "GiB", "BlockPlan", "BlockStreamer", "BudgetError", "CudaDevice", "Device",
+    "GiB", "BlockPlan", "BlockStreamer", "BudgetError", "CudaDevice", "Device",
     "ModelManager", "ModelPlacement", "PinError", "SimulatedDevice", "activation_bytes", "automatic_budget",
-    "cuda_device", "default_device", "find_block_lists", "plan_blocks", "release_free_host_memory",
+    "cuda_device", "default_device", "find_block_lists", "model_sizes", "plan_blocks", "release_free_host_memory",
     "size_text", "BlockGates", "GateHandle", "MappedFile", "bind_mapped", "is_mapped", "map_folder",
     "write_safetensors", "PROCESS_BYTES", "available_ram_bytes", "default_ram_budget", "weight_ram_budget", "TierPlan", "plan_tiers", "plan_pinning",
+    "MemoryTerms", "ModelBytes", "plan_use",
 ]

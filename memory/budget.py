@@ -14,8 +14,44 @@ GiB = 1 << 30
 class BudgetError(ValueError):
     """The budget cannot hold even the part of a model that must stay on the device.
 
-    A ValueError, so that the app shows its message to the user as it is.
+    A ValueError, so that the app shows its message to the user as it is. `index`: which of the
+    models planned together did not fit (plan_use), `room_bytes`: the device room it was offered.
     """
+
+    def __init__(self, message: str, index: int | None = None, room_bytes: int | None = None):
+        super().__init__(message)
+        self.index, self.room_bytes = index, room_bytes
+
+
+# A pinned host copy may take up to two alignments more than its bytes (device.py's arenas align
+# each copy's start and end to 256 bytes).
+PIN_SLACK_BYTES = 2 * 256
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """The numbers one run's placements are planned under. What the caller knows of its work
+    (activations, workspaces) comes in as `reserve_bytes`; this module knows nothing of it."""
+    budget_bytes: int  # the device memory for weights and work together
+    reserve_bytes: int = 0  # kept for activations: never handed out to weights
+    prefetch: int = 2  # streamed blocks copied ahead of the one running
+    ram_bytes: int | None = None  # host memory the managed weights may take (None: pin every streamed block)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.budget_bytes - self.reserve_bytes
+
+
+@dataclass(frozen=True)
+class ModelBytes:
+    """What planning needs of one model: its blocks' bytes, the rest's, and which blocks are mapped files."""
+    block_bytes: tuple[int, ...]
+    other_bytes: int
+    mapped: tuple[bool, ...] | None = None  # None: every block's host copy is a mapped file
+
+    @property
+    def total_bytes(self) -> int:
+        return self.other_bytes + sum(self.block_bytes)
 
 
 @dataclass(frozen=True)
@@ -149,19 +185,48 @@ class TierPlan:
 
 
 def plan_tiers(block_bytes: Sequence[int], other_bytes: int, vram_bytes: int, ram_room_bytes: int | None,
-               reserve_bytes: int = 0, prefetch: int = 2, mapped: Sequence[bool] | None = None) -> TierPlan:
+               reserve_bytes: int = 0, prefetch: int = 2, mapped: Sequence[bool] | None = None,
+               pin_slack: int = 0) -> TierPlan:
     """Both budgets at once: `plan_blocks` for the device, then `plan_pinning` for what streams.
 
-    `ram_room_bytes` is what the RAM budget leaves for pinned copies of mapped blocks.
+    `ram_room_bytes` is what the RAM budget leaves for pinned copies of mapped blocks; each copy is
+    counted `pin_slack` bytes larger than its block.
     """
     device = plan_blocks(block_bytes, other_bytes, vram_bytes, reserve_bytes, prefetch)
     mapped = list(mapped) if mapped is not None else [True] * len(device.block_bytes)
     streamed = [i for i, r in enumerate(device.resident) if not r]
-    pins = plan_pinning([device.block_bytes[i] for i in streamed], [not mapped[i] for i in streamed], ram_room_bytes)
+    pins = plan_pinning([device.block_bytes[i] + pin_slack for i in streamed], [not mapped[i] for i in streamed],
+                        ram_room_bytes)
     pinned = [False] * len(device.block_bytes)
     for index, pin in zip(streamed, pins):
         pinned[index] = pin
     return TierPlan(device, tuple(pinned))
+
+
+def plan_use(models: Sequence[ModelBytes], terms: MemoryTerms, device_held: int = 0,
+             host_held: int = 0) -> list[TierPlan]:
+    """Where each of `models`, used together and placed in this order, lives: the one planning rule.
+
+    The memory manager places by it (the smallest model first, `device_held` being what stays on
+    the device beside them), and `app.py check` prints it for each stage of a run (nothing else
+    held), so what check says is what the manager places. Each model gets the weight budget (the
+    budget less the activation reserve) less what is held on the device, the earlier models of the
+    call included; its streamed mapped blocks are pinned while the RAM budget, less `host_held`
+    (the managed weights' host memory already taken), holds them. Raises BudgetError (with `index`)
+    for the first model whose fixed part and one slot do not fit.
+    """
+    plans = []
+    pin_room = None if terms.ram_bytes is None else max(terms.ram_bytes - host_held, 0)
+    for index, model in enumerate(models):
+        room = terms.weight_bytes - device_held
+        try:
+            plan = plan_tiers(model.block_bytes, model.other_bytes, room, pin_room, 0, terms.prefetch, model.mapped,
+                              PIN_SLACK_BYTES)
+        except BudgetError as error:
+            raise BudgetError(str(error), index, room) from None
+        plans.append(plan)
+        device_held += plan.device.device_bytes
+    return plans
 
 
 def size_text(nbytes: int) -> str:

@@ -51,6 +51,7 @@ class Device:
         # device buffers leave the ledger when they are collected.
         self.placements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.pin_limit_bytes = pin_limit_bytes
+        self.own_pin_limit_bytes = pin_limit_bytes  # the device's own limit, before any RAM budget
         self.pinned_bytes = 0
         self.peak_bytes = 0
         self.bytes_moved = 0
@@ -87,6 +88,12 @@ class Device:
         self.bytes_moved = 0
 
     # -- host memory ----------------------------------------------------------------------
+    def limit_pinning(self, room_bytes: int | None) -> None:
+        """Let pinned arenas grow by at most `room_bytes` more (a RAM budget's room); None: the device's own limit."""
+        limits = [self.own_pin_limit_bytes, None if room_bytes is None else self.pinned_bytes + room_bytes]
+        limits = [x for x in limits if x is not None]
+        self.pin_limit_bytes = min(limits) if limits else None
+
     def host_buffer(self, nbytes: int, pinned: bool) -> torch.Tensor:
         """A host byte buffer; raises PinError when a pinned one cannot be had."""
         if not pinned:
@@ -278,20 +285,41 @@ def cuda_device(index: int | None = None) -> CudaDevice:
     return _cuda_devices[index]
 
 
+POISON = 0xFF  # what a simulated copy's destination holds until it lands: NaN in bf16, fp16, fp32 and fp8
+
+
+class _SimulatedEvent:
+    """The end of the simulated copy stream's `seq`-th copy (and of every copy queued before it)."""
+
+    def __init__(self, seq: int):
+        self.seq = seq
+
+
 class SimulatedDevice(Device):
-    """A device for machines without a GPU: tensors stay on the CPU, copies happen at once.
+    """A device for machines without a GPU: tensors stay on the CPU, and so does the compute.
 
     Everything else (packing, slots, staging, hooks, the ledger) runs exactly as on CUDA.
     `pin_limit_bytes` makes pinning fail past a size, to exercise the pageable fallback.
+
+    `ordered=False`: copies happen at once and waits do nothing. `ordered=True` simulates the copy
+    stream's asynchrony: a copy's destination holds POISON from the moment it is queued, and the copy
+    lands (reading its source then, as the GPU's copy engine would) only when an event at or after it
+    is waited on (`compute_waits`, the host's wait for a staging buffer, `synchronize`). So a missing
+    wait reads poison, and a staging buffer refilled before its copy was waited for lands the wrong
+    bytes: ordering mistakes give wrong numbers on the CPU instead of corrupt frames on a GPU.
     """
 
     kind = "simulated"
     rounds_pinned = False
 
     def __init__(self, pin_limit_bytes: int | None = None, staging_bytes: int = STAGING_BYTES,
-                 pin_arena_bytes: int = 64 * MiB):
+                 pin_arena_bytes: int = 64 * MiB, ordered: bool = False):
         super().__init__("cpu", pin_limit_bytes, staging_bytes, pin_arena_bytes)
         self._buffers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self.ordered = ordered
+        self._queued: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (seq, dst, src), in stream order
+        self._seq = 0
+        self.landed_on_wait = 0  # copies that landed because something waited for them (ordered mode)
 
     def alloc(self, nbytes):
         buffer = super().alloc(nbytes)
@@ -304,6 +332,10 @@ class SimulatedDevice(Device):
         end = start + tensor.numel() * tensor.element_size()
         return any(b.data_ptr() <= start and end <= b.data_ptr() + b.numel() for b in list(self._buffers.values()))
 
+    @property
+    def copies_in_flight(self) -> int:
+        return len(self._queued)
+
     def _empty(self, nbytes):
         return cpu_bytes(nbytes)
 
@@ -311,20 +343,34 @@ class SimulatedDevice(Device):
         return cpu_bytes(nbytes)
 
     def _copy(self, dst, src):
-        dst.copy_(src)
-        return None
+        if not self.ordered:
+            dst.copy_(src)
+            return None
+        self._seq += 1
+        dst.fill_(POISON)
+        self._queued.append((self._seq, dst, src))
+        return _SimulatedEvent(self._seq)
+
+    def _land(self, event) -> None:
+        """Every copy queued up to `event` lands, in stream order."""
+        while self._queued and (event is None or self._queued[0][0] <= event.seq):
+            _, dst, src = self._queued.pop(0)
+            dst.copy_(src)
+            self.landed_on_wait += 1
 
     def _copy_waits(self, event):
-        pass
+        pass  # the compute it would wait for already ran: the CPU computes synchronously
 
     def _host_waits(self, event):
-        pass
+        if event is not None:
+            self._land(event)
 
     def compute_waits(self, event):
-        pass
+        if event is not None:
+            self._land(event)
 
     def compute_event(self):
         return None
 
     def synchronize(self):
-        pass
+        self._land(None)

@@ -8,17 +8,21 @@ A nested `use` may push the outer models off the device; they come back when it 
 
 Generic over torch.nn.Module: it knows nothing of what the models are for. The budget counts
 everything the work may use on the device: our weights, plus `reserve_bytes` kept for
-activations, which the planner never hands out to weights.
+activations, which the planner never hands out to weights. What to place where is decided by
+`budget.plan_use`, the same rule `app.py check` prints; `planned(model)` says what was placed.
+A caller with work that needs room beside the weights (an untiled VAE decode) passes its size as
+`work_bytes` and asks `short_of_room()`: what to do about it is the caller's.
 """
 from __future__ import annotations
 
 import logging
+import weakref
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 
-from .budget import BudgetError, GiB, plan_blocks, size_text
+from .budget import BudgetError, GiB, MemoryTerms, TierPlan, plan_use, size_text
 from .device import Device, cuda_device
 from .gates import BlockGates
 from .placement import ModelPlacement
@@ -27,15 +31,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESERVE_BYTES = 3 * GiB  # activations of a large transformer step; callers should size it per workload
 SAFETY_MARGIN_BYTES = GiB // 2  # free memory left alone: CUDA context growth, library workspaces, fragmentation
-# A model offering enable_tiling() (a VAE) tiles when less than this is left beside the weights:
-# an untiled decode of a few dozen video frames at about 640 pixels needs on the order of 20+ GiB.
-# Callers that know their workload pass their own figure.
-DEFAULT_TILING_BYTES = 24 * GiB
 
 
 class ModelManager:
     def __init__(self, device: str | torch.device | Device = "cpu", budget_bytes: int | None = None,
-                 reserve_bytes: int | None = None, tiling_bytes: int = DEFAULT_TILING_BYTES, prefetch: int = 2,
+                 reserve_bytes: int | None = None, work_bytes: int = 0, prefetch: int = 2,
                  ram_budget_bytes: int | None = None, gates: BlockGates | None = None):
         """`device` "cpu" keeps every model where it is (no GPU: everything runs on the CPU as before);
         "cuda" manages the GPU, with an automatic budget (free memory) unless one is given; a
@@ -52,10 +52,10 @@ class ModelManager:
         self.gates = gates if gates is not None else BlockGates()
         self.prefetch = prefetch
         self.ram_budget_bytes = None if ram_budget_bytes is None else int(ram_budget_bytes)
-        self.tiling_bytes = tiling_bytes
+        self.work_bytes = int(work_bytes)  # see short_of_room()
         self._frames: list[list[torch.nn.Module]] = []
         self._clock = 0
-        self._block_lists: dict[int, Sequence[torch.nn.ModuleList]] = {}
+        self._planned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> its last TierPlan
         if self.device is None:
             self.budget_bytes = self.reserve_bytes = None
             return
@@ -76,9 +76,21 @@ class ModelManager:
     def manages_device(self) -> bool:
         return self.device is not None
 
-    def declare_blocks(self, module: torch.nn.Module, block_lists: Sequence[torch.nn.ModuleList]) -> None:
-        """Name a model's block lists, where the automatic discovery (placement.py) would guess wrong."""
-        self._block_lists[id(module)] = list(block_lists)
+    @property
+    def terms(self) -> MemoryTerms:
+        return MemoryTerms(self.budget_bytes, self.reserve_bytes, self.prefetch, self.ram_budget_bytes)
+
+    def planned(self, module: torch.nn.Module) -> TierPlan | None:
+        """What this manager last placed `module` as (kept after it left the device); None: never placed."""
+        return self._planned.get(module)
+
+    def room_bytes(self) -> int | None:
+        """What the budget leaves beside the weights on the device now (None without a device)."""
+        return None if self.device is None else self.budget_bytes - self.device.current_bytes
+
+    def short_of_room(self) -> bool:
+        """Whether less than `work_bytes` is left beside the weights on the device now."""
+        return self.device is not None and self.room_bytes() < self.work_bytes
 
     def placement(self, module: torch.nn.Module) -> ModelPlacement | None:
         return self.device.placements.get(module) if self.device is not None else None
@@ -112,14 +124,14 @@ class ModelManager:
             placement.abandon()
             placement = None
         if placement is None:
-            placement = ModelPlacement(module, self.device, self._block_lists.get(id(module)))
+            placement = ModelPlacement(module, self.device)
             self.device.placements[module] = placement
         return placement
 
     def _ensure(self, wanted: list[torch.nn.Module]) -> None:
         self._clock += 1
         placements = [self._placement_for(m) for m in wanted]
-        terms = (self.budget_bytes, self.reserve_bytes, self.prefetch, self.ram_budget_bytes)
+        terms = self.terms
         for placement in placements:
             placement.last_used = self._clock
             placement.use_gates(self.gates)
@@ -130,25 +142,28 @@ class ModelManager:
             return
         self._make_room(sum(p.full_bytes for p in missing), placements)
         # Smallest first: small models go in whole, the largest gets what is left and streams if it must.
-        for placement in missing:
-            room = self.weight_budget - self.device.current_bytes
-            try:
-                plan = plan_blocks(placement.block_bytes, placement.rest.nbytes, room, 0, self.prefetch)
-            except BudgetError:
-                raise BudgetError(
-                    f"The device budget of {size_text(self.budget_bytes)} ({size_text(self.reserve_bytes)} of it kept "
-                    f"for activations, {size_text(self.weight_budget - room)} held by models in use) cannot "
-                    f"hold {type(wanted[placements.index(placement)]).__name__}'s fixed part "
-                    f"({size_text(placement.rest.nbytes)}) and one of its blocks "
-                    f"({size_text(max(placement.block_bytes, default=0))}). Raise the VRAM budget, or lower the "
-                    f"resolution so that less is kept for activations.") from None
-            placement.place(plan, self._pin_room(), self.gates)
+        host_held = self._host_held()
+        self.device.limit_pinning(None if terms.ram_bytes is None else max(terms.ram_bytes - host_held, 0))
+        try:
+            plans = plan_use([p.sizes for p in missing], terms, self.device.current_bytes, host_held)
+        except BudgetError as error:
+            placement = missing[error.index]
+            raise BudgetError(
+                f"The device budget of {size_text(self.budget_bytes)} ({size_text(self.reserve_bytes)} of it kept "
+                f"for activations, {size_text(terms.weight_bytes - error.room_bytes)} held by models in use) cannot "
+                f"hold {type(wanted[placements.index(placement)]).__name__}'s fixed part "
+                f"({size_text(placement.rest.nbytes)}) and one of its blocks "
+                f"({size_text(max(placement.block_bytes, default=0))}). Raise the VRAM budget, or lower the "
+                f"resolution so that less is kept for activations.") from None
+        for placement, tiers in zip(missing, plans):
+            placement.place(tiers, self.gates)
             placement.terms = terms
-            self._set_tiling(placement, wanted[placements.index(placement)])
-            streamed = plan.resident.count(False)
+            module = wanted[placements.index(placement)]
+            self._planned[module] = tiers
+            plan = tiers.device
             log.info("%s on the %s device: %s of weights there, %d of %d blocks streamed through %d slots",
-                     type(wanted[placements.index(placement)]).__name__, self.device.kind,
-                     size_text(plan.device_bytes), streamed, len(plan.resident), plan.slots)
+                     type(module).__name__, self.device.kind, size_text(plan.device_bytes),
+                     plan.resident.count(False), len(plan.resident), plan.slots)
 
     def host_anon_bytes(self) -> int:
         """The managed weights' share of the process's own memory now: host copies, pinned arenas, staging."""
@@ -157,20 +172,10 @@ class ModelManager:
         staging = self.device.staging_bytes if self.device._staging is not None else 0
         return packed + self.device.pinned_bytes + staging
 
-    def _pin_room(self) -> int | None:
-        if self.ram_budget_bytes is None:
-            if hasattr(self.device, "base_pin_limit"):
-                self.device.pin_limit_bytes = self.device.base_pin_limit
-            return None
+    def _host_held(self) -> int:
+        """Host memory the managed weights take now, the staging ring counted even before its first use."""
         staging = 0 if self.device._staging is not None else self.device.staging_bytes  # still to come
-        room = max(self.ram_budget_bytes - self.host_anon_bytes() - staging, 0)
-        # The device's pinned arenas must not outgrow the room either (they are what pinning allocates).
-        device = self.device
-        if not hasattr(device, "base_pin_limit"):
-            device.base_pin_limit = device.pin_limit_bytes
-        limits = [x for x in (device.base_pin_limit, device.pinned_bytes + room) if x is not None]
-        device.pin_limit_bytes = min(limits)
-        return room
+        return self.host_anon_bytes() + staging
 
     def _make_room(self, needed: int, keep: list[ModelPlacement]) -> None:
         """Evict until `needed` bytes are free: idle models first, then those of outer `use` frames."""
@@ -183,22 +188,6 @@ class ModelManager:
             if self.weight_budget - self.device.current_bytes >= needed:
                 return
             victim.evict()
-
-    def tiling_decision(self, module: torch.nn.Module) -> bool:
-        """Whether the manager tiles `module` for lack of memory (False when it does not manage a device)."""
-        placement = self.placement(module)
-        return bool(getattr(placement, "tiled_by_manager", False))
-
-    def _set_tiling(self, placement: ModelPlacement, module: torch.nn.Module) -> None:
-        if not hasattr(module, "enable_tiling"):
-            return
-        left = self.budget_bytes - self.device.current_bytes
-        if left < self.tiling_bytes:
-            module.enable_tiling()
-            placement.tiled_by_manager = True
-        elif getattr(placement, "tiled_by_manager", False) and hasattr(module, "disable_tiling"):
-            module.disable_tiling()
-            placement.tiled_by_manager = False
 
 
 def _resolve(device: str | torch.device | Device) -> Device | None:

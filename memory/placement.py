@@ -1,15 +1,13 @@
 """One model's weights on a device: its fixed part and resident blocks copied once, the rest streamed."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from .budget import BlockPlan, TierPlan, plan_pinning
-from .device import ALIGN, Device
+from .budget import BlockPlan, ModelBytes, TierPlan
+from .device import Device
 from .gates import BlockGates
 from .swap import BlockStreamer
-from .weights import WeightGroup
+from .weights import WeightGroup, layout_bytes
 
 # A list of one is not a sequence to prefetch along. Blocks must be used only by calling them
 # (their hooks fire then); a model that reads a block's weights from outside would see host copies.
@@ -32,10 +30,17 @@ def find_block_lists(module: torch.nn.Module) -> list[torch.nn.ModuleList]:
     return found
 
 
+def model_sizes(module: torch.nn.Module, tensor_bytes=None) -> ModelBytes:
+    """What planning needs of a model, laid out as a ModelPlacement would lay it out, without placing it
+    (a model on the meta device will do). `tensor_bytes`: as weights.layout_bytes."""
+    seen: set[int] = set()
+    blocks = tuple(layout_bytes([block], seen, tensor_bytes) for blocks in find_block_lists(module) for block in blocks)
+    return ModelBytes(blocks, layout_bytes([module], seen, tensor_bytes))
+
+
 class ModelPlacement:
-    def __init__(self, module: torch.nn.Module, device: Device,
-                 block_lists: Sequence[torch.nn.ModuleList] | None = None):
-        lists = find_block_lists(module) if block_lists is None else list(block_lists)
+    def __init__(self, module: torch.nn.Module, device: Device):
+        lists = find_block_lists(module)
         self.device = device
         self.blocks = [block for blocks in lists for block in blocks]
         seen: set[int] = set()
@@ -69,6 +74,11 @@ class ModelPlacement:
         return sum(self.block_groups[i].nbytes for i in streamed if not self.block_groups[i].pinned)
 
     @property
+    def sizes(self) -> ModelBytes:
+        """What planning needs of this model (budget.py)."""
+        return ModelBytes(tuple(self.block_bytes), self.rest.nbytes, tuple(self.mapped))
+
+    @property
     def full_bytes(self) -> int:
         return self.rest.nbytes + sum(self.block_bytes)
 
@@ -89,13 +99,13 @@ class ModelPlacement:
     def host_anon_bytes(self) -> int:
         return sum(g.host_anon_bytes for g in self.groups)
 
-    def place(self, plan: BlockPlan, pin_room: int | None = None, gates: BlockGates | None = None) -> None:
-        """Copy the fixed part and the resident blocks in, and stream the others, as `plan` says.
-
-        `pin_room`: bytes of RAM that pinned copies of mapped blocks may take (None: no limit).
+    def place(self, tiers: TierPlan, gates: BlockGates | None = None) -> None:
+        """Copy the fixed part and the resident blocks in, and stream the others, as `tiers` says
+        (budget.plan_use): its streamed blocks marked pinned may take page-locked host memory.
         `gates`: what the streamer asks before copying a block (gates.py)."""
         if self.plan is not None:
             self.evict()
+        plan = tiers.device
         resident = [self.rest] + [g for g, keep in zip(self.block_groups, plan.resident) if keep]
         for group in resident:
             buffer = self.device.alloc(group.nbytes)
@@ -104,11 +114,8 @@ class ModelPlacement:
             self._buffers.append(buffer)
         streamed = [i for i, keep in enumerate(plan.resident) if not keep]
         if streamed:
-            # Each pinned copy may take up to 2 * ALIGN more than its bytes (arena alignment).
-            pins = plan_pinning([self.block_groups[i].nbytes + 2 * ALIGN for i in streamed],
-                                [not self.mapped[i] for i in streamed], pin_room)
             self.streamer = BlockStreamer(self.blocks, self.block_groups, streamed, self.device,
-                                          plan.slots, plan.slot_bytes, [i for i, p in zip(streamed, pins) if p],
+                                          plan.slots, plan.slot_bytes, [i for i in streamed if tiers.pinned[i]],
                                           gates)
         self.plan = plan
 

@@ -39,6 +39,29 @@ class _Entry:
             self.owner()._buffers[self.name] = tensor
 
 
+def group_tensors(modules: Iterable[torch.nn.Module], seen: set[int]):
+    """(submodule, parameter or None, owner ref or None, name, tensor) of every tensor of `modules` not
+    in `seen` (ids, updated here), in the order a group lays them out."""
+    for module in modules:
+        for sub in module.modules():
+            tensors = [(p, None, n, p) for n, p in sub._parameters.items() if p is not None]
+            tensors += [(None, weakref.ref(sub), n, b) for n, b in sub._buffers.items() if b is not None]
+            for parameter, owner, name, tensor in tensors:
+                if id(tensor) in seen:
+                    continue  # shared (tied) weights are packed once, in the first group that has them
+                seen.add(id(tensor))
+                yield sub, parameter, owner, name, tensor
+
+
+def layout_bytes(modules: Iterable[torch.nn.Module], seen: set[int], tensor_bytes=None) -> int:
+    """The device bytes a WeightGroup of `modules` would take (every tensor aligned), without making one:
+    works on the meta device. `tensor_bytes(submodule, name, tensor)`: a tensor's size if not its own."""
+    total = 0
+    for sub, _, _, name, tensor in group_tensors(modules, seen):
+        total = align(total + (tensor_bytes(sub, name, tensor) if tensor_bytes else tensor.numel() * tensor.element_size()))
+    return total
+
+
 class WeightGroup:
     def __init__(self, modules: Iterable[torch.nn.Module], device: Device, seen: set[int]):
         """Gather the parameters and buffers of `modules` not already in `seen` (ids, updated here).
@@ -52,21 +75,14 @@ class WeightGroup:
         self.entries: list[_Entry] = []
         self.sources: list[torch.Tensor | None] = []  # per entry: the mapped tensor it stays in, or None
         offset = packed_bytes = 0
-        for module in modules:
-            for sub in module.modules():
-                tensors = [(p, None, n, p) for n, p in sub._parameters.items() if p is not None]
-                tensors += [(None, weakref.ref(sub), n, b) for n, b in sub._buffers.items() if b is not None]
-                for parameter, owner, name, tensor in tensors:
-                    if id(tensor) in seen:
-                        continue  # shared (tied) weights are packed once, in the first group that has them
-                    seen.add(id(tensor))
-                    nbytes = tensor.numel() * tensor.element_size()
-                    self.entries.append(_Entry(parameter, owner, name, tensor.dtype, tensor.shape, offset, nbytes))
-                    mapped = is_mapped(tensor) and tensor.is_contiguous()
-                    self.sources.append(tensor.detach() if mapped else None)
-                    if not mapped:
-                        packed_bytes = align(packed_bytes + nbytes)
-                    offset = align(offset + nbytes)
+        for _, parameter, owner, name, tensor in group_tensors(modules, seen):
+            nbytes = tensor.numel() * tensor.element_size()
+            self.entries.append(_Entry(parameter, owner, name, tensor.dtype, tensor.shape, offset, nbytes))
+            mapped = is_mapped(tensor) and tensor.is_contiguous()
+            self.sources.append(tensor.detach() if mapped else None)
+            if not mapped:
+                packed_bytes = align(packed_bytes + nbytes)
+            offset = align(offset + nbytes)
         self.nbytes = offset  # the device layout: every tensor aligned, in order
         self.mapped_bytes = sum(e.nbytes for e, s in zip(self.entries, self.sources) if s is not None)
         # Packed tensors in a pageable buffer of their own (the whole group's layout when none is mapped).

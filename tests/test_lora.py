@@ -170,8 +170,7 @@ def test_lora_with_block_streaming_changes_no_pixel(picture, tmp_path):
     models = load_models("tiny")  # a private copy: placement repacks weights
     lora = write_lora(tmp_path / "l.safetensors", "diffusers")
     whole = frames(models, picture, tmp_path / "whole.mp4", loras=[(str(lora), 1.0)])
-    manager = ModelManager(SimulatedDevice(), budget_bytes=int(0.9 * tensor_bytes(models.transformer)),
-                           tiling_bytes=0)
+    manager = ModelManager(SimulatedDevice(), budget_bytes=int(0.9 * tensor_bytes(models.transformer)))
     streamed = []
 
     def on_event(event, run):

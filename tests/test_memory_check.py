@@ -39,7 +39,7 @@ def test_six_gb_and_sixteen_gb_plan_a_640_run_inside_both_budgets(tmp_path):
 def test_a_one_gb_card_is_refused_with_what_to_change(tmp_path):
     done = check("--vram-budget", "1", "--ram-budget", "16", tmp_path=tmp_path)
     assert done.returncode == 2
-    assert "Does not fit" in done.stdout and "Raise --vram-budget to at least 5 GB" in done.stdout
+    assert "Does not fit" in done.stdout and "raise the VRAM budget to at least 5.5 GB, or lower the resolution." in done.stdout
 
 
 def test_too_little_ram_is_refused(tmp_path):
@@ -56,8 +56,8 @@ def test_more_ram_pins_more_and_streams_less_from_disk():
 
 
 def test_fp8_halves_the_streamed_block_bytes():
-    bf16, _ = model_bytes("transformer", "framepack", False)
-    fp8, _ = model_bytes("transformer", "framepack", True)
+    bf16 = model_bytes("transformer", "framepack", False).block_bytes
+    fp8 = model_bytes("transformer", "framepack", True).block_bytes
     assert 0.5 < sum(fp8) / sum(bf16) < 0.52  # linear weights at one byte; norms and biases stay bf16
     plan = plan_run("framepack", 6, 16, fp8=True)
     assert plan.fits and plan.disk_needed_bytes >= sum(bf16) - sum(fp8)
@@ -76,3 +76,38 @@ def test_the_page_line_says_the_same_plan():
     assert line.startswith("Memory plan (640): ") and "transformer blocks on the GPU" in line
     assert "does not fit" in memory_plan_line("framepack", 1, 640)
     assert memory_plan_line("tiny", 6, 640) == ""
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_what_check_plans_is_what_the_manager_places(tiny_models, picture, tmp_path, streams):
+    """The run's memory plan (plan_stages, what `check` prints) against what the manager then placed."""
+    from framepack_core.events import Finished
+    from framepack_core.memory_plan import make_manager, memory_terms, model_plan, plan_stages, transformer_width
+    from framepack_core.models.loading import load_models
+    from helpers import run_events, tiny_request
+    from memory import SimulatedDevice, model_sizes
+
+    models = load_models("tiny")  # a private copy: placing repacks the weights
+    # A prompt of its own: one the prompt cache holds would never bring the text encoders to the device.
+    request = tiny_request(picture, steps=2, crf=0, prompt=f"the plan is what is placed ({streams})")
+    keys = ("text_encoder", "text_encoder_2", "image_encoder", "vae", "transformer")
+    sizes = {key: model_sizes(getattr(models, key)) for key in keys}
+    width = transformer_width(models.transformer.config)
+    reserve = memory_terms(0, 128, request.method.window, width).reserve_bytes
+    t = sizes["transformer"]
+    # The transformer's fixed part and two slots (it streams), or room for it whole twice over.
+    vram = reserve + (t.other_bytes + 2 * max(t.block_bytes) if streams else 2 * t.total_bytes)
+    terms = memory_terms(vram, 128, request.method.window, width, ram_bytes=64 * GiB)
+    planned = plan_stages(sizes, terms)
+    device = SimulatedDevice()
+    manager = make_manager(device, vram / GiB, models, request, ram_budget_gb=64 * GiB / GiB)
+    assert (manager.terms.budget_bytes, manager.terms.reserve_bytes) == (terms.budget_bytes, terms.reserve_bytes)
+    manager.ram_budget_bytes = terms.ram_bytes
+    finished = run_events(request, models, tmp_path / "v.mp4", manager)[-1]
+    assert isinstance(finished, Finished), finished
+    assert not planned.short and set(planned.models) == set(keys)
+    for key in keys:
+        placed = manager.planned(getattr(models, key))
+        assert placed == planned.models[key], key
+        assert model_plan(key, sizes[key], placed) == model_plan(key, sizes[key], planned.models[key])
+    assert planned.models["transformer"].device.streams == streams and device.peak_bytes <= vram - reserve

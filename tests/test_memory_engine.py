@@ -5,6 +5,7 @@ import torch
 
 from framepack_core.events import Finished, SectionDone
 from framepack_core.models.loading import load_models
+from framepack_core.memory_plan import untiled_decode_bytes
 from framepack_core.session import make_manager
 from framepack_core.speed.precision import tensor_bytes
 from helpers import run_events, tiny_request
@@ -26,11 +27,11 @@ def video(models, picture, manager, path, on_event=None):
 
 
 def test_streaming_the_transformer_changes_no_pixel(models, picture, tmp_path):
-    roomy = video(models, picture, ModelManager(SimulatedDevice(), budget_bytes=1 << 30, tiling_bytes=0),
+    roomy = video(models, picture, ModelManager(SimulatedDevice(), budget_bytes=1 << 30),
                   tmp_path / "roomy.mp4")
     device = SimulatedDevice()
     budget = int(0.9 * tensor_bytes(models.transformer))  # the transformer must stream; the others fit whole
-    manager = ModelManager(device, budget_bytes=budget, tiling_bytes=0)
+    manager = ModelManager(device, budget_bytes=budget)
     seen = []  # the transformer's placement as each section ends (the run gives the device back after)
 
     def look(event, run):
@@ -47,8 +48,9 @@ def test_streaming_the_transformer_changes_no_pixel(models, picture, tmp_path):
 
 
 def test_vae_tiles_when_memory_is_short(models, picture, tmp_path):
-    manager = ModelManager(SimulatedDevice(), budget_bytes=int(0.9 * tensor_bytes(models.transformer)))
-    video(models, picture, manager, tmp_path / "tiled.mp4")  # the default threshold is far above this budget
+    manager = ModelManager(SimulatedDevice(), budget_bytes=int(0.9 * tensor_bytes(models.transformer)),
+                           work_bytes=untiled_decode_bytes(128))  # FramePack's figure is far above this budget
+    video(models, picture, manager, tmp_path / "tiled.mp4")
     assert models.vae.use_tiling
     models.vae.disable_tiling()
 

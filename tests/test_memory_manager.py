@@ -25,18 +25,6 @@ class Net(torch.nn.Module):
         return x
 
 
-class TiledNet(Net):
-    """Stands in for a VAE: the manager switches tiling on when memory is short."""
-
-    tiled = False
-
-    def enable_tiling(self):
-        self.tiled = True
-
-    def disable_tiling(self):
-        self.tiled = False
-
-
 def size(manager, model):
     placement = manager.placement(model)
     return placement.full_bytes
@@ -112,7 +100,7 @@ def test_text_encoders_together_the_larger_one_streams():
 
 @torch.no_grad()
 def test_nested_use_pushes_the_outer_model_off_and_brings_it_back():
-    transformer, vae = Net(width=32, seed=1), TiledNet(width=16, seed=2)
+    transformer, vae = Net(width=32, seed=1), Net(width=16, seed=2)
     x = torch.randn(2, 4)
     want_t, want_v = transformer(x), vae(x)
     device, manager = make(1 << 20)
@@ -129,17 +117,18 @@ def test_nested_use_pushes_the_outer_model_off_and_brings_it_back():
     assert device.peak_bytes <= budget
 
 
-def test_vae_tiling_follows_the_room_left():
-    vae = TiledNet()
+def test_short_of_room_follows_the_room_left_beside_the_weights():
+    vae = Net()
     _, roomy = make(1 << 20)
-    roomy.tiling_bytes = 1 << 19
+    roomy.work_bytes = 1 << 19
     with roomy.use(vae):
-        assert not vae.tiled
+        assert roomy.room_bytes() == (1 << 20) - size(roomy, vae) and not roomy.short_of_room()
     roomy.release()
     _, tight = make(1 << 20)
-    tight.tiling_bytes = 1 << 20
+    tight.work_bytes = 1 << 20
     with tight.use(vae):
-        assert vae.tiled
+        assert tight.short_of_room()
+    assert not ModelManager("cpu", work_bytes=1 << 40).short_of_room()  # no device: nothing to be short of
 
 
 def test_a_budget_below_the_fixed_part_is_a_clear_error():

@@ -58,7 +58,7 @@ def streaming_budget(model):
 
 def placed_run(model, budget):
     """Latents of one section with `model` placed by the manager on the simulated device, and its placement."""
-    manager = ModelManager(SimulatedDevice(), budget_bytes=budget, tiling_bytes=0)
+    manager = ModelManager(SimulatedDevice(), budget_bytes=budget)
     with manager.use(model):
         latents = sample(model, None, sections=1)[0]
         placement = manager.placement(model)

@@ -50,7 +50,7 @@ def test_a_remake_from_metadata_is_bit_identical(tiny_models, picture, tmp_path,
 class _ShortOfMemory(ModelManager):
     """The CPU manager, but one that would tile the VAE for lack of memory."""
 
-    def tiling_decision(self, module):
+    def short_of_room(self):
         return True
 
 
@@ -81,3 +81,12 @@ def test_vae_tiling_is_recorded_and_remade(tiny_models, picture, tmp_path):
 def test_vae_tiling_must_be_a_choice(picture):
     with pytest.raises(ValueError, match="VAE tiling option must be true, false or automatic"):
         tiny_request(picture, vae_tiling="yes").validated()
+
+
+def test_records_from_before_the_fp8_modes_remake_as_fp8_storage(picture):
+    for used, mode in ((True, "storage"), (False, "off"), ("fast", "fast"), ("true", "storage")):  # "true": a CSV cell
+        comment = {"model": "tiny", "prompt": "x", "fp8": used, "fp8_used": used, "attention_used": "sdpa"}
+        record = {"settings": {"model": "tiny", "prompt": "x", "fp8": used}, "fp8": used, "attention": "sdpa"}
+        for recorded in (comment, record):
+            request = Request.from_fields(image=picture, **remake_fields(recorded)).validated()
+            assert request.speed.fp8 == mode

@@ -8,6 +8,8 @@ import gradio as gr
 from .creative import lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
+from .outputs import OutputsHandlers
+from .outputs_tab import build_outputs_tab
 from .queue_tab import build_queue_tab
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -17,6 +19,7 @@ EXAMPLE_PROMPTS = [
     "The camera slowly pushes in as the leaves sway in a gentle wind.",
     "The cat stretches, yawns and curls up to sleep.",
 ]
+GENERATE_TAB = "generate"  # the tab's id: Remake and Resume in the Outputs tab switch to it
 MODEL_HELP = {"framepack": "FramePack I2V", "framepack-f1": "FramePack F1", "tiny": "tiny (test set, noise)"}
 
 # System and bundled fonts only: the page must not reach out to font services (offline desktops).
@@ -35,89 +38,93 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
         # which the server need not wait for before it starts listening.
         page.load(lambda: _header(s.model, handlers.worker.session.device.type.upper()), None, header,
                   api_visibility="private", show_progress="hidden")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=340):
-                image = gr.Image(label="Start picture", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                 height=320, placeholder="Drop a picture here, paste one, or click to upload",
-                                 elem_id="fp-image")
-                if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
-                    gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[image], label="Example picture")
-                prompt = gr.Textbox(label="What should happen", lines=2, max_lines=6, elem_id="fp-prompt",
-                                    placeholder="Describe the motion, e.g. the person turns and smiles")
-                timeline = gr.HTML(timeline_html("", 5), elem_id="fp-timeline")
-                with gr.Row():
-                    start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
-                    stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
-                                     scale=1)
-                    add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
-                                          visible=queue is not None)
-                with gr.Row():
-                    resume = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
-                    extend = gr.Button("Extend", size="sm", elem_id="fp-extend")
-                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
-                with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
-                    source_video = gr.Video(label="Video to extend (optional: else the last finished one)",
-                                            sources=["upload"], height=200, elem_id="fp-source-video")
-                    extend_seconds = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
-                                               elem_id="fp-extend-seconds")
-                with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
-                    with gr.Row():
-                        seconds = gr.Slider(1, 120, value=5, step=0.5, label="Length (seconds)",
-                                            elem_id="fp-seconds")
-                        steps = gr.Slider(1, 100, value=25, step=1, label="Steps per section",
-                                          elem_id="fp-steps")
-                    with gr.Row():
-                        with gr.Column(min_width=160):
-                            seed = gr.Number(value=31337, precision=0, minimum=0, label="Seed", elem_id="fp-seed")
-                            randomize = gr.Checkbox(False, label="New random seed each run", elem_id="fp-randomize")
-                        with gr.Column(min_width=160):
-                            gs = gr.Slider(1, 32, value=10, step=0.5, label="Guidance (gs)", elem_id="fp-gs")
-                            step_cache = gr.Checkbox(True, label="Step cache", elem_id="fp-step-cache",
-                                                     info="Faster: skips work on steps that change little")
-                with gr.Accordion("Model and quality", open=False, elem_classes="fp-settings"):
-                    with gr.Row():
-                        model = gr.Dropdown([(MODEL_HELP.get(m, m), m) for m in model_choices], value=s.model,
-                                            label="Model set", elem_id="fp-model")
-                        mode = gr.Radio([("auto", MODEL_DEFAULT_MODE), ("inverted", "inverted"),
-                                         ("forward", "forward")], value=MODEL_DEFAULT_MODE, label="Sampling order",
-                                        info="auto: inverted for FramePack, forward for F1")
-                    with gr.Row():
-                        resolution = gr.Slider(128, 1536, value=s.resolution, step=16, label="Resolution",
-                                               info="640: the trained size")
-                        crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
-                                        info="0 lossless · 23 smaller")
-                    vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
-                                     info="0 = automatic. Lower it if the GPU runs out of memory.")
-                    memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
-                with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):
-                    prompt_blend = gr.Slider(0, 8, value=0, step=1, label="Prompt blend (sections)",
-                                             elem_id="fp-prompt-blend",
-                                             info="Cross over from one timed prompt to the next across this many "
-                                                  "sections")
-                    loras = gr.Dataframe(lora_rows(s.lora_dir), headers=["LoRA", "Weight"],
-                                         datatype=["str", "number"], type="array", interactive=True,
-                                         column_count=2, static_columns=[0], elem_id="fp-loras",
-                                         label=f"LoRA files in {s.lora_dir} (weight 0 = off)")
-                    refresh = gr.Button("Look for LoRA files again", size="sm")
-                with gr.Accordion("End frame (inverted sampling only)", open=False):
-                    end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
-                                         sources=["upload", "clipboard"], placeholder="The video ends on this picture")
-            with gr.Column(scale=6, min_width=380):
-                progress = gr.HTML(idle_html(), elem_id="fp-progress")
-                preview = gr.Image(label="Current section (live preview)", interactive=False, height=230,
-                                   elem_id="fp-preview", buttons=[], format="png")
-                video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, height=380,
-                                 elem_id="fp-video")
-                download = gr.DownloadButton("Download MP4", visible=False, variant="primary", elem_id="fp-download")
-                summary = gr.Markdown("", elem_id="fp-summary")
-        outputs = [progress, preview, video, download, summary, seed, start, stop]
+        with gr.Tabs(elem_id="fp-tabs") as tabs:
+            with gr.Tab("Generate", id=GENERATE_TAB, elem_id="fp-generate"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5, min_width=340):
+                        image = gr.Image(label="Start picture", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                         height=320, placeholder="Drop a picture here, paste one, or click to upload",
+                                         elem_id="fp-image")
+                        if EXAMPLES_DIR.joinpath("hills.jpg").is_file():
+                            gr.Examples([[str(EXAMPLES_DIR / "hills.jpg")]], inputs=[image], label="Example picture")
+                        prompt = gr.Textbox(label="What should happen", lines=2, max_lines=6, elem_id="fp-prompt",
+                                            placeholder="Describe the motion, e.g. the person turns and smiles")
+                        timeline = gr.HTML(timeline_html("", 5), elem_id="fp-timeline")
+                        with gr.Row():
+                            start = gr.Button("Start", variant="primary", size="lg", elem_id="fp-start", scale=3)
+                            stop = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop",
+                                             scale=1)
+                            add_queue = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
+                                                  visible=queue is not None)
+                        with gr.Row():
+                            resume = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
+                            extend = gr.Button("Extend", size="sm", elem_id="fp-extend")
+                        gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                        with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
+                            source_video = gr.Video(label="Video to extend (optional: else the last finished one)",
+                                                    sources=["upload"], height=200, elem_id="fp-source-video")
+                            extend_seconds = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
+                                                       elem_id="fp-extend-seconds")
+                        with gr.Accordion("Settings", open=True, elem_id="fp-settings", elem_classes="fp-settings"):
+                            with gr.Row():
+                                seconds = gr.Slider(1, 120, value=5, step=0.5, label="Length (seconds)",
+                                                    elem_id="fp-seconds")
+                                steps = gr.Slider(1, 100, value=25, step=1, label="Steps per section",
+                                                  elem_id="fp-steps")
+                            with gr.Row():
+                                with gr.Column(min_width=160):
+                                    seed = gr.Number(value=31337, precision=0, minimum=0, label="Seed", elem_id="fp-seed")
+                                    randomize = gr.Checkbox(False, label="New random seed each run", elem_id="fp-randomize")
+                                with gr.Column(min_width=160):
+                                    gs = gr.Slider(1, 32, value=10, step=0.5, label="Guidance (gs)", elem_id="fp-gs")
+                                    step_cache = gr.Checkbox(True, label="Step cache", elem_id="fp-step-cache",
+                                                             info="Faster: skips work on steps that change little")
+                        with gr.Accordion("Model and quality", open=False, elem_classes="fp-settings"):
+                            with gr.Row():
+                                model = gr.Dropdown([(MODEL_HELP.get(m, m), m) for m in model_choices], value=s.model,
+                                                    label="Model set", elem_id="fp-model")
+                                mode = gr.Radio([("auto", MODEL_DEFAULT_MODE), ("inverted", "inverted"),
+                                                 ("forward", "forward")], value=MODEL_DEFAULT_MODE, label="Sampling order",
+                                                info="auto: inverted for FramePack, forward for F1")
+                            with gr.Row():
+                                resolution = gr.Slider(128, 1536, value=s.resolution, step=16, label="Resolution",
+                                                       info="640: the trained size")
+                                crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
+                                                info="0 lossless · 23 smaller")
+                            vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
+                                             info="0 = automatic. Lower it if the GPU runs out of memory.")
+                            memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
+                        with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):
+                            prompt_blend = gr.Slider(0, 8, value=0, step=1, label="Prompt blend (sections)",
+                                                     elem_id="fp-prompt-blend",
+                                                     info="Cross over from one timed prompt to the next across this many "
+                                                          "sections")
+                            loras = gr.Dataframe(lora_rows(s.lora_dir), headers=["LoRA", "Weight"],
+                                                 datatype=["str", "number"], type="array", interactive=True,
+                                                 column_count=2, static_columns=[0], elem_id="fp-loras",
+                                                 label=f"LoRA files in {s.lora_dir} (weight 0 = off)")
+                            refresh = gr.Button("Look for LoRA files again", size="sm")
+                        with gr.Accordion("End frame (inverted sampling only)", open=False):
+                            end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
+                                                 sources=["upload", "clipboard"], placeholder="The video ends on this picture")
+                    with gr.Column(scale=6, min_width=380):
+                        progress = gr.HTML(idle_html(), elem_id="fp-progress")
+                        preview = gr.Image(label="Current section (live preview)", interactive=False, height=230,
+                                           elem_id="fp-preview", buttons=[], format="png")
+                        video = gr.Video(label="Video", interactive=False, autoplay=True, loop=True, height=380,
+                                         elem_id="fp-video")
+                        download = gr.DownloadButton("Download MP4", visible=False, variant="primary", elem_id="fp-download")
+                        summary = gr.Markdown("", elem_id="fp-summary")
+            outputs = [progress, preview, video, download, summary, seed, start, stop]
 
-        form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
-                    step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
-                    crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
-        assert tuple(form) == FORM_FIELDS
-        if queue is not None:
-            build_queue_tab(queue, form, add_queue)
+            form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
+                        step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
+                        crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
+            assert tuple(form) == FORM_FIELDS
+        with tabs:  # Generate, Queue, Outputs
+            if queue is not None:
+                build_queue_tab(queue, form, add_queue)
+            build_outputs_tab(OutputsHandlers(handlers), form, outputs, _to_outputs, tabs, GENERATE_TAB)
 
         def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
             for update in handlers.page_run({name: values[component] for name, component in form.items()}):

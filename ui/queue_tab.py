@@ -11,9 +11,10 @@ from .queue_handlers import COLUMNS, QueueHandlers
 
 
 def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> None:
-    """`form`: the page's inputs by name (as Start takes them); `add_button`: "Add to queue" beside Start."""
-    with gr.Tabs(elem_id="fp-queue-tabs"):
-        with gr.Tab("Queue", elem_id="fp-queue"):
+    """Inside the page's gr.Tabs. `form`: the page's inputs by name (as Start takes them); `add_button`: "Add to
+    queue" beside Start."""
+    with gr.Tab("Queue", id="queue", elem_id="fp-queue"):
+        with gr.Column():
             message = gr.Markdown("", elem_id="fp-queue-message")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=6, min_width=380):
@@ -41,6 +42,7 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                                             buttons=[], format="png")
                     live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240)
                     picked_video = gr.Video(label="Picked job's video", interactive=False, height=240)
+            timer = gr.Timer(1.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
 
     seen = {"version": None}
 
@@ -57,7 +59,7 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
         return refresh()
 
     listing = [table, gallery, live_progress, live_preview, live_video]
-    gr.Timer(1.0).tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
+    timer.tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
 
     def pick(event: gr.SelectData):
         row = event.row_value if event.row_value else None

@@ -5,15 +5,21 @@ a probe on the device, dtype and head size the transformer will run with; PyTorc
 fallback and needs no probe. The probe compares the kernel with SDPA on random inputs, because
 "importable" is not "works here": FlashAttention refuses float32 and old GPUs, SageAttention
 only knows some head sizes, and a kernel built for another CUDA fails at its first call.
+
+SageAttention is called through diffusers from version 2.1.1 (built by the user), and below it
+(1.0.6 from the package index) through our own processor (sage1.py).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 
 import torch
 
 from framepack_core.options import ATTENTION_KERNELS as BACKENDS
+
+from . import sage1
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,8 @@ def _probe(backend: str, device: torch.device, dtype: torch.dtype, heads: int, h
 
     if backend == "sdpa":
         return None
+    if backend == "sage" and sage1.is_version_1(sage1.installed_version()):
+        return _probe_sage1(device, dtype, heads, head_dim)
     name = AttentionBackendName(_DIFFUSERS[backend])
     try:
         _check_attention_backend_requirements(name)
@@ -73,6 +81,21 @@ def _probe(backend: str, device: torch.device, dtype: torch.dtype, heads: int, h
         return f"needs a CUDA GPU, not {device.type}"
     return check_kernel(lambda q, k, v: dispatch_attention_fn(q, k, v, backend=name), device, dtype, heads,
                         head_dim, TOLERANCE[backend])
+
+
+def _probe_sage1(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> str | None:
+    version = ".".join(map(str, sage1.installed_version()))
+    if device.type != "cuda":
+        return f"needs a CUDA GPU, not {device.type}"
+    try:
+        importlib.import_module("sageattention")
+    except Exception as error:  # 1.x imports Triton, which not every CUDA torch brings (Windows)
+        return f"SageAttention {version} cannot be imported: {type(error).__name__}: {str(error)[:100]}"
+    if head_dim not in sage1.HEAD_DIMS or dtype not in sage1.DTYPES:
+        return f"SageAttention {version} takes head sizes 64, 96, 128 in half precision, not {head_dim} in {dtype}"
+
+    return check_kernel(lambda q, k, v: sage1.sage1_attention(q, k, v, None), device, dtype, heads, head_dim,
+                        TOLERANCE["sage"])
 
 
 def check_kernel(kernel, device: torch.device, dtype: torch.dtype, heads: int, head_dim: int,
@@ -121,18 +144,19 @@ def apply_attention(transformer, requested: str, device: torch.device, probe_fn=
     config = transformer.config
     choice = choose(requested, device, transformer.dtype, config.num_attention_heads, config.attention_head_dim,
                     probe_fn)
-    backend = AttentionBackendName(_DIFFUSERS[choice.backend])
-    for processor in _processors(transformer):
+    use_sage1 = choice.backend == "sage" and sage1.is_version_1(sage1.installed_version())
+    backend = AttentionBackendName("native" if use_sage1 else _DIFFUSERS[choice.backend])
+    for module in _attention_modules(transformer):
+        processor = module.processor
+        if use_sage1 and type(processor) is sage1.HunyuanVideoAttnProcessor2_0:
+            processor = module.processor = sage1.Sage1Processor()
+        elif not use_sage1 and isinstance(processor, sage1.Sage1Processor):
+            processor = module.processor = sage1.HunyuanVideoAttnProcessor2_0()
         processor._attention_backend = backend
     log.info(choice.line())
     return choice
 
 
-def attention_backends(transformer) -> set[str]:
-    """The kernels the transformer's processors are set to (diffusers' names), for checks."""
-    return {str(processor._attention_backend) for processor in _processors(transformer)}
-
-
-def _processors(model) -> list:
-    return [m.processor for m in model.modules()
+def _attention_modules(model) -> list:
+    return [m for m in model.modules()
             if getattr(m, "processor", None) is not None and hasattr(m.processor, "_attention_backend")]

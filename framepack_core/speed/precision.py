@@ -109,8 +109,7 @@ def store_fp8_cached(model: torch.nn.Module, cache_dir=None, compute_dtype: torc
     model.mapped_files = [*files, mapped]
     for (_, layer), name in zip(layers, names):
         layer.weight = torch.nn.Parameter(mapped.tensors[name], requires_grad=False)  # no conversion: read as FP8
-        HookRegistry.check_if_exists_or_initialize(layer).register_hook(
-            UpcastLinear(FP8, compute_dtype, non_blocking=False), _LAYERWISE_CASTING_HOOK)
+        store_layer_fp8(layer, compute_dtype)
     return before, tensor_bytes(model)
 
 
@@ -124,7 +123,13 @@ def store_fp8(model: torch.nn.Module, compute_dtype: torch.dtype | None = None) 
         return before, before
     compute_dtype = compute_dtype or model.dtype
     for _, layer in fp8_layers(model):
-        # initialize_hook gives the weight its new, smaller storage.
-        HookRegistry.check_if_exists_or_initialize(layer).register_hook(
-            UpcastLinear(FP8, compute_dtype, non_blocking=False), _LAYERWISE_CASTING_HOOK)
+        store_layer_fp8(layer, compute_dtype)
     return before, tensor_bytes(model)
+
+
+def store_layer_fp8(layer: torch.nn.Linear, compute_dtype: torch.dtype) -> UpcastLinear:
+    """One Linear's weight in FP8, computed in `compute_dtype` (initialize_hook gives the weight its
+    new, smaller storage)."""
+    hook = UpcastLinear(FP8, compute_dtype, non_blocking=False)
+    HookRegistry.check_if_exists_or_initialize(layer).register_hook(hook, _LAYERWISE_CASTING_HOOK)
+    return hook

@@ -75,6 +75,10 @@ def transformer_blocks(transformer) -> list[torch.nn.Module]:
     return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
 
 
+def is_compiled(transformer) -> bool:
+    return all(_EAGER in block.__dict__ for block in transformer_blocks(transformer))
+
+
 def compile_blocks(transformer, enabled: bool, device: torch.device) -> str | None:
     """torch.compile each block's forward on CUDA (blocks, not the whole model: the memory manager's
     per-block hooks and the step cache's skips stay outside the compiled graphs). Returns a notice."""
@@ -86,7 +90,7 @@ def compile_blocks(transformer, enabled: bool, device: torch.device) -> str | No
         return None
     if torch.device(device).type != "cuda":
         return "torch.compile is used on a CUDA GPU only; the transformer runs uncompiled here."
-    if all(_EAGER in block.__dict__ for block in blocks):
+    if is_compiled(transformer):
         return None
     for block in blocks:
         if _EAGER not in block.__dict__:

@@ -1,0 +1,79 @@
+"""The Generate, Queue and Outputs tabs in real Chromium: a run made with `generate` shows in Outputs,
+Remake fills the Generate form, Resume continues a stopped run from Outputs. Saves docs/screenshot.png
+(the Outputs tab) for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
+"""
+import re
+import subprocess
+import sys
+
+from test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
+
+from playwright.sync_api import expect
+
+CLI_PROMPT = "made on the command line"
+
+
+def _pick(page, text: str) -> None:
+    """Click the Outputs list's row holding `text`."""
+    page.locator("#fp-out-table [role=gridcell]").filter(has_text=text).first.click()
+
+
+def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F811 (fixtures)
+    url, outputs = server
+    page.goto(url)
+    tabs = page.locator("#fp-tabs")
+    for name in ("Generate", "Queue", "Outputs"):
+        expect(tabs.get_by_role("tab", name=name)).to_be_visible()
+    progress = page.locator("#fp-progress")
+
+    # A run stopped after its first section, on the Generate tab.
+    drop_zone = page.locator("#fp-image").get_by_role("button", name=re.compile("Drop an image"))
+    drop_file(page, drop_zone, ROOT / "examples" / "hills.jpg", "image/jpeg")
+    expect(page.locator("#fp-image img")).to_be_visible()
+    page.locator("#fp-prompt textarea").fill("waves roll in and out")
+    set_slider(page, "fp-seconds", 4)
+    set_slider(page, "fp-steps", 10)
+    page.locator("#fp-start").click()
+    expect(page.locator("#fp-video video")).to_be_visible(timeout=60_000)
+    page.locator("#fp-stop").click()
+    expect(progress).to_contain_text("Stopped; the video so far is kept", timeout=30_000)
+
+    # A run made on the command line while the page is open: the Outputs tab reads the folder live.
+    tabs.get_by_role("tab", name="Outputs").click()
+    made = subprocess.run([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                           "--seconds", "1", "--steps", "2", "--seed", "4242", "--prompt", CLI_PROMPT,
+                           "--outputs", str(outputs), "--image", str(ROOT / "examples" / "hills.jpg")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    table = page.locator("#fp-out-table")
+    expect(table).to_contain_text(CLI_PROMPT, timeout=20_000)
+    expect(table).to_contain_text("stopped")
+
+    # Remake: the Generate tab holds the command-line run's settings.
+    _pick(page, CLI_PROMPT)
+    expect(page.locator("#fp-out-picked textarea")).to_have_value(re.compile(r"_4242$"))
+    expect(page.locator("#fp-out-video video")).to_be_visible()
+    page.locator("#fp-out-remake").click()
+    expect(page.locator("#fp-prompt textarea")).to_have_value(CLI_PROMPT)
+    expect(page.locator("#fp-seed input")).to_have_value("4242")
+    expect(page.locator("#fp-seconds input[type=number]")).to_have_value("1")
+    expect(page.locator("#fp-steps input[type=number]")).to_have_value("2")
+    expect(page.locator("#fp-image img")).to_be_visible()
+
+    # Resume: the stopped run, picked in the list, is finished on the Generate tab.
+    tabs.get_by_role("tab", name="Outputs").click()
+    _pick(page, "stopped")
+    page.locator("#fp-out-resume").click()
+    expect(progress).to_contain_text("Done:", timeout=120_000)
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(table).not_to_contain_text("stopped", timeout=10_000)
+    _pick(page, "waves roll in and out")
+    expect(page.locator("#fp-out-video video")).to_be_visible()
+    expect(page.locator("#fp-out-settings")).to_contain_text("waves roll in and out")
+    records = [p.read_text() for p in outputs.glob("*.json")]
+    assert len(records) == 2 and all('"status": "finished"' in r for r in records)
+
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)

@@ -1,0 +1,143 @@
+"""The Outputs tab's listing and actions, in plain Python: runs read from their records, Remake, Resume,
+Extend and Delete (the browser test clicks the same through the page)."""
+import json
+
+import numpy as np
+import pytest
+
+from framepack_core.events import SectionDone
+from framepack_core.media.latents import load_latents
+from framepack_core.request import remake_fields
+from helpers import ScriptedEngine, fixed_session, run_events, tiny_request
+from mp4info import mp4_info
+from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
+from ui.outputs import OutputsHandlers, folder_version, list_runs
+from ui.worker import Worker
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    """Tab handlers over an empty outputs folder; the worker runs a scripted engine (no model)."""
+    workers = []
+
+    def make(engine=None, session=None, lora_dir=None):
+        options = {"session": session} if session else {"make_video": engine or ScriptedEngine(sections=2, steps=2)}
+        worker = Worker(**options)
+        workers.append(worker)
+        settings = ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out", lora_dir=lora_dir)
+        return OutputsHandlers(Handlers(worker, settings))
+    yield make
+    for worker in workers:
+        worker.close()
+
+
+def _make(tab: OutputsHandlers, picture, created: str, **fields) -> str:
+    """A finished run through the page's own Start, its record dated `created`; its name."""
+    form = dict(image=str(picture), prompt="waves roll in", seconds=2, seed=5, randomize=False, steps=3, gs=10,
+                step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128, crf=16,
+                vram_budget_gb=0, prompt_blend=0, loras=None) | fields
+    assert set(form) == set(FORM_FIELDS)
+    list(tab.handlers.page_run(form))
+    files = tab.handlers.last_run.files
+    files.write_record(files.read_record() | {"created": created})
+    return files.name
+
+
+def test_runs_are_listed_newest_first_from_their_records(outputs, picture):
+    tab = outputs()
+    older = _make(tab, picture, "2026-01-02T10:00:00", prompt="first", seed=1)
+    newer = _make(tab, picture, "2026-03-04T11:12:13", prompt="second", seed=2)
+    (tab.folder / "notes.json").write_text('{"not": "a run"}')  # another program's JSON
+    (tab.folder / "broken.json").write_text("{")
+    (tab.folder / "claimed.json").write_text("{}\n")  # a name being claimed right now
+
+    assert tab.rows() == [[newer, "second", "2.47 s", "finished", "2026-03-04 11:12"],  # 74 frames at 30 fps
+                          [older, "first", "2.47 s", "finished", "2026-01-02 10:00"]]
+    assert [caption for _, caption in tab.thumbnails()] == ["finished · 2.47 s · 2026-03-04 11:12",
+                                                            "finished · 2.47 s · 2026-01-02 10:00"]
+    assert tab.thumbnails()[0][0] == str(tab.folder / f"{newer}.png")
+    video, settings = tab.details(newer)
+    assert video == str(tab.folder / f"{newer}.mp4") and '"prompt": "second"' in settings
+
+
+def test_the_listing_follows_the_folder(outputs, picture, tmp_path):
+    tab = outputs()
+    assert list_runs(tmp_path / "nowhere") == [] and tab.rows() == [["", "", "", "", ""]]
+    before = folder_version(tab.folder)
+    name = _make(tab, picture, "2026-01-02T10:00:00")  # as `generate` or the queue would: a record appears
+    assert folder_version(tab.folder) != before and [run.name for run in tab.runs()] == [name]
+
+
+def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_path):
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    tab = outputs(lora_dir=loras)
+    name = _make(tab, picture, "2026-01-02T10:00:00", prompt="[0s: a] [1s: b]", seconds=1.5, seed=77, steps=4,
+                 gs=7.5, step_cache=False, crf=20, prompt_blend=1, mode="inverted")
+    form = tab.remake_form(name)
+    assert set(form) == set(FORM_FIELDS)
+    assert {k: form[k] for k in ("prompt", "seconds", "seed", "steps", "gs", "step_cache", "crf", "prompt_blend",
+                                 "mode", "model", "resolution", "randomize", "end_image", "loras")} == \
+        {"prompt": "[0s: a] [1s: b]", "seconds": 1.5, "seed": 77, "steps": 4, "gs": 7.5, "step_cache": False,
+         "crf": 20, "prompt_blend": 1, "mode": "inverted", "model": "tiny", "resolution": 128, "randomize": False,
+         "end_image": None, "loras": []}
+    assert form["image"] == str(tab.folder / f"{name}.png")
+    record = json.loads((tab.folder / f"{name}.json").read_text())
+    fields = remake_fields(record)
+    assert all(form[key] == fields[key] for key in form if key in fields and key != "vram_budget_gb")
+
+
+def test_delete_removes_that_runs_files_and_nothing_else(outputs, picture):
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00", seed=3)
+    other = _make(tab, picture, "2026-01-02T10:00:01", seed=3)  # same second and seed: NAME-2
+    (tab.folder / f"{name}.latents.safetensors").write_bytes(b"x")
+    (tab.folder / f"{name}.notes.txt").write_text("mine")  # not a run file: kept
+    before = {p.name for p in tab.folder.iterdir()}
+    assert tab.delete(name) == f"Deleted {name} (4 files)."
+    gone = {f"{name}.{suffix}" for suffix in ("mp4", "png", "json", "latents.safetensors")}
+    assert {p.name for p in tab.folder.iterdir()} == before - gone
+    assert [run.name for run in tab.runs()] == [other]
+
+
+@pytest.mark.parametrize("name, message", [("", "Pick a run"), ("../out/x", "There is no run"),
+                                           ("nothing", "There is no run")])
+def test_a_run_that_is_not_there_is_one_sentence(outputs, name, message):
+    tab = outputs()
+    with pytest.raises(ValueError, match=message):
+        tab.delete(name)
+    update = list(tab.resume(name))[-1]
+    assert message in update.progress and update.running is False
+
+
+def test_a_finished_run_is_not_resumed_and_nothing_changes(outputs, picture):
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00")
+    before = {p.name: p.read_bytes() for p in tab.folder.iterdir()}
+    update = list(tab.resume(name))[-1]
+    assert "is finished; only stopped, failed or killed runs can be resumed" in update.progress
+    assert {p.name: p.read_bytes() for p in tab.folder.iterdir()} == before
+
+
+def test_resume_from_the_list_finishes_a_stopped_run(outputs, tiny_models, picture, tmp_path):
+    tab = outputs(session=fixed_session(tiny_models))
+    request = tiny_request(picture, seconds=1.6, window=3, steps=2, seed=9)  # 4 sections of 3 latent frames
+    whole = run_events(request, tiny_models, tmp_path / "whole.mp4")[-1]
+    stop_after_one = lambda event, run: isinstance(event, SectionDone) and run.stop()  # noqa: E731
+    stopped = run_events(request, tiny_models, tab.folder / "part.mp4", on_event=stop_after_one)[-1]
+    assert stopped.stopped and stopped.sections == 1 and [r.status for r in tab.runs()] == ["stopped"]
+
+    updates = list(tab.resume("part"))
+    assert updates[-1].running is False and updates[-1].download == str(tab.folder / "part.mp4")
+    assert [r.status for r in tab.runs()] == ["finished"]
+    assert load_latents(tab.folder / "part.latents.safetensors").done == 4
+    assert np.array_equal(mp4_info(tab.folder / "part.mp4")[1], mp4_info(whole.video)[1])
+
+
+def test_extend_needs_a_finished_video(outputs, picture):
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00")
+    record = tab.find(name).files
+    record.write_record(record.read_record() | {"status": "stopped"})
+    update = list(tab.extend(name, 2, ""))[-1]
+    assert f"{name} has no finished video to extend" in update.progress

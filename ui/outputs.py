@@ -1,0 +1,205 @@
+"""The Outputs tab's work, in plain Python (no gradio): the runs in the outputs folder and what to do with them.
+
+Runs are read from their JSON records every time (run_files.py names them), so videos made by
+`generate`, the queue or another page show up as soon as their record is written. A run is named by
+its record's stem (`<date>-<time>_<seed>`); every action takes that name and acts on that run's
+files only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from framepack_core.request import remake_fields
+from framepack_core.run import Run
+from framepack_core.run_files import RunFiles
+
+from .creative import lora_rows
+from .handlers import Handlers, PageUpdate, summary_markdown
+from .progress import idle_html
+
+COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
+RESUMABLE = ("stopped", "failed", "running")  # "running" with nobody running it: a killed run
+
+
+@dataclass(frozen=True)
+class OutputRun:
+    """One run of the outputs folder, as its record tells it."""
+    files: RunFiles
+    record: dict
+
+    @property
+    def name(self) -> str:
+        return self.files.name
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", "")
+
+    @property
+    def prompt(self) -> str:
+        return self.record.get("settings", {}).get("prompt", "")
+
+    @property
+    def seconds(self) -> float | None:
+        """Seconds of video made (frames / fps), else the length asked for."""
+        if self.record.get("frames") and self.record.get("fps"):
+            return round(self.record["frames"] / self.record["fps"], 2)
+        return self.record.get("settings", {}).get("seconds")
+
+    @property
+    def date(self) -> str:
+        return str(self.record.get("created", "")).replace("T", " ")[:16]
+
+    @property
+    def video(self) -> Path | None:
+        """The finished video, else the video so far of a run that stopped, failed or is going."""
+        for path in (self.files.video, self.files.in_progress):
+            if path.is_file():
+                return path
+        return None
+
+    def row(self) -> list:
+        length = "" if self.seconds is None else f"{self.seconds:g} s"
+        return [self.name, self.prompt, length, self.status, self.date]
+
+    def caption(self) -> str:
+        return f"{self.status} · {self.row()[2]} · {self.date}"
+
+
+def list_runs(folder: Path) -> list[OutputRun]:
+    """The runs in `folder`, newest first; files that are not this app's run records are passed over."""
+    runs = []
+    for path in Path(folder).glob("*.json") if Path(folder).is_dir() else ():
+        run = read_run(RunFiles(path.parent, path.stem))
+        if run is not None:
+            runs.append(run)
+    return sorted(runs, key=lambda r: (r.record.get("created", ""), r.name), reverse=True)
+
+
+def read_run(files: RunFiles) -> OutputRun | None:
+    try:
+        record = files.read_record()
+    except (OSError, ValueError):  # gone meanwhile, or not JSON
+        return None
+    if not isinstance(record, dict) or "settings" not in record or "app" not in record:
+        return None  # a name being claimed ("{}"), or some other program's JSON
+    return OutputRun(files, record)
+
+
+def folder_version(folder: Path) -> tuple:
+    """Changes whenever a record is added, removed or rewritten: the tab redraws only then."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in Path(folder).glob("*.json")))
+    except OSError:  # a record removed between listing and stat: next time
+        return ()
+
+
+class OutputsHandlers:
+    """The Outputs tab's buttons; runs go through the page's Handlers (one worker, one run at a time)."""
+
+    def __init__(self, handlers: Handlers):
+        self.handlers = handlers
+
+    @property
+    def folder(self) -> Path:
+        return self.handlers.settings.outputs
+
+    def runs(self) -> list[OutputRun]:
+        return list_runs(self.folder)
+
+    def rows(self) -> list[list]:
+        return [run.row() for run in self.runs()] or [[""] * len(COLUMNS)]
+
+    def thumbnails(self) -> list[tuple[str, str]]:
+        return [(str(run.files.picture), run.caption()) for run in self.runs() if run.files.picture.is_file()]
+
+    def find(self, name) -> OutputRun:
+        """The run called `name` in the outputs folder; ValueError when there is none."""
+        name = str(name or "").strip()
+        if not name:
+            raise ValueError("Pick a run in the list first.")
+        files = RunFiles(self.folder, name)
+        if Path(name).name != name or not files.record.is_file():
+            raise ValueError(f"There is no run {name!r} in the outputs folder.")
+        run = read_run(files)
+        if run is None:
+            raise ValueError(f"The record of {name!r} cannot be read.")
+        return run
+
+    def details(self, name) -> tuple[str | None, str]:
+        """The picked run's video (or None) and its settings as markdown."""
+        try:
+            run = self.find(name)
+        except ValueError as error:
+            return None, str(error)
+        settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
+        return (str(run.video) if run.video else None,
+                f"{summary_markdown(run.record)}\n\n```json\n{settings}\n```")
+
+    def remake_form(self, name) -> dict:
+        """The Generate form's values (by FORM_FIELDS name) that make the picked run again.
+
+        Settings the form has no field for are not carried over; the picture is the one the model saw."""
+        run = self.find(name)
+        fields = remake_fields(run.record)
+        form = {key: fields[key] for key in ("prompt", "seconds", "seed", "steps", "gs", "step_cache", "model",
+                                             "mode", "resolution", "crf", "vram_budget_gb", "prompt_blend")
+                if key in fields}
+        form["vram_budget_gb"] = form.get("vram_budget_gb") or 0
+        form |= {"image": str(run.files.picture) if run.files.picture.is_file() else None, "randomize": False,
+                 "end_image": str(run.files.end_picture) if run.files.end_picture.is_file() else None,
+                 "loras": self._lora_rows(fields.get("loras") or ())}
+        return form
+
+    def _lora_rows(self, chosen) -> list[list]:
+        weights = {Path(path).name: weight for path, weight in chosen}
+        rows = lora_rows(self.handlers.settings.lora_dir)
+        missing = sorted(set(weights) - {row[0] for row in rows})
+        if missing:
+            raise ValueError(f"The LoRA file{'s' if len(missing) > 1 else ''} {', '.join(missing)} of this run "
+                             f"{'are' if len(missing) > 1 else 'is'} not in the LoRA folder.")
+        return [[row[0], weights.get(row[0], 0.0)] for row in rows]
+
+    def resume(self, name):
+        """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section."""
+        try:
+            run = self.find(name)
+            self._refuse_if_live(run)
+            if run.status not in RESUMABLE:
+                raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
+            resumed = Run.resume(run.files.record)
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        yield from self.handlers._follow(resumed, resumed.request.method.seed)
+
+    def extend(self, name, seconds, prompt):
+        """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""
+        try:
+            run = self.find(name)
+            if run.status != "finished" or not run.files.video.is_file():
+                raise ValueError(f"{run.name} has no finished video to extend; resume it first.")
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        yield from self.handlers.page_extend(str(run.files.video), seconds, prompt)
+
+    def delete(self, name) -> str:
+        """Delete the picked run's files (picture, end picture, videos, latents, record) and nothing else."""
+        run = self.find(name)
+        self._refuse_if_live(run)
+        files = run.files
+        removed = 0
+        # The record last: a run whose deletion is interrupted still shows, and can be deleted again.
+        for path in (files.video, files.in_progress, files.latents, files.picture, files.end_picture, files.record):
+            if path.is_file():
+                path.unlink()
+                removed += 1
+        return f"Deleted {run.name} ({removed} file{'s' if removed != 1 else ''})."
+
+    def _refuse_if_live(self, run: OutputRun) -> None:
+        live = self.handlers.last_run
+        if live is not None and live.files == run.files and self.handlers.worker.busy:
+            raise ValueError(f"{run.name} is being made right now; stop it first.")

@@ -1,0 +1,123 @@
+"""The Outputs tab: every run in the outputs folder, newest first, with its video, settings and actions.
+
+Declared here so that layout.py only places it; the work is outputs.py's. The list is read from the
+folder live (a gr.Timer compares the records' names and times each tick), so runs made by `generate`
+and the queue appear too. Remake, Resume, Extend and Branch show their run on the Generate tab.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from .outputs import COLUMNS, OutputsHandlers
+
+
+def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, to_outputs, tabs: gr.Tabs,
+                      generate_tab: str) -> None:
+    """Inside the page's gr.Tabs. `form`: the Generate tab's inputs by name; `run_outputs`/`to_outputs`: its
+    run display and how a PageUpdate becomes its values; `generate_tab`: the Generate tab's id."""
+    with gr.Tab("Outputs", id="outputs", elem_id="fp-outputs") as tab:
+        message = gr.Markdown("", elem_id="fp-out-message")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=6, min_width=380):
+                gallery = gr.Gallery(outputs.thumbnails(), label="Runs (newest first)", columns=8, rows=1, height=120,
+                                     object_fit="cover", allow_preview=False, elem_id="fp-out-gallery")
+                table = gr.Dataframe(outputs.rows(), headers=COLUMNS, interactive=False, wrap=True,
+                                     elem_id="fp-out-table", label="Runs in the outputs folder (click one to pick it)")
+            with gr.Column(scale=5, min_width=340):
+                picked = gr.Textbox("", label="Picked run", interactive=False, elem_id="fp-out-picked")
+                video = gr.Video(label="Video", interactive=False, height=280, elem_id="fp-out-video")
+                with gr.Row():
+                    remake = gr.Button("Remake", size="sm", elem_id="fp-out-remake")
+                    resume = gr.Button("Resume", size="sm", elem_id="fp-out-resume")
+                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="fp-out-delete")
+                with gr.Row():
+                    seconds = gr.Number(2, minimum=0.5, label="Seconds to add", min_width=100,
+                                        elem_id="fp-out-seconds")
+                    extend = gr.Button("Extend", size="sm", elem_id="fp-out-extend")
+                with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:
+                    confirm_text = gr.Markdown("")
+                    really = gr.Button("Yes, delete its files", size="sm", variant="stop", elem_id="fp-out-really")
+                    keep = gr.Button("Keep it", size="sm", elem_id="fp-out-keep")
+                settings = gr.Markdown("", elem_id="fp-out-settings")
+        names = gr.State([run.name for run in outputs.runs()])  # the gallery's pictures, by run
+        timer = gr.Timer(2.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
+
+    seen = {"version": None}
+
+    def refresh():
+        from .outputs import folder_version
+
+        version = folder_version(outputs.folder)
+        if version == seen["version"]:
+            return gr.skip(), gr.skip(), gr.skip()
+        seen["version"] = version
+        runs = outputs.runs()
+        return ([r.row() for r in runs] or outputs.rows(), outputs.thumbnails(),
+                [r.name for r in runs if r.files.picture.is_file()])
+
+    def redraw():
+        seen["version"] = None
+        return refresh()
+
+    listing = [table, gallery, names]
+    private = dict(queue=False, api_visibility="private", show_progress="hidden")
+    timer.tick(refresh, None, listing, **private)
+    tab.select(redraw, None, listing, **private)
+
+    def show(name):
+        path, text = outputs.details(name)
+        return name, path, text
+
+    def pick_row(event: gr.SelectData):
+        return show(event.row_value[0] if event.row_value else "")
+
+    def pick_picture(shown, event: gr.SelectData):
+        return show(shown[event.index] if 0 <= event.index < len(shown) else "")
+
+    details = [picked, video, settings]
+    table.select(pick_row, None, details, **private)
+    gallery.select(pick_picture, names, details, **private)
+
+    def remake_run(name):
+        try:
+            values = outputs.remake_form(name)
+        except ValueError as error:
+            return {message: str(error)}
+        return {form[key]: value for key, value in values.items() if key in form} | {
+            message: f"The Generate tab holds the settings of {name}; press Start to make it again.",
+            tabs: gr.Tabs(selected=generate_tab)}
+
+    remake.click(remake_run, picked, [message, tabs, *form.values()], **private)
+
+    def follow(updates):
+        yield {tabs: gr.Tabs(selected=generate_tab)}
+        for update in updates:
+            yield dict(zip(run_outputs, to_outputs(update)))
+
+    running = dict(concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+    def resume_run(name):
+        yield from follow(outputs.resume(name))
+
+    def extend_run(name, more, prompt):
+        yield from follow(outputs.extend(name, more, prompt))
+
+    resume.click(resume_run, picked, [tabs, *run_outputs], **running)
+    extend.click(extend_run, [picked, seconds, form["prompt"]], [tabs, *run_outputs], **running)
+
+    def ask(name):
+        try:
+            run = outputs.find(name)
+        except ValueError as error:
+            return str(error), gr.Row(visible=False), ""
+        return "", gr.Row(visible=True), f"Delete every file of **{run.name}** (video, picture, latents, record)?"
+
+    def really_delete(name):
+        try:
+            text = outputs.delete(name)
+        except (ValueError, OSError) as error:
+            text = str(error)
+        return (text, gr.Row(visible=False), "", None, "", *redraw())
+
+    delete.click(ask, picked, [message, confirm_row, confirm_text], **private)
+    keep.click(lambda: gr.Row(visible=False), None, confirm_row, **private)
+    really.click(really_delete, picked, [message, confirm_row, picked, video, settings, *listing], **private)
