@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--mode", choices=MODES, default=None,
                      help="sampling order (default: the model set's own)")
     gen.add_argument("--end-image", default=None, help="optional last frame (inverted sampling only)")
+    gen.add_argument("--keyframe", action="append", default=[], metavar="PATH@SECONDS[:WEIGHT]",
+                     help="a picture the video passes through near SECONDS (inverted sampling only; weight 0..1, "
+                          "default 1); repeat for several (README: which sections each conditions)")
+    gen.add_argument("--loop", action="store_true", default=None,
+                     help="end on the start picture, so the MP4 repeats without a cut (inverted sampling only)")
     gen.add_argument("--seconds", type=float, default=5.0, help="video length (default 5)")
     gen.add_argument("--steps", type=int, default=25, help="sampling steps per section (default 25)")
     gen.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")

@@ -109,12 +109,47 @@ def _vae_decode(tiled: bool) -> dict:
     return result
 
 
+_NEEDS_MAPPED_COPY = frozenset({"stream_6gb_mapped", "stream_12gb_mapped", "diffusers_group_offload"})
+
+
+def _mapped_modes(model, inputs, steps: int, reserve: int, folder: Path, attempt) -> None:
+    """The modes that read the weights from a file: the same weights in a safetensors file, mapped (no
+    copy into the process)."""
+    from memory import bind_mapped, map_folder, write_safetensors
+
+    path = folder / "transformer" / "model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    write_safetensors(path, [(n, t.dtype, tuple(t.shape)) for n, t in state.items()], lambda n: state[n])
+    del state
+    with torch.device("meta"):
+        mapped = type(model).from_config(model.config).to(torch.bfloat16).eval()
+    files, tensors = map_folder(path.parent)
+    bind_mapped(mapped, tensors)
+    mapped.mapped_files = files
+    for gb in (6, 12):
+        attempt(f"stream_{gb}gb_mapped", lambda gb=gb: _managed(mapped, inputs, steps, gb, 0, reserve))
+
+    def diffusers_group_offload():
+        from diffusers.hooks import apply_group_offloading
+
+        _peak_reset()
+        apply_group_offloading(mapped, onload_device=torch.device("cuda"), offload_device=torch.device("cpu"),
+                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        return dict(seconds_per_step=_timed(mapped, inputs, steps), peak_vram_bytes=torch.cuda.max_memory_allocated())
+
+    attempt("diffusers_group_offload", diffusers_group_offload)
+    del mapped, files, tensors
+    path.unlink(missing_ok=True)
+    gc.collect()
+
+
 @torch.no_grad()
-def report(steps: int, folder: Path) -> dict:
+def report(steps: int, folder: Path, skip: frozenset[str] = frozenset()) -> dict:
     from bench.offload import SyncPageableBaseline
     from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
     from framepack_core.speed.precision import store_fp8, tensor_bytes
-    from memory import activation_bytes, bind_mapped, map_folder, write_safetensors
+    from memory import activation_bytes
 
     h, w = 640 // 8, 608 // 8
     tokens = token_count(h, w)
@@ -122,6 +157,10 @@ def report(steps: int, folder: Path) -> dict:
     inputs = section_inputs(FULL_CONFIG, h, w, dtype=torch.bfloat16, device="cuda")
     model = full_size_transformer()
     modes: dict[str, dict] = {}
+
+    def attempt(name: str, run) -> None:
+        if name not in skip:
+            _try(name, modes, run)
 
     def resident():
         _peak_reset()
@@ -146,49 +185,25 @@ def report(steps: int, folder: Path) -> dict:
             for module in rest:
                 module.to("cpu")
 
-    _try("resident", modes, resident)
-    _try("sync_pageable", modes, sync_pageable)  # before our manager packs the weights: plain pageable tensors
+    attempt("resident", resident)
+    attempt("sync_pageable", sync_pageable)  # before our manager packs the weights: plain pageable tensors
 
-    # The mapped copy: the same weights in a safetensors file, mapped (no copy into the process).
-    path = folder / "transformer" / "model.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict()
-    write_safetensors(path, [(n, t.dtype, tuple(t.shape)) for n, t in state.items()], lambda n: state[n])
-    del state
-    with torch.device("meta"):
-        mapped = type(model).from_config(model.config).to(torch.bfloat16).eval()
-    files, tensors = map_folder(path.parent)
-    bind_mapped(mapped, tensors)
-    mapped.mapped_files = files
-
+    if not skip >= _NEEDS_MAPPED_COPY:
+        _mapped_modes(model, inputs, steps, reserve, folder, attempt)
     for gb in (6, 12):
-        _try(f"stream_{gb}gb_mapped", modes, lambda gb=gb: _managed(mapped, inputs, steps, gb, 0, reserve))
-        _try(f"stream_{gb}gb_pinned", modes, lambda gb=gb: _managed(model, inputs, steps, gb, None, reserve))
-
-    def diffusers_group_offload():
-        from diffusers.hooks import apply_group_offloading
-
-        _peak_reset()
-        apply_group_offloading(mapped, onload_device=torch.device("cuda"), offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-        return dict(seconds_per_step=_timed(mapped, inputs, steps), peak_vram_bytes=torch.cuda.max_memory_allocated())
-
-    _try("diffusers_group_offload", modes, diffusers_group_offload)
-    del mapped, files, tensors
-    path.unlink(missing_ok=True)
-    gc.collect()
+        attempt(f"stream_{gb}gb_pinned", lambda gb=gb: _managed(model, inputs, steps, gb, None, reserve))
 
     def fp8():
         store_fp8(model)
         return _managed(model, inputs, steps, 6, None, reserve)
 
-    _try("fp8_stream_6gb_pinned", modes, fp8)
+    attempt("fp8_stream_6gb_pinned", fp8)
     fp8_bytes = tensor_bytes(model)
     del model
-    _try("vae_decode_640_untiled", modes, lambda: _vae_decode(False))
-    _try("vae_decode_640_tiled", modes, lambda: _vae_decode(True))
+    attempt("vae_decode_640_untiled", lambda: _vae_decode(False))
+    attempt("vae_decode_640_tiled", lambda: _vae_decode(True))
 
-    base = modes["sync_pageable"].get("seconds_per_step")
+    base = modes.get("sync_pageable", {}).get("seconds_per_step")
     for result in modes.values():
         if base and "seconds_per_step" in result:
             result["speedup_vs_sync"] = base / result["seconds_per_step"]
@@ -203,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per mode, after the warm-up")
     parser.add_argument("--dir", default=None, help="where the mapped copy goes (default /dev/shm, else the temp folder)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--skip", default="", metavar="MODE,...",
+                        help="modes to leave out (names as in the JSON), for a shorter run")
     args = parser.parse_args(argv)
     _fail_without_cuda()
     default = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(prefix="gpu-report-", dir=args.dir or default) as folder:
         started = time.perf_counter()
-        result = report(args.steps, Path(folder))
+        result = report(args.steps, Path(folder), frozenset(filter(None, args.skip.split(","))))
         result["wall_seconds"] = time.perf_counter() - started
     if not args.json:
         print(json.dumps(result, indent=2))

@@ -2,6 +2,7 @@
 
     python bench/kernels.py --json            # a CUDA GPU: full size, 640 bucket, streamed at 6 GiB
     python bench/kernels.py --tiny --json     # any machine: a small transformer at 128, two steps
+    python bench/kernels.py --layers 1 --resolution 128 --steps 2 --json   # any machine: full width, 1+1 blocks
 
 One section (the app's section loop, `run_sections`: the same inputs, seed and steps for every
 combination) with random weights (models/synthetic.py: the 13B architecture, or the small one
@@ -178,7 +179,8 @@ def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float | None:
 
 @torch.no_grad()
 def decode_all(latents: dict[str, torch.Tensor], tiny: bool, device: torch.device) -> dict[str, torch.Tensor]:
-    """Each combination's section decoded to 8-bit frames, with one random VAE of the real shape."""
+    """Each combination's section decoded to 8-bit frames, with one random VAE of the real shape on a
+    GPU, else the tiny set's (the real one takes minutes a section on a CPU)."""
     from diffusers import AutoencoderKLHunyuanVideo
 
     from framepack_core.media.video import decode_latents, to_uint8_frames
@@ -186,7 +188,7 @@ def decode_all(latents: dict[str, torch.Tensor], tiny: bool, device: torch.devic
     from framepack_core.models.published import published
 
     torch.manual_seed(0)
-    vae = tiny_set._vae() if tiny else AutoencoderKLHunyuanVideo(**published("vae").config)
+    vae = tiny_set._vae() if tiny or device.type != "cuda" else AutoencoderKLHunyuanVideo(**published("vae").config)
     vae = vae.to(device, torch.float16 if device.type == "cuda" else torch.float32).eval()
     frames = {name: torch.from_numpy(to_uint8_frames(decode_latents(vae, x))) for name, x in latents.items()}
     del vae
@@ -280,6 +282,7 @@ def report(args) -> dict:
         compare(results, latents, decode_all(latents, tiny, device))
         print(f"decoded {len(latents)} sections in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     out = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", tiny=tiny,
+               vae="published" if device.type == "cuda" and not tiny else "tiny",
                resolution=args.resolution, steps=args.steps, layers=args.layers,
                vram_budget_gb=args.vram_budget if device.type == "cuda" else None, combinations=results,
                fastest_within_30db=fastest_within(results))
@@ -306,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         args.layers = 1 if args.layers is None else args.layers
     args.resolution = args.resolution or (128 if args.tiny else 640)
     args.steps = args.steps or (2 if args.tiny else 3)
-    if not torch.cuda.is_available() and not args.tiny:
+    if not torch.cuda.is_available() and not args.tiny and args.layers is None:
         message = ("kernels.py: SageAttention, FP8 arithmetic and compile need an NVIDIA GPU with CUDA, and there is "
-                   "none here; nothing was measured (--tiny runs the harness on this machine).")
+                   "none here; nothing was measured (--tiny, or the full width with --layers 1 --resolution 128 "
+                   "--steps 2, runs the harness on this machine).")
         print(message, file=sys.stderr)
         print(json.dumps(dict(skipped=message)))
         return 0

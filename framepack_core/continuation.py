@@ -59,7 +59,10 @@ def resume_parts(path) -> tuple:
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
     settings = _fields(saved.settings)
     end = files.end_picture if saved.settings.get("end_image") else None
-    request = Request.from_fields(image=files.picture, end_image=end, path=files.video, **settings)
+    keyframes = [(files.keyframe(number), key["seconds"], key["weight"])
+                 for number, key in enumerate(saved.settings.get("keyframes") or (), 1)]
+    request = Request.from_fields(image=files.picture, end_image=end, keyframes=keyframes, path=files.video,
+                                  **settings)
     request = request.validated()
     continuation = Continuation(saved=saved)
     if saved.extends:
@@ -108,6 +111,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     part = new_part(seconds, facts.fps, int(settings.get("window") or 9))
     settings |= {"seconds": part.seconds, "mode": "forward"}
     settings.pop("end_image", None)
+    settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
     check_timed_prompt(settings, facts)
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:

@@ -24,8 +24,8 @@ def user_message(error: BaseException, folder: Path | str | None = None) -> str:
     if disk:
         return disk
     if _is_out_of_memory(error):
-        return ("The GPU ran out of memory. Try a lower resolution, a shorter window, or a smaller VRAM budget "
-                "so that more of the model stays in system memory.")
+        return ("The GPU ran out of memory within the run's VRAM budget: lower the resolution or the window, "
+                "or raise the VRAM budget if the card has more free.")
     if isinstance(error, MemoryError):
         return ("The computer ran out of memory (RAM). Close other programs, or lower the resolution, "
                 "and try again.")

@@ -28,6 +28,7 @@ from .continuation import Continuation, replay
 from .extension import extension_base
 from .media.latents import LatentsKeeper
 from .method.sections import Conditioning, SavedSections, SectionSettings, run_sections
+from .keyframe_inputs import encode_keyframes
 from .models.encoders import encode_latent, encode_siglip
 from .models.lora import applied_loras
 from .models.prompt_cache import cached_prompt
@@ -103,13 +104,16 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
             if request.end_image is not None:
                 end_pixels = resize_and_center_crop(request.end_image, progress.width, progress.height)
                 end_latent = encode_latent(models.vae, end_pixels)
+            if method.loop:  # the video leads back into its first frame
+                end_latent = start_latent
     with manager.use(models.image_encoder):
         image_embeds = encode_siglip(models.feature_extractor, models.image_encoder, pixels)
+    keyframes = encode_keyframes(request, models, manager, pixels, image_embeds, settings.sections)
     check()
 
     plan = section_prompts(spans, method.seconds, method.window, settings.mode, method.prompt_blend)
-    conds = [Conditioning(*mix_prompts(encoded, section.mix), image_embeds=image_embeds, negative=negative)
-             for section in plan]
+    conds = [Conditioning(*mix_prompts(encoded, section.mix), image_embeds=keyframes.image_embeds(section.index),
+                          negative=negative) for section in plan]
     count = settings.sections
 
     def on_step(section, step, steps, x, x0):
@@ -158,7 +162,8 @@ def make_video(request: Request, models, manager: ModelManager, progress_video: 
                 calibrate=speed.cache_calibrate, gates=manager.gates) as cache:
             progress.cache = cache
             for section in run_sections(models.transformer, conds.__getitem__, start_latent, settings, generator,
-                                        end_latent=end_latent, step_callback=on_step, resume=resume):
+                                        end_latent=end_latent, step_callback=on_step, resume=resume,
+                                        keyframes=keyframes.latents):
                 if cache is not None:
                     cache.reset()  # the next section has another context: nothing may carry over
                 emit(Stage("decoding", f"Decoding section {section.index + 1} of {count}"))

@@ -24,7 +24,6 @@ from memory import (
     ModelBytes,
     ModelManager,
     activation_bytes,
-    automatic_budget,
     available_ram_bytes,
     cuda_device,
     default_ram_budget,
@@ -34,6 +33,7 @@ from memory import (
     size_text,
     weight_ram_budget,
 )
+from memory.cap import allocator_cap, cap_allocator
 from memory.device import STAGING_BYTES
 
 from .models.sets import MODEL_SETS, MODELS_DIR_ENV
@@ -48,6 +48,13 @@ PREFETCH = 2  # streamed blocks copied ahead of the one running
 # An untiled VAE decode of a few dozen frames at 640 pixels needs on the order of 20+ GiB; it grows
 # with the frame's area. With less than this left beside the weights the VAE decodes in tiles.
 UNTILED_DECODE_BYTES_640 = 24 * GiB
+MiB = 1 << 20
+# Under the allocator's cap, beside the weights and the activation reserve: library workspaces
+# (cuBLAS, cuDNN), the allocator's rounding, a stage's small tensors.
+WORKSPACE_BYTES = 256 * MiB
+# What a CUDA 12 context takes, for planning where the GPU is not here to measure (check on another machine).
+TYPICAL_CONTEXT_BYTES = 512 * MiB
+NO_GPU_CARD_BYTES = 6 * GiB  # planning without a GPU and without a budget: the smallest card the app supports
 
 
 def activation_reserve(resolution: int, window: int, width: int) -> int:
@@ -72,19 +79,47 @@ def memory_terms(vram_bytes: int, resolution: int, window: int, width: int, ram_
     return MemoryTerms(int(vram_bytes), activation_reserve(resolution, window, width), PREFETCH, ram_bytes)
 
 
+def card_state(index: int | None = None) -> tuple[int, int, int] | None:
+    """(total, free, held by torch's allocator) of the GPU, or None where there is none."""
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if index is None else index
+    free, total = torch.cuda.mem_get_info(index)
+    return total, free, torch.cuda.memory_reserved(index)
+
+
+def placement_budget(vram_bytes: int | None, card: tuple[int, int, int] | None) -> int:
+    """What the memory manager may place within, for a whole-process budget `vram_bytes` (None: what is
+    free) on a card in state `card` (None: no GPU here; a card of the budget's size with a typical
+    context on it): the allocator's cap (memory/cap.py) less the workspace."""
+    if card is None:
+        total = vram_bytes or NO_GPU_CARD_BYTES
+        card = (total, total - TYPICAL_CONTEXT_BYTES, 0)
+    return allocator_cap(*card, vram_bytes) - WORKSPACE_BYTES
+
+
 def make_manager(device: torch.device | Device, budget_gb: float | None, models, request,
                  ram_budget_gb: float | None = None) -> ModelManager:
-    """On a GPU (or a simulated device): its budget (given in GiB, or what is free) with room kept for
-    one step's activations at this size. Without a GPU every model stays on the CPU, and the budget has
-    nothing to limit."""
+    """On a GPU: the caching allocator capped to the budget (given in GiB, or what is free), the CUDA
+    context included, and a manager placing within the cap, with room kept for one step's activations
+    at this size. A budget too small for some stage of the run is refused here, before any stage, with
+    what to change. A simulated Device takes `budget_gb` as the placement budget. Without a GPU every
+    model stays on the CPU, and the budget has nothing to limit."""
+    budget = None if budget_gb is None else int(budget_gb * GiB)
     if not isinstance(device, Device):
         if torch.device(device).type != "cuda":
             return ModelManager("cpu")
         device = cuda_device(torch.device(device).index)
-    budget = automatic_budget(device) if budget_gb is None else int(budget_gb * GiB)
+        cap = cap_allocator(device.torch_device, budget)  # from here an allocation past the budget fails loudly
+        budget = cap - WORKSPACE_BYTES
     ram = None if ram_budget_gb is None else weight_ram_budget(int(ram_budget_gb * GiB))
     m = request.method
     terms = memory_terms(budget, m.resolution, m.window, transformer_width(models.transformer.config), ram)
+    sizes = {key: model_sizes(getattr(models, key)) for key in LABELS
+             if isinstance(getattr(models, key, None), torch.nn.Module)}
+    short = plan_stages(sizes, terms).short
+    if short:
+        raise BudgetError(refusal(terms, short, m.resolution, (budget_gb or 0) * GiB - terms.budget_bytes))
     return ModelManager(device, budget_bytes=terms.budget_bytes, reserve_bytes=terms.reserve_bytes,
                         ram_budget_bytes=terms.ram_bytes, prefetch=terms.prefetch,
                         work_bytes=untiled_decode_bytes(m.resolution))
@@ -210,12 +245,11 @@ def plan_stages(sizes: dict[str, ModelBytes], terms: MemoryTerms, host_held: int
         try:
             plans = plan_use([sizes[k] for k in keys], terms, 0, host_held)
         except BudgetError:
-            # Enough for the smaller models whole and the largest with its fixed part and full prefetch slots.
+            # The least that plans: the smaller models whole, the largest's fixed part and one slot.
             *smaller, key = keys
             model = sizes[key]
             block = max(model.block_bytes, default=0)
-            slots = min(terms.prefetch + 1, len(model.block_bytes))
-            need = terms.reserve_bytes + sum(sizes[k].total_bytes for k in smaller) + model.other_bytes + slots * block
+            need = terms.reserve_bytes + sum(sizes[k].total_bytes for k in smaller) + model.other_bytes + block
             out.short.append((need, key, model.other_bytes, block))
             continue
         for key, plan in zip(keys, plans):
@@ -224,10 +258,13 @@ def plan_stages(sizes: dict[str, ModelBytes], terms: MemoryTerms, host_held: int
     return out
 
 
-def refusal(terms: MemoryTerms, short: list[tuple[int, str, int, int]], resolution: int) -> str:
-    """The one sentence for a budget too small to plan: what it cannot run, and what to change."""
+def refusal(terms: MemoryTerms, short: list[tuple[int, str, int, int]], resolution: int, overhead: int = 0) -> str:
+    """The one sentence for a budget too small to plan: what it cannot run, and what to change.
+    `overhead`: what the whole-process budget holds beyond the placement budget (the CUDA context...)."""
     need, key, rest, block = max(short)
-    return (f"A VRAM budget of {size_text(terms.budget_bytes)} cannot run the {LABELS.get(key, key)}: it needs "
+    need += max(int(overhead), 0)
+    return (f"A VRAM budget of {size_text(terms.budget_bytes + max(int(overhead), 0))} cannot run the "
+            f"{LABELS.get(key, key)}: it needs "
             f"{size_text(rest)} on the GPU, slots to stream its blocks ({size_text(block)} each) and "
             f"{size_text(terms.reserve_bytes)} kept for activations at {resolution}; raise the VRAM budget to at "
             f"least {_gb(need)} GB, or lower the resolution.")
@@ -245,11 +282,14 @@ def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, 
              models_dir: str | None = None) -> RunPlan:
     if model_set not in MODEL_SETS or model_set == "tiny":
         raise ValueError(f"check plans a real model set: framepack or framepack-f1, not {model_set!r}.")
-    vram = int(vram_budget_gb * GiB) if vram_budget_gb else _free_vram()
+    card = card_state()
+    vram = int(vram_budget_gb * GiB) if vram_budget_gb else (card[1] if card else NO_GPU_CARD_BYTES)
     ram = int(ram_budget_gb * GiB) if ram_budget_gb else (default_ram_budget() or 16 * GiB)
     sizes = {key: model_bytes(key, model_set, fp8) for key in LABELS}
     width = transformer_width(_meta_model("transformer", model_set).config)
-    terms = memory_terms(vram, resolution, window, width, weight_ram_budget(ram))
+    # The manager's own budget for this request: the whole-process budget less the context and workspace.
+    placing = placement_budget(int(vram_budget_gb * GiB) if vram_budget_gb else None, card)
+    terms = memory_terms(placing, resolution, window, width, weight_ram_budget(ram))
     plan = RunPlan(model_set, vram, ram, resolution, seconds, fp8, terms.reserve_bytes)
     if terms.ram_bytes < 2 * STAGING_BYTES:
         plan.problems.append(
@@ -258,8 +298,10 @@ def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, 
     stages = plan_stages(sizes, terms)
     plan.models = [model_plan(key, sizes[key], stages.models[key]) for key in LABELS if key in stages.models]
     if stages.short:
-        plan.problems.insert(0, refusal(terms, stages.short, resolution))
-    plan.peak_vram_bytes = stages.peak_vram_bytes
+        plan.problems.insert(0, refusal(terms, stages.short, resolution, vram - placing))
+    # The whole process: the largest stage, and outside the allocator the CUDA context.
+    outside = card[0] - card[1] - card[2] if card else TYPICAL_CONTEXT_BYTES
+    plan.peak_vram_bytes = stages.peak_vram_bytes + outside
     t = plan.model("transformer")
     pinned = t.streamed_from_pinned if t else 0
     plan.peak_ram_bytes = PROCESS_BYTES + 2 * STAGING_BYTES + pinned
@@ -280,13 +322,6 @@ def _plan_notes(plan: RunPlan, ram: int, t: ModelPlan | None) -> None:
     plan.notes.append("The text encoder streams once per new prompt; a prompt seen before is read from the "
                       "prompt cache and never touches it; its blocks take pinned memory only if it runs twice "
                       "in one stage.")
-
-
-def _free_vram() -> int:
-    if torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        return free
-    return 6 * GiB  # no GPU here: plan for the smallest card the app supports
 
 
 def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:

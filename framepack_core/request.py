@@ -56,6 +56,7 @@ class MethodSettings:
     prompt_blend: int = 0  # sections over which the conditioning crosses over at each timed prompt change
     # LoRA files and their weights: ("path", 1.0) pairs, or "PATH[:WEIGHT]" text as the command line gives it.
     loras: tuple = ()
+    loop: bool = False  # the end frame is the start picture: the MP4 repeats without a cut (inverted only)
 
     def validated(self, model: str) -> MethodSettings:
         mode = self.mode or DEFAULT_MODES[model]
@@ -73,6 +74,10 @@ class MethodSettings:
         if self.variant not in SAMPLER_VARIANTS:
             raise ValueError(f"Sampler variant must be bh1 or bh2, not {self.variant!r}.")
         window = _integer("Window", self.window, 1, 33)
+        if not isinstance(self.loop, bool):
+            raise ValueError(f"The loop option must be true or false, not {self.loop!r}.")
+        if self.loop and mode != "inverted":
+            raise ValueError("A loop needs inverted sampling; forward (F1) sampling cannot aim at an end frame.")
         from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
 
         parse_prompt(self.prompt, self.seconds, window)
@@ -145,6 +150,9 @@ class Request:
     image: Picture | None
     model: str = "framepack"
     end_image: Picture | None = None
+    # Pictures the video passes through: (picture, seconds, weight) triples, or "PATH@SECONDS[:WEIGHT]" text
+    # (method/keyframes.py says which sections each conditions); inverted sampling only.
+    keyframes: tuple = ()
     image_name: str = ""  # where the picture came from, for records (set by validated())
     method: MethodSettings = field(default_factory=MethodSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
@@ -158,7 +166,7 @@ class Request:
         """
         for name in DERIVED:
             values.pop(name, None)  # what settings() adds for records; recomputed from the rest
-        top = {name: values.pop(name) for name in ("image", "model", "end_image", "image_name") if name in values}
+        top = {name: values.pop(name) for name in ("image", "model", "end_image", "keyframes", "image_name") if name in values}
         parts = {}
         for part, kind in _PARTS.items():
             names = {f.name for f in fields(kind)}
@@ -174,36 +182,79 @@ class Request:
         method = self.method.validated(self.model)
         if self.end_image is not None and method.mode != "inverted":
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
+        if self.end_image is not None and method.loop:
+            raise ValueError("A loop ends on its start picture; leave out the end picture.")
+        keyframes = _keyframes(self.keyframes, method, self.end_image is not None)
         output, speed = self.output.validated(), self.speed.validated()
         # Pictures are opened once, here, so that a broken file is refused before any work starts.
         image = _open_picture("picture", self.image)
         end_image = None if self.end_image is None else _open_picture("end frame", self.end_image)
         name = self.image_name or (Path(self.image).name if isinstance(self.image, (str, Path)) else "<picture>")
         return replace(self, image=image, end_image=end_image, image_name=name, method=method, output=output,
-                       speed=speed)
+                       speed=speed, keyframes=keyframes)
 
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
         and what `from_fields` takes back (pictures by name only)."""
         out = {"model": self.model} | asdict(self.method) | {"crf": self.output.crf} | asdict(self.speed)
-        return out | {"end_image": self.end_image is not None} | _derived(self.method)
+        keyframes = [{"seconds": seconds, "weight": weight} for _, seconds, weight in self.keyframes]
+        return out | {"end_image": self.end_image is not None, "keyframes": keyframes} | _derived(self.method, self.keyframes)
 
 
 # Settings that records keep but that follow from the others: the prompt's spans, the LoRA files' hashes.
-DERIVED = ("prompt_spans", "lora_files")
+DERIVED = ("prompt_spans", "lora_files", "keyframe_sections")
 
 
-def _derived(method: MethodSettings) -> dict:
+def _derived(method: MethodSettings, keyframes: tuple = ()) -> dict:
+    from .method.keyframes import Keyframe, keyframe_timeline
     from .method.prompts import parse_prompt, timeline
+    from .method.schedule import section_count
     from .models.lora_files import file_sha256
 
     try:
         spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))
         files = [{"name": Path(path).name, "sha256": file_sha256(Path(path)), "weight": weight}
                  for path, weight in method.loras]
+        sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
+                                     section_count(method.seconds, method.window), method.window)
     except (ValueError, OSError, TypeError):  # a request not validated yet
         return {}
-    return {"prompt_spans": spans, "lora_files": files}
+    return {"prompt_spans": spans, "lora_files": files, "keyframe_sections": sections}
+
+
+def _keyframes(keyframes, method: MethodSettings, end_frame: bool) -> tuple:
+    """(opened picture, seconds, weight) triples, sorted by time and checked (method/keyframes.py)."""
+    from .method.keyframes import Keyframe, check_keyframes
+    from .method.schedule import section_count
+
+    out = []
+    for item in keyframes or ():
+        if isinstance(item, dict):
+            item = (item.get("picture"), item.get("seconds"), item.get("weight", 1.0))
+        elif isinstance(item, (str, Path)):
+            item = _keyframe_text(str(item))
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"A keyframe is a picture, a time and an optional weight, not {item!r}.")
+        picture, seconds, weight = (*item, 1.0)[:3]
+        _number("A keyframe's time", seconds, 0, MAX_SECONDS)
+        _number("A keyframe's weight", weight, 0, 1, low_open=True)
+        out.append((picture, float(seconds), float(weight)))
+    out.sort(key=lambda k: k[1])
+    check_keyframes([Keyframe(s, w) for _, s, w in out], section_count(method.seconds, method.window), method.window,
+                    end_frame or method.loop, method.mode)
+    return tuple((_open_picture(f"keyframe at {s:g} s", p), s, w) for p, s, w in out)
+
+
+def _keyframe_text(text: str) -> tuple:
+    """"PATH@SECONDS[:WEIGHT]" as the command line's --keyframe gives it."""
+    path, sep, when = text.rpartition("@")
+    seconds, _, weight = when.partition(":")
+    try:
+        if not sep or not path:
+            raise ValueError
+        return path, float(seconds), float(weight) if weight.strip() else 1.0
+    except ValueError:
+        raise ValueError(f"A keyframe is PATH@SECONDS or PATH@SECONDS:WEIGHT, not {text!r}.") from None
 
 
 def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
@@ -239,7 +290,7 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
 # modes, which validate as storage/off). A remake requests these, not the settings' "auto", an FP8
 # request that an earlier run's weights overrode, or `fast` that the GPU could not run.
 USED = {"attention_used": "attention", "vae_tiling_used": "vae_tiling", "fp8_used": "fp8"}
-_RECORD_ONLY = ("app", "end_image")
+_RECORD_ONLY = ("app", "end_image", "keyframes")  # pictures: the run's files, by name
 
 
 def remake_fields(recorded: dict) -> dict:

@@ -78,6 +78,9 @@ class Run:
             if request.end_image is not None:
                 height, width = pixels.shape[:2]
                 Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
+            for number, (picture, _, _) in enumerate(request.keyframes, 1):
+                height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
+                Image.fromarray(resize_and_center_crop(picture, width, height)).save(files.keyframe(number))
             files.write_record(run.record())
         return run
 
@@ -138,6 +141,7 @@ class Run:
         record = {"app": APP, "created": self.created, "model": request.model, "input": files.picture.name,
                   "input_name": request.image_name,
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
+                  "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
                   "video": files.video.name, "settings": request.settings(), "status": "running"}
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()

@@ -2,6 +2,7 @@
 
     NAME.png              the picture as the model saw it (cropped to its bucket)
     NAME.end.png          the end frame, if any
+    NAME.key1.png ...     the keyframes, if any, in time order (cropped like the end frame)
     NAME.mp4              the video, replaced only when the run ends
     NAME.in-progress.mp4  the video so far, while the run goes
     NAME.json             the record: settings and status (running, finished, stopped, failed)
@@ -39,6 +40,10 @@ class RunFiles:
     @property
     def end_picture(self) -> Path:
         return self.folder / f"{self.name}.end.png"
+
+    def keyframe(self, number: int) -> Path:
+        """The picture of keyframe `number` (1 = the earliest)."""
+        return self.folder / f"{self.name}.key{number}.png"
 
     @property
     def video(self) -> Path:

@@ -40,7 +40,10 @@ def start_over(files: RunFiles, fields: Callable[[dict], dict]):
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to make it again.")
     end = files.end_picture if record.get("end_frame") else None
-    request = Request.from_fields(image=files.picture, end_image=end, path=files.video, **fields(settings))
+    keyframes = [(files.keyframe(number), key["seconds"], key["weight"])
+                 for number, key in enumerate(settings.get("keyframes") or (), 1)]
+    request = Request.from_fields(image=files.picture, end_image=end, keyframes=keyframes, path=files.video,
+                                  **fields(settings))
     return request.validated(), files
 
 

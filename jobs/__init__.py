@@ -1,6 +1,7 @@
 """The persistent job queue and the executors that work through it.
 
     store.py      JobStore: the queue in SQLite in the outputs folder, the single source of truth
+    leases.py     who runs a job, for how long: leases renewed by their runner, not pids
     intake.py     jobs from forms, flags, JSON Lines / CSV files and folders (validated, pictures copied)
     running.py    one job through the one run path (Request.from_fields -> Run.start -> run.execute)
     executor.py   work through the queue in this process

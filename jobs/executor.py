@@ -12,16 +12,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .leases import LeaseKeeper
 from .running import JobResult, claim_run_name, run_job
 from .store import Job, JobStore, this_owner
 
 
-def apply_result(store: JobStore, job: Job, result: JobResult) -> None:
-    """A job's outcome into the queue (only the process that owns the queue calls this)."""
+def apply_result(store: JobStore, job: Job, result: JobResult, owner: str | None = None) -> None:
+    """A job's outcome into the queue, by the holder of its lease (a lost lease writes nothing)."""
     if result.status == "interrupted":
-        store.requeue(job.id, result.message)
+        store.requeue(job.id, result.message, owner)
     else:
-        store.finish(job.id, result.status, result.message, result.video)
+        store.finish(job.id, result.status, result.message, result.video, owner)
 
 
 def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
@@ -47,6 +48,7 @@ class LocalExecutor:
         self.on_job = on_job or (lambda job: None)
         self.interrupt = threading.Event()  # Ctrl+C: stop after the current step; the job resumes next time
         self.owner = this_owner()
+        self.leases = LeaseKeeper(lambda job_id: self.store.renew(job_id, self.owner))
         self.report_every = 0.25  # seconds between progress writes (and cancel reads) within a section
 
     @property
@@ -75,10 +77,13 @@ class LocalExecutor:
         job = self.store.claim(self.owner)
         if job is None:
             return None
-        self.on_job(job)
-        self.store.set_worker(job.id, f"pid {os.getpid()}")
-        result = self.execute(job)
-        apply_result(self.store, job, result)
+        self.leases.hold(job.id)
+        try:
+            self.on_job(job)
+            self.store.set_worker(job.id, f"pid {os.getpid()}")
+            apply_result(self.store, job, self.execute(job), self.owner)
+        finally:
+            self.leases.release(job.id)
         return job
 
     def execute(self, job: Job) -> JobResult:
@@ -91,10 +96,12 @@ class LocalExecutor:
                 if now - last[0] < self.report_every and sections == last[1]:
                     return False  # a few writes a second at most (and every finished section); cancel read with them
                 last[:] = [now, sections]
-                return self.store.report(job.id, fraction, sections)
+                return self.store.report(job.id, fraction, sections, self.owner)
 
+            # A lost lease (this process was frozen past it, and the job given away) stops the run as
+            # Ctrl+C would, and its outcome is not written.
             return run_job(job.settings, name, Path(self.store.outputs), self._execute or self._here,
-                           lambda event: self.on_event(job, event), on_progress, self.interrupt.is_set,
-                           resuming=resuming)
+                           lambda event: self.on_event(job, event), on_progress,
+                           lambda: self.interrupt.is_set() or self.leases.lost(job.id), resuming=resuming)
         except Exception as error:  # noqa: BLE001 - one job's failure must not end the queue
             return JobResult("failed", f"{type(error).__name__}: {error}")

@@ -52,11 +52,15 @@ def job_settings(outputs: Path, values: dict, base: Path | None = None) -> tuple
             values.pop(name, None)
     if "image" not in values:
         raise ValueError("Please give a picture (image).")
+    if base is not None and values.get("keyframes"):
+        values["keyframes"] = [_keyframe_under(base, key) for key in values["keyframes"]]
     request = Request.from_fields(**values).validated()
     settings = request.settings()
     settings["image"] = _keep_picture(outputs, request.image)
     settings["end_image"] = _keep_picture(outputs, request.end_image) if request.end_image is not None else None
     settings["image_name"] = request.image_name
+    settings["keyframes"] = [{"picture": _keep_picture(outputs, picture), "seconds": seconds, "weight": weight}
+                             for picture, seconds, weight in request.keyframes]
     return settings, request.image_name
 
 
@@ -68,6 +72,7 @@ def job_request(settings: dict, outputs: Path, **overrides) -> Request:
             values[name] = str(Path(outputs) / values[name])
         else:
             values.pop(name, None)
+    values["keyframes"] = [key | {"picture": str(Path(outputs) / key["picture"])} for key in values.get("keyframes") or ()]
     return Request.from_fields(**values)
 
 
@@ -145,6 +150,8 @@ def export_jobs(store: JobStore, ids: list[int] | None = None) -> list[dict]:
             for name in ("image", "end_image"):
                 if settings.get(name):
                     settings[name] = str((store.outputs / settings[name]).resolve())
+            settings["keyframes"] = [key | {"picture": str((store.outputs / key["picture"]).resolve())}
+                                     for key in settings.get("keyframes") or ()]
             out.append(settings)
     return out
 
@@ -158,9 +165,19 @@ def _keep_picture(outputs: Path, picture) -> str:
     return f"{INPUTS}/{name}"
 
 
+def _keyframe_under(base: Path, key):
+    """A keyframe's "PATH@SECONDS[:WEIGHT]" with a relative PATH taken from `base`."""
+    if not isinstance(key, str) or "@" not in key:
+        return key
+    path, _, when = key.rpartition("@")
+    return f"{base / path if not Path(path).is_absolute() else path}@{when}"
+
+
 def _cell(name: str, value: str):
     if name in _TEXT:
         return value
+    if name == "keyframes" and not value.lstrip().startswith("["):  # "a.png@1.2; b.png@3:0.5"
+        return [key.strip() for key in value.split(";") if key.strip()]
     try:
         return json.loads(value)
     except json.JSONDecodeError:

@@ -8,23 +8,84 @@ workers report progress when asked and return each job's result.
 Across machines the outputs folder must be the same path on every node (shared storage, e.g.
 NFS), as must the app's code; see README. A worker that dies mid-job (its process killed, its
 node lost) is replaced, and the job goes back to the queue and resumes from its last finished
-section on whichever worker takes it next.
+section on whichever worker takes it next. The head holds each running job's lease (jobs/leases.py)
+and renews it; if the head itself dies, the leases run out and the jobs go back to the queue.
+
+Connecting says what went wrong in one line (RayUnavailable) and never waits long: an address is
+knocked on before Ray is asked to join it (Ray itself retries a dead address for minutes).
 
 Imported only for `--ray`: nothing else in the app imports ray.
 """
 from __future__ import annotations
 
 import os
+import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
 
+from framepack_core.events import Preview
+
 from .executor import apply_result, prepare
+from .leases import LeaseKeeper
 from .running import JobResult, run_job
 from .store import JobStore, this_owner
 
 REPO = str(Path(__file__).resolve().parent.parent)  # the workers import the app from the same place
+KNOCK_SECONDS = 5.0  # an address that accepts no connection in this long has no Ray cluster
+START_SECONDS = 20.0  # ray.init that neither connects nor fails in this long is given up
+
+
+class RayUnavailable(RuntimeError):
+    """Ray could not be started or reached; the message is one sentence for the user."""
+
+
+def connect(address: str | None, say: Callable[[str], None]) -> bool:
+    """Join or start the cluster `--ray` names: "local" (a new one here), "auto" (the one running here,
+    or RAY_ADDRESS) or HOST:PORT / ray://HOST:PORT. Whether this process started Ray (and so stops it)."""
+    if ray.is_initialized():
+        return False  # tests (and embedding programs) start their own cluster
+    target = None if address in (None, "local") else address
+    if target is None and os.environ.get("RAY_ADDRESS"):
+        # ray.init() would join RAY_ADDRESS instead of starting the local cluster that plain --ray promises.
+        say(f"note: RAY_ADDRESS={os.environ.pop('RAY_ADDRESS')} ignored: --ray alone starts a local cluster "
+            "(--ray auto joins the one RAY_ADDRESS names)")
+    if target not in (None, "auto"):
+        knock(target)
+    outcome: dict = {}
+
+    def start() -> None:
+        try:
+            ray.init(address=target, **init_options())
+            outcome["ok"] = True
+        except Exception as error:  # noqa: BLE001 - whatever Ray raises becomes the one line below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=start, name="framepack-ray-start", daemon=True)
+    thread.start()
+    thread.join(START_SECONDS)
+    where = "a local Ray cluster" if target is None else f"Ray at {target}"
+    if thread.is_alive():
+        raise RayUnavailable(f"{where} did not answer within {START_SECONDS:.0f} s.")
+    if "error" in outcome:
+        lines = str(outcome["error"]).strip().splitlines() or [type(outcome["error"]).__name__]
+        raise RayUnavailable(f"{where} could not be used: {lines[0]}")
+    return True
+
+
+def knock(address: str) -> None:
+    """Raise RayUnavailable unless something accepts a connection at HOST:PORT (or ray://HOST:PORT)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"--ray {address}: give HOST:PORT (e.g. 10.0.0.5:6379), auto, or nothing for a local cluster.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=KNOCK_SECONDS).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RayUnavailable(f"No Ray cluster answers at {address} ({reason.lower()}); is `ray start --head` "
+                             "running there, and is the port open?") from None
 
 
 def init_options() -> dict:
@@ -46,6 +107,7 @@ class JobWorker:
 
         self.session = Session(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
         self._progress = (0.0, 0)
+        self._events: list = []  # since the head last asked (previews left out: pictures are large)
         self._cancel = threading.Event()  # the user cancelled the job: it ends as stopped
         self._interrupt = threading.Event()  # the queue is stopping: the job goes back to the queue
 
@@ -59,18 +121,25 @@ class JobWorker:
         self._cancel.clear()
         self._interrupt.clear()
         self._progress = (0.0, 0)
+        self._events = []
+
+        def keep(event) -> None:
+            if not isinstance(event, Preview):
+                self._events.append(event)
 
         def on_progress(fraction: float, sections: int) -> bool:
             self._progress = (fraction, sections)
             return self._cancel.is_set()
 
         result = run_job(settings, run_name, Path(outputs), lambda run, emit: run.execute(self.session, emit),
-                         lambda event: None, on_progress,
+                         keep, on_progress,
                          self._interrupt.is_set, resuming=resuming)
         return result.as_dict()
 
-    def progress(self) -> tuple[float, int]:
-        return self._progress
+    def progress(self) -> tuple[float, int, list]:
+        """(fraction, sections done, the events since the last call)."""
+        events, self._events = self._events, []
+        return (*self._progress, events)
 
     def stop(self, cancel: bool) -> None:
         (self._cancel if cancel else self._interrupt).set()
@@ -78,7 +147,11 @@ class JobWorker:
 
 class RayExecutor:
     def __init__(self, store: JobStore, address: str | None = "local", cpu_workers: int = 1,
-                 models_dir: str | None = None, vram_budget_gb: float | None = None, poll: float = 0.5):
+                 models_dir: str | None = None, vram_budget_gb: float | None = None, poll: float = 0.5,
+                 on_event: Callable | None = None, on_job: Callable | None = None,
+                 say: Callable[[str], None] | None = None):
+        """`on_event(job, event)` and `on_job(job)` as for LocalExecutor (events come with each poll,
+        previews left out); `say(line)` for notices about connecting."""
         self.store = store
         self.address = address
         self.cpu_workers = cpu_workers
@@ -86,21 +159,19 @@ class RayExecutor:
         self.poll = poll
         self.interrupt = threading.Event()
         self.owner = this_owner()
+        self.leases = LeaseKeeper(lambda job_id: self.store.renew(job_id, self.owner))
+        self.on_event = on_event or (lambda job, event: None)
+        self.on_job = on_job or (lambda job: None)
+        self.say = say or (lambda line: None)
         self.started_ray = False
         self.actor_class = None
-
-    def _connect(self) -> None:
-        if ray.is_initialized():
-            return  # tests (and embedding programs) start their own cluster
-        address = None if self.address in (None, "local") else self.address
-        ray.init(address=address, **init_options())
-        self.started_ray = True
 
     def _new_worker(self):
         return self.actor_class.remote(**self.options)
 
     def run_until_empty(self) -> int:
-        self._connect()
+        """Raises RayUnavailable (one line) when the cluster cannot be reached or started."""
+        self.started_ray = connect(self.address, self.say)
         try:
             return self._work()
         finally:
@@ -123,6 +194,8 @@ class RayExecutor:
                 if job is None:
                     break
                 worker = free.pop()
+                self.leases.hold(job.id)
+                self.on_job(job)
                 name, resuming = prepare(self.store, job)
                 try:
                     self.store.set_worker(job.id, ray.get(worker.where.remote(), timeout=120))
@@ -140,12 +213,15 @@ class RayExecutor:
                 except ray.exceptions.RayActorError:
                     # The worker died mid-job: the job goes back to the queue (resuming from its last
                     # section) and a fresh worker takes the dead one's place.
-                    self.store.requeue(job.id, "worker lost; resumes")
+                    self.store.requeue(job.id, "worker lost; resumes", self.owner)
+                    self.leases.release(job.id)
                     free.append(self._new_worker())
                     continue
                 except ray.exceptions.RayError as error:
                     result = JobResult("failed", str(error).splitlines()[0])
-                apply_result(self.store, job, result)
+                self._drain(worker, job)
+                apply_result(self.store, job, result, self.owner)
+                self.leases.release(job.id)
                 done += result.status == "finished"
                 free.append(worker)
             self._watch(running)
@@ -154,12 +230,21 @@ class RayExecutor:
         """Progress of each running job into the queue; a cancel (from the page or another process) or
         Ctrl+C passed on to its worker."""
         for worker, job in running.values():
-            try:
-                fraction, sections = ray.get(worker.progress.remote(), timeout=5)
-            except (ray.exceptions.RayError, TimeoutError):
+            progress = self._drain(worker, job)
+            if progress is None:
                 continue  # a dead worker shows as its result's error
-            if self.store.report(job.id, fraction, sections):
+            if self.store.report(job.id, *progress, self.owner):
                 worker.stop.remote(True)
-            elif self.interrupt.is_set():
-                worker.stop.remote(False)
+            elif self.interrupt.is_set() or self.leases.lost(job.id):
+                worker.stop.remote(False)  # a lost lease: the job was given to another runner
+
+    def _drain(self, worker, job) -> tuple[float, int] | None:
+        """The worker's progress, its events since the last call passed to on_event."""
+        try:
+            fraction, sections, events = ray.get(worker.progress.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError):
+            return None
+        for event in events:
+            self.on_event(job, event)
+        return fraction, sections
 

@@ -5,19 +5,23 @@ A job row holds the whole request as flat settings (Request.settings() names, pi
 of copies kept under the outputs folder), its place in the queue, its status and progress, and
 the name of the run it writes (claimed once, so a retry or a resume writes the same files).
 
-Statuses: queued -> running -> finished | stopped | failed; a running job whose process died goes
-back to queued (`recover`), as does one interrupted by Ctrl+C.
+Statuses: queued -> running -> finished | stopped | failed; a running job whose lease ran out (its
+process died, froze or lost its machine; see jobs/leases.py) goes back to queued, as does one
+interrupted by Ctrl+C. Claiming is one SQLite transaction, so two processes never take one job.
+
+Nothing is written to disk until the first job is added: a refused `queue add` leaves no folder.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from .leases import LEASE_SECONDS, gone_here, owner_id
 
 DB_NAME = "queue.sqlite3"
 STATUSES = ("queued", "running", "finished", "stopped", "failed")
@@ -35,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     sections_done INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
     video TEXT,                      -- the finished video's file name
-    owner TEXT,                      -- host:pid of the process running it (the Ray head for Ray jobs)
+    owner TEXT,                      -- the lease's holder, host:pid:start (the Ray head for Ray jobs)
+    lease_until REAL,                -- the lease's end unless renewed (time.time())
     worker TEXT NOT NULL DEFAULT '', -- where it runs: this process, or a Ray worker's pid and node
     attempts INTEGER NOT NULL DEFAULT 0,   -- times it was started (a resume counts)
     finishes INTEGER NOT NULL DEFAULT 0,   -- times it ran to its end: 1 at most, unless retried by hand
@@ -59,6 +64,7 @@ class Job:
     message: str
     video: str | None
     owner: str | None
+    lease_until: float | None
     worker: str
     attempts: int
     finishes: int
@@ -73,32 +79,44 @@ class Job:
 
 
 def this_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return owner_id()
 
 
 class JobStore:
     def __init__(self, outputs: str | os.PathLike):
         self.outputs = Path(outputs)
-        self.outputs.mkdir(parents=True, exist_ok=True)
         self.path = self.outputs / DB_NAME
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        self._ready = False
 
     @contextmanager
-    def _connect(self):
+    def _connect(self, create: bool = False):
         # One short connection per operation: safe from any thread, and no lock held between calls.
+        if not self._ready and not self.path.exists():
+            if not create:  # nothing queued yet: read an empty queue, write nothing
+                db = sqlite3.connect(":memory:")
+                db.row_factory = sqlite3.Row
+                db.executescript(_SCHEMA)
+                try:
+                    yield db
+                finally:
+                    db.close()
+                return
+            self.outputs.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers (other tabs, `queue list`) never block the runner
             db.execute("PRAGMA synchronous=NORMAL")
+            if not self._ready:
+                _create_or_upgrade(db)
+                self._ready = True
             yield db
         finally:
             db.close()
 
     @contextmanager
     def _transaction(self):
-        with self._connect() as db:
+        with self._connect(create=True) as db:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
             try:
                 yield db
@@ -170,15 +188,25 @@ class JobStore:
             return db.execute("DELETE FROM jobs WHERE status = 'finished'").rowcount
 
     # --- running -------------------------------------------------------------------------------------------
-    def claim(self, owner: str | None = None) -> Job | None:
-        """The first queued job, marked running for `owner`, atomically (two runners never share one)."""
+    def claim(self, owner: str | None = None, lease: float = LEASE_SECONDS) -> Job | None:
+        """The first queued job, leased to `owner` for `lease` seconds, atomically: expired leases are
+        taken back and the job marked in one transaction, so two runners never share one."""
         with self._transaction() as db:
+            now = time.time()
+            _take_back_expired(db, now)
             row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1").fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET status = 'running', owner = ?, attempts = attempts + 1, cancel = 0, "
-                       "message = '', updated = ? WHERE id = ?", (owner or this_owner(), time.time(), row["id"]))
+            db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
+                       "cancel = 0, message = '', updated = ? WHERE id = ?",
+                       (owner or this_owner(), now + lease, now, row["id"]))
         return self.get(row["id"])
+
+    def renew(self, job_id: int, owner: str, lease: float = LEASE_SECONDS) -> bool:
+        """Extend `owner`'s lease on a running job; False when it holds it no more (taken back, given away)."""
+        with self._transaction() as db:
+            return db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND status = 'running'",
+                              (time.time() + lease, job_id, owner)).rowcount == 1
 
     def set_run_name(self, job_id: int, name: str) -> None:
         self._update(job_id, run_name=name)
@@ -186,11 +214,12 @@ class JobStore:
     def set_worker(self, job_id: int, worker: str) -> None:
         self._update(job_id, worker=worker)
 
-    def report(self, job_id: int, progress: float, sections_done: int) -> bool:
-        """Progress of a running job; answers whether someone asked it to stop."""
-        with self._connect() as db:
-            db.execute("UPDATE jobs SET progress = ?, sections_done = ?, updated = ? WHERE id = ?",
-                       (progress, sections_done, time.time(), job_id))
+    def report(self, job_id: int, progress: float, sections_done: int, owner: str | None = None) -> bool:
+        """Progress of a running job (by its lease's holder, when `owner` is given); answers whether
+        someone asked it to stop."""
+        with self._connect(create=True) as db:
+            db.execute("UPDATE jobs SET progress = ?, sections_done = ?, updated = ? WHERE id = ?"
+                       + _HELD, (progress, sections_done, time.time(), job_id, owner, owner))
             return bool(db.execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
     def cancel_requested(self, job_id: int) -> bool:
@@ -198,35 +227,29 @@ class JobStore:
             row = db.execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
-    def finish(self, job_id: int, status: str, message: str = "", video: str | None = None) -> None:
+    def finish(self, job_id: int, status: str, message: str = "", video: str | None = None,
+               owner: str | None = None) -> bool:
+        """The job's end. With `owner`, only while that owner holds its lease (else nothing changes: the
+        job was given to another runner, whose result counts); whether it was written."""
         assert status in DONE
         finished = ", progress = 1, finishes = finishes + 1" if status == "finished" else ""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET status = ?, message = ?, video = ?, owner = NULL, cancel = 0, updated = ?"
-                       + finished + " WHERE id = ?",
-                       (status, message, video, time.time(), job_id))
+            return db.execute("UPDATE jobs SET status = ?, message = ?, video = ?, owner = NULL, lease_until = NULL, "
+                              "cancel = 0, updated = ?" + finished + " WHERE id = ?" + _HELD,
+                              (status, message, video, time.time(), job_id, owner, owner)).rowcount == 1
 
-    def requeue(self, job_id: int, message: str = "") -> None:
+    def requeue(self, job_id: int, message: str = "", owner: str | None = None) -> bool:
         """Back to the queue, keeping its run name: the next attempt resumes into the same files."""
-        self._update(job_id, status="queued", owner=None, cancel=0, message=message)
-
-    def recover(self, alive=None) -> list[int]:
-        """Running jobs whose process is gone (killed, crashed, power cut) go back to the queue.
-
-        Only jobs owned by this machine are judged (a pid means nothing on another host); `alive(owner)`
-        may be given to judge others (the Ray head knows its own workers).
-        """
-        host = socket.gethostname()
-        alive = alive or _process_alive_here
-        back = []
         with self._transaction() as db:
-            for row in db.execute("SELECT id, owner FROM jobs WHERE status = 'running'").fetchall():
-                owner = row["owner"] or ""
-                if owner.rpartition(":")[0] == host and not alive(owner):
-                    db.execute("UPDATE jobs SET status = 'queued', owner = NULL, cancel = 0, "
-                               "message = 'interrupted; resumes', updated = ? WHERE id = ?", (time.time(), row["id"]))
-                    back.append(row["id"])
-        return back
+            return db.execute("UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL, cancel = 0, "
+                              "message = ?, updated = ? WHERE id = ?" + _HELD,
+                              (message, time.time(), job_id, owner, owner)).rowcount == 1
+
+    def recover(self) -> list[int]:
+        """Running jobs whose lease ran out, or whose owner on this machine is gone (killed, crashed),
+        go back to the queue; their ids. `claim` does this too, in its own transaction."""
+        with self._transaction() as db:
+            return _take_back_expired(db, time.time())
 
     def _update(self, job_id: int, **values) -> None:
         names = ", ".join(f"{name} = ?" for name in values)
@@ -234,22 +257,29 @@ class JobStore:
             db.execute(f"UPDATE jobs SET {names}, updated = ? WHERE id = ?", (*values.values(), time.time(), job_id))
 
 
-def _process_alive_here(owner: str) -> bool:
-    pid = int(owner.rpartition(":")[2] or 0)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is as dead as can be.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+# With `owner` given, a write happens only while that owner holds the job's lease.
+_HELD = " AND (? IS NULL OR owner = ?)"
+
+
+def _take_back_expired(db: sqlite3.Connection, now: float) -> list[int]:
+    back = []
+    for row in db.execute("SELECT id, owner, lease_until FROM jobs WHERE status = 'running'").fetchall():
+        if (row["lease_until"] or 0) < now or gone_here(row["owner"]):
+            db.execute("UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL, cancel = 0, "
+                       "message = 'interrupted; resumes', updated = ? WHERE id = ?", (now, row["id"]))
+            back.append(row["id"])
+    return back
+
+
+def _create_or_upgrade(db: sqlite3.Connection) -> None:
+    """The table, or the lease column added to a queue made before leases (its running jobs, which
+    hold no lease, go back to the queue on the next claim)."""
+    db.executescript(_SCHEMA)
+    if "lease_until" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        try:
+            db.execute("ALTER TABLE jobs ADD COLUMN lease_until REAL")
+        except sqlite3.OperationalError:
+            pass  # another process added it just now
 
 
 def _job(row: sqlite3.Row) -> Job:

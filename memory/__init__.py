@@ -10,6 +10,7 @@ placement.py  one model on a device: fixed part + resident blocks + a streamer f
 manager.py    whole models in and out of the device under one budget
 host.py       freed host heap back to the OS, so the process stays flat
 ram.py        the RAM budget: its default and its share for weights
+cap.py        the VRAM budget as a hard cap on the process (the caching allocator capped), its configuration
 """
 from .budget import (
     BlockPlan,
@@ -25,6 +26,7 @@ from .budget import (
     plan_blocks,
     size_text,
 )
+from .cap import allocator_cap, cap_allocator, configure_allocator
 from .gates import BlockGates, GateHandle
 from .mapped import MappedFile, bind_mapped, is_mapped, map_folder, write_safetensors
 from .device import CudaDevice, Device, PinError, SimulatedDevice, cuda_device
@@ -44,5 +46,7 @@ __all__ = [
     "cuda_device", "default_device", "find_block_lists", "model_sizes", "plan_blocks", "release_free_host_memory",
     "size_text", "BlockGates", "GateHandle", "MappedFile", "bind_mapped", "is_mapped", "map_folder",
     "write_safetensors", "PROCESS_BYTES", "available_ram_bytes", "default_ram_budget", "weight_ram_budget", "TierPlan", "plan_tiers", "plan_pinning",
-    "MemoryTerms", "ModelBytes", "plan_use",
+    "MemoryTerms", "ModelBytes", "plan_use", "allocator_cap", "cap_allocator", "configure_allocator",
 ]
+
+configure_allocator()  # before anything initialises CUDA: the allocator reads its configuration once

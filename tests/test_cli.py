@@ -29,7 +29,53 @@ def test_generate_tiny(tiny_models, picture, tmp_path, seconds, frames, sections
     meta, decoded = mp4_info(out)
     assert decoded.shape == (frames, summary["height"], summary["width"], 3)
     assert meta["codec"] == "h264" and meta["fps"] == 30 and meta["pix_fmt"].startswith("yuv420p")
-    assert "section 1/" in result.stderr  # a progress bar per section on stderr
+    # Not a terminal: one plain line per section's sampling, no carriage returns.
+    bars = [line for line in result.stderr.splitlines() if " steps in " in line]
+    assert bars == [f"section {i}/{sections}: 25 steps in " + bars[i - 1].split(" steps in ")[1]
+                    for i in range(1, sections + 1)]
+    assert "\r" not in result.stderr
+
+
+def test_generate_on_a_terminal_draws_one_bar_per_section(tiny_models, picture, tmp_path):
+    """stderr on a pseudo-terminal: each section's bar is drawn on one line and redrawn in place
+    (carriage returns) at every step, never a new line per step."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a width
+    proc = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                             "--seconds", "2", "--steps", "4", "--image", str(picture), "--prompt", "p",
+                             "--output", str(tmp_path / "o.mp4")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=follower)
+    os.close(follower)
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the process closed its end
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert proc.wait(timeout=300) == 0
+    reader.join(timeout=30)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    bars = [line for line in text.split("\n") if "section " in line and "|" in line]
+    assert len(bars) == 2, text
+    for index, line in enumerate(bars, start=1):
+        drawn = [part for part in line.split("\r") if part.strip()]
+        assert all(part.startswith(f"section {index}/2") for part in drawn)
+        assert len(drawn) >= 2 and "4/4" in drawn[-1]  # redrawn in place, ending full
 
 
 @pytest.mark.parametrize("args,message", [

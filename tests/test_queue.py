@@ -1,5 +1,6 @@
 """The job queue without models: the store's rules, intake from forms and files, the page's handlers."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,19 +41,84 @@ def test_claim_order_move_cancel_retry_delete_clear(tmp_path, picture):
     assert [j.id for j in store.jobs()] == [a]
 
 
-def test_a_dead_owner_gives_its_job_back_and_a_live_one_keeps_it(tmp_path, picture):
+def test_a_dead_owner_here_gives_its_job_back_at_once_and_a_live_one_keeps_it(tmp_path, picture):
+    """On this machine a gone owner is recognised before its lease ends: a dead pid, or a live pid that
+    now belongs to another process (reused: the start time differs), which no pid check can tell."""
+    import os
     import socket
 
+    from jobs.leases import owner_id
+
     store = JobStore(tmp_path)
-    dead, live = job(store, picture), job(store, picture)
+    dead, reused, live = job(store, picture), job(store, picture), job(store, picture)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    host = socket.gethostname()
-    store.claim(f"{host}:{proc.pid}")
-    store.claim(f"{host}:{__import__('os').getpid()}")
-    assert store.recover() == [dead]
-    assert store.get(dead).status == "queued" and store.get(live).status == "running"
-    assert store.claim("x:1").attempts == 2  # the next attempt is counted
+    owners = {dead: owner_id(proc.pid), live: owner_id(),
+              reused: f"{socket.gethostname()}:{os.getppid()}:12345.00"}  # the pid runs, but not that process
+    for _ in owners:
+        store.claim("me:1:1")
+    with store._transaction() as db:  # as if each had claimed its job (a claim itself takes dead ones back)
+        db.executemany("UPDATE jobs SET owner = ? WHERE id = ?", [(o, i) for i, o in owners.items()])
+    assert store.recover() == [dead, reused]
+    assert [j.status for j in store.jobs()] == ["queued", "queued", "running"]
+    assert store.claim("x:1:1").attempts == 2  # the next attempt is counted
+
+
+def test_a_lease_run_out_on_another_host_goes_back_and_is_run(tmp_path, picture, tiny_models):
+    """Another machine's job is left alone while its lease holds, whatever its pid means here; once
+    the lease has run out, any runner takes the job back and runs it to its video."""
+    from helpers import fixed_session
+
+    from jobs.executor import LocalExecutor
+
+    store = JobStore(tmp_path)
+    held, expired = job(store, picture, seed=1, steps=1), job(store, picture, seed=2, steps=1)
+    store.claim("another-host:1:1.00", lease=3600)  # pid 1 runs here too: meaningless for another host
+    store.claim("another-host:2:1.00", lease=-1.0)  # its owner stopped renewing: the lease ran out
+    assert store.get(held).lease_until > store.get(held).updated
+    executor = LocalExecutor(store, fixed_session(tiny_models))
+    assert executor.run_until_empty() == 1
+    kept, run = store.get(held), store.get(expired)
+    assert (kept.status, kept.owner, kept.attempts) == ("running", "another-host:1:1.00", 1)
+    assert (run.status, run.attempts, run.finishes, run.owner) == ("finished", 2, 1, None)
+    assert (tmp_path / run.video).is_file()
+
+
+def test_renewal_keeps_a_lease_and_a_lost_one_stops_its_run_writing_nothing(tmp_path, picture, tiny_models):
+    """The keeper renews the leases it holds; a job given to someone else meanwhile (this process was
+    frozen past its lease) stops after the current step, and its end is not written over the new owner's."""
+    import time
+
+    from helpers import fixed_session
+
+    from framepack_core.events import SectionDone, Step
+    from jobs.executor import LocalExecutor
+
+    store = JobStore(tmp_path)
+    job_id = job(store, picture, seconds=2, steps=2, seed=1)
+    assert store.claim("me:1:1", lease=5) and store.renew(job_id, "me:1:1", lease=100)
+    assert store.get(job_id).lease_until - time.time() > 50
+    assert not store.renew(job_id, "someone-else:2:1")
+    store.requeue(job_id)
+    assert not store.renew(job_id, "me:1:1")  # back in the queue: held by nobody
+
+    seen = []
+
+    def on_event(job, event):
+        seen.append(event)
+        if isinstance(event, SectionDone):  # meanwhile the lease ran out and another runner took the job
+            with store._transaction() as db:
+                db.execute("UPDATE jobs SET owner = 'thief:9:1', lease_until = ? WHERE id = ?", (time.time() + 600, job.id))
+            while not executor.leases.lost(job.id):
+                time.sleep(0.01)
+
+    executor = LocalExecutor(store, fixed_session(tiny_models), on_event=on_event)
+    executor.leases.every = 0.01
+    executor.run_one()
+    taken = store.get(job_id)
+    assert (taken.status, taken.owner, taken.finishes) == ("running", "thief:9:1", 0)
+    sections = [e.section for e in seen if isinstance(e, SectionDone)]
+    assert sections == [0] and not any(isinstance(e, Step) and e.section == 1 and e.step > 1 for e in seen)
 
 
 def test_two_stores_on_one_file_never_claim_the_same_job(tmp_path, picture):
@@ -120,6 +186,10 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     out = tmp_path / "out"
     env_run = lambda *a: subprocess.run([sys.executable, "app.py", "queue", *a, "--outputs", str(out)],
                                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    refused = env_run("add", "--image", str(tmp_path / "missing.png"), "--prompt", "hi")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ")
+    assert not out.exists()  # a refused job leaves no folder and no database behind
+    assert env_run("list").stdout == "the queue is empty\n" and not out.exists()
     done = env_run("add", "--image", str(picture), "--prompt", "hi", "--model", "tiny", "--seed", "4")
     assert done.returncode == 0, done.stderr
     bad = env_run("add", "--image", str(picture), "--prompt", "hi", "--steps", "0")
@@ -130,6 +200,28 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     assert imported.returncode == 2 and "rows.csv, line 3:" in imported.stderr and "queued 1 job;" in imported.stderr
     listed = json.loads(env_run("list", "--json").stdout)
     assert [(j["id"], j["status"], j["prompt"]) for j in listed] == [(1, "queued", "hi"), (2, "queued", "a")]
+
+
+def test_two_queue_runs_on_one_store_run_every_job_exactly_once(tmp_path, picture):
+    """Two `queue run` processes started together on one queue of 6 jobs share the work: each job is
+    claimed by one of them (its lease), and finished once."""
+    out = tmp_path / "out"
+    store = JobStore(out)
+    ids = [job(store, picture, seed=n, seconds=1, steps=1) for n in range(6)]
+    command = [sys.executable, "app.py", "queue", "run", "--outputs", str(out)]
+    files = [tmp_path / f"run-{n}.log" for n in range(2)]  # files, not pipes: neither can block on a full one
+    runs = []
+    for path in files:
+        with open(path, "w") as log:
+            runs.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log))
+    codes = [run.wait(timeout=600) for run in runs]
+    logs = [path.read_text() for path in files]
+    assert codes == [0, 0], logs
+    started = [int(n) for log in logs for n in re.findall(r"^job (\d+): ", log, re.MULTILINE)]
+    assert sorted(started) == ids  # each job started by one process, once
+    jobs = store.jobs()
+    assert [(j.status, j.attempts, j.finishes) for j in jobs] == [("finished", 1, 1)] * 6
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(j.video for j in jobs)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The real tokenizers (Llama 3 as HunyuanVideo ships it, CLIP-L), rebuilt offline and loaded
 through the project's loader: the crop, the prompt's tokens, CLIP's ids, and the load-time check.
 
-The vocabularies come from two test-only packages (tests/real_tokenizers.py says which files);
+The vocabularies come from two test-only packages (bench/real_tokenizers.py says which files);
 the folders are built once per session under pytest's temporary directory.
 """
 from __future__ import annotations
@@ -11,14 +11,11 @@ import html
 import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import real_tokenizers as rt  # noqa: E402
+from bench import real_tokenizers as rt
 
 _MISSING = [name for name in ("llama_models", "open_clip", "tiktoken", "ftfy") if importlib.util.find_spec(name) is None]
 if _MISSING and os.environ.get("CI", "").lower() != "true":  # in CI a missing vocabulary is a failure
@@ -271,6 +268,29 @@ def test_a_tokenizer_with_another_bos_is_refused(tmp_path, tokenizer_roots):
     _edit_json(folder / "special_tokens_map.json", bos_token="<|end_of_text|>")
     with pytest.raises(ModelsUnavailableError, match="BOS token is id 128001, the text encoder's is 128000"):
         load_models("framepack", models_dir=models_dir)
+
+
+def test_the_class_name_in_the_files_does_not_decide(tokenizer_roots, monkeypatch):
+    """transformers 5.17's AutoTokenizer reads the folder's "LlamaTokenizer" as the SentencePiece-style
+    class (96 template tokens, spaces lost); 5.23's does not. Here AutoTokenizer does what 5.17's did:
+    the loader must not depend on it."""
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", transformers.LlamaTokenizer.from_pretrained)
+    tokenizer = _load_component("tokenizer", SPEC, tokenizer_roots[True], lambda message: None)
+    assert tokenizer("a cat walks", add_special_tokens=False).input_ids == [64, 8415, 23291]
+    assert len(with_bos(tokenizer, SPEC.prompt_template.split("{}")[0])) == 95
+    check_prompt_template(tokenizer, SPEC, "tokenizer")
+
+
+def test_a_refusal_names_the_library_that_read_the_files(tokenizer_roots):
+    import transformers
+
+    # The SentencePiece-style reading that transformers 5.17's AutoTokenizer made of these files.
+    misread = transformers.LlamaTokenizer.from_pretrained(tokenizer_roots[True] / "tokenizer")
+    with pytest.raises(ModelsUnavailableError, match="96 tokens with BOS, the model expects 95") as error:
+        check_prompt_template(misread, SPEC, "tokenizer")
+    assert f"(read by transformers {transformers.__version__} as LlamaTokenizer)" in str(error.value)
 
 
 def test_another_models_tokenizer_is_refused(tmp_path, tiny_models):

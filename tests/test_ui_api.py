@@ -28,7 +28,7 @@ def test_generate_one_second_gives_37_frames(server):
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(info) == ["/generate"]  # the page's own events stay private
     assert [p["parameter_name"] for p in info["/generate"]["parameters"]] == \
-        ["image", "prompt", "seconds", "seed", "steps", "loras", "prompt_blend"]
+        ["image", "prompt", "seconds", "seed", "steps", "loras", "prompt_blend", "keyframes", "keyframe_times", "loop"]
 
     path = client.predict(image=gradio_client.handle_file("examples/hills.jpg"), prompt="the sun sets",
                           seconds=1, seed=11, steps=3, api_name="/generate")
@@ -80,3 +80,18 @@ def test_a_broken_picture_gets_the_apps_own_message(server, tmp_path):
         client.predict(image=gradio_client.handle_file(str(broken)), prompt="x", seconds=1, seed=1, steps=2,
                        api_name="/generate")
     assert "is not a picture" in str(caught.value) and "preprocess" not in str(caught.value)
+
+
+def test_generate_takes_keyframes_and_refuses_bad_ones(server):
+    url, outputs = server
+    client = gradio_client.Client(url, verbose=False)
+    with pytest.raises(Exception, match="The keyframe at 3 s is past the end of the video"):
+        client.predict(image=gradio_client.handle_file("examples/hills.jpg"), prompt="x", seconds=1, seed=14,
+                       steps=2, keyframes=[gradio_client.handle_file("examples/hills.jpg")], keyframe_times="3",
+                       api_name="/generate")
+    path = client.predict(image=gradio_client.handle_file("examples/hills.jpg"), prompt="x", seconds=1, seed=15,
+                          steps=2, keyframes=[gradio_client.handle_file("examples/hills.jpg")],
+                          keyframe_times="1.2:0.5", api_name="/generate")
+    tags = json.loads(mp4_metadata(path)["comment"])
+    assert tags["keyframes"] == [{"seconds": 1.2, "weight": 0.5}] and tags["loop"] is False
+    assert tags["keyframe_sections"][0]["sections"] == [{"section": 0, "as": "post"}]

@@ -33,7 +33,7 @@ def page_form(picture, **change):
     image = Image.open(picture) if picture is not None else None
     form = dict(image=image, prompt="waves roll in", seconds=2, seed=5.0, randomize=False, steps=3.0, gs=10,
                 step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128.0, crf=16.0,
-                vram_budget_gb=0, prompt_blend=0, loras=None)
+                vram_budget_gb=0, prompt_blend=0, loras=None, keyframes=None, keyframe_times="", loop=False)
     assert tuple(form) == FORM_FIELDS
     return form | change
 

@@ -35,7 +35,7 @@ def _make(tab: OutputsHandlers, picture, created: str, **fields) -> str:
     """A finished run through the page's own Start, its record dated `created`; its name."""
     form = dict(image=str(picture), prompt="waves roll in", seconds=2, seed=5, randomize=False, steps=3, gs=10,
                 step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128, crf=16,
-                vram_budget_gb=0, prompt_blend=0, loras=None) | fields
+                vram_budget_gb=0, prompt_blend=0, loras=None, keyframes=None, keyframe_times="", loop=False) | fields
     assert set(form) == set(FORM_FIELDS)
     list(tab.handlers.page_run(form))
     files = tab.handlers.last_run.files

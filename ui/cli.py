@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -23,6 +24,7 @@ def settings_from_args(args) -> dict:
         cache_method=flag("cache_method"), cache_calibrate=flag("cache_calibrate"), attention=flag("attention"),
         fp8=flag("fp8"), compile=flag("compile"), prompt_blend=flag("prompt_blend"),
         loras=tuple(flag("lora") or ()) or None, vram_budget_gb=flag("vram_budget"),
+        keyframes=tuple(flag("keyframe") or ()) or None, loop=flag("loop"),
         vae_tiling={"on": True, "off": False}.get(flag("vae_tiling")))
     return {name: value for name, value in values.items() if value is not None}
 
@@ -93,35 +95,61 @@ def generate_command(args) -> int:
 
 
 class TerminalProgress:
-    """The run's events as lines and one progress bar per section, on stderr."""
+    """The run's events on stderr: a line per stage worth telling, and one progress bar per section.
 
-    def __init__(self):
+    On a terminal the bar is drawn once and updated in place at every step (the preview that follows
+    each step leaves it alone). In a log (not a terminal) carriage returns would pile up, so each
+    section gets one plain line when its sampling ends.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
         self.bar = None
+        self.section_started = time.monotonic()
 
     def __call__(self, event) -> None:
-        from framepack_core.events import Failed, Notice, SectionDone, Stage, Step
+        from framepack_core.events import Failed, Notice, Preview, SectionDone, Stage, Step
 
         if isinstance(event, Step):
+            self._step(event)
+        elif isinstance(event, Notice):
+            self._say(event.message)
+        elif not isinstance(event, Preview):
+            self._close()
+            if isinstance(event, Stage):
+                self.section_started = time.monotonic()  # "sampling" comes right before a section's steps
+                if event.name in ("loading", "encoding_prompt", "encoding_image"):
+                    self._say(event.message)
+            elif isinstance(event, SectionDone):
+                self._say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")
+            elif isinstance(event, Failed):
+                self._say(f"error: {event.message}")
+
+    def _step(self, event) -> None:
+        label = f"section {event.section + 1}/{event.sections}"
+        if self.live:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=event.steps, desc=f"section {event.section + 1}/{event.sections}",
-                                file=sys.stderr, leave=True)
+                self.bar = tqdm(total=event.steps, desc=label, file=self.stream, leave=True)
             self.bar.update(1)
             if event.step == event.steps:
-                self.bar.close()
-                self.bar = None
-            return
-        if self.bar is not None and not isinstance(event, Notice):
+                self._close()
+        elif event.step == event.steps:
+            seconds = time.monotonic() - self.section_started
+            self._say(f"{label}: {event.steps} steps in {seconds:.1f} s ({seconds / event.steps:.2f} s/step)")
+
+    def _close(self) -> None:
+        if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if isinstance(event, Notice) or (isinstance(event, Stage) and event.name in (
-                "loading", "encoding_prompt", "encoding_image")):
-            _say(event.message)
-        elif isinstance(event, SectionDone):
-            _say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")
-        elif isinstance(event, Failed):
-            _say(f"error: {event.message}")
+
+    def _say(self, message: str) -> None:
+        if self.bar is not None:  # above the bar, which is drawn again below
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
 
 
 def _stop_on_ctrl_c(run) -> None:

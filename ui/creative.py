@@ -35,6 +35,48 @@ def timeline_html(prompt: str | None, seconds, window: int = 9) -> str:
             f'border-radius:4px;overflow:hidden">{"".join(bar)}</div><ul>{"".join(rows)}</ul></div>')
 
 
+def page_keyframes(pictures, times: str | None) -> list[tuple]:
+    """The page's keyframe pictures and their times ("1.2, 3:0.5": seconds, optional weight, one per picture,
+    in the pictures' order) as the request's (picture, seconds, weight) triples."""
+    pictures = [p for p in (pictures or []) if p]
+    items = [t for t in (times or "").replace(";", ",").replace(" ", ",").split(",") if t.strip()]
+    if len(items) != len(pictures):
+        raise ValueError(f"Give one keyframe time for each keyframe picture ({len(pictures)} picture"
+                         f"{'s' if len(pictures) != 1 else ''}, {len(items)} time{'s' if len(items) != 1 else ''}).")
+    out = []
+    for picture, item in zip(pictures, items):
+        seconds, _, weight = item.partition(":")
+        try:
+            out.append((str(getattr(picture, "name", picture)), float(seconds), float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"A keyframe time is SECONDS or SECONDS:WEIGHT, not {item!r}.") from None
+    return out
+
+
+def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = False, window: int = 9) -> str:
+    """Which sections each keyframe conditions (method/keyframes.py), or what is wrong with the keyframes."""
+    from framepack_core.method.keyframes import Keyframe, check_keyframes, keyframe_timeline
+    from framepack_core.method.prompts import section_times
+    from framepack_core.method.schedule import section_count
+
+    try:
+        keys = [Keyframe(s, w) for _, s, w in sorted(page_keyframes(pictures, times), key=lambda k: k[1])]
+        count = section_count(float(seconds or 0), window)
+        check_keyframes(keys, count, window, bool(loop), "inverted")
+    except (ValueError, TypeError) as error:
+        return f'<div class="fp-timeline fp-timeline-error">{html.escape(str(error), quote=False)}</div>'
+    spans = section_times(count, window)
+    rows = []
+    for entry in keyframe_timeline(keys, count, window):
+        where = "; ".join(f"{'end' if c['as'] == 'post' else 'start'} of section {c['section'] + 1} "
+                          f"({spans[c['section']][0]:.2f}–{spans[c['section']][1]:.2f} s)" for c in entry["sections"])
+        rows.append(f"<li><b>Keyframe {entry['keyframe']}</b> at {entry['seconds']:g} s (weight {entry['weight']:g}) "
+                    f"→ {entry['at']:.2f} s: {where}</li>")
+    if loop:
+        rows.append(f"<li><b>Loop</b>: the end of section {count} leads back into the start picture</li>")
+    return f'<div class="fp-timeline"><ul>{"".join(rows)}</ul></div>' if rows else ""
+
+
 def lora_files(folder: Path | None) -> list[str]:
     """The .safetensors files in the LoRA folder, by name."""
     if folder is None or not Path(folder).is_dir():

@@ -17,7 +17,7 @@ from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.run_files import latest_unfinished
 
-from .creative import chosen_loras, parse_lora_text
+from .creative import chosen_loras, page_keyframes, parse_lora_text
 from .progress import RunProgress, idle_html
 from .worker import Worker, WorkerBusy
 
@@ -47,7 +47,8 @@ class ServerSettings:
 
 # The page's form, by name as Request.from_fields takes them (`randomize` is the page's own).
 FORM_FIELDS = ("image", "prompt", "seconds", "seed", "randomize", "steps", "gs", "step_cache", "model", "mode",
-               "end_image", "resolution", "crf", "vram_budget_gb", "prompt_blend", "loras")
+               "end_image", "resolution", "crf", "vram_budget_gb", "prompt_blend", "loras", "keyframes",
+               "keyframe_times", "loop")
 
 
 def random_seed() -> int:
@@ -65,7 +66,11 @@ class Handlers:
 
     def page_run(self, form: dict):
         """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
-        form = self.request_fields(form)
+        try:
+            form = self.request_fields(form)
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
         seed = form["seed"]
         try:
             form["loras"] = chosen_loras(form.get("loras"), self.settings.lora_dir)
@@ -151,9 +156,12 @@ class Handlers:
         form["step_cache"] = bool(form.get("step_cache", True))
         form["vram_budget_gb"] = form.get("vram_budget_gb") or None
         form["prompt_blend"] = _whole(form.get("prompt_blend") or 0)
+        form["keyframes"] = page_keyframes(form.get("keyframes"), form.pop("keyframe_times", ""))
+        form["loop"] = bool(form.get("loop", False))
         return form
 
-    def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25, loras="", prompt_blend=0) -> str:
+    def api_run(self, image, prompt, seconds=5.0, seed=None, steps=25, loras="", prompt_blend=0, keyframes=None,
+                keyframe_times="", loop=False) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.
 
         `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
@@ -161,7 +169,8 @@ class Handlers:
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
             folder=self.settings.outputs, loras=parse_lora_text(loras, self.settings.lora_dir),
-            prompt_blend=_whole(prompt_blend or 0)))
+            prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
+            loop=bool(loop)))
         try:
             job = self.worker.submit(run)
         except WorkerBusy as error:

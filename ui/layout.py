@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .creative import lora_rows, timeline_html
+from .creative import keyframe_timeline_html, lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, MODEL_DEFAULT_MODE, Handlers, PageUpdate
 from .progress import idle_html
 from .outputs import OutputsHandlers
@@ -104,9 +104,17 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
                                                  column_count=2, static_columns=[0], elem_id="fp-loras",
                                                  label=f"LoRA files in {s.lora_dir} (weight 0 = off)")
                             refresh = gr.Button("Look for LoRA files again", size="sm")
-                        with gr.Accordion("End frame (inverted sampling only)", open=False):
+                        with gr.Accordion("End frame, keyframes and loop (inverted sampling only)", open=False,
+                                          elem_id="fp-creative"):
                             end_image = gr.Image(label="End picture (optional)", type="pil", image_mode=None, height=200,
                                                  sources=["upload", "clipboard"], placeholder="The video ends on this picture")
+                            keyframes = gr.File(label="Keyframes: pictures the video passes through", type="filepath",
+                                                file_count="multiple", file_types=["image"], elem_id="fp-keyframes")
+                            keyframe_times = gr.Textbox(label="Keyframe times (seconds, one per picture; :weight "
+                                                              "0..1 optional)", placeholder="1.2, 3:0.5",
+                                                        elem_id="fp-keyframe-times")
+                            loop = gr.Checkbox(False, label="Loop: end on the start picture", elem_id="fp-loop")
+                            keyframe_timeline = gr.HTML("", elem_id="fp-keyframe-timeline")
                     with gr.Column(scale=6, min_width=380):
                         progress = gr.HTML(idle_html(), elem_id="fp-progress")
                         preview = gr.Image(label="Current section (live preview)", interactive=False, height=230,
@@ -119,7 +127,8 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
 
             form = dict(image=image, prompt=prompt, seconds=seconds, seed=seed, randomize=randomize, steps=steps, gs=gs,
                         step_cache=step_cache, model=model, mode=mode, end_image=end_image, resolution=resolution,
-                        crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras)
+                        crf=crf, vram_budget_gb=vram, prompt_blend=prompt_blend, loras=loras, keyframes=keyframes,
+                        keyframe_times=keyframe_times, loop=loop)
             assert tuple(form) == FORM_FIELDS
         with tabs:  # Generate, Queue, Outputs
             if queue is not None:
@@ -133,6 +142,9 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
         for source in (prompt, seconds):  # the timeline follows the typing; pure Python, no queue
             source.change(timeline_html, [prompt, seconds], timeline, queue=False, show_progress="hidden",
                           api_visibility="private")
+        for source in (keyframes, keyframe_times, seconds, loop):  # which sections each keyframe conditions
+            source.change(keyframe_timeline_html, [keyframes, keyframe_times, seconds, loop], keyframe_timeline,
+                          queue=False, show_progress="hidden", api_visibility="private")
         refresh.click(lambda: lora_rows(s.lora_dir), None, loras, queue=False, api_visibility="private")
         for control in (model, resolution, vram):
             control.change(memory_plan_line, [model, vram, resolution], [memory_plan], queue=False,
@@ -169,17 +181,24 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
         api_steps = gr.Number(25, visible=False, label="steps")
         api_loras = gr.Textbox("", visible=False, label="loras")
         api_blend = gr.Number(0, visible=False, label="prompt_blend")
+        api_keyframes = gr.File(visible=False, type="filepath", file_count="multiple", label="keyframes")
+        api_keyframe_times = gr.Textbox("", visible=False, label="keyframe_times")
+        api_loop = gr.Checkbox(False, visible=False, label="loop")
 
-        def generate(image, prompt, seconds=5.0, seed=31337, steps=25, loras="", prompt_blend=0):
+        def generate(image, prompt, seconds=5.0, seed=31337, steps=25, loras="", prompt_blend=0, keyframes=None,
+                     keyframe_times="", loop=False):
             """Make a video from a picture and a prompt ('[0s: ...] [2s: ...]' for a prompt per moment); returns
             the MP4 (model and resolution: the server's). loras: 'name.safetensors:0.8; other.safetensors' from
-            the server's LoRA folder."""
+            the server's LoRA folder. keyframes: pictures the video passes through, keyframe_times: their seconds in
+            order ('1.2, 3:0.5', weight after the colon); loop: end on the start picture."""
             try:
-                return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend)
+                return handlers.api_run(image, prompt, seconds, seed, steps, loras, prompt_blend, keyframes,
+                                        keyframe_times, loop)
             except (ValueError, RuntimeError) as error:
                 raise gr.Error(str(error)) from None
 
-        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend],
+        api_trigger.click(generate, [api_image, prompt, api_seconds, api_seed, api_steps, api_loras, api_blend,
+                                     api_keyframes, api_keyframe_times, api_loop],
                           api_result,
                           api_name="generate", concurrency_id="gpu")
     return page

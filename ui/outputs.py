@@ -20,7 +20,7 @@ from .handlers import Handlers, PageUpdate, summary_markdown
 from .progress import idle_html
 
 COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
-RESUMABLE = ("stopped", "failed", "running")  # "running" with nobody running it: a killed run
+RESUMABLE = ("stopped", "failed", "running")  # "running" without a live owner: a killed run
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,11 @@ class OutputsHandlers:
         form["vram_budget_gb"] = form.get("vram_budget_gb") or 0
         form |= {"image": str(run.files.picture) if run.files.picture.is_file() else None, "randomize": False,
                  "end_image": str(run.files.end_picture) if run.files.end_picture.is_file() else None,
-                 "loras": self._lora_rows(fields.get("loras") or ())}
+                 "loras": self._lora_rows(fields.get("loras") or ()), "loop": bool(fields.get("loop", False))}
+        keys = run.record.get("settings", {}).get("keyframes") or []
+        form["keyframes"] = [str(run.files.keyframe(n)) for n in range(1, len(keys) + 1)] or None
+        form["keyframe_times"] = ", ".join(f"{k['seconds']:g}" + (f":{k['weight']:g}" if k["weight"] != 1 else "")
+                                           for k in keys)
         return form
 
     def _lora_rows(self, chosen) -> list[list]:
@@ -169,6 +173,8 @@ class OutputsHandlers:
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
+            if run.status == "running" and run.record.get("owner"):  # read_record marks a dead owner's run failed
+                raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
             resumed = Run.resume(run.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
@@ -187,13 +193,15 @@ class OutputsHandlers:
         yield from self.handlers.page_extend(str(run.files.video), seconds, prompt)
 
     def delete(self, name) -> str:
-        """Delete the picked run's files (picture, end picture, videos, latents, record) and nothing else."""
+        """Delete the picked run's files (pictures, videos, latents, record) and nothing else."""
         run = self.find(name)
         self._refuse_if_live(run)
         files = run.files
         removed = 0
         # The record last: a run whose deletion is interrupted still shows, and can be deleted again.
-        for path in (files.video, files.in_progress, files.latents, files.picture, files.end_picture, files.record):
+        keys = [files.keyframe(n) for n in range(1, len(run.record.get("keyframe_pictures") or ()) + 1)]
+        for path in (files.video, files.in_progress, files.latents, files.picture, files.end_picture, *keys,
+                     files.record):
             if path.is_file():
                 path.unlink()
                 removed += 1

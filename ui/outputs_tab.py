@@ -109,7 +109,7 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
             run = outputs.find(name)
         except ValueError as error:
             return str(error), gr.Row(visible=False), ""
-        return "", gr.Row(visible=True), f"Delete every file of **{run.name}** (video, picture, latents, record)?"
+        return "", gr.Row(visible=True), f"Delete every file of **{run.name}** (video, pictures, latents, record)?"
 
     def really_delete(name):
         try:

@@ -21,7 +21,7 @@ from .cli import settings_from_args
 def queue_command(args) -> int:
     from jobs.store import JobStore
 
-    store = JobStore(args.outputs)
+    store = JobStore(args.outputs)  # writes nothing until a job is added: a refused one leaves no folder
     return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
         args.queue_command](store, args)
 
@@ -83,39 +83,67 @@ def _list(store, args) -> int:
     return 0
 
 
+def _announce(job) -> None:
+    _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}")
+
+
 def _run(store, args) -> int:
     if args.ray is not None:
         try:
-            from jobs.ray_pool import RayExecutor
+            from ray.exceptions import RayError
+
+            from jobs.ray_pool import RayExecutor, RayUnavailable
         except ImportError:
             _say("error: --ray needs Ray, which is optional: pip install ray==2.60.0")
             return 2
 
+        failures = (RayUnavailable, RayError)  # one line each, never a traceback
+        # Jobs run side by side on the workers: one line per event, each naming its job (no bars).
         executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, models_dir=args.models_dir,
-                               vram_budget_gb=args.vram_budget)
+                               vram_budget_gb=args.vram_budget, on_job=_announce, say=_say,
+                               on_event=lambda job, event: _job_line(job, event))
     else:
         from framepack_core.session import Session
         from jobs.executor import LocalExecutor
 
         from .cli import TerminalProgress
 
+        failures = ()
         progress = TerminalProgress()
         executor = LocalExecutor(store, Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget),
-                                 on_event=lambda job, event: progress(event),
-                                 on_job=lambda job: _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}"))
+                                 on_event=lambda job, event: progress(event), on_job=_announce)
 
     def stop(signum, frame):
         _say("stopping after the current step; the job resumes next time (Ctrl+C again to quit now)…")
         executor.interrupt.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGINT, stop)
-    count = executor.run_until_empty()
+    before = signal.signal(signal.SIGINT, stop)
+    try:
+        count = executor.run_until_empty()
+    except failures as error:
+        _say(f"error: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}")
+        return 2
+    finally:
+        signal.signal(signal.SIGINT, before)
     jobs = store.jobs()
     left = sum(job.status == "queued" for job in jobs)
     failed = [job for job in jobs if job.status == "failed"]
     _say(f"ran {count} job{'s' if count != 1 else ''}; {left} queued" + (f", {len(failed)} failed" if failed else ""))
     return 130 if executor.interrupt.is_set() else 0
+
+
+def _job_line(job, event) -> None:
+    """A Ray job's event as the local run prints it, after its job's number."""
+    from framepack_core.events import Failed, Notice, SectionDone, Stage
+
+    if isinstance(event, Notice) or (isinstance(event, Stage) and event.name in (
+            "loading", "encoding_prompt", "encoding_image")):
+        _say(f"job {job.id}: {event.message}")
+    elif isinstance(event, SectionDone):
+        _say(f"job {job.id}: section {event.section + 1}/{event.sections} done: {event.frames} frames")
+    elif isinstance(event, Failed):
+        _say(f"job {job.id}: error: {event.message}")
 
 
 def add_queue_parser(commands, generate) -> None:
@@ -136,8 +164,9 @@ def add_queue_parser(commands, generate) -> None:
     listing.add_argument("--json", action="store_true", help="as one JSON list")
     run = sub.add_parser("run", allow_abbrev=False, help="work through the queue until it is empty")
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                     help="hand jobs to a Ray cluster, one worker per GPU: a new local one (no value), "
-                          "the running one (auto) or one at ADDRESS (pip install ray first)")
+                     help="hand jobs to a Ray cluster, one worker per GPU: a new local one (no value; "
+                          "RAY_ADDRESS is ignored), the running one or RAY_ADDRESS's (auto) or one at "
+                          "ADDRESS (pip install ray first)")
     run.add_argument("--workers", type=int, default=1,
                      help="with --ray on a cluster without GPUs: CPU workers to start (default 1)")
     run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")

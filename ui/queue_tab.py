@@ -5,6 +5,8 @@ polls the store once a second (gr.Timer), so all of them show the same queue.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from .queue_handlers import COLUMNS, QueueHandlers
@@ -22,7 +24,8 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                                          elem_id="fp-queue-table", label="Jobs (click a row to pick it)")
                     with gr.Row():
                         picked = gr.Number(None, precision=0, label="Job #", min_width=80, elem_id="fp-queue-job")
-                        buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60)
+                        buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60,
+                                                   elem_id=f"fp-queue-{name}")
                                    for name in ("up", "down", "cancel", "retry", "delete")}
                     with gr.Row():
                         clear = gr.Button("Clear finished", size="sm")
@@ -40,10 +43,18 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                     live_progress = gr.HTML(elem_id="fp-queue-progress")
                     live_preview = gr.Image(label="Running job (live preview)", interactive=False, height=200,
                                             buttons=[], format="png")
-                    live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240)
-                    picked_video = gr.Video(label="Picked job's video", interactive=False, height=240)
+                    live_video = gr.Video(label="Running job (video so far)", interactive=False, height=240,
+                                          elem_id="fp-queue-live-video")
+                    picked_video = gr.Video(label="Picked job's video", interactive=False, height=240,
+                                            elem_id="fp-queue-video")
             timer = gr.Timer(1.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
+    _wire(queue, form, add_button, SimpleNamespace(**locals()))
 
+
+def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNamespace) -> None:
+    """What the tab's parts (`tab`, by name) do."""
+    message, table, picked, buttons, working = tab.message, tab.table, tab.picked, tab.buttons, tab.working
+    listing = [table, tab.gallery, tab.live_progress, tab.live_preview, tab.live_video]  # what the poll redraws
     seen = {"version": None}
 
     def refresh():
@@ -58,21 +69,20 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
         seen["version"] = None
         return refresh()
 
-    listing = [table, gallery, live_progress, live_preview, live_video]
-    timer.tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
+    tab.timer.tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
 
     def pick(event: gr.SelectData):
         row = event.row_value if event.row_value else None
         job_id = row[0] if row else None
         return job_id, queue.video(job_id)
 
-    table.select(pick, None, [picked, picked_video], queue=False, api_visibility="private", show_progress="hidden")
+    table.select(pick, None, [picked, tab.picked_video], queue=False, api_visibility="private", show_progress="hidden")
     for name, button in buttons.items():
         button.click(lambda job_id, name=name: queue.act(name, job_id), picked, message, queue=False, api_visibility="private") \
               .then(redraw, None, listing, queue=False, api_visibility="private", show_progress="hidden")
-    clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
-    export.click(lambda: gr.update(value=queue.export(), visible=True), None, exported, queue=False, api_visibility="private")
-    import_button.click(queue.import_, upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    tab.clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    tab.export.click(lambda: gr.update(value=queue.export(), visible=True), None, tab.exported, queue=False, api_visibility="private")
+    tab.import_button.click(queue.import_, tab.upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
     working.change(queue.set_running, working, None, queue=False, api_visibility="private")
 
     def add(values: dict):

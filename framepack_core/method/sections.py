@@ -142,6 +142,7 @@ def run_sections(
     end_latent: torch.Tensor | None = None,
     step_callback: SectionStepCallback | None = None,
     resume: SavedSections | None = None,
+    keyframes=None,
 ) -> Iterator[Section]:
     """Yield each section's latents in generation order (inverted: end of video first).
 
@@ -150,6 +151,8 @@ def run_sections(
     `resume` continues from a saved state: its sections are not sampled again, their noise is
     drawn and discarded so the generator stands where it stood, and the result is the same
     tensors as the run that never stopped.
+    `keyframes` (method/keyframes.py KeyframeLatents, inverted only): blends keyframes into the
+    sections' clean latents; their image embeddings come with `cond`.
     """
     if settings.mode not in MODES:
         raise ValueError(f"unknown sampling mode {settings.mode!r}; use one of {MODES}")
@@ -179,6 +182,8 @@ def run_sections(
         if index < done:
             continue
         context = history.context(layout, first_section=index == 0)
+        if keyframes is not None:
+            context = keyframes.context(index, context)
         denoise = make_denoiser(transformer, cond(index) if callable(cond) else cond, context, settings)
         # Noise is drawn on the CPU generator, in section order, so a seed fixes the video on any device.
         noise = torch.randn((1, LATENT_CHANNELS, window, h, w), generator=generator, dtype=torch.float32)

@@ -123,19 +123,7 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
     say(f"loading {_LABELS[key]}…")
     subfolder = spec.sources[key].subfolder or ""
     if key in ("tokenizer", "tokenizer_2"):
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        # AutoTokenizer, not LlamaTokenizer: in transformers 5 the latter forces SentencePiece
-        # pre-tokenisation onto the byte-level Llama 3 tokenizer and drops every space. AutoTokenizer
-        # notices and says so in a warning meant for the repository's owner; keep it from users.
-        # Right padding: conditioning reads the prompt's features from the front.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            return AutoTokenizer.from_pretrained(root, subfolder=subfolder, padding_side="right")
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        return _load_tokenizer(key, root, subfolder)
     if key == "feature_extractor":
         # The PIL backend: what the reference app used, and it needs no torchvision.
         from transformers import SiglipImageProcessorPil
@@ -161,6 +149,29 @@ def _load_component(key: str, spec: ModelSetSpec, root: Path, say: Callable[[str
         if model is None:
             model = cls.from_pretrained(root, subfolder=subfolder, dtype=dtype, use_safetensors=True)
     return model.eval().requires_grad_(False)
+
+
+def _load_tokenizer(key: str, root: Path, subfolder: str):
+    """The tokenizer of a folder, the same on every transformers 5.x. Right padding: conditioning
+    reads the prompt's features from the front.
+
+    Llama's from its tokenizer.json, as is, whatever class tokenizer_config.json names: the real
+    one is Llama 3's byte-level BPE declared as "LlamaTokenizer", and transformers 5.17's
+    AutoTokenizer maps that name to a SentencePiece-style rebuild that drops the spaces (5.23's
+    notices, with a warning meant for the repository's owner). CLIP's repository has no
+    tokenizer.json, only vocab.json and merges.txt, which CLIPTokenizer reads.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    as_is = key == "tokenizer" and (root / subfolder / "tokenizer.json").is_file()
+    cls = PreTrainedTokenizerFast if as_is else AutoTokenizer
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(root, subfolder=subfolder, padding_side="right")
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

@@ -57,7 +57,7 @@ class ModelSetSpec:
 class Models:
     spec: ModelSetSpec
     text_encoder: LlamaModel
-    # AutoTokenizer's pick: a byte-level tokenizer for the real Llama 3 one, LlamaTokenizer for tiny.
+    # Read from its tokenizer.json as is (loading.py): Llama 3's byte-level BPE, or tiny's own.
     tokenizer: PreTrainedTokenizerBase
     text_encoder_2: CLIPTextModel
     tokenizer_2: PreTrainedTokenizerBase  # CLIPTokenizer

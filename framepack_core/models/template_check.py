@@ -21,8 +21,13 @@ def check_prompt_template(tokenizer, spec, folder: Path | str) -> None:
     """Raise ModelsUnavailableError unless BOS + the template's prefix is exactly spec.crop_start tokens."""
     problem = _problem(tokenizer, spec)
     if problem:
+        import transformers
+
+        # The library that read the files is named: a transformers release that reads them otherwise
+        # gives this very message, and then the files are not at fault.
         raise ModelsUnavailableError(
-            f"The Llama tokenizer in {folder} does not fit the model set '{spec.name}': {problem}. "
+            f"The Llama tokenizer in {folder} does not fit the model set '{spec.name}': {problem} "
+            f"(read by transformers {transformers.__version__} as {type(tokenizer).__name__}). "
             "Its files are damaged or not this model's; delete that folder and download it again "
             "(or copy it from the original repository).")
 

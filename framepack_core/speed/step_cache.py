@@ -62,11 +62,6 @@ class StepCache:
         return self.strategy.method
 
     @property
-    def skipping(self) -> bool:
-        """True while the current transformer call's blocks are being skipped (once decided)."""
-        return not self._compute
-
-    @property
     def skipped(self) -> int:
         return self.calls * len(self.blocks) - self.computed
 

@@ -1,6 +1,7 @@
 """The real models' tokenizers, rebuilt offline from vocabularies that ship on the package index.
 
-Test-only (requirements-dev.txt): `llama-models` carries Llama 3's BPE ranks
+For the tests and bench/full_set.py (a stand-in of the real model folders); the vocabularies come
+from dev-only packages (requirements-dev-nodeps.txt): `llama-models` carries Llama 3's BPE ranks
 (llama_models/llama3/tokenizer.model, tiktoken's format: base64 token, rank), and
 `open-clip-torch` CLIP's BPE merges (open_clip/bpe_simple_vocab_16e6.txt.gz). From them this
 module writes Hugging Face tokenizer folders laid out as hunyuanvideo-community/HunyuanVideo's
@@ -40,7 +41,7 @@ def package_file(package: str, relative: str) -> Path:
     """A data file of an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{package} is not installed (pip install -r requirements-dev.txt)")
+        raise FileNotFoundError(f"{package} is not installed (pip install --no-deps -r requirements-dev-nodeps.txt)")
     return Path(list(spec.submodule_search_locations)[0]) / relative
 
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Issue 17's checks on one GPU, in one go, under 8 minutes on an H200 (each step has its own time limit,
+# so one failure does not eat the rest; steps past the total are skipped and say so).
+#
+# On the device machine, from the repository root, after the line that /work/shared/gpu/prepare.sh
+# prints last (it installs the packed wheels: diffusers, the tokenizers' vocabularies, ffmpeg):
+#     <that line> bash bench/gpu_session.sh
+# Results, two files under $OUT:
+#   results.jsonl  one line per step: {"step", "rc", "seconds", "result": the step's last JSON line or null}
+#   log.txt        each step's command and the tail of its stderr
+#   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu_verdict.py)
+# Steps, in order of what matters most:
+#   machine       the card, driver, torch / transformers / diffusers versions
+#   build         bench/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
+#   run_1s_6gb    640, 1 s, --vram-budget 6 --ram-budget 16 (and app.py check's plan for it)
+#   run_1s_free   the same without budgets: the whole-run time ratio
+#   run_1s_4gb    --vram-budget 4: finishes, or refuses up front with a message
+#   run_5s_6gb    640, 5 s at 6 / 16
+#   gpu_report    bench/gpu_report.py, the transformer alone (resident vs streamed vs FP8, VAE decode)
+#   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0; the app's
+#                 own choice, expandable segments, is run_1s_6gb's)
+#   kernels       bench/kernels.py (issue 19), where it exists, with what time is left
+#
+# Environment: GPU_SESSION_TINY=1 shrinks every step (--layers 1, 128, 2 steps, a folder under /tmp) to
+# try the script on a CPU; GPU_SESSION_STEPS=a,b runs only those steps (a rerun of what was cut short);
+# GPU_SESSION_SECONDS the whole script's limit (default 460); GPU_REPORT_SKIP gpu_report.py's --skip;
+# GPU_SESSION_LIMIT_SCALE multiplies each step's limit (default 1; 8 with TINY);
+# KERNELS_ARGS bench/kernels.py's flags (default --no-compile: its compiled runs alone take minutes).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-session-out}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+LOG=$OUT/log.txt
+START=$(date +%s)
+TOTAL=${GPU_SESSION_SECONDS:-460}
+TINY=${GPU_SESSION_TINY:-0}
+WORK=$(mktemp -d)
+# The stand-in goes at the end (40 GB of /dev/shm), only where full_set.py's marker says it built it.
+trap 'rm -rf "$WORK"; [ -f "${SET:-/nonexistent}/FULL_SET.json" ] && rm -rf "$SET"' EXIT
+export PYTHONUNBUFFERED=1
+
+if [ "$TINY" = 1 ]; then
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-8}  # a shared CPU is slower than an H200 even at this size
+    SET=${GPU_SESSION_DIR:-/tmp/gpu-session-set}
+    SIZE=(--layers 1 --resolution 128 --steps 2)
+    LONG=2  # seconds of the long run
+else
+    free_shm=$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)
+    if [ "${free_shm:-0}" -gt $((46 * 1024 ** 3)) ]; then SET=/dev/shm/full-set; else SET=/tmp/full-set; fi
+    SET=${GPU_SESSION_DIR:-$SET}
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-1}
+    SIZE=(--resolution 640 --steps 25)
+    LONG=5
+fi
+FULL_SET=(python3 bench/full_set.py --dir "$SET" "${SIZE[@]}")
+BUDGETS=(--vram-budget 6 --ram-budget 16)
+# gpu_report.py's slowest modes, which the runs above already cover or which issue 17 measured before:
+# the published app's synchronous swap (4.82 s/step), diffusers' group offloading, the 12 GiB and
+# file-mapped streaming (the app itself streams from mapped files in the runs above).
+GPU_REPORT_SKIP=${GPU_REPORT_SKIP:-sync_pageable,diffusers_group_offload,stream_12gb_mapped,stream_12gb_pinned,stream_6gb_mapped}
+
+# step NAME LIMIT_SECONDS COMMAND...: run it under its own limit (cut to what is left of the total).
+step() {
+    local name=$1 limit=$2
+    shift 2
+    if [ -n "${GPU_SESSION_STEPS:-}" ] && [[ ",$GPU_SESSION_STEPS," != *",$name,"* ]]; then return 0; fi
+    local left=$((START + TOTAL - $(date +%s)))
+    if [ "$left" -lt 20 ]; then
+        printf '{"step": "%s", "rc": null, "seconds": 0, "result": null, "skipped": "no time left"}\n' "$name" >> "$RESULTS"
+        return 0
+    fi
+    limit=$((limit * LIMIT_SCALE))
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "== $name (limit ${limit}s): $*" >> "$LOG"
+    echo "== $name (limit ${limit}s)" >&2
+    local began rc
+    began=$(date +%s.%N)
+    timeout --kill-after=15 "$limit" "$@" > "$WORK/stdout" 2> "$WORK/stderr"
+    rc=$?
+    tail -c 4000 "$WORK/stderr" >> "$LOG"
+    python3 - "$name" "$rc" "$began" "$WORK/stdout" >> "$RESULTS" <<'EOF'
+import json, sys, time
+name, rc, began, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+result = None
+for line in reversed(open(path, errors="replace").read().strip().splitlines()):
+    try:
+        result = json.loads(line)
+        break
+    except ValueError:
+        continue
+print(json.dumps({"step": name, "rc": rc, "seconds": round(time.time() - began, 1), "result": result,
+                  **({"timed_out": True} if rc in (124, 137) else {})}))
+EOF
+    echo "   rc=$rc" >&2
+}
+
+# What the machine is: the card, the libraries, the room in /dev/shm (one python3 -c: `timeout` runs no shell function).
+MACHINE='import json, os, platform, shutil, subprocess, torch, transformers, diffusers
+smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.used",
+                                                    "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "nvidia_smi": smi or None,
+                  "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+                  "diffusers": diffusers.__version__, "python": platform.python_version(),
+                  "shm_free_bytes": shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None,
+                  "set_dir": os.environ["SET"]}))'
+
+step machine 60 env SET="$SET" python3 -c "$MACHINE"
+step build 240 "${FULL_SET[@]}" --build-only
+step run_1s_6gb 150 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}"
+step run_1s_free 120 "${FULL_SET[@]}" --seconds 1
+step run_1s_4gb 150 "${FULL_SET[@]}" --seconds 1 --vram-budget 4 --ram-budget 16
+step run_5s_6gb 240 "${FULL_SET[@]}" --seconds "$LONG" "${BUDGETS[@]}"
+step gpu_report 240 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
+# The app sets expandable_segments:True itself (run_1s_6gb); its switch back to torch's default:
+step alloc_plain 120 env FRAMEPACK_EXPANDABLE_SEGMENTS=0 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
+if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where it has landed
+    if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
+    # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
+    step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
+fi
+# Issue 17's criteria from what ran: each figure, its limit, whether it holds.
+python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
+echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

@@ -1,0 +1,91 @@
+"""Issue 17's GPU criteria, read from bench/gpu_session.sh's results.jsonl: each figure, its limit, and
+whether it holds (None where a step did not run or a figure is missing).
+
+    python bench/gpu_verdict.py $OUT/results.jsonl
+
+The last stdout line is JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+GiB = 1 << 30
+
+
+def _results(path: str) -> dict[str, dict]:
+    steps = {}
+    for line in open(path, encoding="utf-8"):
+        if line.strip():
+            entry = json.loads(line)
+            steps[entry["step"]] = entry.get("result") or {}
+    return steps
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _at_most(value, limit):
+    return None if value is None else value <= limit
+
+
+def _memory(run: dict, budget_gib: float, ram_gib: float) -> dict:
+    card = run.get("card_peak_over_baseline_bytes")
+    host = None
+    if run.get("rss_anon_peak_bytes") is not None:
+        host = run["rss_anon_peak_bytes"] + (run.get("pinned_bytes_peak") or 0)
+    plan = run.get("check") or {}
+    return {"status": run.get("status"), "card_peak_gib": card and round(card / GiB, 3),
+            "card_within_budget": _at_most(card, budget_gib * GiB),
+            "rss_anon_plus_pinned_gib": host and round(host / GiB, 3), "ram_within_budget": _at_most(host, ram_gib * GiB),
+            "pinned_bytes_known": run.get("pinned_bytes_peak") is not None,
+            "check_vram_over_measured": _ratio(plan.get("peak_vram_bytes"), card),
+            "check_ram_over_measured": _ratio(plan.get("peak_ram_bytes"), host)}
+
+
+def _within_tenth(ratios: list) -> bool | None:
+    return None if not ratios or None in ratios else all(abs(r - 1) <= 0.10 for r in ratios)
+
+
+def _cap(run: dict, cap_gib: float) -> dict:
+    """A run at a small cap: it finishes within it, or it refuses up front with a message (no traceback)."""
+    card = run.get("card_peak_over_baseline_bytes")
+    finished = run.get("status") == "finished" and _at_most(card, cap_gib * GiB)
+    refused = run.get("status") == "failed" and bool(run.get("error")) and not run.get("traceback")
+    return {"status": run.get("status"), "error": run.get("error"), "traceback": run.get("traceback"),
+            "card_peak_gib": card and round(card / GiB, 3), "ok": bool(finished or refused) if run else None}
+
+
+def verdict(steps: dict[str, dict]) -> dict:
+    one, free, five = (steps.get(name, {}) for name in ("run_1s_6gb", "run_1s_free", "run_5s_6gb"))
+    memory = {name: _memory(run, 6.0, 16.0) for name, run in (("run_1s_6gb", one), ("run_5s_6gb", five)) if run}
+    modes = steps.get("gpu_report", {}).get("modes", {})
+    streamed = _ratio(modes.get("stream_6gb_pinned", {}).get("seconds_per_step"),
+                      modes.get("resident", {}).get("seconds_per_step"))
+    whole = _ratio(one.get("seconds_run"), free.get("seconds_run"))
+    return {
+        **memory,
+        "check_vram_within_10_percent": _within_tenth([m["check_vram_over_measured"] for m in memory.values()]),
+        "check_ram_within_10_percent": _within_tenth([m["check_ram_over_measured"] for m in memory.values()]),
+        "seconds_per_step_streamed_over_resident": streamed, "streamed_ok": _at_most(streamed, 1.10),
+        "app_seconds_per_step_6gb_over_free": _ratio(one.get("seconds_per_step"), free.get("seconds_per_step")),
+        "whole_run_6gb_over_free": whole, "whole_run_ok": _at_most(whole, 1.25),
+        "cap_4gib": _cap(steps.get("run_1s_4gb", {}), 4.0),
+        # The app's expandable segments (run_1s_6gb) against torch's default allocator (alloc_plain).
+        "allocator_card_peak_gib": {"expandable_segments": _memory(one, 6.0, 16.0)["card_peak_gib"],
+                                    "torch_default": _memory(steps.get("alloc_plain", {}), 6.0, 16.0)["card_peak_gib"]},
+    }
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python bench/gpu_verdict.py RESULTS.jsonl", file=sys.stderr)
+        return 2
+    print(json.dumps(verdict(_results(argv[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
