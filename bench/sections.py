@@ -30,6 +30,7 @@ from framepack_core.options import FPS  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
 from framepack_core.session import Session  # noqa: E402
+from framepack_core.session_config import SessionConfig  # noqa: E402
 
 
 def main() -> int:
@@ -78,7 +79,7 @@ def main() -> int:
         elif isinstance(event, (Finished, Failed)):
             outcome["event"] = event
 
-    session = Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models)
+    session = Session(SessionConfig(device="cpu"), loader=lambda name, models_dir=None, progress=None: models)
     Run.start(request).execute(session, on_event)
     finished = outcome.get("event")
     if not isinstance(finished, Finished):

@@ -28,6 +28,8 @@ from PIL import Image  # noqa: E402
 
 from framepack_core.models.loading import load_models  # noqa: E402
 from memory.host import anonymous_resident_bytes, limit_heap_arenas  # noqa: E402
+from framepack_core.session import Session  # noqa: E402
+from framepack_core.session_config import SessionConfig  # noqa: E402
 from ui.handlers import Handlers, ServerSettings  # noqa: E402
 from ui.worker import Worker  # noqa: E402
 
@@ -46,7 +48,8 @@ def main() -> int:
     # As the app starts: heap arenas capped first (ui/serve.py), then the models, which the app loads lazily.
     limit_heap_arenas(2)
     models = {}
-    worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: models.get("tiny"))
+    worker = Worker(session=Session(SessionConfig(device="cpu"),
+                                    loader=lambda name, models_dir=None, progress=None: models.get("tiny")))
     models["tiny"] = load_models("tiny")
     process = psutil.Process()
     picture = Image.new("RGB", (160, 112), (10, 60, 200))

@@ -32,6 +32,7 @@ from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
 from framepack_core.session import Session  # noqa: E402
+from framepack_core.session_config import SessionConfig  # noqa: E402
 from memory import default_device  # noqa: E402
 
 
@@ -99,7 +100,7 @@ def main() -> int:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 320, 3), dtype=np.uint8)).save(picture)
     base = dict(image=picture, model=args.model, prompt="a slow pan over a harbour at dusk", seconds=args.seconds,
                 steps=args.steps, resolution=args.resolution, crf=0, fp8=args.fp8)
-    session = Session(vram_budget_gb=args.vram_budget, loader=lambda name, models_dir=None, progress=None: models)
+    session = Session(SessionConfig(vram_budget_gb=args.vram_budget), loader=lambda name, models_dir=None, progress=None: models)
     configs = [("uncached", dict(step_cache=False))]
     configs += [(f"teacache_{t}", dict(cache_method="teacache", cache_threshold=float(t)))
                 for t in args.thresholds.split(",") if t]

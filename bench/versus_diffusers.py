@@ -30,6 +30,7 @@ from framepack_core.events import Finished  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
 from framepack_core.session import Session  # noqa: E402
+from framepack_core.session_config import SessionConfig  # noqa: E402
 from framepack_core.method.buckets import nearest_bucket  # noqa: E402
 from framepack_core.media.pictures import crop_to_bucket  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
@@ -70,7 +71,7 @@ def run_ours(models, picture_path: Path, args, output: Path) -> float:
                                   window=args.window, seconds=args.sections * 4 * args.window / FPS,
                                   resolution=args.resolution, path=output,
                                   step_cache=False)  # theirs has none: the same transformer work on both sides
-    session = Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models)
+    session = Session(SessionConfig(device="cpu"), loader=lambda name, models_dir=None, progress=None: models)
     started = time.perf_counter()
     finished = Run.start(request).execute(session, lambda event: None)
     if not isinstance(finished, Finished) or finished.video is None:

@@ -4,7 +4,8 @@
     run = Run.extend(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
     run.execute(session, emit)                   # as any run
 
-(run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here.)
+(run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here; each
+gives the run its origin, origins.py: how the run starts.)
 
 A resumed run keeps its name and files, samples only the sections its saved latents lack, and
 makes the same MP4 as the run that never stopped. An extension is a new run (new name) whose
@@ -16,11 +17,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from .media.latents import SavedLatents, load_latents
-from .media.video_files import VideoFacts, first_frame, probe_video
+from .media.latents import load_latents
+from .media.video_files import first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .run_restart import check_resumable, start_over
@@ -29,23 +29,12 @@ from .run_restart import check_resumable, start_over
 _NOT_FIELDS = ("app", "end_image", "attention_used")
 
 
-@dataclass
-class Continuation:
-    saved: SavedLatents | None = None  # resume: the run's own latents so far
-    source: Path | None = None  # extend: the MP4 whose frames come first
-    source_latents: SavedLatents | None = None  # extend: the source's saved latents, when it has them
-    facts: VideoFacts | None = None  # extend: the source's stream
-    new_frames: int | None = None  # extend: frames the new part keeps (None: its whole sections); new_part.py
-
-    @property
-    def extends(self) -> bool:
-        return self.source is not None
-
-
 def resume_parts(path) -> tuple:
-    """(request, files, continuation) of the stopped, failed or killed run that `path` belongs to;
-    `Run.resume` makes the run. Raises ValueError (one sentence) when there is nothing to resume.
+    """(request, files, origin) of the stopped, failed or killed run that `path` belongs to, the origin
+    an origins.ResumedRun; `Run.resume` makes the run. Raises ValueError (one sentence) when there is
+    nothing to resume.
     """
+    from .origins import ExtendedVideo, NewPicture, ResumedRun
     from .request import Request
 
     files = files_of(Path(path))
@@ -64,22 +53,22 @@ def resume_parts(path) -> tuple:
     request = Request.from_fields(image=files.picture, end_image=end, keyframes=keyframes, path=files.video,
                                   **settings)
     request = request.validated()
-    continuation = Continuation(saved=saved)
+    origin = NewPicture()
     if saved.extends:
         source = Path(saved.extends["video"])
         if not source.exists():
             raise ValueError(f"The video this run extends, {str(source)!r}, is missing.")
-        continuation.source, continuation.facts = source, probe_video(source)
-        continuation.new_frames = saved.extends.get("new_frames")
         beside = files_of(source)
+        source_latents = None
         if beside.latents.exists() and source == beside.video.resolve():
-            continuation.source_latents = load_latents(beside.latents)
-    return request, files, continuation
+            source_latents = load_latents(beside.latents)
+        origin = ExtendedVideo(source, probe_video(source), source_latents, saved.extends.get("new_frames"))
+    return request, files, ResumedRun(saved, origin)
 
 
 def extension_parts(path, seconds: float, folder: Path | None = None, output: Path | None = None,
                     **overrides) -> tuple:
-    """(request, continuation) of a new run that continues the video at `path` by `seconds`, sampling
+    """(request, origin) of a new run that continues the video at `path` by `seconds`, sampling
     forward; `Run.extend` starts it.
 
     Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
@@ -87,6 +76,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     """
     from PIL import Image
 
+    from .origins import ExtendedVideo
     from .request import Request
 
     source = Path(path)
@@ -120,23 +110,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
-    continuation = Continuation(source=source.resolve(), source_latents=saved, facts=facts, new_frames=part.frames)
-    return request, continuation
-
-
-def replay(resume, settings, count: int, base=None):
-    """The video latents after each finished section, cut from the saved ones: what each section's
-    decode saw when it ran, so the video so far can be rebuilt exactly."""
-    video, window = resume.video_latents, settings.window
-    for index in range(resume.done):
-        if base is not None:  # extending: the source's latents, then the new sections
-            yield video[:, :, : base.latent_frames + (index + 1) * window]
-        elif settings.mode == "forward":
-            yield video[:, :, : 1 + (index + 1) * window]
-        elif index == count - 1:  # the last inverted section also carries the start latent
-            yield video
-        else:
-            yield video[:, :, video.shape[2] - (index + 1) * window:]
+    return request, ExtendedVideo(source.resolve(), facts, saved, part.frames)
 
 
 def _fields(settings: dict) -> dict:

@@ -17,7 +17,6 @@ from PIL import Image
 from .media.pictures import crop_to_bucket
 from .media.video_files import first_frame, last_frames
 from .method.schedule import CONTEXT_FRAMES
-from .method.sections import SavedSections
 from .models.encoders import encode_latent
 
 
@@ -30,13 +29,11 @@ class ExtensionBase:
     video: torch.Tensor  # (1, 16, T, h, w): the history the new sections follow
     pixels: np.ndarray  # the start picture at the working size, for the image encoder
     size: tuple[int, int]  # the source's (width, height)
+    new_frames: int | None = None  # frames the new part keeps (None: its whole sections; new_part.py)
 
     @property
     def latent_frames(self) -> int:
         return self.video.shape[2]
-
-    def resume(self) -> SavedSections:
-        return SavedSections(0, self.video)
 
     def to_source_size(self, pixels: torch.Tensor) -> torch.Tensor:
         width, height = self.size
@@ -48,9 +45,10 @@ class ExtensionBase:
         return scaled.permute(1, 0, 2, 3).unsqueeze(0).clamp(-1, 1)
 
 
-def extension_base(continuation, models, manager, request, window: int) -> ExtensionBase:
-    facts, source = continuation.facts, continuation.source
-    saved = continuation.source_latents
+def extension_base(origin, models, manager, request, window: int) -> ExtensionBase:
+    """`origin`: an origins.ExtendedVideo (the source MP4, its stream's facts, its saved latents if any)."""
+    facts, source = origin.facts, origin.source
+    saved = origin.source_latents
     if saved is not None:  # made here: its own latents and picture
         pixels = crop_to_bucket(request.image, request.method.resolution)
         return ExtensionBase(source, facts.frames, facts.fps, saved.start, saved.video, pixels,

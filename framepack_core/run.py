@@ -10,6 +10,7 @@ settings and status is built here, once, for the JSON file, the MP4's metadata a
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -33,13 +34,14 @@ APP = "FramePack desktop"
 
 
 class Run:
-    def __init__(self, request: Request, files: RunFiles, continuation=None):
+    def __init__(self, request: Request, files: RunFiles, origin=None):
         self.request = request  # validated
         self.files = files
-        self.continuation = continuation  # continuation.Continuation: resuming or extending; None for a new video
+        self.origin = origin  # how the run starts (origins.py); None: a new picture
         self.cancel = threading.Event()
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
+        self.stages: list[dict] = []  # what each stage cost (memory/usage.py), once the run has run
 
     @classmethod
     def resume(cls, path) -> Run:
@@ -47,8 +49,8 @@ class Run:
         to, continued from its last finished section under the same name. ValueError if there is none."""
         from .continuation import resume_parts
 
-        request, files, continuation = resume_parts(path)
-        run = cls(request, files, continuation)
+        request, files, origin = resume_parts(path)
+        run = cls(request, files, origin)
         with _disk_refusal(files.folder):
             files.write_record(run.record())
         return run
@@ -59,11 +61,11 @@ class Run:
         request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
         from .continuation import extension_parts
 
-        request, continuation = extension_parts(path, seconds, **overrides)
-        return cls.start(request, continuation=continuation)
+        request, origin = extension_parts(path, seconds, **overrides)
+        return cls.start(request, origin=origin)
 
     @classmethod
-    def start(cls, request: Request, continuation=None) -> Run:
+    def start(cls, request: Request, origin=None) -> Run:
         """Validate, claim the names, and write the cropped picture and a first record (a crash keeps them).
 
         Raises ValueError, with one sentence for the user, before anything is written.
@@ -72,7 +74,7 @@ class Run:
         _check_writable(request.output.folder)
         with _disk_refusal(request.output.folder):
             files = claim_files(request.output.folder, request.method.seed, request.output.path)
-            run = cls(request, files, continuation)
+            run = cls(request, files, origin)
             pixels = crop_to_bucket(request.image, request.method.resolution)
             Image.fromarray(pixels).save(files.picture)
             if request.end_image is not None:
@@ -92,39 +94,35 @@ class Run:
         self.outcome = Failed(message)
         self.files.write_record(self.record())
 
-    def execute(self, session, emit: Callable[[Event], None], make_video: Callable | None = None) -> Finished | Failed:
-        """Make the video. Every failure ends this run only, as a Failed event and a failed record.
+    def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
+        """Make the video with the session's models and engine. Every failure ends this run only, as a
+        Failed event and a failed record."""
+        from memory.usage import device_usage  # torch: the session has it loaded already
 
-        `make_video` is generation.make_video; tests hand in a scripted stand-in.
-        """
-        from .generation import (
-            Progress,  # the model libraries, only when a video is made
-        )
-
-        options = {"continuation": self.continuation} if self.continuation is not None else {}
-        if make_video is None:
-            from .generation import make_video
-
-            options["latents"] = self.files.latents
+        from .work import Made, Work
 
         started = time.monotonic()
-        progress = Progress()
+        meter = _usage_meter(session.device)
+        emit = _sampling(meter, emit)
         manager = None
         try:
+            meter.begin("loading")
             models, manager = session.prepare(self.request, emit)
+            meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
                 raise Cancelled()
-            make_video(self.request, models, manager, self.files.in_progress, self.metadata(), emit, self.cancel,
-                       progress, **options)
-            outcome = self._finish(progress, started, stopped=False)
+            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags, emit,
+                        self.cancel, meter)
+            outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
-            outcome = self._finish(progress, started, stopped=True)
+            outcome = self._finish(Made(stopped=True), started)
         except Exception as error:
             # The traceback travels in the event (`detail`) for logs; users read the one sentence.
             log.info("generation failed", exc_info=True)
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
         finally:
+            self.stages = meter.close()
             session.release(manager)
         self.outcome = outcome
         self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
@@ -162,23 +160,57 @@ class Run:
                        "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
                        "attention": outcome.attention, "vae_tiling": outcome.vae_tiling, "fp8": outcome.fp8,
                        "step_cache": cache}
-        return record
+        return record | {"stages": self.stages}
 
-    def _finish(self, progress, started: float, stopped: bool) -> Finished:
+    def _tags(self, used: dict) -> dict[str, str]:
+        """The MP4's tags: the settings, and what the run used (request.remake_fields reads them back)."""
+        return mp4_tags(self.metadata() | used)
+
+    def _finish(self, made, started: float) -> Finished:
         video = None
-        if progress.sections_done and self.files.in_progress.exists():
+        if made.sections_done and self.files.in_progress.exists():
             os.replace(self.files.in_progress, self.files.video)
             video = self.files.video
-        cache = progress.cache
-        fps, width, height = FPS, progress.width, progress.height
-        if self.continuation is not None and self.continuation.extends and progress.sections_done:
-            facts = self.continuation.facts  # the new frames join the source's stream, at its size and rate
+        fps, width, height = FPS, made.width, made.height
+        facts = getattr(getattr(self.origin, "origin", self.origin), "facts", None)  # a resumed run: its first origin
+        if facts is not None and made.sections_done:  # an extension joins its source's stream, size and rate
             fps, width, height = facts.fps, facts.width, facts.height
-        return Finished(video, progress.frames, fps, progress.sections_done, width, height,
-                        self.request.method.seed, time.monotonic() - started, stopped, attention=progress.attention,
-                        vae_tiling=progress.vae_tiling, fp8=progress.fp8,
-                        step_cache=cache.method if cache else "", blocks_computed=cache.computed if cache else 0,
-                        blocks_skipped=cache.skipped if cache else 0)
+        return Finished(video, made.frames, fps, made.sections_done, width, height,
+                        self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
+                        vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
+                        blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
+
+
+# Bounds on what the MP4 carries. Players and readers (imageio-ffmpeg among them) parse the tags as
+# text and give up on huge ones; the run's JSON record beside the video keeps the prompt whole.
+TITLE_CHARS = 200
+PROMPT_CHARS = 65_536  # far past what the text encoders read (256 Llama tokens, 77 CLIP tokens)
+
+
+def mp4_tags(settings: dict) -> dict[str, str]:
+    """The MP4's title (the prompt's first line) and comment (every setting as JSON)."""
+    prompt = settings.get("prompt", "")
+    if len(prompt) > PROMPT_CHARS:
+        settings = settings | {"prompt": prompt[:PROMPT_CHARS], "prompt_cut": True}
+    first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
+    title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
+    return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
+
+
+def _usage_meter(device):
+    """What each stage costs, measured on the session's device (torch's CUDA statistics on a GPU)."""
+    from memory.usage import CudaMemory, UsageMeter
+
+    return UsageMeter(CudaMemory(device) if device.type == "cuda" else None)
+
+
+def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """`emit`, reading the process's memory at every event too (each step, each preview)."""
+    def sampled(event: Event) -> None:
+        meter.sample()
+        emit(event)
+
+    return sampled
 
 
 @contextmanager

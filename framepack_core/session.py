@@ -1,4 +1,6 @@
-"""What outlives one run in a process: the loaded model set, the device and its VRAM budget.
+"""What outlives one run in a process: the loaded model set, the device and its budgets (a
+SessionConfig, from the flags), and the engine that makes a video (generation.make_video; tests
+hand in a stand-in here, the one place it is injected).
 
 Models load on the first run that needs them (so a page opens in seconds) and stay in host
 memory for the next; asking for another set releases the old one first. After each run the
@@ -23,19 +25,28 @@ from memory import (
 from .events import Event, Stage
 from .memory_plan import make_manager
 from .request import Request
+from .session_config import SessionConfig
 
 
 class Session:
-    def __init__(self, models_dir: str | None = None, device: str | torch.device | None = None,
-                 vram_budget_gb: float | None = None, loader: Callable | None = None,
-                 manager_factory: Callable[..., ModelManager] | None = None, ram_budget_gb: float | None = None):
-        self.models_dir = models_dir
-        self.device = torch.device(device) if device is not None else default_device()
-        self.vram_budget_gb = vram_budget_gb
-        self.ram_budget_gb = ram_budget_gb  # None: what is available less a reserve (memory/ram.py)
-        self._loader = loader  # tests hand in their own
+    def __init__(self, config: SessionConfig | None = None, *, loader: Callable | None = None,
+                 manager_factory: Callable[..., ModelManager] | None = None, engine: Callable | None = None):
+        """`loader`, `manager_factory` and `engine` are for tests (and benches): their own models, memory
+        manager, or a scripted stand-in for `generation.make_video(work, models, manager) -> Made`."""
+        self.config = config = config or SessionConfig()
+        self.device = torch.device(config.device) if config.device is not None else default_device()
+        self._loader = loader
         self._manager_factory = manager_factory or make_manager
+        self._engine = engine
         self._loaded: tuple[str, object] | None = None
+
+    @property
+    def engine(self) -> Callable:
+        if self._engine is None:
+            from .generation import make_video  # the model libraries, only when a video is made
+
+            self._engine = make_video
+        return self._engine
 
     def models(self, name: str, emit: Callable[[Event], None] = lambda event: None):
         if self._loaded is not None and self._loaded[0] == name:
@@ -46,17 +57,18 @@ class Session:
         if loader is None:
             from .models.loading import load_models as loader
         emit(Stage("loading", f"Loading the {name} models"))
-        models = loader(name, models_dir=self.models_dir, progress=lambda message: emit(Stage("loading", message)))
+        models = loader(name, models_dir=self.config.models_dir, progress=lambda message: emit(Stage("loading", message)))
         self._loaded = (name, models)
         return models
 
     def prepare(self, request: Request, emit: Callable[[Event], None]):
         """The request's model set and a manager for the device, sized for this request."""
         models = self.models(request.model, emit)
-        budget = request.speed.vram_budget_gb or self.vram_budget_gb
+        budget = request.speed.vram_budget_gb or self.config.vram_budget_gb
         manager = self._manager_factory(self.device, budget, models, request)
         if getattr(manager, "manages_device", False) and getattr(manager, "ram_budget_bytes", 0) is None:
-            ram = int(self.ram_budget_gb * GiB) if self.ram_budget_gb else default_ram_budget()
+            ram_gb = self.config.ram_budget_gb
+            ram = int(ram_gb * GiB) if ram_gb else default_ram_budget()
             manager.ram_budget_bytes = weight_ram_budget(ram)  # pinned copies only as far as RAM allows
         return models, manager
 

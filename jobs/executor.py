@@ -35,14 +35,15 @@ def prepare(store: JobStore, job: Job) -> tuple[str, bool]:
 
 
 class LocalExecutor:
-    def __init__(self, store: JobStore, session=None, make_video: Callable | None = None,
-                 on_event: Callable | None = None, on_job: Callable | None = None, execute: Callable | None = None):
-        """`session`: a framepack_core Session (made on first use); `make_video`: a stand-in for tests;
-        `execute(run, emit)`: how a run is executed (default: here, on this thread, with the session);
+    def __init__(self, store: JobStore, session=None, on_event: Callable | None = None,
+                 on_job: Callable | None = None, execute: Callable | None = None):
+        """`execute(run, emit)`: how a run is executed (the page: on its worker thread); without it, here,
+        on this thread, with `session` (a framepack_core Session, built from the flags' SessionConfig).
         `on_event(job, event)` sees every event (the page's live preview); `on_job(job)` a job's start."""
+        if session is None and execute is None:
+            raise ValueError("a LocalExecutor needs the session to run jobs with, or an `execute`")
         self.store = store
-        self._session = session
-        self.make_video = make_video
+        self.session = session
         self._execute = execute
         self.on_event = on_event or (lambda job, event: None)
         self.on_job = on_job or (lambda job: None)
@@ -51,17 +52,8 @@ class LocalExecutor:
         self.leases = LeaseKeeper(lambda job_id: self.store.renew(job_id, self.owner))
         self.report_every = 0.25  # seconds between progress writes (and cancel reads) within a section
 
-    @property
-    def session(self):
-        if self._session is None:
-            from framepack_core.session import Session
-
-            self._session = Session()
-        return self._session
-
     def _here(self, run, emit):
-        options = {"make_video": self.make_video} if self.make_video else {}
-        return run.execute(self.session, emit, **options)
+        return run.execute(self.session, emit)
 
     def run_until_empty(self) -> int:
         """Run queued jobs until none is left or `interrupt` is set; the number of jobs run."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import ray
 
 from framepack_core.events import Preview
+from framepack_core.session_config import SessionConfig
 
 from .executor import apply_result, prepare
 from .leases import LeaseKeeper
@@ -102,10 +103,10 @@ class JobWorker:
     """One worker: a Session kept for its lifetime, one job at a time. Threaded (max_concurrency=2),
     so that `progress` and `stop` are answered while `run` is busy."""
 
-    def __init__(self, models_dir: str | None = None, vram_budget_gb: float | None = None):
+    def __init__(self, config: SessionConfig | None = None):
         from framepack_core.session import Session
 
-        self.session = Session(models_dir=models_dir, vram_budget_gb=vram_budget_gb)
+        self.session = Session(config)
         self._progress = (0.0, 0)
         self._events: list = []  # since the head last asked (previews left out: pictures are large)
         self._cancel = threading.Event()  # the user cancelled the job: it ends as stopped
@@ -147,15 +148,16 @@ class JobWorker:
 
 class RayExecutor:
     def __init__(self, store: JobStore, address: str | None = "local", cpu_workers: int = 1,
-                 models_dir: str | None = None, vram_budget_gb: float | None = None, poll: float = 0.5,
+                 config: SessionConfig | None = None, poll: float = 0.5,
                  on_event: Callable | None = None, on_job: Callable | None = None,
                  say: Callable[[str], None] | None = None):
-        """`on_event(job, event)` and `on_job(job)` as for LocalExecutor (events come with each poll,
+        """`config`: the flags' session configuration, which every worker's Session is built from.
+        `on_event(job, event)` and `on_job(job)` as for LocalExecutor (events come with each poll,
         previews left out); `say(line)` for notices about connecting."""
         self.store = store
         self.address = address
         self.cpu_workers = cpu_workers
-        self.options = {"models_dir": models_dir, "vram_budget_gb": vram_budget_gb}
+        self.config = config or SessionConfig()
         self.poll = poll
         self.interrupt = threading.Event()
         self.owner = this_owner()
@@ -167,7 +169,7 @@ class RayExecutor:
         self.actor_class = None
 
     def _new_worker(self):
-        return self.actor_class.remote(**self.options)
+        return self.actor_class.remote(self.config)
 
     def run_until_empty(self) -> int:
         """Raises RayUnavailable (one line) when the cluster cannot be reached or started."""

@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 
 from framepack_core.events import Preview, SectionDone, Stage, Step
-from framepack_core.failures import Cancelled
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.session import Session
+from framepack_core.session_config import SessionConfig
 
 
 def tiny_request(picture, **fields) -> Request:
@@ -22,15 +22,20 @@ def tiny_request(picture, **fields) -> Request:
     return Request.from_fields(**(base | fields))
 
 
+def cpu_session(loader=None, engine=None, manager_factory=None, **config) -> Session:
+    """A session on the CPU with the test's own loader, engine (a stand-in for make_video) or manager."""
+    return Session(SessionConfig(device="cpu", **config), loader=loader, engine=engine,
+                   manager_factory=manager_factory)
+
+
 def fixed_session(models, manager=None, **options) -> Session:
     """A session that hands out these models (and this manager, else the default for the CPU)."""
     factory = (lambda *args: manager) if manager is not None else None
-    return Session(device="cpu", loader=lambda name, models_dir=None, progress=None: models,
-                   manager_factory=factory, **options)
+    return cpu_session(lambda name, models_dir=None, progress=None: models, manager_factory=factory, **options)
 
 
 def run_events(request: Request, models, output: str | Path, manager=None,
-               on_event: Callable | None = None, make_video: Callable | None = None) -> list:
+               on_event: Callable | None = None) -> list:
     """Every event of one run through the run path, written to `output`. `on_event(event, run)` sees
     each as it comes (and may stop the run). A request the validator refuses gives [Failed]."""
     from framepack_core.events import Failed
@@ -47,13 +52,13 @@ def run_events(request: Request, models, output: str | Path, manager=None,
         if on_event is not None:
             on_event(event, run)
 
-    options = {"make_video": make_video} if make_video else {}
-    run.execute(fixed_session(models, manager), emit, **options)
+    run.execute(fixed_session(models, manager), emit)
     return events
 
 
 class ScriptedEngine:
-    """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one."""
+    """Stands in for generation.make_video: `sections` x `steps` steps, stopping after a step like the real one
+    (and returning what it made, as the real one does)."""
 
     def __init__(self, sections=2, steps=3, step_seconds=0.0, gate: threading.Event | None = None,
                  hold_after_section: bool = False):
@@ -63,9 +68,12 @@ class ScriptedEngine:
         self.hold_after_section = hold_after_section
         self.models_seen = []
 
-    def __call__(self, request, models, manager, progress_video, metadata, emit, cancel, progress):
+    def __call__(self, work, models, manager):
+        from framepack_core.work import Made
+
         self.models_seen.append(models)
-        progress.width, progress.height = 160, 96
+        emit, cancel, progress_video = work.emit, work.cancel, work.video
+        made = dict(width=160, height=96)
         for section in range(self.sections):
             emit(Stage("sampling", f"Sampling section {section + 1} of {self.sections}"))
             for step in range(1, self.steps + 1):
@@ -75,9 +83,10 @@ class ScriptedEngine:
                 emit(Step(section, self.sections, step, self.steps))
                 emit(Preview(section, step, np.zeros((4, 9 * 6, 3), np.uint8)))
                 if cancel.is_set():
-                    raise Cancelled()
+                    return Made(**made, stopped=True)
             progress_video.write_bytes(b"video after section %d" % section)
-            progress.sections_done, progress.frames = section + 1, 37 * (section + 1)
+            made |= dict(sections_done=section + 1, frames=37 * (section + 1))
             if self.hold_after_section:
                 self.gate.clear()
-            emit(SectionDone(section, self.sections, progress.frames, progress_video, 0.1))
+            emit(SectionDone(section, self.sections, made["frames"], progress_video, 0.1))
+        return Made(**made)

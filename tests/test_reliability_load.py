@@ -12,10 +12,11 @@ from ports import free_port
 def server(tmp_path_factory, tiny_models):
     from app import MODEL_CHOICES
     from ui.serve import create_app, launch
+    from helpers import cpu_session
     from ui.worker import Worker
 
     outputs = tmp_path_factory.mktemp("outputs")
-    worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: tiny_models)
+    worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: tiny_models))
     page, worker = create_app("tiny", 128, outputs, MODEL_CHOICES, worker=worker)
     _, url, _ = launch(page, worker, outputs, port=free_port())
     yield page, url, outputs

@@ -8,7 +8,7 @@ import framepack_core.session as session_module
 from framepack_core.events import Failed, Finished, SectionDone, Stage, Step
 from framepack_core.run import Run
 from framepack_core.session import make_manager
-from helpers import run_events, tiny_request
+from helpers import cpu_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import Handlers, ServerSettings
 from ui.worker import Worker
@@ -65,8 +65,8 @@ def tiny_worker(tiny_models, monkeypatch):
     monkeypatch.setattr(session_module.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(session_module.torch.cuda, "empty_cache", lambda: released.__setitem__("cuda",
                                                                                             released["cuda"] + 1))
-    worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: tiny_models,
-                    manager_factory=manager_factory)
+    worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: tiny_models,
+                                        manager_factory=manager_factory))
     worker.released = released
     yield worker
     worker.close()
@@ -113,8 +113,8 @@ def test_out_of_memory_while_preparing_is_actionable_too(tiny_models, picture, t
     def oom_factory(device, budget, models, req):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: tiny_models,
-                    manager_factory=oom_factory)
+    worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: tiny_models,
+                                        manager_factory=oom_factory))
     try:
         events = list(_drain(worker.submit(Run.start(request(picture, seconds=1, path=tmp_path / "a.mp4")))))
         assert isinstance(events[-1], Failed) and "ran out of memory" in events[-1].message
@@ -135,7 +135,7 @@ def test_stop_while_loading_the_real_models_makes_nothing(tiny_models, picture, 
         jobs[0].stop()  # Stop pressed while the weights load
         return tiny_models
 
-    worker = Worker(device="cpu", loader=loader)
+    worker = Worker(session=cpu_session(loader=loader))
     try:
         jobs.append(worker.submit(Run.start(request(picture, seconds=1, path=tmp_path / "a.mp4"))))
         events = list(_drain(jobs[0]))

@@ -8,7 +8,7 @@ from PIL import Image
 from framepack_core.events import Finished, Notice, Stage, Step
 from framepack_core.method.buckets import nearest_bucket
 from framepack_core.run_files import claim_files
-from helpers import ScriptedEngine
+from helpers import ScriptedEngine, cpu_session
 from ui.handlers import FORM_FIELDS, KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.progress import RunProgress, clock_text
 from ui.worker import Worker
@@ -19,8 +19,8 @@ def handlers(tmp_path):
     workers = []
 
     def make(engine=None):
-        worker = Worker(device="cpu", loader=lambda name, models_dir=None, progress=None: "models",
-                        make_video=engine or ScriptedEngine(sections=2, steps=3))
+        worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: "models",
+                                            engine=engine or ScriptedEngine(sections=2, steps=3)))
         workers.append(worker)
         return Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out"))
     yield make

@@ -8,7 +8,7 @@ import pytest
 from framepack_core.events import SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.request import remake_fields
-from helpers import ScriptedEngine, fixed_session, run_events, tiny_request
+from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
 from ui.outputs import OutputsHandlers, folder_version, list_runs
@@ -21,8 +21,7 @@ def outputs(tmp_path):
     workers = []
 
     def make(engine=None, session=None, lora_dir=None):
-        options = {"session": session} if session else {"make_video": engine or ScriptedEngine(sections=2, steps=2)}
-        worker = Worker(**options)
+        worker = Worker(session=session or cpu_session(engine=engine or ScriptedEngine(sections=2, steps=2)))
         workers.append(worker)
         settings = ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out", lora_dir=lora_dir)
         return OutputsHandlers(Handlers(worker, settings))

@@ -7,7 +7,7 @@ import pytest
 
 from framepack_core.events import Failed, Finished, SectionDone, Step
 from framepack_core.run import Run
-from helpers import ScriptedEngine, tiny_request
+from helpers import ScriptedEngine, cpu_session, tiny_request
 from ui.worker import Worker, WorkerBusy
 
 
@@ -37,7 +37,7 @@ def make_worker(loads):
             progress(f"loading {name}")
             loads.append(name)
             return f"models:{name}"
-        worker = Worker(device="cpu", loader=loader, make_video=engine)
+        worker = Worker(session=cpu_session(loader=loader, engine=engine))
         workers.append(worker)
         return worker
     yield make
@@ -109,7 +109,7 @@ def test_another_model_set_replaces_the_loaded_one(make_worker, picture, tmp_pat
 def test_loading_failure_is_one_failed_event_and_the_worker_recovers(picture, tmp_path):
     def broken_loader(name, models_dir=None, progress=None):
         raise OSError("disk on fire")
-    worker = Worker(device="cpu", loader=broken_loader, make_video=ScriptedEngine())
+    worker = Worker(session=cpu_session(loader=broken_loader, engine=ScriptedEngine()))
     run = new_run(picture, tmp_path / "a.mp4")
     events = collect(worker.submit(run))
     assert isinstance(events[-1], Failed) and events[-1].message == "Generation failed: OSError: disk on fire"
@@ -125,7 +125,7 @@ def test_stop_while_loading_makes_nothing(picture, tmp_path):
         release.wait(5)
         return "models"
     engine = ScriptedEngine()
-    worker = Worker(device="cpu", loader=slow_loader, make_video=engine)
+    worker = Worker(session=cpu_session(loader=slow_loader, engine=engine))
     job = worker.submit(new_run(picture, tmp_path / "a.mp4"))
     worker.stop()
     release.set()

@@ -62,14 +62,14 @@ _EXTEND_FLAGS = ("prompt", "negative_prompt", "model", "steps", "seed", "gs", "c
 
 def generate_command(args) -> int:
     from framepack_core.session import Session
+    from framepack_core.session_config import SessionConfig
 
     try:
         run = run_from_args(args)
     except ValueError as error:
         _say(f"error: {error}")
         return 2
-    session = Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget,
-                      ram_budget_gb=getattr(args, "ram_budget", None))
+    session = Session(SessionConfig.from_args(args))
     if args.vram_budget is not None and session.device.type != "cuda":
         _say("note: --vram-budget applies to a CUDA GPU; there is none, so everything runs on the CPU")
     _stop_on_ctrl_c(run)

@@ -18,7 +18,7 @@ from framepack_core.run import Run
 from framepack_core.run_files import latest_unfinished
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
-from .progress import RunProgress, idle_html
+from .progress import RunProgress, idle_html, stages_markdown
 from .worker import Worker, WorkerBusy
 
 KEEP = object()  # a PageUpdate field left as it is on the page
@@ -204,7 +204,8 @@ def summary_markdown(record: dict) -> str:
             lines.append(f"The step cache skipped {100 * skipped / (skipped + computed):.0f}% of the transformer work.")
     if record.get("status") == "failed":
         lines.append(f"Failed: {record['error']}")
-    return "  \n".join(lines)
+    stages = stages_markdown(record.get("stages"))  # a table: markdown wants it after a blank line
+    return "  \n".join(lines) + (f"\n\n{stages}" if stages else "")
 
 
 def contact_sheet(strip: np.ndarray, frames: int, gap: int = 1) -> np.ndarray:

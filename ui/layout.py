@@ -91,7 +91,7 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...], queue=None) -
                                                        info="640: the trained size")
                                 crf = gr.Slider(0, 51, value=16, step=1, label="MP4 quality (CRF)",
                                                 info="0 lossless · 23 smaller")
-                            vram = gr.Number(value=handlers.worker.session_options.get("vram_budget_gb") or 0, minimum=0, label="VRAM budget (GB)",
+                            vram = gr.Number(value=handlers.worker.config.vram_budget_gb or 0, minimum=0, label="VRAM budget (GB)",
                                              info="0 = automatic. Lower it if the GPU runs out of memory.")
                             memory_plan = gr.Markdown("", elem_id="fp-memory-plan")  # app.py check's plan, in one line
                         with gr.Accordion("Timed prompts and LoRA", open=False, elem_classes="fp-settings"):

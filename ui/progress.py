@@ -107,6 +107,28 @@ def render(p: RunProgress) -> str:
     )
 
 
+def stages_markdown(stages: list[dict] | None) -> str:
+    """What each stage of a run cost (the record's `stages`), as a table; "" when there is none."""
+    if not stages:
+        return ""
+    rows = ["| stage | seconds | VRAM peak, allocated / reserved | streamed | RAM peak (RssAnon) | pinned | planned |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in stages:
+        name = s["stage"].replace("_", " ") + (f" {s['section'] + 1}" if s.get("section") is not None else "")
+        rows.append(f"| {name} | {s['seconds']:.2f} | {bytes_text(s['vram_peak_allocated'])} / "
+                    f"{bytes_text(s['vram_peak_reserved'])} | {bytes_text(s['bytes_streamed'])} | "
+                    f"{bytes_text(s['rss_anon_peak'])} | {bytes_text(s['pinned_bytes'])} | "
+                    f"{bytes_text(s['planned_bytes'])} |")
+    return "\n".join(rows)
+
+
+def bytes_text(count: int | None) -> str:
+    """1.23 GiB, 45.6 MiB; "–" where the figure is unknown (e.g. device peaks on a CPU)."""
+    if count is None:
+        return "–"
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def idle_html(message: str = IDLE_MESSAGE, error: bool = False) -> str:
     kind = "fp-failed" if error else "fp-idle"
     return (f'<div class="fp-progress {kind}"><div class="fp-head"><span class="fp-stage">'

@@ -88,30 +88,11 @@ def _announce(job) -> None:
 
 
 def _run(store, args) -> int:
-    if args.ray is not None:
-        try:
-            from ray.exceptions import RayError
-
-            from jobs.ray_pool import RayExecutor, RayUnavailable
-        except ImportError:
-            _say("error: --ray needs Ray, which is optional: pip install ray==2.60.0")
-            return 2
-
-        failures = (RayUnavailable, RayError)  # one line each, never a traceback
-        # Jobs run side by side on the workers: one line per event, each naming its job (no bars).
-        executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, models_dir=args.models_dir,
-                               vram_budget_gb=args.vram_budget, on_job=_announce, say=_say,
-                               on_event=lambda job, event: _job_line(job, event))
-    else:
-        from framepack_core.session import Session
-        from jobs.executor import LocalExecutor
-
-        from .cli import TerminalProgress
-
-        failures = ()
-        progress = TerminalProgress()
-        executor = LocalExecutor(store, Session(models_dir=args.models_dir, vram_budget_gb=args.vram_budget),
-                                 on_event=lambda job, event: progress(event), on_job=_announce)
+    try:
+        executor, failures = executor_from_args(store, args)
+    except ValueError as error:
+        _say(f"error: {error}")
+        return 2
 
     def stop(signum, frame):
         _say("stopping after the current step; the job resumes next time (Ctrl+C again to quit now)…")
@@ -131,6 +112,33 @@ def _run(store, args) -> int:
     failed = [job for job in jobs if job.status == "failed"]
     _say(f"ran {count} job{'s' if count != 1 else ''}; {left} queued" + (f", {len(failed)} failed" if failed else ""))
     return 130 if executor.interrupt.is_set() else 0
+
+
+def executor_from_args(store, args):
+    """(what works through the queue, the errors it reports in one line): Ray workers (--ray) or this
+    process, with the flags' session configuration either way. ValueError when --ray is asked for and
+    Ray is not installed."""
+    from framepack_core.session_config import SessionConfig
+
+    config = SessionConfig.from_args(args)
+    if args.ray is not None:
+        try:
+            from ray.exceptions import RayError
+
+            from jobs.ray_pool import RayExecutor, RayUnavailable
+        except ImportError:
+            raise ValueError("--ray needs Ray, which is optional: pip install ray==2.60.0") from None
+        # Jobs run side by side on the workers: one line per event, each naming its job (no bars).
+        executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, config=config, on_job=_announce,
+                               say=_say, on_event=lambda job, event: _job_line(job, event))
+        return executor, (RayUnavailable, RayError)  # one line each, never a traceback
+    from framepack_core.session import Session
+    from jobs.executor import LocalExecutor
+
+    from .cli import TerminalProgress
+
+    progress = TerminalProgress()
+    return LocalExecutor(store, Session(config), on_event=lambda job, event: progress(event), on_job=_announce), ()
 
 
 def _job_line(job, event) -> None:
@@ -171,6 +179,7 @@ def add_queue_parser(commands, generate) -> None:
                      help="with --ray on a cluster without GPUs: CPU workers to start (default 1)")
     run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")
     run.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="as for generate")
+    run.add_argument("--ram-budget", type=float, default=None, metavar="GB", help="as for generate")
     for parser in (imp, listing, run):
         parser.add_argument("--outputs", default="outputs", help="the queue's folder (videos and queue.sqlite3)")
 

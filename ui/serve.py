@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from framepack_core.session_config import SessionConfig  # noqa: E402
 
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402
@@ -19,10 +20,10 @@ from .worker import Worker  # noqa: E402
 
 
 def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_choices: tuple[str, ...],
-               models_dir: str | None = None, vram_budget_gb: float | None = None, worker: Worker | None = None,
-               lora_dir: str | os.PathLike | None = "loras", ram_budget_gb: float | None = None):
-    """The page and its worker, not yet launched (tests launch it on a free port)."""
-    worker = worker or Worker(models_dir=models_dir, vram_budget_gb=vram_budget_gb, ram_budget_gb=ram_budget_gb)
+               config: SessionConfig | None = None, worker: Worker | None = None,
+               lora_dir: str | os.PathLike | None = "loras"):
+    """The page and its worker (its session from `config`), not yet launched (tests launch it on a free port)."""
+    worker = worker or Worker(config)
     settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve(),
                               lora_dir=Path(lora_dir).resolve() if lora_dir else None)
     handlers = Handlers(worker, settings)
@@ -76,9 +77,8 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
     except OSError as error:
         print(f"error: cannot use {outputs} for outputs ({error})", file=sys.stderr)
         return 2
-    page, worker = create_app(args.model, args.resolution, outputs, model_choices, args.models_dir,
-                              getattr(args, "vram_budget", None), lora_dir=getattr(args, "lora_dir", "loras"),
-                              ram_budget_gb=getattr(args, "ram_budget", None))  # None: what is available less a reserve
+    page, worker = create_app(args.model, args.resolution, outputs, model_choices, SessionConfig.from_args(args),
+                              lora_dir=getattr(args, "lora_dir", "loras"))
     # A plain `kill` then ends the run and cleans up like Ctrl+C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

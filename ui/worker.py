@@ -11,9 +11,9 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from framepack_core.events import SectionDone
+from framepack_core.session_config import SessionConfig
 
 _DONE = object()  # put on the queue after the last event of a run
 
@@ -65,12 +65,11 @@ class Job:
 
 
 class Worker:
-    def __init__(self, session=None, make_video: Callable | None = None, **session_options):
-        """`make_video` stands in for the run's stages in tests; `session_options` go to a new Session,
-        made on first use: it imports torch, which the page does not need in order to open."""
+    def __init__(self, config: SessionConfig | None = None, session=None):
+        """`session`: a framepack_core Session (tests hand in theirs); else one is made from `config` on
+        first use: it imports torch, which the page does not need in order to open."""
         self._session = session
-        self.session_options = session_options
-        self._make_video = make_video
+        self.config = config or SessionConfig()
         self._job: Job | None = None
         self._count = 0
         self._lock = threading.Lock()
@@ -82,7 +81,7 @@ class Worker:
         if self._session is None:
             from framepack_core.session import Session  # torch and the memory manager: on first use
 
-            self._session = Session(**self.session_options)
+            self._session = Session(self.config)
         return self._session
 
     @property
@@ -123,8 +122,7 @@ class Worker:
             job.events.put(event)
 
         try:
-            options = {"make_video": self._make_video} if self._make_video else {}
-            job.run.execute(self.session, emit, **options)
+            job.run.execute(self.session, emit)
         finally:
             job.finished.set()
             job.events.put(_DONE)

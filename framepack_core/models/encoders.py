@@ -88,3 +88,9 @@ def encode_siglip(feature_extractor, image_encoder, pixels: np.ndarray) -> torch
     inputs = feature_extractor.preprocess(images=pixels, return_tensors="pt")
     values = inputs["pixel_values"].to(device=image_encoder.device, dtype=image_encoder.dtype)
     return image_encoder(pixel_values=values).last_hidden_state.cpu()
+
+
+def set_vae_tiling(vae, tiled: bool) -> None:
+    """Tiles change pixels, so whoever decodes or encodes says which it wants (the tiny VAE has none)."""
+    if hasattr(vae, "enable_tiling"):
+        vae.enable_tiling() if tiled else vae.disable_tiling()
