@@ -80,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in _SERVE_SETTINGS])
     gen.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a stopped, failed or killed run from its last finished section "
-                          "(its MP4, in-progress MP4 or JSON); the other flags are ignored")
+                          "(its MP4, in-progress MP4 or JSON; one killed before its first section starts over "
+                          "under the same name); the other flags are ignored")
     gen.add_argument("--extend", default=None, metavar="PATH",
-                     help="continue a finished video (any H.264 MP4) by --seconds more, sampling forward, "
-                          "into a new MP4; the settings are the video's own unless given")
+                     help="continue a finished video (any H.264 MP4) by --seconds more at its own frame rate, "
+                          "sampling forward, into a new MP4; the settings are the video's own unless given "
+                          "(a video not made here needs --prompt)")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",

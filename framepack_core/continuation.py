@@ -21,7 +21,9 @@ from pathlib import Path
 
 from .media.latents import load_latents
 from .media.video_files import first_frame, probe_video
-from .run_files import RunFiles, files_of
+from .new_part import check_timed_prompt, foreign_settings, new_part
+from .run_files import files_of
+from .run_restart import check_resumable, start_over
 from .settings import DEFAULTS, canonical_name
 
 def resume_parts(path) -> tuple:
@@ -33,11 +35,11 @@ def resume_parts(path) -> tuple:
     from .request import Request, job_fields
 
     files = files_of(Path(path))
-    if not files.latents.exists():
-        raise ValueError(f"No saved latents for {files.name!r} in {str(files.folder)!r}; only runs made with "
-                         "kept latents can be resumed.")
+    status = check_resumable(files)  # also marks a killed run's record and clears its scratch files
+    if not files.latents.exists():  # ended before its first section was saved: made again from the start
+        return start_over(files, job_fields) + (None,)
     saved = load_latents(files.latents)
-    if saved.complete and files.video.exists() and _status(files) == "finished":
+    if saved.complete and files.video.exists() and status == "finished":
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")
@@ -57,7 +59,7 @@ def resume_parts(path) -> tuple:
         source_latents = None
         if beside.latents.exists() and source == beside.video.resolve():
             source_latents = load_latents(beside.latents)
-        origin = ExtendedVideo(source, probe_video(source), source_latents)
+        origin = ExtendedVideo(source, probe_video(source), source_latents, saved.extends.get("new_frames"))
     return request, files, ResumedRun(saved, origin)
 
 
@@ -85,13 +87,19 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     saved = load_latents(files.latents) if files.latents.exists() and source == files.video else None
     if saved is not None and not saved.complete:
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
-    settings = job_fields(saved.settings if saved else _metadata_settings(source))
-    settings |= {canonical_name(k): v for k, v in overrides.items() if v is not None}
+    if saved is not None and saved.extends.get("new_frames"):
+        saved = None  # its last frames were cut from its last section: its latents run past its end
+    made_here = job_fields(saved.settings if saved else _metadata_settings(source))
+    settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
     if saved is not None:  # the saved latents fix the frame size
         settings["resolution"] = saved.settings["resolution"]
-    settings |= {"seconds": seconds, "mode": "forward"}
+    else:
+        settings = foreign_settings(settings, facts, source.name, bool(made_here) or bool(overrides.get("prompt")))
+    part = new_part(seconds, facts.fps, int(settings.get("window") or DEFAULTS["window"]))
+    settings |= {"seconds": part.seconds, "mode": "forward"}
     settings.pop("end_image", None)
     settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
+    check_timed_prompt(settings, facts)
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:
         # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
@@ -99,14 +107,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
-    return request, ExtendedVideo(source.resolve(), facts, saved)
-
-
-def _status(files: RunFiles) -> str:
-    try:
-        return files.read_record().get("status", "")
-    except (OSError, ValueError):
-        return ""
+    return request, ExtendedVideo(source.resolve(), facts, saved, part.frames)
 
 
 def _metadata_settings(path: Path) -> dict:

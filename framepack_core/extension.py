@@ -29,6 +29,7 @@ class ExtensionBase:
     video: torch.Tensor  # (1, 16, T, h, w): the history the new sections follow
     pixels: np.ndarray  # the start picture at the working size, for the image encoder
     size: tuple[int, int]  # the source's (width, height)
+    new_frames: int | None = None  # frames the new part keeps (None: its whole sections; new_part.py)
 
     @property
     def latent_frames(self) -> int:

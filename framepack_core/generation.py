@@ -126,10 +126,13 @@ class VideoPipeline:
     def open_files(self, beginning: Beginning) -> tuple[SegmentedVideo, LatentsKeeper]:
         """The video being made (the prefix's frames first) and the keeper of its section latents."""
         prefix = beginning.prefix
+        new_frames = prefix.new_frames if prefix else None  # an extension at another frame rate: its length cut
         video = SegmentedVideo(self.work.video, self.settings.mode, overlap_frames(self.settings.window),
                                self.request.output.crf, self.tags(), prefix=[prefix.source] if prefix else None,
-                               fps=prefix.fps if prefix else None, prefix_frames=prefix.frames if prefix else 0)
-        keeper = LatentsKeeper(self.work.latents, self.request, self.count, beginning.start, beginning.end, prefix)
+                               fps=prefix.fps if prefix else None, prefix_frames=prefix.frames if prefix else 0,
+                               new_frames=new_frames)
+        keeper = LatentsKeeper(self.work.latents, self.request, self.count, beginning.start, beginning.end, prefix,
+                               new_frames=new_frames)
         return video, keeper
 
     # 4. rebuild what is done

@@ -111,13 +111,16 @@ class ExtendedVideo(Origin):
     source: Path  # the MP4 whose frames come first
     facts: VideoFacts  # its stream
     source_latents: SavedLatents | None = None  # its saved latents, when this app made it
+    new_frames: int | None = None  # frames the new part keeps (None: its whole sections; new_part.py)
 
     def frame(self, request, models, manager):
         base = extension_base(self, models, manager, request, request.method.window)
+        base.new_frames = self.new_frames
         return base.pixels, base
 
     def begin(self, request, models, manager) -> Beginning:
         base = extension_base(self, models, manager, request, request.method.window)
+        base.new_frames = self.new_frames
         return Beginning(base.pixels, base.start, None, SavedSections(0, base.video), prefix=base)
 
 

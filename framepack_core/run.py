@@ -16,16 +16,18 @@ import os
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from typing import Callable
 
 from PIL import Image
 
 from .events import Event, Failed, Finished
-from .failures import Cancelled, user_message
+from .failures import Cancelled, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files
+from .run_owner import this_process
 
 log = logging.getLogger(__name__)
 APP = "FramePack desktop"
@@ -49,7 +51,8 @@ class Run:
 
         request, files, origin = resume_parts(path)
         run = cls(request, files, origin)
-        files.write_record(run.record())
+        with _disk_refusal(files.folder):
+            files.write_record(run.record())
         return run
 
     @classmethod
@@ -69,17 +72,18 @@ class Run:
         """
         request = request.validated()
         _check_writable(request.output.folder)
-        files = claim_files(request.output.folder, request.method.seed, request.output.path)
-        run = cls(request, files, origin)
-        pixels = crop_to_bucket(request.image, request.method.resolution)
-        Image.fromarray(pixels).save(files.picture)
-        if request.end_image is not None:
-            height, width = pixels.shape[:2]
-            Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
-        for number, (picture, _, _) in enumerate(request.keyframes, 1):
-            height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
-            Image.fromarray(resize_and_center_crop(picture, width, height)).save(files.keyframe(number))
-        files.write_record(run.record())
+        with _disk_refusal(request.output.folder):
+            files = claim_files(request.output.folder, request.method.seed, request.output.path)
+            run = cls(request, files, origin)
+            pixels = crop_to_bucket(request.image, request.method.resolution)
+            Image.fromarray(pixels).save(files.picture)
+            if request.end_image is not None:
+                height, width = pixels.shape[:2]
+                Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
+            for number, (picture, _, _) in enumerate(request.keyframes, 1):
+                height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
+                Image.fromarray(resize_and_center_crop(picture, width, height)).save(files.keyframe(number))
+            files.write_record(run.record())
         return run
 
     def stop(self) -> None:
@@ -116,12 +120,12 @@ class Run:
             # The traceback travels in the event (`detail`) for logs; users read the one sentence.
             log.info("generation failed", exc_info=True)
             partial = self.files.in_progress if self.files.in_progress.exists() else None
-            outcome = Failed(user_message(error), traceback.format_exc(), partial_video=partial)
+            outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
         finally:
             self.stages = meter.close()
             session.release(manager)
         self.outcome = outcome
-        self.files.write_record(self.record())
+        self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)
         return outcome
 
@@ -137,6 +141,8 @@ class Run:
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
                   "video": files.video.name, "settings": request.settings(), "status": "running"}
+        if outcome is None:  # who makes it: a record whose process is gone is marked when next read
+            record["owner"] = this_process()
         if isinstance(outcome, Failed):
             partial = outcome.partial_video.name if outcome.partial_video else None
             record |= {"status": "failed", "error": outcome.message, "video": None, "partial_video": partial}
@@ -167,7 +173,11 @@ class Run:
         if made.sections_done and self.files.in_progress.exists():
             os.replace(self.files.in_progress, self.files.video)
             video = self.files.video
-        return Finished(video, made.frames, FPS, made.sections_done, made.width, made.height,
+        fps, width, height = FPS, made.width, made.height
+        facts = getattr(getattr(self.origin, "origin", self.origin), "facts", None)  # a resumed run: its first origin
+        if facts is not None and made.sections_done:  # an extension joins its source's stream, size and rate
+            fps, width, height = facts.fps, facts.width, facts.height
+        return Finished(video, made.frames, fps, made.sections_done, width, height,
                         self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
                         vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
                         blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
@@ -203,6 +213,18 @@ def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
         emit(event)
 
     return sampled
+
+
+@contextmanager
+def _disk_refusal(folder):
+    """A full disk or a read-only folder before the run begins: one sentence (ValueError), like bad input."""
+    try:
+        yield
+    except OSError as error:
+        message = disk_message(error, folder)
+        if message is None:
+            raise
+        raise ValueError(message) from error
 
 
 def _check_writable(folder) -> None:

@@ -10,14 +10,22 @@
 
 Names are claimed by creating the record exclusively, so two runs (two processes, even) that
 start in the same second with the same seed never share one.
+
+A record that says "running" names its owner (run_owner.py); read back after that process is
+gone, it is marked failed on the spot, so a killed run never stays "running". Scratch files a
+killed run left (`.NAME.in-progress.XXXX.segments`, `.NAME.json.partial`, ...) are removed by the
+next run or resume in that folder.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .run_owner import owner_alive, owner_words
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,32 @@ class RunFiles:
         return self.record
 
     def read_record(self) -> dict:
-        return json.loads(self.record.read_text(encoding="utf-8"))
+        """The record; one whose owner is gone is marked failed (and written back) first."""
+        record = json.loads(self.record.read_text(encoding="utf-8"))
+        if record.get("status") == "running" and owner_alive(record.get("owner")) is False:
+            record = interrupted(record)
+            try:
+                self.write_record(record)
+            except OSError:
+                pass  # a full or read-only disk: the next reader marks it again
+        return record
+
+    def try_write_record(self, record: dict) -> bool:
+        """The record, when the disk lets us: a run that failed for a full disk still ends with its message."""
+        try:
+            self.write_record(record)
+            return True
+        except OSError:
+            return False
+
+
+def interrupted(record: dict) -> dict:
+    """A "running" record whose process is gone, as it really ended."""
+    owner = record.get("owner") or {}
+    message = (f"The run was interrupted: its process ({owner_words(owner)}) ended before the run did; "
+               "resume it to finish it (--resume, or Resume on the page).")
+    record = {k: v for k, v in record.items() if k != "owner"}
+    return record | {"status": "failed", "error": message, "interrupted": True, "video": None}
 
 
 SUFFIXES = (".in-progress.mp4", ".latents.safetensors", ".end.png", ".mp4", ".json", ".png")
@@ -81,8 +114,10 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
     """
     if exact is not None:
         exact.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_scratch(exact.parent)
         return RunFiles(exact.parent, exact.stem)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_dead_scratch(folder)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{seed}"
     n = 1
     while True:
@@ -97,8 +132,61 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
         n += 1
 
 
+def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
+    """The newest run in `folder` that was stopped, failed or killed (a killed one's record is marked so when
+    read here): what the page resumes after it was restarted. Only the newest `look_at` records are read."""
+    try:
+        records = sorted(Path(folder).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for path in records[:look_at]:
+        files = files_of(path)
+        if record_status(files) in ("stopped", "failed"):
+            return files
+    return None
+
+
+# What a run writes aside while it runs (segments, concat lists, files before their rename).
+_SCRATCH = (".segments", ".partial", ".concat.txt", ".metadata.txt", ".joining.mp4")
+_ENDED = ("finished", "stopped", "failed")
+
+
+def remove_dead_scratch(folder: Path) -> list[Path]:
+    """Remove the scratch files of runs in `folder` that have ended (or whose process is gone); a run
+    still going (here or in another process) keeps its own. Returns what was removed."""
+    folder = Path(folder)
+    try:
+        scratch = [p for p in folder.glob(".*") if p.name.endswith(_SCRATCH)]
+    except OSError:
+        return []
+    if not scratch:
+        return []
+    names = sorted((p.name[:-len(".json")] for p in folder.glob("*.json")), key=len, reverse=True)
+    removed = []
+    for path in scratch:
+        name = next((n for n in names if path.name.startswith(f".{n}.")), None)
+        if name is None or record_status(RunFiles(folder, name)) not in _ENDED:
+            continue  # not a run's, or its run may still be going
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def record_status(files: RunFiles) -> str:
+    """The status its record gives ("" when there is none or it cannot be read)."""
+    try:
+        return files.read_record().get("status", "")
+    except (OSError, ValueError):
+        return ""
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+    """Readers see the old file or the new one, never a half-written one (nor, after a full disk, a
+    half-written scratch file)."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -133,8 +133,9 @@ SETTINGS_LIST = (
             help="where the picture came from, for records (found from the picture's path when not given)"),
     # --- method: what decides the pixels ---
     Setting("prompt", _M, "text", "", flag="--prompt", flag_default=None,  # None: not given (a new video needs one)
-            help="what should happen in the video (needed for a new video); or what happens when: "
-                 "'[0s: he waves] [2.5s: he walks away]'",
+            help="what should happen in the video (needed for a new video, and to extend a video not made "
+                 "here); or what happens when: '[0s: he waves] [2.5s: he walks away]' (with --extend the "
+                 "times count from the start of the new part)",
             widget=Widget("text", "What should happen", "start", options=dict(
                 lines=2, max_lines=6, placeholder="Describe the motion, e.g. the person turns and smiles"))),
     Setting("negative_prompt", _M, "text", "", flag="--negative-prompt", help="used only when --cfg is not 1"),

@@ -1,4 +1,4 @@
-"""Host memory: handing freed heap back to the operating system.
+"""Host memory: the process's own size, and handing freed heap back to the operating system.
 
 Decoding a section allocates a few hundred MB of short-lived buffers. glibc keeps freed heap
 for reuse, so the process's resident size wanders up and down by that much from section to
@@ -48,18 +48,21 @@ def limit_heap_arenas(count: int = 2) -> bool:
 
 
 def anonymous_resident_bytes() -> int | None:
-    """The process's own resident memory (`RssAnon`): heap and pinned buffers, not the pages of mapped
-    weight files, which the OS page cache holds and drops as it likes. None where /proc has no such line."""
-    return proc_bytes("/proc/self/status", "RssAnon")
+    """The process's own resident memory: heap and pinned buffers, not the pages of mapped weight files,
+    which the OS page cache holds and drops as it likes. Through psutil, on every system: on Linux
+    resident less shared pages (= `RssAnon`), elsewhere the unique set size (private pages), else the
+    resident size. None where psutil cannot tell."""
+    import psutil
 
-
-def proc_bytes(path: str, field: str) -> int | None:
-    """A `Field:  N kB` line of a /proc file (Linux), in bytes; None where there is none."""
     try:
-        with open(path) as lines:
-            for line in lines:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+        process = psutil.Process()
+        info = process.memory_info()
+    except (psutil.Error, OSError):
+        return None
+    shared = getattr(info, "shared", None)  # Linux: file-backed and shared-memory pages
+    if shared is not None:
+        return info.rss - shared
+    try:
+        return process.memory_full_info().uss
+    except (psutil.Error, OSError, AttributeError):
+        return info.rss

@@ -1,5 +1,4 @@
 """The disk tier: weights left in their mapped safetensors files, streamed through the staging ring."""
-import re
 
 import pytest
 import torch
@@ -16,12 +15,12 @@ from memory import (
     write_safetensors,
 )
 from memory.budget import plan_pinning, plan_tiers
+from memory.host import anonymous_resident_bytes
 from memory.device import ALIGN
 
 
 def rss_anon() -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(r"RssAnon:\s+(\d+) kB", status.read()).group(1)) * 1024
+    return anonymous_resident_bytes()
 
 
 def save(model, folder):

@@ -29,11 +29,11 @@ def test_plain_prompt_is_one_span_as_typed():
 
 
 def test_timed_prompt_spans():
-    spans = parse_prompt("[0s: the man waves] [1.5s:he turns ]\n[2: he walks]", 3, 9)
-    length = 73 / 30  # seconds=3, window 9: two sections, 73 frames
+    spans = parse_prompt("[0s: the man waves] [1.5s:he turns ]\n[2: he walks]", 5, 9)
+    length = 145 / 30  # seconds=5, window 9: four sections, 145 frames
     assert spans == [PromptSpan(0, 1.5, "the man waves"), PromptSpan(1.5, 2, "he turns"),
                      PromptSpan(2, length, "he walks")]
-    assert distinct_prompts(parse_prompt("[0s: a] [1s: b] [2s: a]", 3)) == ["a", "b"]
+    assert distinct_prompts(parse_prompt("[0s: a] [1s: b] [2s: a]", 5)) == ["a", "b"]
     # The first prompt also covers what comes before its time.
     assert parse_prompt("[0.5s: a]", 3)[0].start == 0
 
@@ -44,7 +44,10 @@ def test_timed_prompt_spans():
     ("[0s: a] [1s: a]  [1s: b]", ["out of order"]),
     ("[0s: a] [1.5s: b", ["character 9", "never closed"]),
     ("[0s: a] then [1s: b]", ["outside the brackets", "character 9"]),
-    ("[0s a] [1s: b]", ["is not [time: prompt]", "[0s a]"]),
+    ("[0s a] [1s: b]", ["is not a timed prompt", "[0s a]", "no colon", "[seconds: prompt]"]),
+    ("[zz: a] [1s: b]", ["'[zz: a]' is not a timed prompt", "'zz' is not a time", "[0s: he waves]"]),
+    ("[-1s: a] [1s: b]", ["'[-1s: a]' is not a timed prompt", "negative", "[seconds: prompt]"]),
+    ("[2s] a", ["no colon after its time"]),
 ])
 def test_malformed_prompts_point_at_the_problem(text, words):
     with pytest.raises(ValueError) as error:
@@ -163,3 +166,18 @@ def test_page_timeline_follows_the_prompt():
     assert "never closed" in timeline_html("[0s: a] [1.5s: b", 3)
     assert "past the video's end" in timeline_html("[0s: a] [1.5s: b]", 1)
     assert "One prompt for the whole video" in timeline_html("a cat", 3)
+
+
+def test_a_span_no_section_gets_is_refused_not_dropped():
+    # 2 s: two sections starting at 0 s and 1.2 s, the video 73/30 = 2.4333 s long; b's span covers 0.0003 s.
+    with pytest.raises(ValueError) as error:
+        parse_prompt("[0s: a] [2.433s: b]", 2)
+    assert "'b'" in str(error.value) and "gets no section" in str(error.value) and "0s, 1.2s" in str(error.value)
+    assert len(parse_prompt("[0s: a] [1.2s: b]", 2)) == 2
+
+
+def test_extending_the_times_are_the_new_parts():
+    with pytest.raises(ValueError) as error:
+        parse_prompt("[0s: a] [2.5s: b]", 2, extends=2.4)
+    assert "past the new part's end (2.43s" in str(error.value) and "begins at 2.40s" in str(error.value)
+    assert "video's end" not in str(error.value)

@@ -72,7 +72,7 @@ def test_a_finished_run_is_not_resumed(tiny_models, picture, tmp_path):
 
 
 def test_nothing_to_resume_is_one_sentence(tmp_path):
-    with pytest.raises(ValueError, match="No saved latents"):
+    with pytest.raises(ValueError, match="Nothing to resume"):
         Run.resume(tmp_path / "nothing.mp4")
 
 
@@ -110,7 +110,7 @@ def test_killed_mid_section_then_resumed_from_the_command_line(picture, tmp_path
 def test_command_line_says_what_is_missing(tmp_path):
     for args, message in ((["--prompt", "p"], "Give --image and --prompt"),
                           (["--resume", str(tmp_path / "a.mp4"), "--extend", str(tmp_path / "a.mp4")], "not both"),
-                          (["--resume", str(tmp_path / "a.mp4")], "No saved latents")):
+                          (["--resume", str(tmp_path / "a.mp4")], "Nothing to resume")):
         result = subprocess.run([sys.executable, "app.py", "generate", *args], cwd=ROOT, capture_output=True,
                                 text=True)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -71,13 +71,14 @@ def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_p
     loras = tmp_path / "loras"
     loras.mkdir()
     tab = outputs(lora_dir=loras)
-    name = _make(tab, picture, "2026-01-02T10:00:00", prompt="[0s: a] [1s: b]", seconds=1.5, seed=77, steps=4,
+    # 2.5 s: two sections, one for each timed prompt (at 1.5 s the one section would leave "b" none: refused).
+    name = _make(tab, picture, "2026-01-02T10:00:00", prompt="[0s: a] [1s: b]", seconds=2.5, seed=77, steps=4,
                  gs=7.5, step_cache=False, crf=20, prompt_blend=1, mode="inverted")
     form = tab.remake_form(name)
     assert set(form) == set(FORM_FIELDS)
     assert {k: form[k] for k in ("prompt", "seconds", "seed", "steps", "gs", "step_cache", "crf", "prompt_blend",
                                  "mode", "model", "resolution", "randomize", "end_image", "loras")} == \
-        {"prompt": "[0s: a] [1s: b]", "seconds": 1.5, "seed": 77, "steps": 4, "gs": 7.5, "step_cache": False,
+        {"prompt": "[0s: a] [1s: b]", "seconds": 2.5, "seed": 77, "steps": 4, "gs": 7.5, "step_cache": False,
          "crf": 20, "prompt_blend": 1, "mode": "inverted", "model": "tiny", "resolution": 128, "randomize": False,
          "end_image": None, "loras": []}
     assert form["image"] == str(tab.folder / f"{name}.png")

@@ -16,6 +16,7 @@ from framepack_core.events import Failed, Preview, SectionDone
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
+from framepack_core.run_files import latest_unfinished
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
 from .progress import RunProgress, idle_html, stages_markdown
@@ -80,12 +81,14 @@ class Handlers:
         yield from self._follow(run, seed)
 
     def page_resume(self):
-        """Resume pressed: the last run of this page, if it was stopped or failed, from its last section."""
+        """Resume pressed: the last run of this page, if it was stopped or failed, from its last section; on a
+        page that has made nothing yet, the newest stopped, failed or killed run in the outputs folder."""
         last = self.last_run
         try:
-            if last is None or last.record()["status"] not in ("stopped", "failed"):
+            found = latest_unfinished(self.settings.outputs) if last is None else None
+            if found is None and (last is None or last.record()["status"] not in ("stopped", "failed")):
                 raise ValueError("There is no stopped or failed run on this page to resume.")
-            run = Run.resume(last.files.record)
+            run = Run.resume(found.record if found is not None else last.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
             return

@@ -7,6 +7,7 @@ their own) joined by ffmpeg's concat demuxer without re-encoding.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import torch
 
+from framepack_core.failures import disk_problem
 from framepack_core.settings import FPS
 
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
@@ -23,8 +25,10 @@ from .video import blend_after, blend_before, to_uint8_frames, write_mp4
 
 class SegmentedVideo:
     def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None,
-                 prefix: list[Path] | None = None, fps: float | None = None, prefix_frames: int = 0):
-        """`prefix`: MP4s whose `prefix_frames` frames come first, copied as they are (a video being extended)."""
+                 prefix: list[Path] | None = None, fps: float | None = None, prefix_frames: int = 0,
+                 new_frames: int | None = None):
+        """`prefix`: MP4s whose `prefix_frames` frames come first, copied as they are (a video being extended).
+        `new_frames`: keep only this many frames after the prefix (forward), cutting the last section's end."""
         self.inverted = mode == "inverted"
         self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
         self.fps = fps or FPS
@@ -33,6 +37,7 @@ class SegmentedVideo:
         self.segments: list[Path] = list(self.prefix)  # in temporal order
         self.pending: torch.Tensor | None = None  # float frames a later section still blends into
         self.frames = prefix_frames  # every frame of the video so far, pending ones included
+        self.max_frames = None if new_frames is None else prefix_frames + new_frames
         self.height = self.width = 0
         self._count = 0
 
@@ -45,6 +50,9 @@ class SegmentedVideo:
         else:
             video = blend_after(self.pending, new, self.overlap)
         self.frames += video.shape[2] - (0 if self.pending is None else self.pending.shape[2])
+        if self.max_frames is not None and self.frames > self.max_frames and not self.inverted:
+            video = video[:, :, : video.shape[2] - (self.frames - self.max_frames)]  # past the length asked for
+            self.frames = self.max_frames
         self.height, self.width = video.shape[3], video.shape[4]
         keep = 0 if last else min(self.overlap, video.shape[2])
         # Inverted: the next section blends into the earliest frames; forward: into the latest.
@@ -72,7 +80,10 @@ class SegmentedVideo:
         if name is None:
             self._count += 1
             name = f"segment-{self._count:05d}.mp4"
-        return write_mp4(to_uint8_frames(pixels), self.workdir / name, crf=self.crf, fps=self.fps)
+        try:
+            return write_mp4(to_uint8_frames(pixels), self.workdir / name, crf=self.crf, fps=self.fps)
+        except (OSError, RuntimeError) as error:
+            raise _as_disk_error(error, self.workdir.parent) from error
 
 
 def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None, video_only: bool = False) -> Path:
@@ -84,23 +95,34 @@ def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = 
     parts lack).
     """
     listing = path.with_name(f".{path.stem}.concat.txt")
-    listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
     tags = path.with_name(f".{path.stem}.metadata.txt")
-    tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
     tmp = path.with_name(f".{path.stem}.joining{path.suffix}")
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
                "-i", str(listing), "-f", "ffmetadata", "-i", str(tags), "-map", "0:v:0" if video_only else "0",
                "-map_metadata", "1",
                "-c", "copy", "-movflags", "+faststart", str(tmp)]
     try:
+        listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
+        tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"joining the video segments failed: {result.stderr.strip()[:300]}")
+            raise _as_disk_error(RuntimeError(f"joining the video segments failed: {result.stderr.strip()[:300]}"),
+                                 path.parent)
         os.replace(tmp, path)
     finally:
         for scratch in (listing, tags, tmp):
             scratch.unlink(missing_ok=True)
     return path
+
+
+def _as_disk_error(error: BaseException, folder: Path) -> BaseException:
+    """ffmpeg's "No space left on device" (or a read-only folder) as the OSError it is, naming the folder;
+    any other error as it was."""
+    problem = disk_problem(error)
+    if problem is None or (isinstance(error, OSError) and error.filename):
+        return error
+    code = errno.ENOSPC if problem == "full" else errno.EROFS
+    return OSError(code, os.strerror(code), str(folder))
 
 
 def ffmetadata(metadata: dict[str, str]) -> str:

@@ -1,8 +1,11 @@
 """A prompt per moment: `[0s: the man waves] [2.5s: he turns and walks away]` -> which prompt each section gets.
 
 The syntax is FramePack-Studio's: bracketed prompts, each from its time (seconds, the `s` optional)
-until the next one's; a prompt without a leading `[<time>` is one span from 0 s. Pure Python, no
-torch: the request's validator and the page's timeline call it as the user types.
+until the next one's; a prompt that does not open with `[...:` is one span from 0 s. Text that opens
+like a timed prompt but is not one (`[zz: a]`, `[-1s: a]`) is refused, never read as one plain
+prompt; so is a span that no section gets. Extending a video, the times count from the start of
+the new part. Pure Python, no torch: the request's validator and the page's timeline call it as
+the user types.
 
 Section times come from the schedule's arithmetic: the finished video is the start latent plus
 `sections * window` latent frames, latent frame j >= 1 decoding to pixel frames 4j-3 .. 4j. So the
@@ -19,8 +22,10 @@ from framepack_core.settings import FPS, MODES
 
 from .schedule import section_count, video_frame_count
 
-_TIMESTAMPED = re.compile(r"\s*\[\s*[0-9.]")  # a bracket that opens with a number: the timed syntax
+# Opens with a bracket that starts with a number or holds a colon: meant as [time: prompt].
+_TIMESTAMPED = re.compile(r"\s*\[(\s*[-+]?[0-9.]|[^\]:]*:)")
 _BRACKET = re.compile(r"\[\s*([0-9]*\.?[0-9]+)\s*s?\s*:(.*?)\]", re.S)
+SYNTAX = "write timed prompts as [seconds: prompt], e.g. [0s: he waves] [2.5s: he turns]"
 
 
 @dataclass(frozen=True)
@@ -47,43 +52,74 @@ def is_timestamped(text: str) -> bool:
     return bool(_TIMESTAMPED.match(text))
 
 
-def parse_prompt(text: str, seconds: float, window: int = 9) -> list[PromptSpan]:
+def parse_prompt(text: str, seconds: float, window: int = 9, extends: float = 0.0) -> list[PromptSpan]:
     """The spans of a prompt for a video of `seconds` (made of `window`-frame sections).
 
-    Raises ValueError with one sentence that points at the problem.
+    `extends`: the seconds of the video being extended; the times are the new part's, and the
+    messages say so. Raises ValueError with one sentence that points at the problem.
     """
     length = video_seconds(seconds, window)
     if not is_timestamped(text):
         return [PromptSpan(0.0, length, text)]  # as typed: the same tensors as before timed prompts existed
+    end_words = (f"the new part's end ({length:.2f}s in whole sections; extending, times count from the start "
+                 f"of the new part, which begins at {extends:.2f}s of the whole video)") if extends else \
+        f"the video's end ({length:.2f}s in whole sections)"
     starts, prompts, position = [], [], 0
     while True:
         rest = text[position:]
         if not rest.strip():
             break
-        skipped = len(rest) - len(rest.lstrip())
-        at = position + skipped
-        if text[at] != "[":
-            raise ValueError(f"Text outside the brackets at character {at + 1} ({_quote(text[at:])}); "
-                             "put every prompt inside [time: prompt].")
-        match = _BRACKET.match(text, at)
-        close = text.find("]", at)
-        if close < 0:
-            raise ValueError(f"The bracket opened at character {at + 1} ({_quote(text[at:])}) is never closed.")
-        if match is None or match.end() != close + 1:
-            raise ValueError(f"{_quote(text[at:close + 1])} is not [time: prompt]; write it like [2.5s: he turns].")
-        start = float(match.group(1))
+        at = position + len(rest) - len(rest.lstrip())
+        start, prompt, close = _bracket(text, at)
         if starts and start <= starts[-1]:
-            raise ValueError(f"The times are out of order: {_quote(match.group(0))} comes after a prompt at "
+            raise ValueError(f"The times are out of order: {_quote(text[at:close + 1])} comes after a prompt at "
                              f"{starts[-1]:g}s; each bracket must start later than the one before.")
         if start >= length:
-            raise ValueError(f"{_quote(match.group(0))} starts at {start:g}s, past the video's end "
-                             f"({length:.2f}s in whole sections).")
+            raise ValueError(f"{_quote(text[at:close + 1])} starts at {start:g}s, past {end_words}.")
         starts.append(start)
-        prompts.append(match.group(2).strip())
+        prompts.append(prompt)
         position = close + 1
     # The first prompt also covers the moments before its time: every frame has a prompt.
     ends = starts[1:] + [length]
-    return [PromptSpan(0.0 if i == 0 else s, e, p) for i, (s, e, p) in enumerate(zip(starts, ends, prompts))]
+    spans = [PromptSpan(0.0 if i == 0 else s, e, p) for i, (s, e, p) in enumerate(zip(starts, ends, prompts))]
+    _check_every_span_has_a_section(spans, seconds, window, extends)
+    return spans
+
+
+def _bracket(text: str, at: int) -> tuple[float, str, int]:
+    """(time, prompt, index of the closing bracket) of the `[time: prompt]` at `at`; ValueError otherwise."""
+    if text[at] != "[":
+        raise ValueError(f"Text outside the brackets at character {at + 1} ({_quote(text[at:])}); "
+                         "put every prompt inside [time: prompt].")
+    close = text.find("]", at)
+    if close < 0:
+        raise ValueError(f"The bracket opened at character {at + 1} ({_quote(text[at:])}) is never closed.")
+    match = _BRACKET.match(text, at)
+    if match is None or match.end() != close + 1:
+        time = text[at + 1:close].split(":", 1)[0].strip()
+        why = ("no colon after its time" if ":" not in text[at:close] else
+               "its time is negative; times count from 0s" if time.startswith("-") else
+               f"{_quote(time)} is not a time")
+        raise ValueError(f"{_quote(text[at:close + 1])} is not a timed prompt ({why}); {SYNTAX}.")
+    return float(match.group(1)), match.group(2).strip(), close
+
+
+def _check_every_span_has_a_section(spans: list[PromptSpan], seconds: float, window: int, extends: float) -> None:
+    """A span that covers most of no section would be dropped without a word: refuse it instead."""
+    times = section_times(section_count(seconds, window), window)
+    owned = {id(_covering(spans, *t)) for t in times}
+    for span in spans:
+        if id(span) not in owned:
+            starts = ", ".join(f"{start:g}s" for start, _ in times)
+            new = "of the new part " if extends else ""
+            raise ValueError(f"The prompt {_quote(span.prompt)} (from {span.start:g}s, {span.end - span.start:.3g}s "
+                             "long) gets no section: each section takes the prompt that covers most of it, and the "
+                             f"sections {new}start at {starts}; move its time or make the video longer.")
+
+
+def _covering(spans: list[PromptSpan], start: float, end: float) -> PromptSpan:
+    """The span that covers most of [start, end] (the earlier one on a tie)."""
+    return max(spans, key=lambda s: (min(end, s.end) - max(start, s.start), -s.start))
 
 
 def distinct_prompts(spans: list[PromptSpan]) -> list[str]:
@@ -112,11 +148,7 @@ def section_prompts(spans: list[PromptSpan], seconds: float, window: int, mode: 
     count = section_count(seconds, window)
     times = section_times(count, window)
 
-    def covering(start: float, end: float) -> str:
-        best = max(spans, key=lambda s: (min(end, s.end) - max(start, s.start), -s.start))
-        return best.prompt
-
-    own = [covering(*t) for t in times]
+    own = [_covering(spans, *t).prompt for t in times]
     mixes: list[tuple[tuple[str, float], ...]] = [((p, 1.0),) for p in own]
     if blend > 0:
         for t in range(1, count):

@@ -86,18 +86,31 @@ def _local_roots(spec: ModelSetSpec, models_dir: Path) -> dict[str, Path]:
 
 
 def _hub_roots(spec: ModelSetSpec, say: Callable[[str], None]) -> dict[str, Path]:
-    from huggingface_hub import snapshot_download
+    import huggingface_hub
+
+    from .download import DownloadProgress, check_free_space, missing_bytes
 
     # Read at call time: huggingface_hub reads these once at import, which may be too early.
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    snapshot = huggingface_hub.snapshot_download
+    options = {repo_id: dict(allow_patterns=[f"{sub}/*" for sub in subfolders] if all(subfolders) else None,
+                             ignore_patterns=_IGNORE, cache_dir=hub_cache_dir())  # patterns None: the whole repository
+               for repo_id, subfolders in _repositories(spec).items()}
+    progress = None
+    if not offline:  # what is missing, and whether it fits, before a byte is fetched
+        say(f"checking which files of the {spec.name} models are missing…")
+        missing = [missing_bytes(snapshot, repo_id, **kwargs) for repo_id, kwargs in options.items()]
+        needed = sum(m or 0 for m in missing)
+        if needed:
+            check_free_space(needed, hub_cache_dir(), spec.name)
+            progress = DownloadProgress(needed, say, f"the {spec.name} models")
     roots = {}
-    for repo_id, subfolders in _repositories(spec).items():
+    for repo_id, kwargs in options.items():
         fetch = "" if offline else ", downloading what is missing"
         say(f"looking for {repo_id} in the Hugging Face cache{fetch}…")
-        patterns = [f"{sub}/*" for sub in subfolders] if all(subfolders) else None  # None: the whole repository
+        bars = {"tqdm_class": progress.bar_class()} if progress is not None else {}
         try:
-            roots[repo_id] = Path(snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=_IGNORE,
-                                                    cache_dir=hub_cache_dir(), local_files_only=offline))
+            roots[repo_id] = Path(snapshot(repo_id, local_files_only=offline, **kwargs, **bars))
         except OSError as error:  # huggingface_hub's not-found, HTTP and connection errors are all OSErrors
             why = ("HF_HUB_OFFLINE forbids downloading" if offline
                    else f"downloading failed: {_first_line(error)}")
