@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core.events import Failed, Finished, SectionDone, Stage  # noqa: E402
+from framepack_core.events import Failed, Finished, SectionDone, Stage, StageName  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.settings import FPS  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
@@ -65,9 +65,9 @@ def main() -> int:
     def on_event(event) -> None:
         # Called on the engine's own thread, so memory is read exactly as each section leaves it.
         now = time.perf_counter()
-        if isinstance(event, Stage) and event.name == "sampling":
+        if isinstance(event, Stage) and event.name == StageName.SAMPLING:
             clock["section"] = clock["section"] or now
-        elif isinstance(event, Stage) and event.name == "writing":
+        elif isinstance(event, Stage) and event.name == StageName.WRITING:
             clock["writing"] = now
         elif isinstance(event, SectionDone):
             clock["write_seconds"] += now - clock["writing"]

@@ -27,7 +27,7 @@ import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from framepack_core.events import Failed, Stage, Step  # noqa: E402
+from framepack_core.events import Failed, Stage, StageName, Step  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
 from framepack_core.run import Run  # noqa: E402
@@ -49,7 +49,7 @@ def run(request: Request, session: Session, models) -> dict:
 
     def timed(event) -> None:  # called as each event happens
         now = time.perf_counter()
-        if isinstance(event, Stage) and event.name == "sampling":
+        if isinstance(event, Stage) and event.name == StageName.SAMPLING:
             clock["section_start"] = now
         elif isinstance(event, Step) and event.step == event.steps:
             clock["sampling"] += now - clock["section_start"]

@@ -19,6 +19,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from .events import Status
 from .media.latents import load_latents
 from .media.video_files import first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
@@ -39,7 +40,7 @@ def resume_parts(path) -> tuple:
     if not files.latents.exists():  # ended before its first section was saved: made again from the start
         return start_over(files, job_fields) + (None,)
     saved = load_latents(files.latents)
-    if saved.complete and files.video.exists() and status == "finished":
+    if saved.complete and files.video.exists() and status == Status.FINISHED:
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to resume.")

@@ -1,16 +1,47 @@
-"""What the engine tells its caller. Plain data: the engine yields, it never calls back."""
+"""What a run tells its caller, as plain data: the run calls `emit(event)` for each (the command line
+prints them, the page's worker puts them on a queue for the page), and the names of its stages and
+of where a run or a queued job stands (str-valued: records, JSON and the queue keep the same words)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the events are read where numpy is not (the command line's parser, the queue's listing)
+    import numpy as np
+
+
+class StageName(StrEnum):
+    LOADING = "loading"
+    ENCODING_PROMPT = "encoding_prompt"
+    ENCODING_IMAGE = "encoding_image"
+    SAMPLING = "sampling"
+    DECODING = "decoding"
+    WRITING = "writing"
+
+
+class Status(StrEnum):
+    """A run's record's `status`, a queued job's, and what the page shows of a run."""
+    QUEUED = "queued"  # a job not started yet (the queue's only)
+    RUNNING = "running"
+    STOPPING = "stopping"  # asked to stop, not ended yet (the page shows it; records never say it)
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # a queued job's run cut off by the queue's own stop: the job goes back to the queue
+
+
+ENDED = frozenset({Status.FINISHED, Status.STOPPED, Status.FAILED})
 
 
 @dataclass(frozen=True)
 class Stage:
-    name: str  # loading | encoding_prompt | encoding_image | sampling | decoding | writing
+    name: StageName
     message: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", StageName(self.name))  # a stage spelt wrong fails where it is made
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from memory import ModelManager, release_free_host_memory
 
-from .events import Notice, Preview, SectionDone, Stage, Step
+from .events import Notice, Preview, SectionDone, Stage, StageName, Step
 from .failures import Cancelled
 from .media.latents import LatentsKeeper
 from .media.segments import SegmentedVideo
@@ -81,7 +81,7 @@ class VideoPipeline:
     def encode_prompts(self) -> tuple:
         """(the prompt's timed spans, each distinct prompt encoded, the negative prompt or None)."""
         method, models, manager = self.request.method, self.models, self.manager
-        self.stage("encoding_prompt", "Encoding the prompt", uses=(models.text_encoder, models.text_encoder_2))
+        self.stage(StageName.ENCODING_PROMPT, "Encoding the prompt", uses=(models.text_encoder, models.text_encoder_2))
         spans = parse_prompt(method.prompt, method.seconds, method.window)
         # Each distinct prompt once, and cached: a prompt seen before never touches the text encoders.
         encoded = {text: cached_prompt(models, text, manager) for text in distinct_prompts(spans)}
@@ -97,7 +97,7 @@ class VideoPipeline:
     def encode_start(self) -> tuple[Beginning, KeyframeInputs]:
         """The origin's beginning (start and end latents, sections done, prefix) and the pictures' SigLIP
         embeddings (the start's, and the keyframes' with their latents)."""
-        self.stage("encoding_image", "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
+        self.stage(StageName.ENCODING_IMAGE, "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
         beginning = self.origin.begin(self.request, self.models, self.manager)
         self.height, self.width = beginning.pixels.shape[:2]
         with self.manager.use(self.models.image_encoder):
@@ -141,7 +141,7 @@ class VideoPipeline:
         file started."""
         done = beginning.done
         if done:
-            self.stage("decoding", f"Rebuilding the {done} finished section{'s' if done > 1 else ''}",
+            self.stage(StageName.DECODING, f"Rebuilding the {done} finished section{'s' if done > 1 else ''}",
                        uses=(self.models.vae,))
             for index, section_latents in enumerate(beginning.replay(self.settings, self.count)):
                 video.add(self.decode(beginning, index, section_latents), last=index == self.count - 1)
@@ -155,7 +155,7 @@ class VideoPipeline:
     def sample_sections(self, beginning: Beginning, conds: list[Conditioning], keyframes: KeyframeInputs,
                         video: SegmentedVideo) -> None:
         request, speed, settings, transformer = self.request, self.request.speed, self.settings, self.models.transformer
-        self.stage("sampling", f"Sampling section {beginning.done + 1} of {self.count}", beginning.done, (transformer,))
+        self.stage(StageName.SAMPLING, f"Sampling section {beginning.done + 1} of {self.count}", beginning.done, (transformer,))
         cache_method = "magcache" if speed.cache_calibrate else speed.cache_method  # calibrating never skips
         ratios = ratios_for(request.model, settings.steps) if cache_method == "magcache" else None
         generator = torch.Generator("cpu").manual_seed(request.method.seed)
@@ -172,7 +172,7 @@ class VideoPipeline:
                 self.decode_and_write(beginning, section, video)
                 if section.index + 1 < self.count:
                     self.check()
-                    self.stage("sampling", f"Sampling section {section.index + 2} of {self.count}", section.index + 1,
+                    self.stage(StageName.SAMPLING, f"Sampling section {section.index + 2} of {self.count}", section.index + 1,
                                (transformer,))
         if speed.cache_calibrate and cache is not None:
             self.save_calibration(cache)
@@ -186,9 +186,9 @@ class VideoPipeline:
         """The section's new frames decoded, blended into the video, the video so far and the latents
         written: a stop or a crash from here on keeps this section."""
         index, count = section.index, self.count
-        self.stage("decoding", f"Decoding section {index + 1} of {count}", index, (self.models.vae,))
+        self.stage(StageName.DECODING, f"Decoding section {index + 1} of {count}", index, (self.models.vae,))
         pixels = self.decode(beginning, index, section.video_latents)
-        self.stage("writing", "Writing the video so far", index)
+        self.stage(StageName.WRITING, "Writing the video so far", index)
         video.metadata = self.tags()  # now with the VAE tiling the decode used
         video.add(pixels, last=index == count - 1)
         video.write(self.work.video)

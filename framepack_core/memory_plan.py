@@ -36,13 +36,15 @@ from memory import (
 from memory.cap import allocator_cap, cap_allocator
 from memory.device import STAGING_BYTES
 
+from .events import StageName
 from .models.sets import MODEL_SETS, MODELS_DIR_ENV
 
 LABELS = {"text_encoder": "text encoder (Llama)", "text_encoder_2": "text encoder (CLIP-L)",
           "image_encoder": "image encoder (SigLIP)", "vae": "VAE", "transformer": "transformer"}
 # The models each stage of a run asks the memory manager for at once, in run order.
-STAGES = (("encoding_prompt", ("text_encoder", "text_encoder_2")), ("encoding_image", ("vae",)),
-          ("encoding_image", ("image_encoder",)), ("sampling", ("transformer",)), ("decoding", ("vae",)))
+STAGES = ((StageName.ENCODING_PROMPT, ("text_encoder", "text_encoder_2")), (StageName.ENCODING_IMAGE, ("vae",)),
+          (StageName.ENCODING_IMAGE, ("image_encoder",)), (StageName.SAMPLING, ("transformer",)),
+          (StageName.DECODING, ("vae",)))
 FP8_BYTES = 1
 PREFETCH = 2  # streamed blocks copied ahead of the one running
 # An untiled VAE decode of a few dozen frames at 640 pixels needs on the order of 20+ GiB; it grows

@@ -21,7 +21,7 @@ from typing import Callable
 
 from PIL import Image
 
-from .events import Event, Failed, Finished
+from .events import Event, Failed, Finished, StageName, Status
 from .failures import Cancelled, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .settings import FPS
@@ -106,7 +106,7 @@ class Run:
         emit = _sampling(meter, emit)
         manager = None
         try:
-            meter.begin("loading")
+            meter.begin(StageName.LOADING)
             models, manager = session.prepare(self.request, emit)
             meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
@@ -140,12 +140,12 @@ class Run:
                   "input_name": request.image_name,
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
-                  "video": files.video.name, "settings": request.settings(), "status": "running"}
+                  "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):
             partial = outcome.partial_video.name if outcome.partial_video else None
-            record |= {"status": "failed", "error": outcome.message, "video": None, "partial_video": partial}
+            record |= {"status": Status.FAILED, "error": outcome.message, "video": None, "partial_video": partial}
         elif isinstance(outcome, Finished):
             total = outcome.blocks_computed + outcome.blocks_skipped
             cache = {"enabled": bool(outcome.step_cache)}
@@ -153,7 +153,7 @@ class Run:
                 cache |= {"method": outcome.step_cache, "threshold": request.speed.cache_threshold,
                           "blocks_computed": outcome.blocks_computed, "blocks_skipped": outcome.blocks_skipped,
                           "speedup": round(total / outcome.blocks_computed, 3) if outcome.blocks_computed else None}
-            record |= {"status": "stopped" if outcome.stopped else "finished",
+            record |= {"status": Status.STOPPED if outcome.stopped else Status.FINISHED,
                        "video": files.video.name if outcome.video else None,
                        "frames": outcome.frames, "fps": outcome.fps, "sections": outcome.sections,
                        "width": outcome.width, "height": outcome.height, "seed": outcome.seed,

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .events import ENDED, Status
 from .run_owner import owner_alive, owner_words
 
 
@@ -69,7 +70,7 @@ class RunFiles:
     def read_record(self) -> dict:
         """The record; one whose owner is gone is marked failed (and written back) first."""
         record = json.loads(self.record.read_text(encoding="utf-8"))
-        if record.get("status") == "running" and owner_alive(record.get("owner")) is False:
+        if record.get("status") == Status.RUNNING and owner_alive(record.get("owner")) is False:
             record = interrupted(record)
             try:
                 self.write_record(record)
@@ -92,7 +93,7 @@ def interrupted(record: dict) -> dict:
     message = (f"The run was interrupted: its process ({owner_words(owner)}) ended before the run did; "
                "resume it to finish it (--resume, or Resume on the page).")
     record = {k: v for k, v in record.items() if k != "owner"}
-    return record | {"status": "failed", "error": message, "interrupted": True, "video": None}
+    return record | {"status": Status.FAILED, "error": message, "interrupted": True, "video": None}
 
 
 SUFFIXES = (".in-progress.mp4", ".latents.safetensors", ".end.png", ".mp4", ".json", ".png")
@@ -141,14 +142,13 @@ def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
         return None
     for path in records[:look_at]:
         files = files_of(path)
-        if record_status(files) in ("stopped", "failed"):
+        if record_status(files) in (Status.STOPPED, Status.FAILED):
             return files
     return None
 
 
 # What a run writes aside while it runs (segments, concat lists, files before their rename).
 _SCRATCH = (".segments", ".partial", ".concat.txt", ".metadata.txt", ".joining.mp4")
-_ENDED = ("finished", "stopped", "failed")
 
 
 def remove_dead_scratch(folder: Path) -> list[Path]:
@@ -165,7 +165,7 @@ def remove_dead_scratch(folder: Path) -> list[Path]:
     removed = []
     for path in scratch:
         name = next((n for n in names if path.name.startswith(f".{n}.")), None)
-        if name is None or record_status(RunFiles(folder, name)) not in _ENDED:
+        if name is None or record_status(RunFiles(folder, name)) not in ENDED:
             continue  # not a run's, or its run may still be going
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         removed.append(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from .events import Status
 from .run_files import RunFiles, remove_dead_scratch
 from .run_owner import owner_alive, owner_words
 
@@ -19,7 +20,7 @@ def check_resumable(files: RunFiles) -> str:
     process is still making it. Clears the scratch files of ended runs in its folder."""
     record = _record(files)
     owner = record.get("owner") or {}
-    if record.get("status") == "running" and owner_alive(owner) and owner.get("pid") != os.getpid():
+    if record.get("status") == Status.RUNNING and owner_alive(owner) and owner.get("pid") != os.getpid():
         raise ValueError(f"{files.name!r} is still being made ({owner_words(owner)}); stop it there first.")
     remove_dead_scratch(files.folder)
     return record.get("status", "")
@@ -35,7 +36,7 @@ def start_over(files: RunFiles, fields: Callable[[dict], dict]):
     if not isinstance(settings, dict):
         raise ValueError(f"Nothing to resume for {files.name!r} in {str(files.folder)!r}: there is no record of "
                          "its settings and no saved latents.")
-    if record.get("status") == "finished" and files.video.exists():
+    if record.get("status") == Status.FINISHED and files.video.exists():
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
     if not files.picture.exists():
         raise ValueError(f"The run's picture {str(files.picture)!r} is missing; it is needed to make it again.")

@@ -22,7 +22,7 @@ from memory import (
     weight_ram_budget,
 )
 
-from .events import Event, Stage
+from .events import Event, Stage, StageName
 from .memory_plan import make_manager
 from .request import Request
 from .session_config import SessionConfig
@@ -56,8 +56,8 @@ class Session:
         loader = self._loader
         if loader is None:
             from .models.loading import load_models as loader
-        emit(Stage("loading", f"Loading the {name} models"))
-        models = loader(name, models_dir=self.config.models_dir, progress=lambda message: emit(Stage("loading", message)))
+        emit(Stage(StageName.LOADING, f"Loading the {name} models"))
+        models = loader(name, models_dir=self.config.models_dir, progress=lambda message: emit(Stage(StageName.LOADING, message)))
         self._loaded = (name, models)
         return models
 

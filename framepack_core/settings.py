@@ -10,7 +10,7 @@ Plain Python: the command line's parser imports this before anything heavy (`app
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 # --- the vocabulary: what the choices are called ---------------------------------------------------------------
@@ -31,7 +31,7 @@ FPS = 30  # the published models' frame rate
 MIN_RESOLUTION, MAX_RESOLUTION = 128, 1536
 
 
-class Part(str, Enum):
+class Part(StrEnum):
     """Where a setting lives in a `Request`: at its top level or in one of its three parts."""
     TOP = "top"  # the pictures and the model set
     METHOD = "method"  # what decides the pixels
@@ -39,7 +39,7 @@ class Part(str, Enum):
     SPEED = "speed"  # how fast it is made (some of these change the pixels a little, so they are recorded)
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     """Which runs a setting reaches beyond the one it was given for."""
     JOB = "job"  # the video's own: recorded, queued with a job, taken back by a remake, a resume or an extension
     RUN = "run"  # given with each run, never a recorded setting: the pictures (kept as files), where the video goes

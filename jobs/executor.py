@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from framepack_core.events import Status
+
 from .leases import LeaseKeeper
 from .running import JobResult, claim_run_name, run_job
 from .store import Job, JobStore, this_owner
@@ -19,7 +21,7 @@ from .store import Job, JobStore, this_owner
 
 def apply_result(store: JobStore, job: Job, result: JobResult, owner: str | None = None) -> None:
     """A job's outcome into the queue, by the holder of its lease (a lost lease writes nothing)."""
-    if result.status == "interrupted":
+    if result.status == Status.INTERRUPTED:
         store.requeue(job.id, result.message, owner)
     else:
         store.finish(job.id, result.status, result.message, result.video, owner)
@@ -96,4 +98,4 @@ class LocalExecutor:
                            lambda event: self.on_event(job, event), on_progress,
                            lambda: self.interrupt.is_set() or self.leases.lost(job.id), resuming=resuming)
         except Exception as error:  # noqa: BLE001 - one job's failure must not end the queue
-            return JobResult("failed", f"{type(error).__name__}: {error}")
+            return JobResult(Status.FAILED, f"{type(error).__name__}: {error}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import ray
 
-from framepack_core.events import Preview
+from framepack_core.events import Preview, Status
 from framepack_core.session_config import SessionConfig
 
 from .executor import apply_result, prepare
@@ -220,11 +220,11 @@ class RayExecutor:
                     free.append(self._new_worker())
                     continue
                 except ray.exceptions.RayError as error:
-                    result = JobResult("failed", str(error).splitlines()[0])
+                    result = JobResult(Status.FAILED, str(error).splitlines()[0])
                 self._drain(worker, job)
                 apply_result(self.store, job, result, self.owner)
                 self.leases.release(job.id)
-                done += result.status == "finished"
+                done += result.status == Status.FINISHED
                 free.append(worker)
             self._watch(running)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from framepack_core.events import Failed, SectionDone, Step
+from framepack_core.events import Failed, SectionDone, Status, Step
 from framepack_core.run_files import RunFiles, claim_files
 
 from .intake import job_request
@@ -23,7 +23,7 @@ class NotNow(RuntimeError):
 
 @dataclass(frozen=True)
 class JobResult:
-    status: str  # finished | stopped | failed | interrupted (back to the queue)
+    status: Status  # finished | stopped | failed | interrupted (back to the queue)
     message: str = ""
     video: str | None = None  # file name in the outputs folder
     sections_done: int = 0
@@ -62,7 +62,7 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
     try:
         run = start_run(job_request(settings, outputs, path=files.video), files, resuming)
     except (ValueError, TypeError) as error:
-        return JobResult("failed", str(error))
+        return JobResult(Status.FAILED, str(error))
     state = {"sections": 0, "cancelled": False}
 
     def watch(event) -> None:
@@ -83,12 +83,12 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
     try:
         outcome = execute(run, watch)
     except NotNow as reason:
-        return JobResult("interrupted", str(reason))
+        return JobResult(Status.INTERRUPTED, str(reason))
     if isinstance(outcome, Failed):
-        return JobResult("failed", outcome.message, sections_done=state["sections"])
+        return JobResult(Status.FAILED, outcome.message, sections_done=state["sections"])
     video = outcome.video.name if outcome.video else None
     if outcome.stopped and not state["cancelled"] and interrupted():
-        return JobResult("interrupted", "interrupted; resumes", video, outcome.sections)
+        return JobResult(Status.INTERRUPTED, "interrupted; resumes", video, outcome.sections)
     if outcome.stopped:
-        return JobResult("stopped", "cancelled", video, outcome.sections)
-    return JobResult("finished", "", video, outcome.sections)
+        return JobResult(Status.STOPPED, "cancelled", video, outcome.sections)
+    return JobResult(Status.FINISHED, "", video, outcome.sections)

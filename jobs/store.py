@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from framepack_core.events import ENDED, Status
+
 from .leases import LEASE_SECONDS, gone_here, owner_id
 
 DB_NAME = "queue.sqlite3"
-STATUSES = ("queued", "running", "finished", "stopped", "failed")
-DONE = ("finished", "stopped", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -231,8 +231,8 @@ class JobStore:
                owner: str | None = None) -> bool:
         """The job's end. With `owner`, only while that owner holds its lease (else nothing changes: the
         job was given to another runner, whose result counts); whether it was written."""
-        assert status in DONE
-        finished = ", progress = 1, finishes = finishes + 1" if status == "finished" else ""
+        assert status in ENDED
+        finished = ", progress = 1, finishes = finishes + 1" if status == Status.FINISHED else ""
         with self._transaction() as db:
             return db.execute("UPDATE jobs SET status = ?, message = ?, video = ?, owner = NULL, lease_until = NULL, "
                               "cancel = 0, updated = ?" + finished + " WHERE id = ?" + _HELD,

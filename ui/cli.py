@@ -60,6 +60,7 @@ def run_from_args(args):
 
 
 def generate_command(args) -> int:
+    from framepack_core.events import Status
     from framepack_core.session import Session
     from framepack_core.session_config import SessionConfig
 
@@ -74,7 +75,7 @@ def generate_command(args) -> int:
     _stop_on_ctrl_c(run)
     outcome = run.execute(session, TerminalProgress())
     record = run.record()
-    if record["status"] == "failed":
+    if record["status"] == Status.FAILED:
         if record.get("partial_video"):
             _say(f"the video so far is in {run.files.in_progress}")
         return 1
@@ -91,6 +92,14 @@ def generate_command(args) -> int:
         print(json.dumps(record | {"output": str(outcome.video), "mode": record["settings"]["mode"],
                                    "device": str(session.device)}), flush=True)
     return 130 if outcome.stopped else 0
+
+
+def told_stage(event) -> bool:
+    """A stage a terminal tells in a line: loading and encoding (sampling, decoding and writing show as the bar)."""
+    from framepack_core.events import Stage, StageName
+
+    return isinstance(event, Stage) and event.name in (
+        StageName.LOADING, StageName.ENCODING_PROMPT, StageName.ENCODING_IMAGE)
 
 
 class TerminalProgress:
@@ -118,7 +127,7 @@ class TerminalProgress:
             self._close()
             if isinstance(event, Stage):
                 self.section_started = time.monotonic()  # "sampling" comes right before a section's steps
-                if event.name in ("loading", "encoding_prompt", "encoding_image"):
+                if told_stage(event):
                     self._say(event.message)
             elif isinstance(event, SectionDone):
                 self._say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framepack_core.events import Failed, Preview, SectionDone
+from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
@@ -86,7 +86,7 @@ class Handlers:
         last = self.last_run
         try:
             found = latest_unfinished(self.settings.outputs) if last is None else None
-            if found is None and (last is None or last.record()["status"] not in ("stopped", "failed")):
+            if found is None and (last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED)):
                 raise ValueError("There is no stopped or failed run on this page to resume.")
             run = Run.resume(found.record if found is not None else last.files.record)
         except ValueError as error:
@@ -97,7 +97,7 @@ class Handlers:
     def page_extend(self, upload, seconds, prompt):
         """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer."""
         last = self.last_run
-        source = upload or (last.files.video if last is not None and last.record()["status"] == "finished" else None)
+        source = upload or (last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None)
         try:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
@@ -111,7 +111,7 @@ class Handlers:
         """Submit the run to the worker and turn its events into page updates until it ends."""
         self.last_run = run
         try:
-            job = self.worker.submit(run)
+            submission = self.worker.submit(run)
         except WorkerBusy as error:
             run.refuse(str(error))
             yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
@@ -120,7 +120,7 @@ class Handlers:
         yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="",
                          seed=seed, running=True)
         try:
-            for batch in job.batches():
+            for batch in submission.batches():
                 update = PageUpdate()
                 for event in batch:
                     progress.update(event)
@@ -128,16 +128,16 @@ class Handlers:
                         update.preview = contact_sheet(event.image, run.request.method.window)
                     elif isinstance(event, SectionDone):
                         update.video = str(event.video)
-                if job.cancel.is_set():
+                if submission.cancel.is_set():
                     progress.stopping()
                 update.progress = progress.html()
                 yield update
         finally:
-            job.stop()  # a no-op after the end; ends the run when the browser went away mid-run
-        job.finished.wait()
+            submission.stop()  # a no-op after the end; ends the run when the browser went away mid-run
+        submission.finished.wait()
         record = run.record()
         video = None
-        if record["status"] != "failed" and record["video"]:
+        if record["status"] != Status.FAILED and record["video"]:
             video = str(run.files.video)
         elif record.get("partial_video"):
             video = str(run.files.in_progress)  # what was made before the failure is still worth keeping
@@ -180,16 +180,16 @@ class Handlers:
             prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
             loop=bool(loop)))
         try:
-            job = self.worker.submit(run)
+            submission = self.worker.submit(run)
         except WorkerBusy as error:
             run.refuse(str(error))
             raise
         try:
-            for _ in job.batches():
+            for _ in submission.batches():
                 pass
         finally:
-            job.stop()
-        job.finished.wait()
+            submission.stop()
+        submission.finished.wait()
         outcome = run.outcome
         if isinstance(outcome, Failed):
             raise RuntimeError(outcome.message)
@@ -210,7 +210,7 @@ def summary_markdown(record: dict) -> str:
         skipped, computed = cache.get("blocks_skipped", 0), cache.get("blocks_computed", 0)
         if skipped:
             lines.append(f"The step cache skipped {100 * skipped / (skipped + computed):.0f}% of the transformer work.")
-    if record.get("status") == "failed":
+    if record.get("status") == Status.FAILED:
         lines.append(f"Failed: {record['error']}")
     stages = stages_markdown(record.get("stages"))  # a table: markdown wants it after a blank line
     return "  \n".join(lines) + (f"\n\n{stages}" if stages else "")

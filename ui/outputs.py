@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from framepack_core.events import Status
 from framepack_core.request import remake_fields
 from framepack_core.run import Run
 from framepack_core.run_files import RunFiles
@@ -20,7 +21,7 @@ from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, summary_markdown
 from .progress import idle_html
 
 COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
-RESUMABLE = ("stopped", "failed", "running")  # "running" without a live owner: a killed run
+RESUMABLE = (Status.STOPPED, Status.FAILED, Status.RUNNING)  # running without a live owner: a killed run
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class OutputsHandlers:
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
-            if run.status == "running" and run.record.get("owner"):  # read_record marks a dead owner's run failed
+            if run.status == Status.RUNNING and run.record.get("owner"):  # read_record marks a dead owner's run failed
                 raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
             resumed = Run.resume(run.files.record)
         except ValueError as error:
@@ -187,7 +188,7 @@ class OutputsHandlers:
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""
         try:
             run = self.find(name)
-            if run.status != "finished" or not run.files.video.is_file():
+            if run.status != Status.FINISHED or not run.files.video.is_file():
                 raise ValueError(f"{run.name} has no finished video to extend; resume it first.")
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)

@@ -9,7 +9,7 @@ import html
 import time
 from typing import Callable
 
-from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, Step
+from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, StageName, Status, Step
 
 IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
 
@@ -29,7 +29,7 @@ class RunProgress:
         self.step = self.steps = 0
         self.frames = 0
         self.notices: list[str] = []
-        self.state = "running"  # running | stopping | finished | stopped | failed
+        self.state = Status.RUNNING  # then stopping, finished, stopped or failed
         self.error = ""
         self.ended: float | None = None
         self._sampling_started: float | None = None  # ETA counts from here: loading is not repeated
@@ -37,7 +37,7 @@ class RunProgress:
     def update(self, event) -> None:
         if isinstance(event, Stage):
             self.stage = event.message
-            if event.name == "sampling" and self._sampling_started is None:
+            if event.name == StageName.SAMPLING and self._sampling_started is None:
                 self._sampling_started = self.clock()
         elif isinstance(event, Step):
             self.section, self.sections = event.section + 1, event.sections
@@ -48,14 +48,14 @@ class RunProgress:
             self.notices.append(event.message)
         elif isinstance(event, Finished):
             self.frames = event.frames or self.frames
-            self.state = "stopped" if event.stopped else "finished"
+            self.state = Status.STOPPED if event.stopped else Status.FINISHED
             self.ended = self.clock()
         elif isinstance(event, Failed):
-            self.state, self.error, self.ended = "failed", event.message, self.clock()
+            self.state, self.error, self.ended = Status.FAILED, event.message, self.clock()
 
     def stopping(self) -> None:
-        if self.state == "running":
-            self.state = "stopping"
+        if self.state == Status.RUNNING:
+            self.state = Status.STOPPING
 
     @property
     def elapsed(self) -> float:
@@ -63,7 +63,7 @@ class RunProgress:
 
     @property
     def fraction(self) -> float:
-        if self.state == "finished":
+        if self.state == Status.FINISHED:
             return 1.0
         total = self.sections * self.steps
         return ((self.section - 1) * self.steps + self.step) / total if total else 0.0
@@ -71,7 +71,7 @@ class RunProgress:
     @property
     def eta(self) -> float | None:
         """Seconds left, from the pace so far (decoding between sections included); None if unknown."""
-        if self.state not in ("running", "stopping") or self._sampling_started is None:
+        if self.state not in _GOING or self._sampling_started is None:
             return None
         done = self.fraction
         if done <= 0:
@@ -83,11 +83,14 @@ class RunProgress:
         return render(self)
 
 
+_GOING = (Status.RUNNING, Status.STOPPING)
+
+
 def render(p: RunProgress) -> str:
     headline = {
-        "running": p.stage, "stopping": "Stopping after this step…",
-        "finished": f"Done: {p.frames} frames", "stopped": "Stopped; the video so far is kept" if p.frames
-        else "Stopped before the first section was done", "failed": p.error,
+        Status.RUNNING: p.stage, Status.STOPPING: "Stopping after this step…",
+        Status.FINISHED: f"Done: {p.frames} frames", Status.STOPPED: "Stopped; the video so far is kept" if p.frames
+        else "Stopped before the first section was done", Status.FAILED: p.error,
     }[p.state]
     times = f"{clock_text(p.elapsed)} elapsed"
     if p.eta is not None:
@@ -96,7 +99,7 @@ def render(p: RunProgress) -> str:
     if p.sections:
         details += [f"Section {p.section} of {p.sections}", f"Step {p.step} of {p.steps}"]
     if p.frames:
-        details.append(f"{p.frames} frames so far" if p.state in ("running", "stopping") else f"{p.frames} frames")
+        details.append(f"{p.frames} frames so far" if p.state in _GOING else f"{p.frames} frames")
     notes = "".join(f'<div class="fp-note">{html.escape(n)}</div>' for n in p.notices)
     return (
         f'<div class="fp-progress fp-{p.state}">'

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli import settings_from_args
+from .cli import settings_from_args, told_stage
 
 # Flags whose names differ from the request's; every other flag named like a request setting is one.
 def queue_command(args) -> int:
@@ -107,9 +107,11 @@ def _run(store, args) -> int:
         return 2
     finally:
         signal.signal(signal.SIGINT, before)
+    from framepack_core.events import Status
+
     jobs = store.jobs()
-    left = sum(job.status == "queued" for job in jobs)
-    failed = [job for job in jobs if job.status == "failed"]
+    left = sum(job.status == Status.QUEUED for job in jobs)
+    failed = [job for job in jobs if job.status == Status.FAILED]
     _say(f"ran {count} job{'s' if count != 1 else ''}; {left} queued" + (f", {len(failed)} failed" if failed else ""))
     return 130 if executor.interrupt.is_set() else 0
 
@@ -143,10 +145,9 @@ def executor_from_args(store, args):
 
 def _job_line(job, event) -> None:
     """A Ray job's event as the local run prints it, after its job's number."""
-    from framepack_core.events import Failed, Notice, SectionDone, Stage
+    from framepack_core.events import Failed, Notice, SectionDone
 
-    if isinstance(event, Notice) or (isinstance(event, Stage) and event.name in (
-            "loading", "encoding_prompt", "encoding_image")):
+    if isinstance(event, Notice) or told_stage(event):
         _say(f"job {job.id}: {event.message}")
     elif isinstance(event, SectionDone):
         _say(f"job {job.id}: section {event.section + 1}/{event.sections} done: {event.frames} frames")
@@ -161,10 +162,11 @@ def add_queue_parser(commands, generate) -> None:
     sub = queue.add_subparsers(dest="queue_command", required=True)
     sub.add_parser("add", parents=[generate], conflict_handler="resolve", allow_abbrev=False,
                    help="queue one job (the flags of `generate`)")
+    # add-folder takes --image too (ignored: each picture of DIR is one); hiding it here would take it off the
+    # action argparse shares with `generate`, whose help would then show it as a positional argument.
     folder = sub.add_parser("add-folder", parents=[generate], conflict_handler="resolve", allow_abbrev=False,
                             help="queue one job per picture in a folder")
     folder.add_argument("folder", metavar="DIR")
-    folder.add_argument("--image", default=None, help=argparse_suppress())
     imp = sub.add_parser("import", allow_abbrev=False, help="queue the rows of a JSON Lines or CSV file "
                          "(image, prompt and any setting by name, one job a row)")
     imp.add_argument("file", metavar="FILE")
@@ -182,12 +184,6 @@ def add_queue_parser(commands, generate) -> None:
     run.add_argument("--ram-budget", type=float, default=None, metavar="GB", help="as for generate")
     for parser in (imp, listing, run):
         parser.add_argument("--outputs", default="outputs", help="the queue's folder (videos and queue.sqlite3)")
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def _say(message: str) -> None:

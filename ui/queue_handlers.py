@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepack_core.events import Preview, SectionDone
+from framepack_core.events import Preview, SectionDone, Status
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job, export_jobs, import_file
 from jobs.running import NotNow
@@ -111,7 +111,7 @@ class QueueHandlers:
         """The progress, preview and video so far of the job running in this process."""
         live = self.live
         if live.job_id is None:
-            queued = sum(job.status == "queued" for job in self.store.jobs())
+            queued = sum(job.status == Status.QUEUED for job in self.store.jobs())
             state = "on" if self.running.is_set() else "paused"
             return idle_html(f"Queue {state}; {queued} job(s) waiting."), None, None
         return live.progress.html(), live.preview, live.video
@@ -143,14 +143,14 @@ class QueueHandlers:
     def _on_worker(self, run, emit):
         """A job's run on the page's worker thread: Start and the queue never make two videos at once."""
         try:
-            job = self.handlers.worker.submit(run, wait=0)
+            submission = self.handlers.worker.submit(run, wait=0)
         except WorkerBusy:
             # Start was pressed in between: the job goes back to the queue, untouched.
             raise NotNow("waiting for the page's own video") from None
-        for batch in job.batches():
+        for batch in submission.batches():
             for event in batch:
                 emit(event)
-        job.finished.wait()
+        submission.finished.wait()
         return run.outcome
 
     def _started(self, job) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .queue_handlers import COLUMNS, QueueHandlers
+from .queue_handlers import ACTIONS, COLUMNS, QueueHandlers
 
 
 def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> None:
@@ -26,7 +26,7 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                         picked = gr.Number(None, precision=0, label="Job #", min_width=80, elem_id="fp-queue-job")
                         buttons = {name: gr.Button(name.capitalize(), size="sm", min_width=60,
                                                    elem_id=f"fp-queue-{name}")
-                                   for name in ("up", "down", "cancel", "retry", "delete")}
+                                   for name in ACTIONS}
                     with gr.Row():
                         clear = gr.Button("Clear finished", size="sm")
                         export = gr.Button("Export JSON", size="sm")

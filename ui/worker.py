@@ -1,7 +1,8 @@
-"""Runs on a background thread, one at a time; their events cross a queue to the page.
+"""The page's runs, on a background thread, one at a time; their events cross a queue to the page.
 
-The only thread between a front end and the run path: the run itself is synchronous
-(framepack_core.run), and the command line calls it on its main thread.
+The run itself is synchronous (framepack_core.run); the command line calls it on its main thread.
+The page's runs (Start, Resume, Extend, the API, and the page's queue's jobs) all come through here,
+so one model set and one GPU serve them in turn.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ class WorkerBusy(RuntimeError):
     """A run is still going; the page says so instead of starting a second one."""
 
 
-class Job:
-    """One run on the worker: its events as they come."""
+class Submission:
+    """One run handed to the worker: its events as they come. (Not a queue's job, jobs.store.Job: a request
+    waiting in the queue's database; a queued job that runs on the page is submitted like any run.)"""
 
     def __init__(self, number: int, run):
         self.number = number
@@ -70,7 +72,7 @@ class Worker:
         first use: it imports torch, which the page does not need in order to open."""
         self._session = session
         self.config = config or SessionConfig()
-        self._job: Job | None = None
+        self._submitted: Submission | None = None
         self._count = 0
         self._lock = threading.Lock()
         # Per-section snapshots of the video so far live here (see _snapshot).
@@ -86,28 +88,28 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        job = self._job
-        return job is not None and not job.finished.is_set()
+        submission = self._submitted
+        return submission is not None and not submission.finished.is_set()
 
-    def submit(self, run, wait: float = 30.0) -> Job:
+    def submit(self, run, wait: float = 30.0) -> Submission:
         """Start a run (framepack_core.run.Run). A run being stopped gets `wait` seconds to end."""
         with self._lock:
-            previous = self._job
+            previous = self._submitted
             if previous is not None and not previous.finished.wait(wait):
                 raise WorkerBusy("A video is still being made; press Stop or wait for it to finish.")
             self._count += 1
-            job = self._job = Job(self._count, run)
-        shutil.rmtree(self.scratch / str(job.number - 1), ignore_errors=True)
-        thread = threading.Thread(target=self._work, args=(job,), name=f"framepack-run-{job.number}", daemon=True)
+            submission = self._submitted = Submission(self._count, run)
+        shutil.rmtree(self.scratch / str(submission.number - 1), ignore_errors=True)
+        thread = threading.Thread(target=self._work, args=(submission,), name=f"framepack-run-{submission.number}", daemon=True)
         thread.start()
-        return job
+        return submission
 
     def stop(self) -> bool:
         """Ask the current run to end after its current step; False if nothing is running."""
-        job = self._job
-        if job is None or job.finished.is_set():
+        submission = self._submitted
+        if submission is None or submission.finished.is_set():
             return False
-        job.stop()
+        submission.stop()
         return True
 
     def close(self) -> None:
@@ -115,25 +117,25 @@ class Worker:
         self.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _work(self, job: Job) -> None:
+    def _work(self, submission: Submission) -> None:
         def emit(event) -> None:
             if isinstance(event, SectionDone):
-                event = replace(event, video=self._snapshot(job, event))
-            job.events.put(event)
+                event = replace(event, video=self._snapshot(submission, event))
+            submission.events.put(event)
 
         try:
-            job.run.execute(self.session, emit)
+            submission.run.execute(self.session, emit)
         finally:
-            job.finished.set()
-            job.events.put(_DONE)
+            submission.finished.set()
+            submission.events.put(_DONE)
 
-    def _snapshot(self, job: Job, event: SectionDone) -> Path:
+    def _snapshot(self, submission: Submission, event: SectionDone) -> Path:
         """A private copy of the video so far.
 
         The run rewrites its in-progress file after every section and renames it at the end,
         possibly before the page has read it; the copy stays put until the next run.
         """
-        folder = self.scratch / str(job.number)
+        folder = self.scratch / str(submission.number)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"section-{event.section + 1}.mp4"
         # A copy, not a hard link: a link would follow the file if it were ever rewritten in place.
