@@ -91,7 +91,7 @@ MADE_UP = textwrap.dedent('''
     out, picture = Path(sys.argv[1]), sys.argv[2]
     args = app.build_parser().parse_args(["generate", "--image", picture, "--prompt", "p", "--sparkle"])
     flag = settings_from_args(args)["sparkle"]
-    worker = Worker(device="cpu", loader=lambda *a, **k: "models")
+    worker = Worker()  # its session (torch) is made on first use: never here
     handlers = Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=out))
     page = build_page(handlers)
     widget = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "fp-sparkle")
