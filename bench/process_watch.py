@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 
-from memory.host import proc_bytes
+from memory.host import anonymous_resident_bytes
 
 MiB = 1 << 20
 
@@ -88,7 +88,7 @@ class ProcessWatch:
                 return
 
     def sample(self) -> None:
-        rss = proc_bytes(f"/proc/{self.pid}/status", "RssAnon")
+        rss = anonymous_resident_bytes(self.pid)
         if rss is not None:
             self.rss_peak, self.rss_samples = max(rss, self.rss_peak or 0), self.rss_samples + 1
         used = self.card() if self.card else None

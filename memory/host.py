@@ -47,15 +47,15 @@ def limit_heap_arenas(count: int = 2) -> bool:
     return bool(mallopt(_M_ARENA_MAX, count))
 
 
-def anonymous_resident_bytes() -> int | None:
-    """The process's own resident memory: heap and pinned buffers, not the pages of mapped weight files,
+def anonymous_resident_bytes(pid: int | None = None) -> int | None:
+    """A process's own resident memory (this one's, or `pid`'s): heap and pinned buffers, not the pages of mapped weight files,
     which the OS page cache holds and drops as it likes. Through psutil, on every system: on Linux
     resident less shared pages (= `RssAnon`), elsewhere the unique set size (private pages), else the
     resident size. None where psutil cannot tell."""
     import psutil
 
     try:
-        process = psutil.Process()
+        process = psutil.Process(pid)
         info = process.memory_info()
     except (psutil.Error, OSError):
         return None

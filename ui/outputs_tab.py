@@ -6,6 +6,8 @@ and the queue appear too. Remake, Resume, Extend and Branch show their run on th
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from .outputs import COLUMNS, OutputsHandlers
@@ -15,6 +17,18 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
                       generate_tab: str) -> None:
     """Inside the page's gr.Tabs. `form`: the Generate tab's inputs by name; `run_outputs`/`to_outputs`: its
     run display and how a PageUpdate becomes its values; `generate_tab`: the Generate tab's id."""
+    ui = _layout(outputs)
+    listing, redraw = _wire_listing(outputs, ui)
+    _wire_picking(outputs, ui)
+    _wire_actions(outputs, ui, form, run_outputs, to_outputs, tabs, generate_tab)
+    _wire_delete(outputs, ui, listing, redraw)
+
+
+_PRIVATE = dict(queue=False, api_visibility="private", show_progress="hidden")
+
+
+def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
+    """The tab's components, by name."""
     with gr.Tab("Outputs", id="outputs", elem_id="fp-outputs") as tab:
         message = gr.Markdown("", elem_id="fp-out-message")
         with gr.Row(equal_height=False):
@@ -41,7 +55,11 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
                 settings = gr.Markdown("", elem_id="fp-out-settings")
         names = gr.State([run.name for run in outputs.runs()])  # the gallery's pictures, by run
         timer = gr.Timer(2.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "outputs"})
 
+
+def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):
+    """The list follows the folder: redrawn when a record comes, goes or changes, and on opening the tab."""
     seen = {"version": None}
 
     def refresh():
@@ -59,11 +77,13 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
         seen["version"] = None
         return refresh()
 
-    listing = [table, gallery, names]
-    private = dict(queue=False, api_visibility="private", show_progress="hidden")
-    timer.tick(refresh, None, listing, **private)
-    tab.select(redraw, None, listing, **private)
+    listing = [ui.table, ui.gallery, ui.names]
+    ui.timer.tick(refresh, None, listing, **_PRIVATE)
+    ui.tab.select(redraw, None, listing, **_PRIVATE)
+    return listing, redraw
 
+
+def _wire_picking(outputs: OutputsHandlers, ui: SimpleNamespace) -> None:
     def show(name):
         path, text = outputs.details(name)
         return name, path, text
@@ -74,20 +94,24 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
     def pick_picture(shown, event: gr.SelectData):
         return show(shown[event.index] if 0 <= event.index < len(shown) else "")
 
-    details = [picked, video, settings]
-    table.select(pick_row, None, details, **private)
-    gallery.select(pick_picture, names, details, **private)
+    details = [ui.picked, ui.video, ui.settings]
+    ui.table.select(pick_row, None, details, **_PRIVATE)
+    ui.gallery.select(pick_picture, ui.names, details, **_PRIVATE)
 
+
+def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run_outputs: list, to_outputs,
+                  tabs: gr.Tabs, generate_tab: str) -> None:
+    """Remake fills the Generate tab; Resume and Extend run there, shown as any run of the page."""
     def remake_run(name):
         try:
             values = outputs.remake_form(name)
         except ValueError as error:
-            return {message: str(error)}
+            return {ui.message: str(error)}
         return {form[key]: value for key, value in values.items() if key in form} | {
-            message: f"The Generate tab holds the settings of {name}; press Start to make it again.",
+            ui.message: f"The Generate tab holds the settings of {name}; press Start to make it again.",
             tabs: gr.Tabs(selected=generate_tab)}
 
-    remake.click(remake_run, picked, [message, tabs, *form.values()], **private)
+    ui.remake.click(remake_run, ui.picked, [ui.message, tabs, *form.values()], **_PRIVATE)
 
     def follow(updates):
         yield {tabs: gr.Tabs(selected=generate_tab)}
@@ -95,15 +119,19 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
             yield dict(zip(run_outputs, to_outputs(update)))
 
     running = dict(concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+
     def resume_run(name):
         yield from follow(outputs.resume(name))
 
     def extend_run(name, more, prompt):
         yield from follow(outputs.extend(name, more, prompt))
 
-    resume.click(resume_run, picked, [tabs, *run_outputs], **running)
-    extend.click(extend_run, [picked, seconds, form["prompt"]], [tabs, *run_outputs], **running)
+    ui.resume.click(resume_run, ui.picked, [tabs, *run_outputs], **running)
+    ui.extend.click(extend_run, [ui.picked, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
 
+
+def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, redraw) -> None:
+    """Delete asks first, then removes the run's files and redraws the list."""
     def ask(name):
         try:
             run = outputs.find(name)
@@ -118,6 +146,7 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
             text = str(error)
         return (text, gr.Row(visible=False), "", None, "", *redraw())
 
-    delete.click(ask, picked, [message, confirm_row, confirm_text], **private)
-    keep.click(lambda: gr.Row(visible=False), None, confirm_row, **private)
-    really.click(really_delete, picked, [message, confirm_row, picked, video, settings, *listing], **private)
+    ui.delete.click(ask, ui.picked, [ui.message, ui.confirm_row, ui.confirm_text], **_PRIVATE)
+    ui.keep.click(lambda: gr.Row(visible=False), None, ui.confirm_row, **_PRIVATE)
+    ui.really.click(really_delete, ui.picked, [ui.message, ui.confirm_row, ui.picked, ui.video, ui.settings, *listing],
+                    **_PRIVATE)

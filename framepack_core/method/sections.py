@@ -163,21 +163,8 @@ def run_sections(
     _, _, _, h, w = start_latent.shape
     sigmas = flux_sigmas(settings.steps, flux_mu(window * h * w // 4, settings.shift))
     device = transformer.device
-
-    if settings.mode == "inverted":
-        history = InvertedHistory(start_latent, end_latent)
-        layouts = [inverted_layout(p, window) for p in latent_paddings(count)]
-    else:
-        history = ForwardHistory(start_latent)
-        layouts = [forward_layout(window)] * count
-    done = 0
-    if resume is not None and (resume.done or resume.video_latents.shape[2]):
-        done = resume.done
-        if not 0 <= done <= count:
-            raise ValueError(f"cannot resume after section {done} of {count}")
-        history.restore(resume.video_latents)
-        for _ in range(done):  # each finished section drew exactly this much noise
-            torch.randn((1, LATENT_CHANNELS, window, h, w), generator=generator, dtype=torch.float32)
+    history, layouts = _history_and_layouts(settings, start_latent, end_latent)
+    done = _restore(history, resume, count, generator, (1, LATENT_CHANNELS, window, h, w))
 
     for index, layout in enumerate(layouts):
         if index < done:
@@ -199,3 +186,24 @@ def run_sections(
             x = torch.cat([history.start, x], dim=2)
         history.add(x)
         yield Section(index, count, x, history.video())
+
+
+def _history_and_layouts(settings: SectionSettings, start_latent: torch.Tensor, end_latent: torch.Tensor | None):
+    """The latent history for the mode, and each section's index layout in generation order."""
+    if settings.mode == "inverted":
+        history = InvertedHistory(start_latent, end_latent)
+        return history, [inverted_layout(p, settings.window) for p in latent_paddings(settings.sections)]
+    return ForwardHistory(start_latent), [forward_layout(settings.window)] * settings.sections
+
+
+def _restore(history, resume: SavedSections | None, count: int, generator: torch.Generator, noise_shape) -> int:
+    """Sections already done: their latents back in the history, their noise drawn and discarded."""
+    if resume is None or not (resume.done or resume.video_latents.shape[2]):
+        return 0
+    done = resume.done
+    if not 0 <= done <= count:
+        raise ValueError(f"cannot resume after section {done} of {count}")
+    history.restore(resume.video_latents)
+    for _ in range(done):  # each finished section drew exactly this much noise
+        torch.randn(noise_shape, generator=generator, dtype=torch.float32)
+    return done
