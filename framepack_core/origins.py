@@ -134,6 +134,10 @@ class Origin:
         pixels, prefix = self.frame(request, models, manager)
         return Beginning(pixels, saved.start, saved.end, SavedSections(saved.done, saved.video), prefix)
 
+    def described(self) -> dict:
+        """What the run's record says of where its video comes from ({} for a picture)."""
+        return {}
+
 
 class NewPicture(Origin):
     """The request's picture, and its end frame when there is one, encoded by the VAE."""
@@ -180,6 +184,11 @@ class ExtendedVideo(Origin):
             notices = (f"Branching {self.source.name} at {self.cut / self.facts.fps:.2f} s (its frame {self.cut}): "
                        "its frames before it are kept as they are.",)
         return Beginning(base.pixels, base.start, None, SavedSections(0, base.video), prefix=base, notices=notices)
+
+    def described(self) -> dict:
+        if self.cut is None:
+            return {"extends": self.source.name}
+        return {"branches": self.source.name, "from_seconds": round(self.cut / self.facts.fps, 3)}
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,9 @@ class BridgedClips(Origin):
         pixels, _ = self.frame(request, models, manager)
         return Bridging(pixels, saved.start, saved.end, SavedSections(saved.done, saved.video), clips=self)
 
+    def described(self) -> dict:
+        return {"bridges": [self.first.path.name, self.second.path.name]}
+
 
 @dataclass(frozen=True)
 class ResumedRun(Origin):
@@ -241,3 +253,6 @@ class ResumedRun(Origin):
 
     def begin(self, request, models, manager) -> Beginning:
         return self.origin.resumed(self.saved, request, models, manager)
+
+    def described(self) -> dict:
+        return self.origin.described()

@@ -151,6 +151,8 @@ class Run:
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
                   "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
+        if self.origin is not None:  # the video it extends, branches or bridges
+            record |= self.origin.described()
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):

@@ -91,6 +91,7 @@ def test_a_branch_keeps_the_source_to_the_cut_and_continues_from_its_latents(tin
     assert f"at {cut / 30:.2f} s (its frame {cut})" in notices[0]
     record = json.loads(run.files.record.read_text())
     assert (record["frames"], record["status"]) == (cut + 2 * 4 * K - skip, "finished")
+    assert (record["branches"], record["from_seconds"]) == (source.name, round(cut / 30, 3))
     branch_latents = load_latents(run.files.latents)
     assert branch_latents.extends | {"video": ""} == {"video": "", "frames": cut, "latents": history.shape[2],
                                                        "cut": True}
