@@ -17,7 +17,7 @@ from framepack_core.media.latents import load_latents
 from framepack_core.media.video_files import cut_points
 from framepack_core.models.encoders import encode_latent, encode_siglip
 from framepack_core.run import Run
-from helpers import fixed_session, run_events, tiny_request
+from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
 K = 3  # latent frames per section: 12 frames
@@ -46,14 +46,7 @@ def _recording(transformer):
 
 def _branch(models, source, seconds, folder, on_event=None, **fields):
     run = Run.extend(source, 0.8, from_seconds=seconds, steps=1, folder=folder, **fields)
-    events = []
-
-    def emit(event):
-        events.append(event)
-        if on_event is not None:
-            on_event(event, run)
-    run.execute(fixed_session(models), emit)
-    return run, events
+    return run, executed(run, models, on_event=on_event)
 
 
 @pytest.mark.parametrize("mode", ["forward", "inverted"])

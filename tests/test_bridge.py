@@ -14,7 +14,7 @@ from framepack_core.events import Finished, SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.models.encoders import encode_latent, encode_siglip
 from framepack_core.run import Run
-from helpers import fixed_session, run_events, tiny_request
+from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
 K = 3  # latent frames per section: 12 frames
@@ -43,14 +43,7 @@ def _recording(transformer):
 
 def _bridge(models, first, second, folder, on_event=None, **fields):
     run = Run.bridge(first, second, 0.8, steps=1, folder=folder, **fields)
-    events = []
-
-    def emit(event):
-        events.append(event)
-        if on_event is not None:
-            on_event(event, run)
-    run.execute(fixed_session(models), emit)
-    return run, events
+    return run, executed(run, models, on_event=on_event)
 
 
 def test_a_bridge_is_a_then_the_way_from_its_end_into_b_then_b(tiny_models, clips, tmp_path):
