@@ -1,16 +1,20 @@
 """The Generate, Queue and Outputs tabs in real Chromium: a run made with `generate` shows in Outputs,
-Remake fills the Generate form, Resume continues a stopped run from Outputs. Saves docs/screenshot.png
+Remake fills the Generate form, Resume continues a stopped run from Outputs, Branch here continues a video
+from the player's time into a new run whose first frames are the source's. Saves docs/screenshot.png
 (the Outputs tab) for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
 """
 import re
 import subprocess
 import sys
 
+import pytest
+
 from test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
 
 from playwright.sync_api import expect
 
 CLI_PROMPT = "made on the command line"
+BRANCH_PROMPT = "a branch starts here"
 
 
 def _pick(page, text: str) -> None:
@@ -77,3 +81,75 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F8
     page.wait_for_timeout(300)
     (ROOT / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
+
+
+def _seek(page, seconds: float) -> float:
+    """Seek the Outputs player, once it knows the video's length, as a person dragging its bar; the time it shows."""
+    page.wait_for_function("() => (document.querySelector('#fp-out-video video') || {}).readyState >= 1")
+    return page.evaluate("""t => new Promise(done => {
+        const player = document.querySelector('#fp-out-video video');
+        player.addEventListener('seeked', () => done(player.currentTime), { once: true });
+        player.currentTime = t;
+    })""", seconds)
+
+
+def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F811 (fixtures)
+    import inspect
+    import json
+
+    import numpy as np
+
+    from framepack_core.run import Run
+    from mp4info import mp4_info
+
+    if "from_seconds" not in inspect.signature(Run.extend).parameters:
+        pytest.skip("Run.extend has no from_seconds yet (the engine side of branching, issue 20 item 4)")
+    url, outputs = server
+    made = subprocess.run([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                           "--seconds", "2", "--steps", "1", "--seed", "5151", "--prompt", BRANCH_PROMPT,
+                           "--outputs", str(outputs), "--image", str(ROOT / "examples" / "hills.jpg")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    source = next(outputs.glob("*_5151.json"))
+    before = {p.name for p in outputs.iterdir()}
+    page.goto(url)
+    tabs, progress = page.locator("#fp-tabs"), page.locator("#fp-progress")
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text(BRANCH_PROMPT, timeout=20_000)
+    _pick(page, BRANCH_PROMPT)
+    expect(page.locator("#fp-out-picked textarea")).to_have_value(source.stem)
+    expect(page.locator("#fp-out-video video")).to_be_visible()
+
+    # At the start (the player not moved yet): the run path's one sentence, and nothing is written.
+    assert _seek(page, 0) == 0
+    page.locator("#fp-out-branch").click()
+    expect(progress.locator(".fp-failed")).to_be_visible()
+    assert {p.name for p in outputs.iterdir()} == before
+
+    # Seeked to 1.1 s: a new run keeps the source up to the cut near there and continues for one second.
+    tabs.get_by_role("tab", name="Outputs").click()
+    assert _seek(page, 1.1) == 1.1
+    page.locator("#fp-out-seconds input").fill("1")
+    page.locator("#fp-out-branch").click()
+    expect(progress).to_contain_text("Done:", timeout=120_000)
+    new = [p for p in outputs.glob("*.json") if p.name not in before]
+    assert len(new) == 1
+    record = json.loads(new[0].read_text())
+    assert record["status"] == "finished"
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text(new[0].stem, timeout=20_000)
+
+    branch_video = new[0].with_suffix(".mp4")
+    kept = _kept_frames(branch_video)
+    src_frames, branch_frames = mp4_info(source.with_suffix(".mp4"))[1], mp4_info(branch_video)[1]
+    assert 0 < kept < src_frames.shape[0] and abs(kept / record["fps"] - 1.1) <= 0.6, kept  # the cut near 1.1 s
+    assert np.array_equal(branch_frames[:kept], src_frames[:kept])
+    assert branch_frames.shape[0] == record["frames"] > kept and not np.array_equal(branch_frames[kept], src_frames[kept])
+
+
+def _kept_frames(branch_video) -> int:
+    """The source's frames the branch kept, as its run recorded them (its latents' `extends`)."""
+    from framepack_core.media.latents import load_latents
+    from framepack_core.run_files import files_of
+
+    return int(load_latents(files_of(branch_video).latents).extends["frames"])
