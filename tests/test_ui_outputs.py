@@ -204,9 +204,10 @@ def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, picture):
     if "from_seconds" not in inspect.signature(Run.extend).parameters:
         pytest.skip("Run.extend has no from_seconds yet (the engine side of branching, issue 20 item 4)")
     tab = outputs()
-    name = _make(tab, picture, "2026-01-02T10:00:00")  # 74 frames at 30 fps: 2.47 s
+    name = _make(tab, picture, "2026-01-02T10:00:00")
     before = _files(tab.folder)
-    for at in (0.0, 2.47, 9.0):  # the start, the end, past the end
+    record = tab.find(name).record
+    for at in (0.0, record["frames"] / record["fps"], 9.0):  # the start, the end (74 frames at 30 fps), past it
         with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
             Run.extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at)
         update = list(tab.branch(name, at, 1, ""))[-1]
