@@ -196,18 +196,19 @@ def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, 
     assert extend.calls == [] and _files(tab.folder) == before
 
 
-def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, picture):
+def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
     import inspect
 
     from framepack_core.run import Run
 
     if "from_seconds" not in inspect.signature(Run.extend).parameters:
         pytest.skip("Run.extend has no from_seconds yet (the engine side of branching, issue 20 item 4)")
-    tab = outputs()
-    name = _make(tab, picture, "2026-01-02T10:00:00")
-    before = _files(tab.folder)
+    tab = outputs(session=fixed_session(tiny_models))
+    name = _make(tab, picture, "2026-01-02T10:00:00", seconds=1, steps=1)  # one section: no cut point inside
     record = tab.find(name).record
-    for at in (0.0, record["frames"] / record["fps"], 9.0):  # the start, the end (74 frames at 30 fps), past it
+    before = _files(tab.folder)
+    # The start, the end, past it, and a time inside a video that cannot be cut there without re-encoding.
+    for at in (0.0, record["frames"] / record["fps"], 9.0, 0.5):
         with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
             Run.extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at)
         update = list(tab.branch(name, at, 1, ""))[-1]

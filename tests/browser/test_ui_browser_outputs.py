@@ -99,14 +99,18 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
 
     import numpy as np
 
+    from framepack_core.media.video_files import cut_points
     from framepack_core.run import Run
     from mp4info import mp4_info
 
     if "from_seconds" not in inspect.signature(Run.extend).parameters:
         pytest.skip("Run.extend has no from_seconds yet (the engine side of branching, issue 20 item 4)")
     url, outputs = server
+    # 1.6 s in sections of 3 latent frames (inverted: 49 frames, cut points at frames 25 and 37, where
+    # sections were joined), so that the video can be cut near the player's time without re-encoding it.
     made = subprocess.run([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
-                           "--seconds", "2", "--steps", "1", "--seed", "5151", "--prompt", BRANCH_PROMPT,
+                           "--seconds", "1.6", "--window", "3", "--steps", "1", "--seed", "5151",
+                           "--prompt", BRANCH_PROMPT,
                            "--outputs", str(outputs), "--image", str(ROOT / "examples" / "hills.jpg")],
                           cwd=ROOT, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
@@ -121,15 +125,17 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
     expect(page.locator("#fp-out-video video")).to_be_visible()
 
     # At the start (the player not moved yet): the run path's one sentence, and nothing is written.
+    with pytest.raises(ValueError) as refused:
+        Run.extend(source.with_suffix(".mp4"), 0.8, from_seconds=0.0, folder=outputs)
     assert _seek(page, 0) == 0
     page.locator("#fp-out-branch").click()
-    expect(progress.locator(".fp-failed")).to_be_visible()
+    expect(progress.locator(".fp-failed")).to_have_text(str(refused.value))
     assert {p.name for p in outputs.iterdir()} == before
 
-    # Seeked to 1.1 s: a new run keeps the source up to the cut near there and continues for one second.
+    # Seeked to 0.9 s: a new run keeps the source up to the cut point nearest it and continues 0.8 s more.
     tabs.get_by_role("tab", name="Outputs").click()
-    assert _seek(page, 1.1) == 1.1
-    page.locator("#fp-out-seconds input").fill("1")
+    assert _seek(page, 0.9) == 0.9
+    page.locator("#fp-out-seconds input").fill("0.8")
     page.locator("#fp-out-branch").click()
     expect(progress).to_contain_text("Done:", timeout=120_000)
     new = [p for p in outputs.glob("*.json") if p.name not in before]
@@ -141,10 +147,12 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
 
     branch_video = new[0].with_suffix(".mp4")
     kept = _kept_frames(branch_video)
+    points = [p for p in cut_points(source.with_suffix(".mp4")) if p > 0]
+    assert kept == min(points, key=lambda p: abs(p - 0.9 * record["fps"])), (kept, points)  # the time reached it
     src_frames, branch_frames = mp4_info(source.with_suffix(".mp4"))[1], mp4_info(branch_video)[1]
-    assert 0 < kept < src_frames.shape[0] and abs(kept / record["fps"] - 1.1) <= 0.6, kept  # the cut near 1.1 s
     assert np.array_equal(branch_frames[:kept], src_frames[:kept])
-    assert branch_frames.shape[0] == record["frames"] > kept and not np.array_equal(branch_frames[kept], src_frames[kept])
+    assert branch_frames.shape[0] == record["frames"] > kept
+    assert not np.array_equal(branch_frames[kept], src_frames[kept])  # then the new frames
 
 
 def _kept_frames(branch_video) -> int:
