@@ -197,12 +197,8 @@ def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, 
 
 
 def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
-    import inspect
-
     from framepack_core.run import Run
 
-    if "from_seconds" not in inspect.signature(Run.extend).parameters:
-        pytest.skip("Run.extend has no from_seconds yet (the engine side of branching, issue 20 item 4)")
     tab = outputs(session=fixed_session(tiny_models))
     name = _make(tab, picture, "2026-01-02T10:00:00", seconds=1, steps=1)  # one section: no cut point inside
     record = tab.find(name).record
