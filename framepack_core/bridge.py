@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .continuation import metadata_settings, copyable_video, own_latents
 from .media.video_files import last_frames
-from .new_part import foreign_settings, new_part
-from .settings import DEFAULTS, canonical_name
+from .new_part import foreign_settings
+from .settings import DEFAULTS, FPS, canonical_name
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
@@ -45,9 +45,8 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
         settings["resolution"] = saved.settings["resolution"]
     else:
         settings = foreign_settings(settings, a, first.name, bool(made_here) or bool(overrides.get("prompt")))
-    # Whole sections at the clips' own frame rate: about `seconds` (exactly, at 30 fps).
-    part = new_part(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"]))
-    settings |= {"seconds": part.seconds, "mode": "inverted"}
+    settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
+                 "mode": "inverted"}
     for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
         settings.pop(fixed, None)
     if saved is None:
@@ -59,3 +58,12 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     origin = BridgedClips(Clip(first.resolve(), a, saved),
                           Clip(second.resolve(), b, own_latents(second, b, from_start=True)))
     return request, origin
+
+
+def bridge_seconds(seconds: float, fps: float, window: int) -> float:
+    """The request's seconds for a bridge of about `seconds` at the clips' frame rate: the whole sections
+    (4 x window frames each, at least one) nearest it, counted as the model counts them (30 fps)."""
+    if seconds <= 0:
+        raise ValueError(f"--seconds must be more than 0 for a bridge, not {seconds:g}.")
+    sections = max(1, round(seconds * fps / (4 * window)))
+    return sections * 4 * window / FPS

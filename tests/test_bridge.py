@@ -138,3 +138,13 @@ def test_bad_bridges_are_one_line_and_write_nothing(clips, tmp_path, capsys):
                  "--extend", str(a)]) == 2
     assert capsys.readouterr().err.strip() == "error: Give one of --extend, --bridge, not both."
     assert not out.exists()
+
+
+def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
+    from framepack_core.bridge import bridge_seconds
+    # (seconds asked, clips' fps, window) -> the request's seconds (sections x 4 x window frames at 30 fps)
+    assert bridge_seconds(1, 24, 9) == 36 / 30  # 24 frames asked: one section of 36 (1.5 s at 24 fps)
+    assert bridge_seconds(3, 24, 9) == 72 / 30  # 72 frames: two sections, exactly 3 s at 24 fps
+    assert bridge_seconds(0.8, 30, 3) == 0.8 and bridge_seconds(0.1, 30, 9) == 36 / 30  # at least one section
+    with pytest.raises(ValueError, match="more than 0"):
+        bridge_seconds(0, 30, 9)
