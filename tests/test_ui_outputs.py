@@ -210,3 +210,95 @@ def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_mode
         update = list(tab.branch(name, at, 1, ""))[-1]
         assert update.progress == idle_html(str(refused.value), error=True) and update.running is False
         assert "\n" not in str(refused.value) and _files(tab.folder) == before, at
+
+
+class _BridgeCalls:
+    """Stands in for Run.bridge: records how it was called, then starts `then(...)` (a run) or refuses."""
+
+    def __init__(self, then=None):
+        self.calls, self.then = [], then
+
+    def __call__(self, first, second, seconds, **overrides):
+        self.calls.append((first, second, seconds, overrides))
+        if self.then is None:
+            raise ValueError("not reached")
+        return self.then(**overrides)
+
+
+def test_bridge_runs_the_two_videos_into_a_new_run_followed_as_extend_is(outputs, picture, monkeypatch):
+    from framepack_core.request import Request
+    from framepack_core.run import Run
+
+    tab = outputs()
+    first = _make(tab, picture, "2026-01-02T10:00:00", seed=1)
+    second = _make(tab, picture, "2026-01-02T10:00:01", seed=2)
+    made = lambda prompt, folder: Run.start(Request.from_fields(  # noqa: E731 (a run as the real one would start)
+        image=picture, model="tiny", prompt=prompt or "own", seconds=2, seed=8, resolution=128, folder=folder))
+    bridge = _BridgeCalls(then=made)
+    monkeypatch.setattr(Run, "bridge", bridge)
+    updates = list(tab.bridge(first, second, 1.5, "it crosses over"))
+    list(tab.bridge(first, second, 2, ""))  # no prompt: the first clip's own (the run path's default)
+    assert bridge.calls == [
+        (str(tab.folder / f"{first}.mp4"), str(tab.folder / f"{second}.mp4"), 1.5,
+         {"prompt": "it crosses over", "folder": tab.folder}),
+        (str(tab.folder / f"{first}.mp4"), str(tab.folder / f"{second}.mp4"), 2.0, {"prompt": None, "folder": tab.folder})]
+    new = tab.handlers.last_run.files
+    assert updates[0].running is True and updates[-1].running is False
+    assert updates[-1].download is not None and updates[-1].download.endswith(".mp4")
+    assert [run.status for run in tab.runs()] == ["finished"] * 4 and new.read_record()["settings"]["prompt"] == "own"
+
+
+@pytest.mark.parametrize("pick, into, stopped, message", [
+    ("", "second", None, "Pick a run in the list first."),
+    ("first", "", None, "Choose the run to bridge into first."),
+    ("first", "nothing", None, "There is no run 'nothing' in the outputs folder."),
+    ("first", "second", "first", "{first} has no finished video to bridge from; resume it first."),
+    ("first", "second", "second", "{second} has no finished video to bridge into; resume it first."),
+])
+def test_bridge_refuses_before_the_run_path(outputs, picture, monkeypatch, pick, into, stopped, message):
+    from framepack_core.run import Run
+
+    tab = outputs()
+    names = {"first": _make(tab, picture, "2026-01-02T10:00:00", seed=1),
+             "second": _make(tab, picture, "2026-01-02T10:00:01", seed=2)}
+    if stopped:
+        files = tab.find(names[stopped]).files
+        files.write_record(files.read_record() | {"status": "stopped"})
+    bridge = _BridgeCalls()
+    monkeypatch.setattr(Run, "bridge", bridge)
+    before = _files(tab.folder)
+    updates = list(tab.bridge(names.get(pick, pick), names.get(into, into), 2, ""))
+    assert len(updates) == 1 and updates[0].running is False
+    assert updates[0].progress == idle_html(message.format(**names), error=True)
+    assert bridge.calls == [] and _files(tab.folder) == before
+
+
+def test_bridge_into_lists_the_other_finished_runs(outputs, picture):
+    tab = outputs()
+    first = _make(tab, picture, "2026-01-02T10:00:00", seed=1, prompt="one")
+    second = _make(tab, picture, "2026-01-02T10:00:01", seed=2, prompt="two")
+    stopped = _make(tab, picture, "2026-01-02T10:00:02", seed=3)
+    files = tab.find(stopped).files
+    files.write_record(files.read_record() | {"status": "stopped"})
+    assert tab.bridge_choices() == [(f"{second} · two", second), (f"{first} · one", first)]
+    assert tab.bridge_choices(first) == [(f"{second} · two", second)]
+
+
+def test_a_bad_bridge_is_the_run_paths_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
+    from framepack_core.run import Run
+
+    tab = outputs(session=fixed_session(tiny_models))
+    for name, resolution in (("small", 128), ("large", 160)):  # one section each, at two sizes
+        outcome = run_events(tiny_request(picture, seconds=0.4, window=3, steps=1, resolution=resolution),
+                             tiny_models, tab.folder / f"{name}.mp4")[-1]
+        assert getattr(outcome, "video", outcome) == tab.folder / f"{name}.mp4"
+    assert mp4_info(tab.folder / "small.mp4")[1].shape[1:] != mp4_info(tab.folder / "large.mp4")[1].shape[1:]
+    before = _files(tab.folder)
+    for pair, words in ((("small", "large"), "a bridge joins clips of the same size and frame rate"),
+                        (("small", "small"), "A bridge joins two different clips")):
+        with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
+            Run.bridge(*(tab.folder / f"{name}.mp4" for name in pair), 1.0, folder=tab.folder)
+        update = list(tab.bridge(*pair, 1, ""))[-1]
+        assert words in str(refused.value) and "\n" not in str(refused.value)
+        assert update.progress == idle_html(str(refused.value), error=True) and update.running is False
+        assert _files(tab.folder) == before, pair

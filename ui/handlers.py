@@ -100,11 +100,24 @@ class Handlers:
         from there, into a new file."""
         last = self.last_run
         source = upload or (last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None)
-        try:
+
+        def extended() -> Run:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
-            run = Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs,
-                             from_seconds=from_seconds)
+            return Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs,
+                              from_seconds=from_seconds)
+        yield from self._follow_new(extended)
+
+    def page_bridge(self, first, second, seconds, prompt):
+        """Bridge pressed (the Outputs tab): video `first`, about `seconds` leading from its last frame into
+        video `second`'s first, then `second`, into a new run; with the prompt given, else `first`'s own."""
+        yield from self._follow_new(lambda: Run.bridge(first, second, float(seconds), prompt=prompt or None,
+                                                       folder=self.settings.outputs))
+
+    def _follow_new(self, start):
+        """The run `start()` makes, followed; its ValueError (bad input, nothing written) as one sentence."""
+        try:
+            run = start()
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
             return

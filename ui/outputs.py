@@ -197,16 +197,38 @@ class OutputsHandlers:
         """Extend or branch the picked run's finished video, through the page's one extend path; one
         sentence on the Generate tab, and nothing written, when it cannot be done."""
         try:
-            run = self.find(name)
-            if run.status != Status.FINISHED or not run.files.video.is_file():
-                raise ValueError(f"{run.name} has no finished video to {'branch from' if branching else 'extend'}; "
-                                 "resume it first.")
+            video = self.finished_video(name, "branch from" if branching else "extend")
             if branching and from_seconds is None:  # the browser found no player to read the time from
                 raise ValueError("Show the picked run's video and seek it to the moment to branch from.")
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
             return
-        yield from self.handlers.page_extend(str(run.files.video), seconds, prompt, from_seconds=from_seconds)
+        yield from self.handlers.page_extend(str(video), seconds, prompt, from_seconds=from_seconds)
+
+    def bridge(self, name, into_name, seconds, prompt):
+        """Bridge pressed: the picked run's finished video, about `seconds` leading from its last frame into
+        the finished video of run `into_name`, then that video, as a new run (bridge.py); both stay as they are."""
+        try:
+            first = self.finished_video(name, "bridge from")
+            if not str(into_name or "").strip():
+                raise ValueError("Choose the run to bridge into first.")
+            second = self.finished_video(into_name, "bridge into")
+        except ValueError as error:
+            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            return
+        yield from self.handlers.page_bridge(str(first), str(second), seconds, prompt)
+
+    def finished_video(self, name, use: str) -> Path:
+        """The finished video of run `name`; ValueError naming `use` ("extend", ...) when it has none."""
+        run = self.find(name)
+        if run.status != Status.FINISHED or not run.files.video.is_file():
+            raise ValueError(f"{run.name} has no finished video to {use}; resume it first.")
+        return run.files.video
+
+    def bridge_choices(self, picked=None) -> list[tuple[str, str]]:
+        """The runs Bridge can lead into, as (label, name): the finished ones but the picked run, newest first."""
+        return [(f"{run.name} · {run.prompt[:40]}" if run.prompt else run.name, run.name) for run in self.runs()
+                if run.name != picked and run.status == Status.FINISHED and run.files.video.is_file()]
 
     def delete(self, name) -> str:
         """Delete the picked run's files (pictures, videos, latents, record) and nothing else."""

@@ -2,7 +2,7 @@
 
 Declared here so that layout.py only places it; the work is outputs.py's. The list is read from the
 folder live (a gr.Timer compares the records' names and times each tick), so runs made by `generate`
-and the queue appear too. Remake, Resume, Extend and Branch show their run on the Generate tab.
+and the queue appear too. Remake, Resume, Extend, Branch here and Bridge show their run on the Generate tab.
 """
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
                                         elem_id="fp-out-seconds")
                     extend = gr.Button("Extend", size="sm", elem_id="fp-out-extend")
                     branch = gr.Button("Branch here", size="sm", elem_id="fp-out-branch")
+                with gr.Row():
+                    # The finished runs but the picked one; redrawn with the list and on picking.
+                    into = gr.Dropdown(outputs.bridge_choices(), value=None, label="Bridge into", min_width=200,
+                                       elem_id="fp-out-bridge-into")
+                    bridge = gr.Button("Bridge", size="sm", elem_id="fp-out-bridge")
                 # The player's time when Branch here is pressed: filled in by the browser (PLAYER_TIME).
                 branch_at = gr.Number(None, visible="hidden", elem_id="fp-out-branch-at")
                 with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:
@@ -72,46 +77,53 @@ def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):
     """The list follows the folder: redrawn when a record comes, goes or changes, and on opening the tab."""
     seen = {"version": None}
 
-    def refresh():
+    def refresh(picked, into):
         from .outputs import folder_version
 
         version = folder_version(outputs.folder)
         if version == seen["version"]:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         seen["version"] = version
         runs = outputs.runs()
         return ([r.row() for r in runs] or outputs.rows(), outputs.thumbnails(),
-                [r.name for r in runs if r.files.picture.is_file()])
+                [r.name for r in runs if r.files.picture.is_file()], bridge_targets(outputs, picked, into))
 
-    def redraw():
+    def redraw(picked, into):
         seen["version"] = None
-        return refresh()
+        return refresh(picked, into)
 
-    listing = [ui.table, ui.gallery, ui.names]
-    ui.timer.tick(refresh, None, listing, **_PRIVATE)
-    ui.tab.select(redraw, None, listing, **_PRIVATE)
+    listing = [ui.table, ui.gallery, ui.names, ui.into]
+    ui.timer.tick(refresh, [ui.picked, ui.into], listing, **_PRIVATE)
+    ui.tab.select(redraw, [ui.picked, ui.into], listing, **_PRIVATE)
     return listing, redraw
 
 
+def bridge_targets(outputs: OutputsHandlers, picked, into) -> gr.Dropdown:
+    """"Bridge into"'s runs for the picked run, the choice kept while it is still one of them."""
+    choices = outputs.bridge_choices(picked)
+    return gr.Dropdown(choices=choices, value=into if into in {name for _, name in choices} else None)
+
+
 def _wire_picking(outputs: OutputsHandlers, ui: SimpleNamespace) -> None:
-    def show(name):
+    def show(name, into):
         path, text = outputs.details(name)
-        return name, path, text
+        return name, path, text, bridge_targets(outputs, name, into)
 
-    def pick_row(event: gr.SelectData):
-        return show(event.row_value[0] if event.row_value else "")
+    def pick_row(into, event: gr.SelectData):
+        return show(event.row_value[0] if event.row_value else "", into)
 
-    def pick_picture(shown, event: gr.SelectData):
-        return show(shown[event.index] if 0 <= event.index < len(shown) else "")
+    def pick_picture(shown, into, event: gr.SelectData):
+        return show(shown[event.index] if 0 <= event.index < len(shown) else "", into)
 
-    details = [ui.picked, ui.video, ui.settings]
-    ui.table.select(pick_row, None, details, **_PRIVATE)
-    ui.gallery.select(pick_picture, ui.names, details, **_PRIVATE)
+    details = [ui.picked, ui.video, ui.settings, ui.into]
+    ui.table.select(pick_row, ui.into, details, **_PRIVATE)
+    ui.gallery.select(pick_picture, [ui.names, ui.into], details, **_PRIVATE)
 
 
 def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run_outputs: list, to_outputs,
                   tabs: gr.Tabs, generate_tab: str) -> None:
-    """Remake fills the Generate tab; Resume, Extend and Branch here run there, shown as any run of the page."""
+    """Remake fills the Generate tab; Resume, Extend, Branch here and Bridge run there, shown as any run of the
+    page."""
     def remake_run(name):
         try:
             values = outputs.remake_form(name)
@@ -139,10 +151,14 @@ def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run
     def branch_run(name, at, more, prompt):
         yield from follow(outputs.branch(name, at, more, prompt))
 
+    def bridge_run(name, into, more, prompt):
+        yield from follow(outputs.bridge(name, into, more, prompt))
+
     ui.resume.click(resume_run, ui.picked, [tabs, *run_outputs], **running)
     ui.extend.click(extend_run, [ui.picked, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
     ui.branch.click(branch_run, [ui.picked, ui.branch_at, ui.seconds, form["prompt"]], [tabs, *run_outputs],
                     js=PLAYER_TIME, **running)
+    ui.bridge.click(bridge_run, [ui.picked, ui.into, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
 
 
 def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, redraw) -> None:
@@ -154,14 +170,14 @@ def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, r
             return str(error), gr.Row(visible=False), ""
         return "", gr.Row(visible=True), f"Delete every file of **{run.name}** (video, pictures, latents, record)?"
 
-    def really_delete(name):
+    def really_delete(name, into):
         try:
             text = outputs.delete(name)
         except (ValueError, OSError) as error:
             text = str(error)
-        return (text, gr.Row(visible=False), "", None, "", *redraw())
+        return (text, gr.Row(visible=False), "", None, "", *redraw("", into))
 
     ui.delete.click(ask, ui.picked, [ui.message, ui.confirm_row, ui.confirm_text], **_PRIVATE)
     ui.keep.click(lambda: gr.Row(visible=False), None, ui.confirm_row, **_PRIVATE)
-    ui.really.click(really_delete, ui.picked, [ui.message, ui.confirm_row, ui.picked, ui.video, ui.settings, *listing],
+    ui.really.click(really_delete, [ui.picked, ui.into], [ui.message, ui.confirm_row, ui.picked, ui.video, ui.settings, *listing],
                     **_PRIVATE)
