@@ -1,6 +1,7 @@
 """The Generate, Queue and Outputs tabs in real Chromium: a run made with `generate` shows in Outputs,
 Remake fills the Generate form, Resume continues a stopped run from Outputs, Branch here continues a video
-from the player's time into a new run whose first frames are the source's. Saves docs/screenshot.png
+from the player's time into a new run whose first frames are the source's, Bridge joins two runs with the
+way from one into the other. Saves docs/screenshot.png
 (the Outputs tab) for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
 """
 import re
@@ -152,3 +153,55 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
     assert branch_frames.shape[0] == record["frames"] > kept
     assert not np.array_equal(branch_frames[kept], src_frames[kept])  # then the new frames
 
+
+
+def _generate(outputs, seed: int, prompt: str):
+    """A 0.8 s run made with `generate` (sections of 3 latent frames, one step); its MP4."""
+    made = subprocess.run([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                           "--seconds", "0.8", "--window", "3", "--steps", "1", "--seed", str(seed),
+                           "--prompt", prompt, "--outputs", str(outputs),
+                           "--image", str(ROOT / "examples" / "hills.jpg")], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return next(outputs.glob(f"*_{seed}.mp4"))
+
+
+def test_bridge_joins_two_runs_with_the_way_between_them(server, page):  # noqa: F811 (fixtures)
+    import json
+
+    import numpy as np
+
+    from mp4info import mp4_info
+
+    url, outputs = server
+    first = _generate(outputs, 6161, "the first clip of a bridge")  # same picture and size, other seeds
+    second = _generate(outputs, 6262, "the second clip of a bridge")
+    before = {p.name for p in outputs.iterdir()}
+    page.goto(url)
+    tabs, progress = page.locator("#fp-tabs"), page.locator("#fp-progress")
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text("the second clip of a bridge", timeout=20_000)
+    _pick(page, "the first clip of a bridge")
+    expect(page.locator("#fp-out-picked textarea")).to_have_value(first.stem)
+
+    # "Bridge into" lists the other finished runs (not the picked one); choose the second clip.
+    page.locator("#fp-out-bridge-into input").click()
+    options = page.get_by_role("option")
+    expect(options.filter(has_text=second.stem)).to_have_count(1)
+    expect(options.filter(has_text=first.stem)).to_have_count(0)
+    options.filter(has_text=second.stem).click()
+    expect(page.locator("#fp-out-bridge-into input")).to_have_value(re.compile(second.stem))
+    page.locator("#fp-out-seconds input").fill("0.8")
+    page.locator("#fp-out-bridge").click()
+    expect(progress).to_contain_text("Done:", timeout=120_000)
+
+    new = [p for p in outputs.glob("*.json") if p.name not in before]
+    assert len(new) == 1
+    record = json.loads(new[0].read_text())
+    assert record["status"] == "finished" and record["bridges"] == [first.name, second.name]
+    assert record["settings"]["prompt"] == "the first clip of a bridge"  # the Generate tab's prompt was empty
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text(new[0].stem, timeout=20_000)
+
+    frames, a, b = (mp4_info(path)[1] for path in (new[0].with_suffix(".mp4"), first, second))
+    assert frames.shape[0] == record["frames"] > len(a) + len(b)
+    assert np.array_equal(frames[:len(a)], a) and np.array_equal(frames[-len(b):], b)
