@@ -41,6 +41,26 @@ def test_claim_order_move_cancel_retry_delete_clear(tmp_path, picture):
     assert [j.id for j in store.jobs()] == [a]
 
 
+def test_a_jobs_end_records_the_sections_its_run_made_not_its_last_report(tmp_path, picture):
+    """A Ray worker reports progress only when polled: a section written after the last report and
+    before a cancel is honoured must still be counted, as the run's record counts it."""
+    from framepack_core.events import Status
+    from jobs.executor import apply_result
+    from jobs.running import JobResult
+
+    store = JobStore(tmp_path)
+    cut, back, lost = (job(store, picture, seed=s) for s in (1, 2, 3))
+    for job_id in (cut, back, lost):
+        assert store.claim("me:1").id == job_id
+        assert not store.report(job_id, 0.3, 1, "me:1")
+    apply_result(store, store.get(cut), JobResult(Status.STOPPED, "cancelled", "cut.mp4", 2), "me:1")
+    apply_result(store, store.get(back), JobResult(Status.INTERRUPTED, "interrupted; resumes", None, 3), "me:1")
+    apply_result(store, store.get(lost), JobResult(Status.FAILED, "RuntimeError: boom"), "me:1")  # count unknown
+    assert [(j.status, j.sections_done) for j in store.jobs()] == [("stopped", 2), ("queued", 3), ("failed", 1)]
+    assert not store.finish(back, Status.STOPPED, sections_done=5, owner="someone-else:2:1")  # not its holder
+    assert store.get(back).sections_done == 3
+
+
 def test_a_dead_owner_here_gives_its_job_back_at_once_and_a_live_one_keeps_it(tmp_path, picture):
     """On this machine a gone owner is recognised before its lease ends: a dead pid, or a live pid that
     now belongs to another process (reused: the start time differs), which no pid check can tell."""
