@@ -70,17 +70,20 @@ def test_a_dead_owner_here_gives_its_job_back_at_once_and_a_live_one_keeps_it(tm
     from jobs.leases import owner_id
 
     store = JobStore(tmp_path)
-    dead, reused, live = job(store, picture), job(store, picture), job(store, picture)
+    dead, reused, live, clock_moved = (job(store, picture) for _ in range(4))
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
+    host, pid, started = owner_id().split(":")
     owners = {dead: owner_id(proc.pid), live: owner_id(),
-              reused: f"{socket.gethostname()}:{os.getppid()}:12345.00"}  # the pid runs, but not that process
+              reused: f"{socket.gethostname()}:{os.getppid()}:12345.00",  # the pid runs, but not that process
+              # this process, its start read before the wall clock crossed a second's edge (btime moved by 1 s)
+              clock_moved: f"{host}:{pid}:{float(started) - 1:.2f}"}
     for _ in owners:
         store.claim("me:1:1")
     with store._transaction() as db:  # as if each had claimed its job (a claim itself takes dead ones back)
         db.executemany("UPDATE jobs SET owner = ? WHERE id = ?", [(o, i) for i, o in owners.items()])
     assert store.recover() == [dead, reused]
-    assert [j.status for j in store.jobs()] == ["queued", "queued", "running"]
+    assert [j.status for j in store.jobs()] == ["queued", "queued", "running", "running"]
     assert store.claim("x:1:1").attempts == 2  # the next attempt is counted
 
 
