@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a finished video (any H.264 MP4) by --seconds more at its own frame rate, "
                           "sampling forward, into a new MP4; the settings are the video's own unless given "
                           "(a video not made here needs --prompt)")
+    gen.add_argument("--from", dest="from_seconds", type=float, default=None, metavar="SECONDS",
+                     help="with --extend: branch the video instead, keeping it up to SECONDS (its nearest keyframe, "
+                          "so those frames are copied exactly) and continuing from there into a new MP4")
+    gen.add_argument("--bridge", nargs=2, default=None, metavar=("A", "B"),
+                     help="make the --seconds that lead from video A's last frame into video B's first, and write "
+                          "A, the bridge, then B (A and B copied, not re-encoded; same size and frame rate) into a "
+                          "new MP4; the settings are A's own unless given (videos not made here need --prompt)")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",

@@ -2,6 +2,7 @@
 
     run = Run.resume(path)                       # NAME.mp4, NAME.in-progress.mp4, NAME.json or its latents
     run = Run.extend(path, seconds=2, prompt=…)  # any MP4; with saved latents beside it, those are used
+    run = Run.extend(path, seconds=2, from_seconds=3.5)  # a branch: its frames up to 3.5 s, then new ones
     run.execute(session, emit)                   # as any run
 
 (run.py's Run.resume / Run.extend build the runs from `resume_parts` / `extension_parts` here; each
@@ -10,18 +11,22 @@ gives the run its origin, origins.py: how the run starts.)
 A resumed run keeps its name and files, samples only the sections its saved latents lack, and
 makes the same MP4 as the run that never stopped. An extension is a new run (new name) whose
 video is the source's frames, untouched, then the new ones, sampled forward from the source's
-latents (its saved ones, or its last frames encoded by the VAE).
+latents (its saved ones, or its last frames encoded by the VAE). A branch is an extension of the
+source's first part: cut at the source's cut point nearest the time asked (a keyframe, so the frames
+before it are copied, bit for bit), into a new file; the source is never changed.
 """
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from .events import Status
 from .media.latents import load_latents
-from .media.video_files import first_frame, probe_video
+from .extension import frames_of_latents
+from .media.video_files import cut_points, first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .run_restart import check_resumable, start_over
@@ -32,7 +37,7 @@ def resume_parts(path) -> tuple:
     an origins.ResumedRun; `Run.resume` makes the run. Raises ValueError (one sentence) when there is
     nothing to resume.
     """
-    from .origins import ExtendedVideo, NewPicture, ResumedRun
+    from .origins import ResumedRun
     from .request import Request, job_fields
 
     files = files_of(Path(path))
@@ -51,23 +56,54 @@ def resume_parts(path) -> tuple:
     request = Request.from_fields(image=files.picture, end_image=end, keyframes=keyframes, path=files.video,
                                   **settings)
     request = request.validated()
-    origin = NewPicture()
-    if saved.extends:
-        source = Path(saved.extends["video"])
-        if not source.exists():
-            raise ValueError(f"The video this run extends, {str(source)!r}, is missing.")
-        beside = files_of(source)
-        source_latents = None
-        if beside.latents.exists() and source == beside.video.resolve():
-            source_latents = load_latents(beside.latents)
-        origin = ExtendedVideo(source, probe_video(source), source_latents, saved.extends.get("new_frames"))
-    return request, files, ResumedRun(saved, origin)
+    return request, files, ResumedRun(saved, first_origin(saved.extends))
+
+
+def first_origin(extends: dict):
+    """How a run whose latents record `extends` first started (origins.py): the clips it bridges, the
+    video it extends or branches, else its picture."""
+    from .origins import BridgedClips, Clip, ExtendedVideo, NewPicture
+
+    if "bridge" in extends:
+        first, second = (_existing(path, "a clip this bridge joins") for path in extends["bridge"])
+        return BridgedClips(Clip(first, probe_video(first), own_latents(first)),
+                            Clip(second, probe_video(second), own_latents(second, from_start=True)))
+    if extends:
+        source = _existing(extends["video"], "the video this run extends")
+        facts = probe_video(source)
+        cut = extends["frames"] if extends.get("cut") else None
+        return ExtendedVideo(source, facts, own_latents(source, facts, from_start=cut is not None),
+                             extends.get("new_frames"), cut)
+    return NewPicture()
+
+
+def _existing(path: str, what: str) -> Path:
+    if not Path(path).exists():
+        raise ValueError(f"{what[0].upper()}{what[1:]}, {path!r}, is missing.")
+    return Path(path)
+
+
+def own_latents(video: Path, facts=None, from_start: bool = False):
+    """The saved latents of a finished video this app made, when they end where its frames end; else
+    None (a video from elsewhere, or one whose last section was cut: its latents run past its end).
+    `from_start`: only when they also begin at its first frame (not an extension of a video from elsewhere,
+    whose latents begin with that video's last frames encoded), so frame k's latent can be found."""
+    files = files_of(video)
+    if not files.latents.exists() or video.resolve() != files.video.resolve():
+        return None
+    saved = load_latents(files.latents)
+    if not saved.complete or saved.extends.get("new_frames"):
+        return None
+    if from_start and (facts or probe_video(video)).frames != frames_of_latents(saved.video.shape[2]):
+        return None
+    return saved
 
 
 def extension_parts(path, seconds: float, folder: Path | None = None, output: Path | None = None,
-                    **overrides) -> tuple:
+                    from_seconds: float | None = None, **overrides) -> tuple:
     """(request, origin) of a new run that continues the video at `path` by `seconds`, sampling
-    forward; `Run.extend` starts it.
+    forward; `Run.extend` starts it. `from_seconds`: a branch, continuing from that moment instead of
+    the end (the source's nearest cut point).
 
     Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
     `overrides` (flat request fields, e.g. prompt=…, model=…, seed=…).
@@ -78,19 +114,13 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     from .request import Request, job_fields
 
     source = Path(path)
-    if not source.is_file():
-        raise ValueError(f"There is no video at {str(source)!r}.")
-    facts = probe_video(source)
-    if facts.codec != "h264" or facts.pix_fmt != "yuv420p" or facts.profile not in ("High", "Main"):
-        raise ValueError(f"{source.name} is {facts.codec} {facts.profile} {facts.pix_fmt}; only H.264 (Main or High "
-                         "profile, yuv420p) videos can be extended without re-encoding them.")
+    facts = copyable_video(source, "extended")
     files = files_of(source)
-    saved = load_latents(files.latents) if files.latents.exists() and source == files.video else None
-    if saved is not None and not saved.complete:
+    if files.latents.exists() and source.resolve() == files.video.resolve() and not load_latents(files.latents).complete:
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
-    if saved is not None and saved.extends.get("new_frames"):
-        saved = None  # its last frames were cut from its last section: its latents run past its end
-    made_here = job_fields(saved.settings if saved else _metadata_settings(source))
+    cut = None if from_seconds is None else branch_cut(source, facts, from_seconds)
+    saved = own_latents(source, facts, from_start=cut is not None)
+    made_here = job_fields(saved.settings if saved else metadata_settings(source))
     settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
     if saved is not None:  # the saved latents fix the frame size
         settings["resolution"] = saved.settings["resolution"]
@@ -100,7 +130,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     settings |= {"seconds": part.seconds, "mode": "forward"}
     settings.pop("end_image", None)
     settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
-    check_timed_prompt(settings, facts)
+    check_timed_prompt(settings, facts if cut is None else replace(facts, frames=cut))
     image = files.picture if saved and files.picture.exists() else first_frame(source)
     if saved is None:
         # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
@@ -108,10 +138,36 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings, **where)
-    return request, ExtendedVideo(source.resolve(), facts, saved, part.frames)
+    return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
 
 
-def _metadata_settings(path: Path) -> dict:
+def copyable_video(source: Path, what: str):
+    """The stream's facts of a video whose frames can be copied into a new one (H.264 as this app writes
+    it); ValueError (one sentence) otherwise."""
+    if not source.is_file():
+        raise ValueError(f"There is no video at {str(source)!r}.")
+    facts = probe_video(source)
+    if facts.codec != "h264" or facts.pix_fmt != "yuv420p" or facts.profile not in ("High", "Main"):
+        raise ValueError(f"{source.name} is {facts.codec} {facts.profile} {facts.pix_fmt}; only H.264 (Main or High "
+                         f"profile, yuv420p) videos can be {what} without re-encoding them.")
+    return facts
+
+
+def branch_cut(source: Path, facts, seconds: float) -> int:
+    """The frame a branch of `source` at `seconds` keeps the frames before: the stream's cut point nearest
+    it (frames before a cut point copy exactly). ValueError (one sentence) for a time outside the video."""
+    length = facts.frames / facts.fps
+    if not 0 < seconds < length:
+        raise ValueError(f"--from must be inside {source.name}, between 0 and {length:.2f} s (not {seconds:g}).")
+    points = [point for point in cut_points(source) if 0 < point < facts.frames]
+    if not points:
+        raise ValueError(f"{source.name} has no keyframe after its first frame, so it cannot be cut without "
+                         "re-encoding it; extend it whole instead.")
+    wanted = seconds * facts.fps
+    return min(points, key=lambda point: (abs(point - wanted), point))
+
+
+def metadata_settings(path: Path) -> dict:
     """Settings from an MP4 this app made (its comment tag); {} for any other video."""
     import imageio_ffmpeg
 

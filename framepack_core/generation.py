@@ -99,6 +99,8 @@ class VideoPipeline:
         embeddings (the start's, and the keyframes' with their latents)."""
         self.stage(StageName.ENCODING_IMAGE, "Encoding the picture", uses=(self.models.vae, self.models.image_encoder))
         beginning = self.origin.begin(self.request, self.models, self.manager)
+        for message in beginning.notices:
+            self.emit(Notice(message))
         self.height, self.width = beginning.pixels.shape[:2]
         with self.manager.use(self.models.image_encoder):
             image_embeds = encode_siglip(self.models.feature_extractor, self.models.image_encoder, beginning.pixels)
@@ -124,15 +126,12 @@ class VideoPipeline:
             self.emit(Notice(message))
 
     def open_files(self, beginning: Beginning) -> tuple[SegmentedVideo, LatentsKeeper]:
-        """The video being made (the prefix's frames first) and the keeper of its section latents."""
-        prefix = beginning.prefix
-        new_frames = prefix.new_frames if prefix else None  # an extension at another frame rate: its length cut
+        """The video being made (frames copied from elsewhere around it) and the keeper of its section latents."""
+        joined = beginning.joined()
         video = SegmentedVideo(self.work.video, self.settings.mode, overlap_frames(self.settings.window),
-                               self.request.output.crf, self.tags(), prefix=[prefix.source] if prefix else None,
-                               fps=prefix.fps if prefix else None, prefix_frames=prefix.frames if prefix else 0,
-                               new_frames=new_frames)
-        keeper = LatentsKeeper(self.work.latents, self.request, self.count, beginning.start, beginning.end, prefix,
-                               new_frames=new_frames)
+                               self.request.output.crf, self.tags(), **joined)
+        keeper = LatentsKeeper(self.work.latents, self.request, self.count, beginning.start, beginning.end,
+                               beginning.joins())
         return video, keeper
 
     # 4. rebuild what is done

@@ -2,12 +2,14 @@
 
     NewPicture()                          a picture (and maybe an end frame) encoded by the VAE
     ExtendedVideo(source, facts, latents) a finished video continued forward: its frames kept as they are
+                                          (with `cut`: a branch, only its frames before the cut)
+    BridgedClips(first, second)           the frames that lead from one clip's end into another's start
     ResumedRun(saved, origin)             a stopped run: its saved latents over the origin it had
 
 An origin's `begin` gives the `Beginning`: the start and end latents, the sections already done
-(with the latents they made), and the frames kept before the new ones (the prefix). The stages
-(generation.py) only ask the beginning; a new kind of start (bridging two clips, branching a
-video at a time, a loop) is a new class here with its own `Beginning`, not a flag in the stages.
+(with the latents they made), the frames copied before and after the new ones, and what the
+latents file records of them. The stages (generation.py) only ask the beginning; a new kind of
+start is a new class here with its own `Beginning`, not a flag in the stages.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .extension import ExtensionBase, extension_base
+from .extension import ExtensionBase, extension_base, resized, to_size
 from .media.latents import SavedLatents
 from .media.pictures import crop_to_bucket, resize_and_center_crop
-from .media.video_files import VideoFacts
+from .media.segments import Copied
+from .media.video_files import VideoFacts, first_frame, last_frames
 from .method.schedule import decode_span
 from .method.sections import SavedSections, SectionSettings
 from .models.encoders import encode_latent, set_vae_tiling
@@ -35,6 +38,7 @@ class Beginning:
     end: torch.Tensor | None = None  # the end frame's latent (inverted sampling aims at it)
     history: SavedSections | None = None  # sections already done and the video latents they made
     prefix: ExtensionBase | None = None  # frames kept before the new ones (a video being extended)
+    notices: tuple[str, ...] = ()  # told to the user as the run begins (where a branch cut its source)
 
     @property
     def done(self) -> int:
@@ -53,9 +57,30 @@ class Beginning:
         """The decoded frames that join the video: the prefix's frames stay as they are, at their size."""
         if self.prefix is None:
             return pixels
-        if index == 0:
-            pixels = pixels[:, :, -4 * settings.window:]
+        if index == 0:  # its own frames, less those a branch's source shows before its cut
+            pixels = pixels[:, :, -4 * settings.window + self.prefix.skip:]
         return self.prefix.to_source_size(pixels)
+
+    def joined(self) -> dict:
+        """SegmentedVideo's keywords for the frames copied around the new ones, and their frame rate."""
+        prefix = self.prefix
+        if prefix is None:
+            return {}
+        return {"before": Copied(prefix.source, prefix.frames, cut=prefix.cut), "fps": prefix.fps,
+                "new_frames": prefix.new_frames}
+
+    def joins(self) -> dict:
+        """What the latents file records of the frames copied in (`extends`), so the run can be resumed
+        and its video extended again."""
+        prefix = self.prefix
+        if prefix is None:
+            return {}
+        record = {"video": str(prefix.source), "frames": prefix.frames, "latents": prefix.latent_frames}
+        if prefix.new_frames is not None:
+            record["new_frames"] = prefix.new_frames
+        if prefix.cut:
+            record["cut"] = True
+        return record
 
     def replay(self, settings: SectionSettings, count: int) -> Iterator[torch.Tensor]:
         """The video latents after each section already done, cut from the saved ones: what each
@@ -72,6 +97,28 @@ class Beginning:
                 yield video[:, :, video.shape[2] - (index + 1) * window:]
 
 
+@dataclass
+class Bridging(Beginning):
+    """A bridge's beginning: its new frames sit between two clips copied as they are."""
+    clips: BridgedClips | None = None
+
+    def kept(self, index: int, pixels: torch.Tensor, settings: SectionSettings) -> torch.Tensor:
+        """At the first clip's size; the earliest section's first frame (the start latent's: the first
+        clip's last frame again) left out, as the clip itself shows it."""
+        if index == settings.sections - 1:
+            pixels = pixels[:, :, 1:]
+        width, height = self.clips.first.facts.width, self.clips.first.facts.height
+        return to_size(pixels, width, height)
+
+    def joined(self) -> dict:
+        first, second = self.clips.first, self.clips.second
+        return {"before": Copied(first.path, first.facts.frames), "after": Copied(second.path, second.facts.frames),
+                "fps": first.facts.fps}
+
+    def joins(self) -> dict:
+        return {"bridge": [str(self.clips.first.path), str(self.clips.second.path)]}
+
+
 class Origin:
     """How a run starts. `frame` is the part a resumed run needs besides its saved latents."""
 
@@ -81,6 +128,15 @@ class Origin:
     def frame(self, request, models, manager) -> tuple[np.ndarray, ExtensionBase | None]:
         """(the start picture at the working size, the prefix), without encoding any latent."""
         raise NotImplementedError
+
+    def resumed(self, saved: SavedLatents, request, models, manager) -> Beginning:
+        """The beginning of this origin's run, stopped: its saved latents, nothing encoded again."""
+        pixels, prefix = self.frame(request, models, manager)
+        return Beginning(pixels, saved.start, saved.end, SavedSections(saved.done, saved.video), prefix)
+
+    def described(self) -> dict:
+        """What the run's record says of where its video comes from ({} for a picture)."""
+        return {}
 
 
 class NewPicture(Origin):
@@ -107,11 +163,13 @@ class NewPicture(Origin):
 
 @dataclass(frozen=True)
 class ExtendedVideo(Origin):
-    """A video continued forward: its frames first, untouched, then the new sections."""
+    """A video continued forward: its frames first, untouched, then the new sections. With `cut`, a
+    branch: only its frames before that one (a cut point of its stream), then the new sections."""
     source: Path  # the MP4 whose frames come first
     facts: VideoFacts  # its stream
     source_latents: SavedLatents | None = None  # its saved latents, when this app made it
     new_frames: int | None = None  # frames the new part keeps (None: its whole sections; new_part.py)
+    cut: int | None = None  # a branch: the source's frames kept (None: all of them)
 
     def frame(self, request, models, manager):
         base = extension_base(self, models, manager, request, request.method.window)
@@ -121,19 +179,80 @@ class ExtendedVideo(Origin):
     def begin(self, request, models, manager) -> Beginning:
         base = extension_base(self, models, manager, request, request.method.window)
         base.new_frames = self.new_frames
-        return Beginning(base.pixels, base.start, None, SavedSections(0, base.video), prefix=base)
+        notices = ()
+        if self.cut is not None:
+            notices = (f"Branching {self.source.name} at {self.cut / self.facts.fps:.2f} s (its frame {self.cut}): "
+                       "its frames before it are kept as they are.",)
+        return Beginning(base.pixels, base.start, None, SavedSections(0, base.video), prefix=base, notices=notices)
+
+    def described(self) -> dict:
+        if self.cut is None:
+            return {"extends": self.source.name}
+        return {"branches": self.source.name, "from_seconds": round(self.cut / self.facts.fps, 3)}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A video a bridge joins, copied as it is: its stream and, when this app made it, its latents."""
+    path: Path
+    facts: VideoFacts
+    latents: SavedLatents | None = None
+
+
+@dataclass(frozen=True)
+class BridgedClips(Origin):
+    """The frames that lead from `first`'s last frame into `second`'s first, sampled inverted: the
+    first clip's last latent frame is the start (its saved one, else its last frame encoded), the
+    second's first frame the end frame (its saved latent, else encoded)."""
+    first: Clip
+    second: Clip
+
+    @property
+    def facts(self) -> VideoFacts:  # the video joins the first clip's stream: its size and frame rate
+        return self.first.facts
+
+    def frame(self, request, models, manager):
+        """The first clip's last frame at the working size: its latents' size, else each side to 16."""
+        first = self.first
+        if first.latents is not None:
+            height, width = (8 * side for side in first.latents.video.shape[-2:])
+        else:
+            width, height = (max(16, round(side / 16) * 16) for side in (first.facts.width, first.facts.height))
+        return resized(last_frames(first.path, 1)[0], width, height), None
+
+    def begin(self, request, models, manager) -> Beginning:
+        pixels, _ = self.frame(request, models, manager)
+        height, width = pixels.shape[:2]
+        first, second = self.first.latents, self.second.latents
+        vae = models.vae
+        with manager.use(vae):
+            set_vae_tiling(vae, False)
+            start = first.video[:, :, -1:] if first is not None else encode_latent(vae, pixels)
+            if second is not None and second.video.shape[-2:] == start.shape[-2:]:
+                end = second.video[:, :, :1]
+            else:
+                end = encode_latent(vae, resized(np.asarray(first_frame(self.second.path)), width, height))
+        return Bridging(pixels, start.float(), end.float(), clips=self)
+
+    def resumed(self, saved: SavedLatents, request, models, manager) -> Beginning:
+        pixels, _ = self.frame(request, models, manager)
+        return Bridging(pixels, saved.start, saved.end, SavedSections(saved.done, saved.video), clips=self)
+
+    def described(self) -> dict:
+        return {"bridges": [self.first.path.name, self.second.path.name]}
 
 
 @dataclass(frozen=True)
 class ResumedRun(Origin):
     """A stopped, failed or killed run, from its saved latents: only the sections it lacks are sampled."""
     saved: SavedLatents
-    origin: Origin = NewPicture()  # how the run first started (its picture, or the video it extends)
+    origin: Origin = NewPicture()  # how the run first started (its picture, the video it extends, the clips)
 
     def frame(self, request, models, manager):
         return self.origin.frame(request, models, manager)
 
     def begin(self, request, models, manager) -> Beginning:
-        pixels, prefix = self.frame(request, models, manager)
-        saved = self.saved
-        return Beginning(pixels, saved.start, saved.end, SavedSections(saved.done, saved.video), prefix)
+        return self.origin.resumed(self.saved, request, models, manager)
+
+    def described(self) -> dict:
+        return self.origin.described()

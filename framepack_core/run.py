@@ -56,12 +56,22 @@ class Run:
         return run
 
     @classmethod
-    def extend(cls, path, seconds: float, **overrides) -> Run:
-        """A new run continuing the video at `path` by `seconds` (forward sampling); `overrides` are flat
+    def extend(cls, path, seconds: float, from_seconds: float | None = None, **overrides) -> Run:
+        """A new run continuing the video at `path` by `seconds` (forward sampling); with `from_seconds`, a
+        branch: from that moment of it (its nearest cut point) instead of its end. `overrides` are flat
         request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
         from .continuation import extension_parts
 
-        request, origin = extension_parts(path, seconds, **overrides)
+        request, origin = extension_parts(path, seconds, from_seconds=from_seconds, **overrides)
+        return cls.start(request, origin=origin)
+
+    @classmethod
+    def bridge(cls, first, second, seconds: float, **overrides) -> Run:
+        """A new run: clip `first`, about `seconds` leading from its last frame into clip `second`'s first,
+        then `second` (bridge.py). `overrides` as for `extend`. ValueError on bad input."""
+        from .bridge import bridge_parts
+
+        request, origin = bridge_parts(first, second, seconds, **overrides)
         return cls.start(request, origin=origin)
 
     @classmethod
@@ -141,6 +151,8 @@ class Run:
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
                   "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
+        if self.origin is not None:  # the video it extends, branches or bridges
+            record |= self.origin.described()
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):

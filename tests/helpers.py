@@ -45,6 +45,11 @@ def run_events(request: Request, models, output: str | Path, manager=None,
         run = Run.start(request)
     except ValueError as error:
         return [Failed(str(error))]
+    return executed(run, models, manager, on_event)
+
+
+def executed(run, models, manager=None, on_event: Callable | None = None) -> list:
+    """Every event of `run` (started, resumed, extended, ...) executed on `models`; `on_event` as for run_events."""
     events = []
 
     def emit(event):

@@ -215,6 +215,10 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     assert env_run("list").stdout == "the queue is empty\n" and not out.exists()
     done = env_run("add", "--image", str(picture), "--prompt", "hi", "--model", "tiny", "--seed", "4")
     assert done.returncode == 0, done.stderr
+    for flags in (["--extend", str(picture)], ["--bridge", str(picture), str(picture)]):
+        other = env_run("add", "--image", str(picture), "--prompt", "hi", *flags)
+        assert (other.returncode, other.stderr.strip()) == (2, "error: the queue makes new videos from pictures; "
+                                                               f"{flags[0]} runs with `app.py generate`.")
     bad = env_run("add", "--image", str(picture), "--prompt", "hi", "--steps", "0")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Steps must be")
     rows = tmp_path / "rows.csv"

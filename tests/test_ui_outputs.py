@@ -1,5 +1,5 @@
 """The Outputs tab's listing and actions, in plain Python: runs read from their records, Remake, Resume,
-Extend and Delete (the browser test clicks the same through the page)."""
+Extend, Branch here and Delete (the browser test clicks the same through the page)."""
 import json
 
 import numpy as np
@@ -12,6 +12,7 @@ from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
 from ui.outputs import OutputsHandlers, folder_version, list_runs
+from ui.progress import idle_html
 from ui.worker import Worker
 
 
@@ -141,3 +142,71 @@ def test_extend_needs_a_finished_video(outputs, picture):
     record.write_record(record.read_record() | {"status": "stopped"})
     update = list(tab.extend(name, 2, ""))[-1]
     assert f"{name} has no finished video to extend" in update.progress
+
+
+class _ExtendCalls:
+    """Stands in for Run.extend: records how it was called and refuses, as the real one does bad input."""
+
+    def __init__(self, message: str):
+        self.calls, self.message = [], message
+
+    def __call__(self, path, seconds, **overrides):
+        self.calls.append((path, seconds, overrides))
+        raise ValueError(self.message)
+
+
+def _files(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_branch_here_passes_the_players_time_to_the_run(outputs, picture, monkeypatch):
+    from framepack_core.run import Run
+
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00")
+    extend = _ExtendCalls("Branch at 1.2345678 s: recorded.")
+    monkeypatch.setattr(Run, "extend", extend)
+    before = _files(tab.folder)
+    update = list(tab.branch(name, 1.2345678, 1.5, "it turns left"))[-1]
+    list(tab.extend(name, 2, ""))  # Extend: the same path, without a time
+    assert extend.calls == [
+        (str(tab.folder / f"{name}.mp4"), 1.5, {"prompt": "it turns left", "folder": tab.folder,
+                                                "from_seconds": 1.2345678}),
+        (str(tab.folder / f"{name}.mp4"), 2.0, {"prompt": None, "folder": tab.folder, "from_seconds": None})]
+    assert "Branch at 1.2345678 s: recorded." in update.progress and update.running is False
+    assert _files(tab.folder) == before
+
+
+@pytest.mark.parametrize("at, status, message", [
+    (None, "finished", "seek it to the moment to branch from"),  # no player on the page to read
+    (1.0, "stopped", "has no finished video to branch from; resume it first"),
+])
+def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, at, status, message):
+    from framepack_core.run import Run
+
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00")
+    files = tab.find(name).files
+    files.write_record(files.read_record() | {"status": status})
+    extend = _ExtendCalls("not reached")
+    monkeypatch.setattr(Run, "extend", extend)
+    before = _files(tab.folder)
+    update = list(tab.branch(name, at, 2, ""))[-1]
+    assert message in update.progress and update.running is False
+    assert extend.calls == [] and _files(tab.folder) == before
+
+
+def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
+    from framepack_core.run import Run
+
+    tab = outputs(session=fixed_session(tiny_models))
+    name = _make(tab, picture, "2026-01-02T10:00:00", seconds=1, steps=1)  # one section: no cut point inside
+    record = tab.find(name).record
+    before = _files(tab.folder)
+    # The start, the end, past it, and a time inside a video that cannot be cut there without re-encoding.
+    for at in (0.0, record["frames"] / record["fps"], 9.0, 0.5):
+        with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
+            Run.extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at)
+        update = list(tab.branch(name, at, 1, ""))[-1]
+        assert update.progress == idle_html(str(refused.value), error=True) and update.running is False
+        assert "\n" not in str(refused.value) and _files(tab.folder) == before, at

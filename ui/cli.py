@@ -37,26 +37,41 @@ def request_from_args(args):
 
 
 def run_from_args(args):
-    """A new run, a resumed one (--resume) or an extension (--extend); ValueError for bad input."""
+    """A new run, a resumed one (--resume), an extension or branch (--extend [--from]) or a bridge
+    (--bridge); ValueError for bad input."""
     from framepack_core.run import Run
-    from framepack_core.settings import EXTEND_FIXED, SETTINGS_LIST
 
-    if args.resume and args.extend:
-        raise ValueError("Give --resume or --extend, not both.")
+    starts = [flag for flag, value in (("--resume", args.resume), ("--extend", args.extend),
+                                       ("--bridge", getattr(args, "bridge", None))) if value]
+    if len(starts) > 1:
+        raise ValueError(f"Give one of {', '.join(starts)}, not {'both' if len(starts) == 2 else 'all three'}.")
+    from_seconds = getattr(args, "from_seconds", None)
+    if from_seconds is not None and not args.extend:
+        raise ValueError("--from says where to branch a video given with --extend.")
     if args.resume:
         return Run.resume(args.resume)
     if args.extend:
-        # The flags given take over from the source video's settings (except what an extension fixes).
-        explicit = getattr(args, "given", set())
-        flags = settings_from_args(args)
-        given = {s.name: flags[s.name] for s in SETTINGS_LIST
-                 if s.flag and s.dest in explicit and s.name in flags and s.name not in EXTEND_FIXED}
-        if "outputs" in explicit:
-            given["folder"] = Path(args.outputs)
-        return Run.extend(args.extend, args.seconds, output=args.output, **given)
+        return Run.extend(args.extend, args.seconds, from_seconds=from_seconds, output=args.output,
+                          **_given_settings(args))
+    if getattr(args, "bridge", None):
+        return Run.bridge(*args.bridge, args.seconds, output=args.output, **_given_settings(args))
     if not args.image or args.prompt is None:
-        raise ValueError("Give --image and --prompt for a new video (or --resume / --extend PATH).")
+        raise ValueError("Give --image and --prompt for a new video (or --resume / --extend / --bridge).")
     return Run.start(request_from_args(args))
+
+
+def _given_settings(args) -> dict:
+    """The settings flags given on the command line: they take over from a source video's own (except what
+    an extension or bridge fixes: its start, length and sampling order)."""
+    from framepack_core.settings import EXTEND_FIXED, SETTINGS_LIST
+
+    explicit = getattr(args, "given", set())
+    flags = settings_from_args(args)
+    given = {s.name: flags[s.name] for s in SETTINGS_LIST
+             if s.flag and s.dest in explicit and s.name in flags and s.name not in EXTEND_FIXED}
+    if "outputs" in explicit:
+        given["folder"] = Path(args.outputs)
+    return given
 
 
 def generate_command(args) -> int:

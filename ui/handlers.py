@@ -94,14 +94,17 @@ class Handlers:
             return
         yield from self._follow(run, run.request.method.seed)
 
-    def page_extend(self, upload, seconds, prompt):
-        """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer."""
+    def page_extend(self, upload, seconds, prompt, from_seconds=None):
+        """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer. With
+        `from_seconds` (the Outputs tab's Branch here) the video is kept up to about that time and continued
+        from there, into a new file."""
         last = self.last_run
         source = upload or (last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None)
         try:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
-            run = Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs)
+            run = Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs,
+                             from_seconds=from_seconds)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
             return

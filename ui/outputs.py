@@ -186,14 +186,27 @@ class OutputsHandlers:
 
     def extend(self, name, seconds, prompt):
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""
+        yield from self._continue(name, seconds, prompt)
+
+    def branch(self, name, at_seconds, seconds, prompt):
+        """Branch here pressed: the picked run's finished video kept up to about `at_seconds` (the player's
+        time) and continued from there for `seconds` more, into a new run; the source stays as it is."""
+        yield from self._continue(name, seconds, prompt, branching=True, from_seconds=at_seconds)
+
+    def _continue(self, name, seconds, prompt, branching=False, from_seconds=None):
+        """Extend or branch the picked run's finished video, through the page's one extend path; one
+        sentence on the Generate tab, and nothing written, when it cannot be done."""
         try:
             run = self.find(name)
             if run.status != Status.FINISHED or not run.files.video.is_file():
-                raise ValueError(f"{run.name} has no finished video to extend; resume it first.")
+                raise ValueError(f"{run.name} has no finished video to {'branch from' if branching else 'extend'}; "
+                                 "resume it first.")
+            if branching and from_seconds is None:  # the browser found no player to read the time from
+                raise ValueError("Show the picked run's video and seek it to the moment to branch from.")
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
             return
-        yield from self.handlers.page_extend(str(run.files.video), seconds, prompt)
+        yield from self.handlers.page_extend(str(run.files.video), seconds, prompt, from_seconds=from_seconds)
 
     def delete(self, name) -> str:
         """Delete the picked run's files (pictures, videos, latents, record) and nothing else."""

@@ -26,6 +26,13 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
 
 _PRIVATE = dict(queue=False, api_visibility="private", show_progress="hidden")
 
+# Runs in the browser before Branch here's handler: what it returns are the handler's inputs, the second
+# (the hidden branch_at) replaced by the Outputs player's current time; null when no video is shown.
+PLAYER_TIME = """(name, at, more, prompt) => {
+    const player = document.querySelector("#fp-out-video video");
+    return [name, player ? player.currentTime : null, more, prompt];
+}"""
+
 
 def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
     """The tab's components, by name."""
@@ -48,6 +55,9 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
                     seconds = gr.Number(2, minimum=0.5, label="Seconds to add", min_width=100,
                                         elem_id="fp-out-seconds")
                     extend = gr.Button("Extend", size="sm", elem_id="fp-out-extend")
+                    branch = gr.Button("Branch here", size="sm", elem_id="fp-out-branch")
+                # The player's time when Branch here is pressed: filled in by the browser (PLAYER_TIME).
+                branch_at = gr.Number(None, visible="hidden", elem_id="fp-out-branch-at")
                 with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:
                     confirm_text = gr.Markdown("")
                     really = gr.Button("Yes, delete its files", size="sm", variant="stop", elem_id="fp-out-really")
@@ -101,7 +111,7 @@ def _wire_picking(outputs: OutputsHandlers, ui: SimpleNamespace) -> None:
 
 def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run_outputs: list, to_outputs,
                   tabs: gr.Tabs, generate_tab: str) -> None:
-    """Remake fills the Generate tab; Resume and Extend run there, shown as any run of the page."""
+    """Remake fills the Generate tab; Resume, Extend and Branch here run there, shown as any run of the page."""
     def remake_run(name):
         try:
             values = outputs.remake_form(name)
@@ -126,8 +136,13 @@ def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run
     def extend_run(name, more, prompt):
         yield from follow(outputs.extend(name, more, prompt))
 
+    def branch_run(name, at, more, prompt):
+        yield from follow(outputs.branch(name, at, more, prompt))
+
     ui.resume.click(resume_run, ui.picked, [tabs, *run_outputs], **running)
     ui.extend.click(extend_run, [ui.picked, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
+    ui.branch.click(branch_run, [ui.picked, ui.branch_at, ui.seconds, form["prompt"]], [tabs, *run_outputs],
+                    js=PLAYER_TIME, **running)
 
 
 def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, redraw) -> None:

@@ -31,6 +31,11 @@ def _add(store, args) -> int:
 
     if getattr(args, "output", None):
         _say("note: --output is ignored for queued jobs; videos go to the queue's outputs folder")
+    others = [flag for flag, dest in (("--resume", "resume"), ("--extend", "extend"), ("--from", "from_seconds"),
+                                      ("--bridge", "bridge")) if getattr(args, dest, None) is not None]
+    if others:
+        _say(f"error: the queue makes new videos from pictures; {others[0]} runs with `app.py generate`.")
+        return 2
     try:
         job_id = add_job(store, settings_from_args(args), base=Path.cwd())
     except ValueError as error:

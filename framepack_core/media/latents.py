@@ -31,7 +31,9 @@ class SavedLatents:
     start: torch.Tensor
     video: torch.Tensor
     end: torch.Tensor | None = None
-    extends: dict = field(default_factory=dict)  # for an extension: {"video": source MP4, "frames": its frames}
+    # Frames copied in: an extension's (or branch's) {"video": source MP4, "frames": its frames kept, ...},
+    # a bridge's {"bridge": [first clip, second clip]}; {} for a video from a picture.
+    extends: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -74,17 +76,13 @@ class LatentsKeeper:
     """Writes a run's latents after every section (nothing when the run keeps none: `path` None)."""
 
     def __init__(self, path: Path | None, request, sections: int, start: torch.Tensor, end: torch.Tensor | None,
-                 base=None, new_frames: int | None = None):
+                 extends: dict | None = None):
+        """`extends`: where frames copied into the video come from (origins.Beginning.joins: the video
+        extended or branched, the clips bridged), so the run can be resumed and extended again."""
         self.path, self.sections, self.start, self.end = path, sections, start, end
         self.settings = request.settings()
-        self.mode = request.method.mode
-        # An extension keeps where its first frames come from, so it can be resumed and extended again.
-        # `new_frames`: the new part keeps only that many frames (its last section's end is cut; new_part.py).
-        self.extends = {} if base is None else {"video": str(base.source), "frames": base.frames,
-                                                "latents": base.latent_frames}
-        if base is not None and new_frames is not None:
-            self.extends["new_frames"] = new_frames
-        self.empty = base.video if base is not None else start if self.mode == "forward" else start[:, :, :0]
+        self.extends = dict(extends or {})
+        self.empty = start if request.method.mode == "forward" else start[:, :, :0]
 
     def save(self, video: torch.Tensor | None, done: int) -> None:
         if self.path is None:

@@ -4,6 +4,10 @@ Only the `overlap` frames that the next section will blend into are kept as floa
 every other frame is final once its section is blended, and is encoded exactly once into a
 segment file. The MP4 so far is the segments (plus the still-changing frames, encoded on
 their own) joined by ffmpeg's concat demuxer without re-encoding.
+
+Videos from elsewhere join the same way, copied as they are: the video being extended (or its
+first part, cut at a keyframe, for a branch) before the new frames, and for a bridge the clip
+the new frames lead into after them.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -20,24 +25,37 @@ import torch
 from framepack_core.failures import disk_problem
 from framepack_core.settings import FPS
 
+from .video_files import copy_first_frames
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
+
+
+@dataclass(frozen=True)
+class Copied:
+    """An MP4's frames joined to the new ones as they are, never re-encoded."""
+    path: Path
+    frames: int  # how many of its frames the video keeps
+    cut: bool = False  # only its first `frames` (a branch: `frames` is one of its cut points)
 
 
 class SegmentedVideo:
     def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None,
-                 prefix: list[Path] | None = None, fps: float | None = None, prefix_frames: int = 0,
+                 before: Copied | None = None, after: Copied | None = None, fps: float | None = None,
                  new_frames: int | None = None):
-        """`prefix`: MP4s whose `prefix_frames` frames come first, copied as they are (a video being extended).
-        `new_frames`: keep only this many frames after the prefix (forward), cutting the last section's end."""
+        """`before` / `after`: frames copied before / after the new ones (a video extended or branched;
+        the two clips a bridge joins). `new_frames`: keep only this many new frames (forward), cutting the
+        last section's end."""
         self.inverted = mode == "inverted"
         self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
-        self.fps = fps or FPS
         self.workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", suffix=".segments", dir=output.parent))
-        self.prefix = list(prefix or [])
-        self.segments: list[Path] = list(self.prefix)  # in temporal order
+        self.fps = fps or FPS
+        self.durations: dict[Path, float] = {}  # parts whose container misstates their length
+        self.before = self._copied(before)
+        self.after = [after.path] if after else []
+        self.segments: list[Path] = []  # the new frames' segments, in temporal order
         self.pending: torch.Tensor | None = None  # float frames a later section still blends into
-        self.frames = prefix_frames  # every frame of the video so far, pending ones included
-        self.max_frames = None if new_frames is None else prefix_frames + new_frames
+        copied = (before.frames if before else 0) + (after.frames if after else 0)
+        self.frames = copied  # every frame of the video so far, pending and copied ones included
+        self.max_frames = None if new_frames is None else copied + new_frames
         self.height = self.width = 0
         self._count = 0
 
@@ -71,10 +89,26 @@ class SegmentedVideo:
         if self.pending is not None:
             tail = self._encode(self.pending, name="pending.mp4")
             parts = [tail] + parts if self.inverted else parts + [tail]
-        return concat_mp4(parts, path, self.metadata, video_only=bool(self.prefix))
+        copied = self.before + self.after
+        return concat_mp4(self.before + parts + self.after, path, self.metadata, video_only=bool(copied),
+                          durations=self.durations)
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _copied(self, before: Copied | None) -> list[Path]:
+        if before is None:
+            return []
+        if not before.cut:
+            return [before.path]
+        try:
+            kept = copy_first_frames(before.path, before.frames, self.workdir / "kept.mp4")
+        except (OSError, RuntimeError) as error:
+            raise _as_disk_error(error, self.workdir.parent) from error
+        # Cut after a group of frames whose last packet shows an earlier frame (B-frames), the copy's
+        # container ends early; told its true length, the concat demuxer starts the next part on time.
+        self.durations[kept] = before.frames / self.fps
+        return [kept]
 
     def _encode(self, pixels: torch.Tensor, name: str | None = None) -> Path:
         if name is None:
@@ -86,13 +120,14 @@ class SegmentedVideo:
             raise _as_disk_error(error, self.workdir.parent) from error
 
 
-def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None, video_only: bool = False) -> Path:
+def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = None, video_only: bool = False,
+               durations: dict[Path, float] | None = None) -> Path:
     """Join MP4 files made with the same encoder settings, copying the streams (no re-encode).
 
     Metadata travels in an ffmetadata file, never on the command line: a user's prompt may be
     longer than the system allows a command line to be, and may hold any character.
     `video_only`: keep the first video stream only (a video from elsewhere may carry sound the new
-    parts lack).
+    parts lack). `durations`: seconds of parts whose own container misstates them.
     """
     listing = path.with_name(f".{path.stem}.concat.txt")
     tags = path.with_name(f".{path.stem}.metadata.txt")
@@ -102,7 +137,9 @@ def concat_mp4(parts: list[Path], path: Path, metadata: dict[str, str] | None = 
                "-map_metadata", "1",
                "-c", "copy", "-movflags", "+faststart", str(tmp)]
     try:
-        listing.write_text("".join(f"file '{_quote(p.resolve())}'\n" for p in parts))
+        durations = durations or {}
+        listing.write_text("".join(f"file '{_quote(p.resolve())}'\n"
+                                   + (f"duration {durations[p]:.6f}\n" if p in durations else "") for p in parts))
         tags.write_text(ffmetadata(metadata or {}), encoding="utf-8")
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:

@@ -1,4 +1,5 @@
-"""Reading videos from anywhere: the facts of the stream, the first frame, the last frames."""
+"""Reading videos from anywhere: the facts of the stream, the first frame, the last frames, and
+where a stream can be cut without re-encoding it."""
 from __future__ import annotations
 
 import re
@@ -35,7 +36,18 @@ def probe_video(path: Path) -> VideoFacts:
     codec, profile = (match.group(1), match.group(2) or "") if match else ("", "")
     pix_fmt = str(meta.get("pix_fmt", "")).split("(")[0]
     width, height = meta["size"]
-    return VideoFacts(int(frames), int(width), int(height), float(meta["fps"]), codec, profile, pix_fmt)
+    return VideoFacts(int(frames), int(width), int(height), _frame_rate(info, float(meta["fps"])), codec, profile,
+                      pix_fmt)
+
+
+def _frame_rate(info: str, average: float) -> float:
+    """The stream's frame rate: ffmpeg's base rate ("tbr"), which is exact, over the average it reports
+    ("fps": frames over duration, which B-frames' shifted timestamps can put at 30.01 for a 30 fps video)."""
+    match = re.search(r"([\d.]+)(k?) tbr", info)
+    if match is None:
+        return average
+    base = float(match.group(1)) * (1000 if match.group(2) else 1)
+    return base if abs(base - average) <= 0.02 * average else average
 
 
 def first_frame(path: Path):
@@ -50,9 +62,11 @@ def first_frame(path: Path):
     return Image.fromarray(frame.copy())
 
 
-def last_frames(path: Path, count: int):
-    """The last `count` frames as (T, H, W, 3) uint8, read in one pass (only they are kept)."""
+def last_frames(path: Path, count: int, end: int | None = None):
+    """The last `count` frames before frame `end` (None: the video's end) as (T, H, W, 3) uint8, read in
+    one pass (only they are kept)."""
     from collections import deque
+    from itertools import islice
 
     import imageio_ffmpeg
     import numpy as np
@@ -60,6 +74,42 @@ def last_frames(path: Path, count: int):
     reader = imageio_ffmpeg.read_frames(str(path))
     width, height = next(reader)["size"]
     kept = deque(maxlen=count)
-    for raw in reader:
+    for raw in islice(reader, end):
         kept.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+    reader.close()
     return np.stack(list(kept))
+
+
+def cut_points(path: Path) -> list[int]:
+    """The frames (display order) before which the stream can be cut by copying packets: the keyframes
+    that no earlier-shown frame is decoded after (a closed GOP begins there). Read from the packets'
+    flags and timestamps (ffmpeg's framecrc of a stream copy), so nothing is decoded."""
+    import imageio_ffmpeg
+
+    listing = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v:0",
+                              "-c", "copy", "-f", "framecrc", "-"], capture_output=True, text=True).stdout
+    # framecrc: "stream, dts, pts, duration, size, crc[, F=flags]" per packet in decode order; a keyframe
+    # packet alone has no F= field (its flags are exactly "key").
+    packets = [line.split(",") for line in listing.splitlines() if line and not line.startswith("#")]
+    pts = [int(fields[2]) for fields in packets]
+    shown = {value: rank for rank, value in enumerate(sorted(pts))}
+    points, latest = [], -1
+    for decoded, fields in enumerate(packets):
+        rank = shown[pts[decoded]]
+        if len(fields) == 6 and rank == decoded and latest < rank:  # everything shown before it is decoded before it
+            points.append(rank)
+        latest = max(latest, rank)
+    return points
+
+
+def copy_first_frames(source: Path, frames: int, destination: Path) -> Path:
+    """The first `frames` frames of `source`'s video stream as an MP4 of their own, copied (not re-encoded):
+    exact when `frames` is one of `cut_points(source)`."""
+    import imageio_ffmpeg
+
+    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(source), "-map", "0:v:0",
+                             "-c", "copy", "-frames:v", str(int(frames)), str(destination)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"copying the first {frames} frames of {source.name} failed: {result.stderr.strip()[:300]}")
+    return destination

@@ -1,16 +1,20 @@
 """The Generate, Queue and Outputs tabs in real Chromium: a run made with `generate` shows in Outputs,
-Remake fills the Generate form, Resume continues a stopped run from Outputs. Saves docs/screenshot.png
+Remake fills the Generate form, Resume continues a stopped run from Outputs, Branch here continues a video
+from the player's time into a new run whose first frames are the source's. Saves docs/screenshot.png
 (the Outputs tab) for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
 """
 import re
 import subprocess
 import sys
 
+import pytest
+
 from test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
 
 from playwright.sync_api import expect
 
 CLI_PROMPT = "made on the command line"
+BRANCH_PROMPT = "a branch starts here"
 
 
 def _pick(page, text: str) -> None:
@@ -77,3 +81,74 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F8
     page.wait_for_timeout(300)
     (ROOT / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
+
+
+def _seek(page, seconds: float) -> float:
+    """Seek the Outputs player, once it knows the video's length, as a person dragging its bar; the time it shows."""
+    page.wait_for_function("() => (document.querySelector('#fp-out-video video') || {}).readyState >= 1")
+    return page.evaluate("""t => new Promise(done => {
+        const player = document.querySelector('#fp-out-video video');
+        player.addEventListener('seeked', () => done(player.currentTime), { once: true });
+        player.currentTime = t;
+    })""", seconds)
+
+
+def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F811 (fixtures)
+    import json
+
+    import numpy as np
+
+    from framepack_core.media.video_files import cut_points
+    from framepack_core.run import Run
+    from mp4info import mp4_info
+
+    url, outputs = server
+    # 1.6 s in sections of 3 latent frames (inverted: 49 frames, cut points at frames 25 and 37, where
+    # sections were joined), so that the video can be cut near the player's time without re-encoding it.
+    made = subprocess.run([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                           "--seconds", "1.6", "--window", "3", "--steps", "1", "--seed", "5151",
+                           "--prompt", BRANCH_PROMPT,
+                           "--outputs", str(outputs), "--image", str(ROOT / "examples" / "hills.jpg")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    source = next(outputs.glob("*_5151.json"))
+    before = {p.name for p in outputs.iterdir()}
+    page.goto(url)
+    tabs, progress = page.locator("#fp-tabs"), page.locator("#fp-progress")
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text(BRANCH_PROMPT, timeout=20_000)
+    _pick(page, BRANCH_PROMPT)
+    expect(page.locator("#fp-out-picked textarea")).to_have_value(source.stem)
+    expect(page.locator("#fp-out-video video")).to_be_visible()
+
+    # At the start (the player not moved yet): the run path's one sentence, and nothing is written.
+    with pytest.raises(ValueError) as refused:
+        Run.extend(source.with_suffix(".mp4"), 0.8, from_seconds=0.0, folder=outputs)
+    assert _seek(page, 0) == 0
+    page.locator("#fp-out-branch").click()
+    expect(progress.locator(".fp-failed")).to_have_text(str(refused.value))
+    assert {p.name for p in outputs.iterdir()} == before
+
+    # Seeked to 0.9 s: a new run keeps the source up to the cut point nearest it and continues 0.8 s more.
+    tabs.get_by_role("tab", name="Outputs").click()
+    assert _seek(page, 0.9) == 0.9
+    page.locator("#fp-out-seconds input").fill("0.8")
+    page.locator("#fp-out-branch").click()
+    expect(progress).to_contain_text("Done:", timeout=120_000)
+    new = [p for p in outputs.glob("*.json") if p.name not in before]
+    assert len(new) == 1
+    record = json.loads(new[0].read_text())
+    assert record["status"] == "finished"
+    tabs.get_by_role("tab", name="Outputs").click()
+    expect(page.locator("#fp-out-table")).to_contain_text(new[0].stem, timeout=20_000)
+
+    branch_video = new[0].with_suffix(".mp4")
+    assert record["branches"] == source.with_suffix(".mp4").name
+    kept = round(record["from_seconds"] * record["fps"])  # the record says where it cut
+    points = [p for p in cut_points(source.with_suffix(".mp4")) if p > 0]
+    assert kept == min(points, key=lambda p: abs(p - 0.9 * record["fps"])), (kept, points)  # the time reached it
+    src_frames, branch_frames = mp4_info(source.with_suffix(".mp4"))[1], mp4_info(branch_video)[1]
+    assert np.array_equal(branch_frames[:kept], src_frames[:kept])
+    assert branch_frames.shape[0] == record["frames"] > kept
+    assert not np.array_equal(branch_frames[kept], src_frames[kept])  # then the new frames
+

@@ -1,0 +1,69 @@
+"""A bridge: the seconds that lead from one clip's last frame into another's first, written as the
+first clip, the bridge, then the second clip, both clips copied as they are (never re-encoded).
+
+    run = Run.bridge("a.mp4", "b.mp4", seconds=2)   # a new run and file; a.mp4 and b.mp4 are unchanged
+
+Sampled inverted (origins.BridgedClips): the first clip's last latent frame is the start (from its
+saved latents where this app made it, else its last frame encoded by the VAE), the second clip's
+first frame the end frame. The clips must share a size and frame rate (one stream). Settings come
+from the first clip (its saved latents, else its MP4's metadata), then the ones given; a pair of
+clips not made here needs a prompt.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .continuation import metadata_settings, copyable_video, own_latents
+from .media.video_files import last_frames
+from .new_part import foreign_settings
+from .settings import DEFAULTS, FPS, canonical_name
+
+
+def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
+                 **overrides) -> tuple:
+    """(request, origin) of the run that bridges clip `first` into clip `second`; `Run.bridge` starts it.
+    ValueError (one sentence) for bad input, before anything is written."""
+    from PIL import Image
+
+    from .origins import BridgedClips, Clip
+    from .request import Request, job_fields
+
+    first, second = Path(first), Path(second)
+    facts = [copyable_video(clip, "bridged") for clip in (first, second)]
+    if first.resolve() == second.resolve():
+        raise ValueError("A bridge joins two different clips; for a video that leads back into its own start, "
+                         "use --loop.")
+    (a, b) = facts
+    if (a.width, a.height) != (b.width, b.height) or abs(a.fps - b.fps) > 0.01:
+        raise ValueError(f"{first.name} is {a.width}x{a.height} at {a.fps:g} fps and {second.name} is "
+                         f"{b.width}x{b.height} at {b.fps:g} fps; a bridge joins clips of the same size and frame "
+                         "rate.")
+    saved = own_latents(first, a)
+    made_here = job_fields(saved.settings if saved else metadata_settings(first))
+    settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
+    if saved is not None:  # the first clip's latents fix the frame size
+        settings["resolution"] = saved.settings["resolution"]
+    else:
+        settings = foreign_settings(settings, a, first.name, bool(made_here) or bool(overrides.get("prompt")))
+    settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
+                 "mode": "inverted"}
+    for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
+        settings.pop(fixed, None)
+    if saved is None:
+        # The bridge must join the clips' stream: High profile (CRF 0 would switch to High 4:4:4).
+        settings["crf"] = max(1, int(settings.get("crf", DEFAULTS["crf"])))
+    where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else first.parent}
+    request = Request.from_fields(image=Image.fromarray(last_frames(first, 1)[0]), image_name=first.name,
+                                  **settings, **where)
+    origin = BridgedClips(Clip(first.resolve(), a, saved),
+                          Clip(second.resolve(), b, own_latents(second, b, from_start=True)))
+    return request, origin
+
+
+def bridge_seconds(seconds: float, fps: float, window: int) -> float:
+    """The request's seconds for a bridge of about `seconds` at the clips' frame rate: the whole sections
+    (4 x window frames each, at least one) nearest it, counted as the model counts them (30 fps)."""
+    if seconds <= 0:
+        raise ValueError(f"--seconds must be more than 0 for a bridge, not {seconds:g}.")
+    sections = max(1, round(seconds * fps / (4 * window)))
+    return sections * 4 * window / FPS
