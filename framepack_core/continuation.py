@@ -155,16 +155,22 @@ def copyable_video(source: Path, what: str):
 
 def branch_cut(source: Path, facts, seconds: float) -> int:
     """The frame a branch of `source` at `seconds` keeps the frames before: the stream's cut point nearest
-    it (frames before a cut point copy exactly). ValueError (one sentence) for a time outside the video."""
+    it when one lies within SNAP_SECONDS (the frames before it are copied, bit for bit), else the frame at
+    that time (the frames before it are encoded again). ValueError (one sentence) for a time outside it."""
     length = facts.frames / facts.fps
     if not 0 < seconds < length:
-        raise ValueError(f"--from must be inside {source.name}, between 0 and {length:.2f} s (not {seconds:g}).")
-    points = [point for point in cut_points(source) if 0 < point < facts.frames]
-    if not points:
-        raise ValueError(f"{source.name} has no keyframe after its first frame, so it cannot be cut without "
-                         "re-encoding it; extend it whole instead.")
+        raise ValueError(f"A branch starts inside {source.name}: between 0 and {length:.2f} s, not {seconds:g}.")
     wanted = seconds * facts.fps
-    return min(points, key=lambda point: (abs(point - wanted), point))
+    points = [point for point in cut_points(source)
+              if 0 < point < facts.frames and abs(point - wanted) <= SNAP_SECONDS * facts.fps]
+    if points:
+        return min(points, key=lambda point: (abs(point - wanted), point))
+    return min(max(1, round(wanted)), facts.frames - 1)
+
+
+# How far a branch moves to a keyframe to keep its frames bit for bit. A video made here has one at each
+# segment it wrote (about every section: 1.2 s at the default window), so its branches always move.
+SNAP_SECONDS = 1.0
 
 
 def metadata_settings(path: Path) -> dict:

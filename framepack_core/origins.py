@@ -24,7 +24,7 @@ from .extension import ExtensionBase, extension_base, resized, to_size
 from .media.latents import SavedLatents
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.segments import Copied
-from .media.video_files import VideoFacts, first_frame, last_frames
+from .media.video_files import VideoFacts, cut_points, first_frame, last_frames
 from .method.schedule import decode_span
 from .method.sections import SavedSections, SectionSettings
 from .models.encoders import encode_latent, set_vae_tiling
@@ -181,8 +181,10 @@ class ExtendedVideo(Origin):
         base.new_frames = self.new_frames
         notices = ()
         if self.cut is not None:
+            kept = ("kept as they are" if self.cut in cut_points(self.source) else
+                    "encoded again (it has no keyframe near that moment to cut at without re-encoding)")
             notices = (f"Branching {self.source.name} at {self.cut / self.facts.fps:.2f} s (its frame {self.cut}): "
-                       "its frames before it are kept as they are.",)
+                       f"its frames before it are {kept}.",)
         return Beginning(base.pixels, base.start, None, SavedSections(0, base.video), prefix=base, notices=notices)
 
     def described(self) -> dict:

@@ -136,8 +136,8 @@ def test_a_branch_of_a_video_from_elsewhere_encodes_its_frames_before_the_cut(ti
     assert torch.equal(seen[0]["latents_clean"], expected)
 
 
-@pytest.mark.parametrize("seconds, words", [("0", "between 0 and 1.63 s (not 0)"),
-                                            ("1.7", "between 0 and 1.63 s (not 1.7)"),
+@pytest.mark.parametrize("seconds, words", [("0", "A branch starts inside forward.mp4: between 0 and 1.63 s, not 0."),
+                                            ("1.7", "between 0 and 1.63 s, not 1.7."),
                                             (None, "--from says where to branch a video given with --extend.")])
 def test_a_bad_branch_is_one_line_and_writes_nothing(sources, tmp_path, capsys, seconds, words):
     args = ["generate", "--model", "tiny", "--outputs", str(tmp_path), "--seconds", "1"]
@@ -148,16 +148,19 @@ def test_a_bad_branch_is_one_line_and_writes_nothing(sources, tmp_path, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_video_with_no_keyframe_to_cut_at_is_refused(keyed_clip, tmp_path, capsys):
-    single = tmp_path / "single.mp4"
+def test_a_video_with_no_keyframe_near_the_time_is_encoded_again_up_to_it(tiny_models, tmp_path):
+    single = tmp_path / "single.mp4"  # one group of frames: its only keyframe is its first
     writer = imageio_ffmpeg.write_frames(str(single), (96, 64), fps=30, macro_block_size=2)
     writer.send(None)
     for t in range(30):
         writer.send(np.full((64, 96, 3), 8 * t, np.uint8))
     writer.close()
-    out = tmp_path / "out"
-    assert main(["generate", "--model", "tiny", "--outputs", str(out), "--seconds", "1", "--prompt", "p",
-                 "--extend", str(single), "--from", "0.5"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: single.mp4 has no keyframe after its first frame, so it "
-                                               "cannot be cut without re-encoding it; extend it whole instead.")
-    assert not out.exists()
+    assert cut_points(single) == [0]
+    run, events = _branch(tiny_models, single, 0.5, tmp_path / "out", prompt="p", window=K)
+    frames, source_frames = mp4_info(events[-1].video)[1], mp4_info(single)[1]
+    assert len(frames) == 15 + 2 * 4 * K  # cut at frame 15 (0.5 s) exactly, since it could not snap
+    # Not bit for bit (encoded again, at the run's quality), but the same pictures.
+    assert np.abs(frames[:15].astype(int) - source_frames[:15].astype(int)).max() <= 2
+    assert [e.message for e in events if isinstance(e, Notice)][0] == (
+        "Branching single.mp4 at 0.50 s (its frame 15): its frames before it are encoded again (it has no "
+        "keyframe near that moment to cut at without re-encoding).")

@@ -25,7 +25,7 @@ import torch
 from framepack_core.failures import disk_problem
 from framepack_core.settings import FPS
 
-from .video_files import copy_first_frames
+from .video_files import first_frames
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
 
 
@@ -34,7 +34,7 @@ class Copied:
     """An MP4's frames joined to the new ones as they are, never re-encoded."""
     path: Path
     frames: int  # how many of its frames the video keeps
-    cut: bool = False  # only its first `frames` (a branch: `frames` is one of its cut points)
+    cut: bool = False  # only its first `frames` (a branch: copied when a cut point, else encoded again)
 
 
 class SegmentedVideo:
@@ -102,7 +102,7 @@ class SegmentedVideo:
         if not before.cut:
             return [before.path]
         try:
-            kept = copy_first_frames(before.path, before.frames, self.workdir / "kept.mp4")
+            kept = first_frames(before.path, before.frames, self.workdir / "kept.mp4", max(1, self.crf))
         except (OSError, RuntimeError) as error:
             raise _as_disk_error(error, self.workdir.parent) from error
         # Cut after a group of frames whose last packet shows an earlier frame (B-frames), the copy's

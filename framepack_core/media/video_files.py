@@ -102,14 +102,18 @@ def cut_points(path: Path) -> list[int]:
     return points
 
 
-def copy_first_frames(source: Path, frames: int, destination: Path) -> Path:
-    """The first `frames` frames of `source`'s video stream as an MP4 of their own, copied (not re-encoded):
-    exact when `frames` is one of `cut_points(source)`."""
+def first_frames(source: Path, frames: int, destination: Path, crf: int) -> Path:
+    """The first `frames` frames of `source`'s video stream as an MP4 of their own: copied, bit for bit, when
+    `frames` is one of `cut_points(source)`; else encoded again as the app encodes (H.264, `crf`, yuv420p),
+    streamed through ffmpeg (never all in memory)."""
     import imageio_ffmpeg
 
+    if frames in cut_points(source):
+        codec = ["-c", "copy"]
+    else:
+        codec = ["-c:v", "libx264", "-crf", str(int(crf)), "-preset", "medium", "-pix_fmt", "yuv420p"]
     result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(source), "-map", "0:v:0",
-                             "-c", "copy", "-frames:v", str(int(frames)), str(destination)],
-                            capture_output=True, text=True)
+                             *codec, "-frames:v", str(int(frames)), str(destination)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"copying the first {frames} frames of {source.name} failed: {result.stderr.strip()[:300]}")
+        raise RuntimeError(f"taking the first {frames} frames of {source.name} failed: {result.stderr.strip()[:300]}")
     return destination
