@@ -20,11 +20,14 @@ from .store import Job, JobStore, this_owner
 
 
 def apply_result(store: JobStore, job: Job, result: JobResult, owner: str | None = None) -> None:
-    """A job's outcome into the queue, by the holder of its lease (a lost lease writes nothing)."""
+    """A job's outcome into the queue, by the holder of its lease (a lost lease writes nothing). Its
+    sections done are the result's (the run's own count, as its record has it), not the last progress
+    report: a Ray worker reports only when the head polls it, so a section written between the last
+    poll and a cancel would otherwise be missing from the queue."""
     if result.status == Status.INTERRUPTED:
-        store.requeue(job.id, result.message, owner)
+        store.requeue(job.id, result.message, owner, result.sections_done)
     else:
-        store.finish(job.id, result.status, result.message, result.video, owner)
+        store.finish(job.id, result.status, result.message, result.video, owner, result.sections_done)
 
 
 def prepare(store: JobStore, job: Job) -> tuple[str, bool]:

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -109,8 +110,10 @@ class JobWorker:
         self.session = Session(config)
         self._progress = (0.0, 0)
         self._events: list = []  # since the head last asked (previews left out: pictures are large)
+        self._events_lock = threading.Lock()  # `run` appends while `progress` hands the list over
         self._cancel = threading.Event()  # the user cancelled the job: it ends as stopped
         self._interrupt = threading.Event()  # the queue is stopping: the job goes back to the queue
+        self._run_name = ""  # the job running now: a stop meant for an earlier one is ignored
 
     def where(self) -> str:
         return f"pid {os.getpid()} on {ray.util.get_node_ip_address()}"
@@ -119,14 +122,17 @@ class JobWorker:
         return os.getpid()
 
     def run(self, settings: dict, run_name: str, outputs: str, resuming: bool) -> dict:
+        self._run_name = run_name
         self._cancel.clear()
         self._interrupt.clear()
         self._progress = (0.0, 0)
-        self._events = []
+        with self._events_lock:
+            self._events = []
 
         def keep(event) -> None:
             if not isinstance(event, Preview):
-                self._events.append(event)
+                with self._events_lock:  # else an event appended to a list already handed over is lost
+                    self._events.append(event)
 
         def on_progress(fraction: float, sections: int) -> bool:
             self._progress = (fraction, sections)
@@ -139,11 +145,14 @@ class JobWorker:
 
     def progress(self) -> tuple[float, int, list]:
         """(fraction, sections done, the events since the last call)."""
-        events, self._events = self._events, []
+        with self._events_lock:
+            events, self._events = self._events, []
         return (*self._progress, events)
 
-    def stop(self, cancel: bool) -> None:
-        (self._cancel if cancel else self._interrupt).set()
+    def stop(self, cancel: bool, run_name: str) -> None:
+        """Stop the run `run_name` (a threaded actor may answer a stop after the next job has begun)."""
+        if run_name == self._run_name:
+            (self._cancel if cancel else self._interrupt).set()
 
 
 class RayExecutor:
@@ -199,6 +208,7 @@ class RayExecutor:
                 self.leases.hold(job.id)
                 self.on_job(job)
                 name, resuming = prepare(self.store, job)
+                job = replace(job, run_name=name)
                 try:
                     self.store.set_worker(job.id, ray.get(worker.where.remote(), timeout=120))
                 except (ray.exceptions.RayError, TimeoutError):
@@ -236,9 +246,9 @@ class RayExecutor:
             if progress is None:
                 continue  # a dead worker shows as its result's error
             if self.store.report(job.id, *progress, self.owner):
-                worker.stop.remote(True)
+                worker.stop.remote(True, job.run_name)
             elif self.interrupt.is_set() or self.leases.lost(job.id):
-                worker.stop.remote(False)  # a lost lease: the job was given to another runner
+                worker.stop.remote(False, job.run_name)  # a lost lease: the job was given to another runner
 
     def _drain(self, worker, job) -> tuple[float, int] | None:
         """The worker's progress, its events since the last call passed to on_event."""

@@ -26,7 +26,7 @@ class JobResult:
     status: Status  # finished | stopped | failed | interrupted (back to the queue)
     message: str = ""
     video: str | None = None  # file name in the outputs folder
-    sections_done: int = 0
+    sections_done: int | None = None  # the run's count at its end; None: not known (it failed outside the run)
 
     def as_dict(self) -> dict:
         return asdict(self)

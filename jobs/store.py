@@ -228,22 +228,27 @@ class JobStore:
         return bool(row and row[0])
 
     def finish(self, job_id: int, status: str, message: str = "", video: str | None = None,
-               owner: str | None = None) -> bool:
+               owner: str | None = None, sections_done: int | None = None) -> bool:
         """The job's end. With `owner`, only while that owner holds its lease (else nothing changes: the
-        job was given to another runner, whose result counts); whether it was written."""
+        job was given to another runner, whose result counts); whether it was written. `sections_done`:
+        what the run's files hold at its end (its record's count), which progress reports may lag
+        (a section written after the last report); None keeps the last reported count."""
         assert status in ENDED
         finished = ", progress = 1, finishes = finishes + 1" if status == Status.FINISHED else ""
         with self._transaction() as db:
             return db.execute("UPDATE jobs SET status = ?, message = ?, video = ?, owner = NULL, lease_until = NULL, "
-                              "cancel = 0, updated = ?" + finished + " WHERE id = ?" + _HELD,
-                              (status, message, video, time.time(), job_id, owner, owner)).rowcount == 1
+                              "cancel = 0, sections_done = coalesce(?, sections_done), updated = ?" + finished
+                              + " WHERE id = ?" + _HELD,
+                              (status, message, video, sections_done, time.time(), job_id, owner, owner)).rowcount == 1
 
-    def requeue(self, job_id: int, message: str = "", owner: str | None = None) -> bool:
-        """Back to the queue, keeping its run name: the next attempt resumes into the same files."""
+    def requeue(self, job_id: int, message: str = "", owner: str | None = None,
+                sections_done: int | None = None) -> bool:
+        """Back to the queue, keeping its run name: the next attempt resumes into the same files.
+        `sections_done` as for `finish`."""
         with self._transaction() as db:
             return db.execute("UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL, cancel = 0, "
-                              "message = ?, updated = ? WHERE id = ?" + _HELD,
-                              (message, time.time(), job_id, owner, owner)).rowcount == 1
+                              "message = ?, sections_done = coalesce(?, sections_done), updated = ? WHERE id = ?"
+                              + _HELD, (message, sections_done, time.time(), job_id, owner, owner)).rowcount == 1
 
     def recover(self) -> list[int]:
         """Running jobs whose lease ran out, or whose owner on this machine is gone (killed, crashed),

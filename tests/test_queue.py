@@ -41,6 +41,26 @@ def test_claim_order_move_cancel_retry_delete_clear(tmp_path, picture):
     assert [j.id for j in store.jobs()] == [a]
 
 
+def test_a_jobs_end_records_the_sections_its_run_made_not_its_last_report(tmp_path, picture):
+    """A Ray worker reports progress only when polled: a section written after the last report and
+    before a cancel is honoured must still be counted, as the run's record counts it."""
+    from framepack_core.events import Status
+    from jobs.executor import apply_result
+    from jobs.running import JobResult
+
+    store = JobStore(tmp_path)
+    cut, back, lost = (job(store, picture, seed=s) for s in (1, 2, 3))
+    for job_id in (cut, back, lost):
+        assert store.claim("me:1").id == job_id
+        assert not store.report(job_id, 0.3, 1, "me:1")
+    apply_result(store, store.get(cut), JobResult(Status.STOPPED, "cancelled", "cut.mp4", 2), "me:1")
+    apply_result(store, store.get(back), JobResult(Status.INTERRUPTED, "interrupted; resumes", None, 3), "me:1")
+    apply_result(store, store.get(lost), JobResult(Status.FAILED, "RuntimeError: boom"), "me:1")  # count unknown
+    assert [(j.status, j.sections_done) for j in store.jobs()] == [("stopped", 2), ("queued", 3), ("failed", 1)]
+    assert not store.finish(back, Status.STOPPED, sections_done=5, owner="someone-else:2:1")  # not its holder
+    assert store.get(back).sections_done == 3
+
+
 def test_a_dead_owner_here_gives_its_job_back_at_once_and_a_live_one_keeps_it(tmp_path, picture):
     """On this machine a gone owner is recognised before its lease ends: a dead pid, or a live pid that
     now belongs to another process (reused: the start time differs), which no pid check can tell."""
@@ -50,17 +70,20 @@ def test_a_dead_owner_here_gives_its_job_back_at_once_and_a_live_one_keeps_it(tm
     from jobs.leases import owner_id
 
     store = JobStore(tmp_path)
-    dead, reused, live = job(store, picture), job(store, picture), job(store, picture)
+    dead, reused, live, clock_moved = (job(store, picture) for _ in range(4))
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
+    host, pid, started = owner_id().split(":")
     owners = {dead: owner_id(proc.pid), live: owner_id(),
-              reused: f"{socket.gethostname()}:{os.getppid()}:12345.00"}  # the pid runs, but not that process
+              reused: f"{socket.gethostname()}:{os.getppid()}:12345.00",  # the pid runs, but not that process
+              # this process, its start read before the wall clock crossed a second's edge (btime moved by 1 s)
+              clock_moved: f"{host}:{pid}:{float(started) - 1:.2f}"}
     for _ in owners:
         store.claim("me:1:1")
     with store._transaction() as db:  # as if each had claimed its job (a claim itself takes dead ones back)
         db.executemany("UPDATE jobs SET owner = ? WHERE id = ?", [(o, i) for i, o in owners.items()])
     assert store.recover() == [dead, reused]
-    assert [j.status for j in store.jobs()] == ["queued", "queued", "running"]
+    assert [j.status for j in store.jobs()] == ["queued", "queued", "running", "running"]
     assert store.claim("x:1:1").attempts == 2  # the next attempt is counted
 
 
