@@ -87,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "sampling forward, into a new MP4; the settings are the video's own unless given "
                           "(a video not made here needs --prompt)")
     gen.add_argument("--from", dest="from_seconds", type=float, default=None, metavar="SECONDS",
-                     help="with --extend: branch the video instead, keeping it up to SECONDS (its nearest keyframe, "
-                          "so those frames are copied exactly) and continuing from there into a new MP4")
+                     help="with --extend: branch the video instead, keeping it up to SECONDS and continuing from "
+                          "there into a new MP4 (the cut moves to a keyframe within a second, so the frames before it "
+                          "are copied exactly; with none that near they are encoded again)")
     gen.add_argument("--bridge", nargs=2, default=None, metavar=("A", "B"),
-                     help="make the --seconds that lead from video A's last frame into video B's first, and write "
+                     help="make about --seconds (whole sections) leading from video A's last frame into video B's "
+                          "first, and write "
                           "A, the bridge, then B (A and B copied, not re-encoded; same size and frame rate) into a "
                           "new MP4; the settings are A's own unless given (videos not made here need --prompt)")
     gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")

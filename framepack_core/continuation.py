@@ -85,14 +85,16 @@ def _existing(path: str, what: str) -> Path:
 
 def own_latents(video: Path, facts=None, from_start: bool = False):
     """The saved latents of a finished video this app made, when they end where its frames end; else
-    None (a video from elsewhere, or one whose last section was cut: its latents run past its end).
+    None (a video from elsewhere; a bridge, whose second clip follows its latents; one whose last section
+    was cut: its latents run past its end).
     `from_start`: only when they also begin at its first frame (not an extension of a video from elsewhere,
     whose latents begin with that video's last frames encoded), so frame k's latent can be found."""
     files = files_of(video)
     if not files.latents.exists() or video.resolve() != files.video.resolve():
         return None
     saved = load_latents(files.latents)
-    if not saved.complete or saved.extends.get("new_frames"):
+    # A bridge's latents are its middle (the second clip's frames follow them); a cut last section's run past.
+    if not saved.complete or saved.extends.get("new_frames") or "bridge" in saved.extends:
         return None
     if from_start and (facts or probe_video(video)).frames != frames_of_latents(saved.video.shape[2]):
         return None

@@ -141,3 +141,13 @@ def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
     assert bridge_seconds(0.8, 30, 3) == 0.8 and bridge_seconds(0.1, 30, 9) == 36 / 30  # at least one section
     with pytest.raises(ValueError, match="more than 0"):
         bridge_seconds(0, 30, 9)
+
+
+def test_a_bridge_made_here_is_a_clip_from_elsewhere_at_its_ends(tiny_models, clips, tmp_path):
+    """Its latents are only its middle: bridging from it (or branching it) must use its frames."""
+    from framepack_core.continuation import own_latents
+
+    run, events = _bridge(tiny_models, *clips, tmp_path)
+    assert load_latents(run.files.latents).complete
+    assert own_latents(run.files.video) is None and own_latents(run.files.video, from_start=True) is None
+    assert own_latents(clips[0]) is not None  # a video from a picture: its latents end where it ends
