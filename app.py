@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)
-    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb"), model=dict(choices=PUBLISHED_MODEL_SETS),
+    # --fp8 as generate takes it (alone: storage); not given, the table's default (a plan needs a mode).
+    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb", "fp8"),
+                      model=dict(choices=PUBLISHED_MODEL_SETS), fp8=dict(default=SETTINGS["fp8"].default),
                       vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"))
-    check.add_argument("--fp8", action="store_true", help="plan with the transformer's weights in FP8")
     check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
     check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                        help="system memory in GiB (default: what is available less 2 GiB)")

@@ -38,6 +38,8 @@ from memory.device import STAGING_BYTES
 
 from .events import StageName
 from .models.sets import MODEL_SETS, MODELS_DIR_ENV
+from .request import check_value
+from .settings import DEFAULTS, SETTINGS
 
 LABELS = {"text_encoder": "text encoder (Llama)", "text_encoder_2": "text encoder (CLIP-L)",
           "image_encoder": "image encoder (SigLIP)", "vae": "VAE", "transformer": "transformer"}
@@ -165,7 +167,7 @@ class RunPlan:
     ram_budget_bytes: int
     resolution: int
     seconds: float
-    fp8: bool
+    fp8: str  # the --fp8 mode planned for (off | storage | fast)
     activation_reserve_bytes: int
     models: list[ModelPlan] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # each says what to change
@@ -180,6 +182,11 @@ class RunPlan:
     @property
     def fits(self) -> bool:
         return not self.problems
+
+    @property
+    def fp8_weights(self) -> bool:
+        """The transformer's block weights kept in FP8: both storage and fast do (fast also multiplies in FP8)."""
+        return self.fp8 != "off"
 
     def model(self, key: str) -> ModelPlan | None:
         return next((m for m in self.models if m.key == key), None)
@@ -198,7 +205,7 @@ class RunPlan:
 
     def lines(self) -> list[str]:
         out = [f"Model set {self.model_set}, {self.resolution} bucket, {self.seconds:g} s"
-               f"{', FP8 transformer' if self.fp8 else ''}: VRAM budget {size_text(self.vram_budget_bytes)}, "
+               f"{f', FP8 transformer ({self.fp8})' if self.fp8_weights else ''}: VRAM budget {size_text(self.vram_budget_bytes)}, "
                f"RAM budget {size_text(self.ram_budget_bytes)}."]
         for m in self.models:
             where = (f"{m.resident_blocks} on the GPU, {m.pinned_blocks} streamed from pinned RAM, "
@@ -279,15 +286,17 @@ def model_plan(key: str, sizes: ModelBytes, tiers: TierPlan) -> ModelPlan:
                      blocks - n_res - n_pin, device.device_bytes, tiers.streamed_from_pinned, tiers.streamed_from_disk)
 
 
-def plan_run(model_set: str = "framepack", vram_budget_gb: float | None = None, ram_budget_gb: float | None = None,
-             resolution: int = 640, seconds: float = 5.0, fp8: bool = False, window: int = 9,
-             models_dir: str | None = None) -> RunPlan:
+def plan_run(model_set: str = DEFAULTS["model"], vram_budget_gb: float | None = None, ram_budget_gb: float | None = None,
+             resolution: int = DEFAULTS["resolution"], seconds: float = DEFAULTS["seconds"], fp8: str = DEFAULTS["fp8"],
+             window: int = DEFAULTS["window"], models_dir: str | None = None) -> RunPlan:
+    """`fp8`: the run's --fp8 mode (the table's words; a record's true/false read as storage/off)."""
     if model_set not in MODEL_SETS or model_set == "tiny":
         raise ValueError(f"check plans a real model set: framepack or framepack-f1, not {model_set!r}.")
+    fp8 = check_value(SETTINGS["fp8"], fp8)
     card = card_state()
     vram = int(vram_budget_gb * GiB) if vram_budget_gb else (card[1] if card else NO_GPU_CARD_BYTES)
     ram = int(ram_budget_gb * GiB) if ram_budget_gb else (default_ram_budget() or 16 * GiB)
-    sizes = {key: model_bytes(key, model_set, fp8) for key in LABELS}
+    sizes = {key: model_bytes(key, model_set, fp8 != "off") for key in LABELS}
     width = transformer_width(_meta_model("transformer", model_set).config)
     # The manager's own budget for this request: the whole-process budget less the context and workspace.
     placing = placement_budget(int(vram_budget_gb * GiB) if vram_budget_gb else None, card)
@@ -347,7 +356,7 @@ def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:
             missing += sizes[key]
     plan.weights_present = missing == 0
     fp8_cache = 0
-    if plan.fp8:
+    if plan.fp8_weights:
         t_blocks = model_bytes("transformer", plan.model_set, True).block_bytes
         full = model_bytes("transformer", plan.model_set, False).block_bytes
         fp8_cache = sum(full) - sum(t_blocks)  # the FP8 weights written once: about half the blocks' bf16 bytes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .method.prompts import parse_prompt
 from .method.schedule import section_count
-from .settings import FPS, MAX_RESOLUTION, MIN_RESOLUTION
+from .settings import DEFAULTS, FPS, MAX_RESOLUTION, MIN_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,5 @@ def foreign_settings(settings: dict, facts, source_name: str, prompt_given: bool
 
 def check_timed_prompt(settings: dict, facts) -> None:
     """Timed prompts of an extension count from the start of the new part: refused here in those words."""
-    parse_prompt(settings.get("prompt") or "", settings["seconds"], settings.get("window") or 9,
+    parse_prompt(settings.get("prompt") or "", settings["seconds"], settings.get("window") or DEFAULTS["window"],
                  extends=facts.frames / facts.fps)

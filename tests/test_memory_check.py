@@ -59,8 +59,27 @@ def test_fp8_halves_the_streamed_block_bytes():
     bf16 = model_bytes("transformer", "framepack", False).block_bytes
     fp8 = model_bytes("transformer", "framepack", True).block_bytes
     assert 0.5 < sum(fp8) / sum(bf16) < 0.52  # linear weights at one byte; norms and biases stay bf16
-    plan = plan_run("framepack", 6, 16, fp8=True)
+    plan = plan_run("framepack", 6, 16, fp8="storage")
     assert plan.fits and plan.disk_needed_bytes >= sum(bf16) - sum(fp8)
+
+
+def test_check_takes_fp8_as_generate_does_and_plans_fp8_weights_for_storage_and_fast(tmp_path):
+    off, storage, fast = (plan_run("framepack", 6, 16, fp8=mode) for mode in ("off", "storage", "fast"))
+    sizes = [m.total_bytes for m in storage.models]
+    assert [m.total_bytes for m in fast.models] == sizes  # fast multiplies in FP8: the same FP8 weights
+    assert off.model("transformer").total_bytes > 1.9 * storage.model("transformer").total_bytes
+    assert (off.fp8, storage.fp8, fast.fp8) == ("off", "storage", "fast")
+    assert storage.lines()[0].startswith("Model set framepack, 640 bucket, 5 s, FP8 transformer (storage): ")
+    assert plan_run("framepack", 6, 16, fp8=True).fp8 == "storage"  # a record's true, as generate reads it
+    with pytest.raises(ValueError, match="FP8 must be one of off, storage, fast, not 'half'"):
+        plan_run("framepack", 6, 16, fp8="half")
+    done = check("--fp8", "--vram-budget", "6", "--ram-budget", "16", "--json", tmp_path=tmp_path)  # alone: storage
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout.strip().splitlines()[-1])
+    t = next(m for m in plan["models"] if m["key"] == "transformer")
+    assert plan["fp8"] == "storage" and t["total_bytes"] == storage.model("transformer").total_bytes
+    wrong = check("--fp8", "half", tmp_path=tmp_path)
+    assert wrong.returncode == 2 and "argument --fp8: invalid choice: 'half'" in wrong.stderr
 
 
 def test_check_rejects_the_tiny_set(tmp_path):

@@ -51,8 +51,10 @@ def test_the_parsers_defaults_and_choices_are_the_tables():
     assert (values["vae_tiling"], values["step_cache"], values["loras"]) == (False, False, ("a.safetensors:0.5",))
     assert values["attention_requested"] == "sdpa" and values["image"] == "p.png"
     check = app.build_parser().parse_args(["check"])
-    assert (check.model, check.resolution, check.seconds) == (
-        DEFAULTS["model"], DEFAULTS["resolution"], DEFAULTS["seconds"])
+    assert (check.model, check.resolution, check.seconds, check.fp8) == (
+        DEFAULTS["model"], DEFAULTS["resolution"], DEFAULTS["seconds"], DEFAULTS["fp8"])
+    assert [app.build_parser().parse_args(["check", *flags]).fp8 for flags in (["--fp8"], ["--fp8", "fast"])] == [
+        "storage", "fast"]  # as generate reads them
     assert settings_from_args(app.build_parser().parse_args(["generate", "--fp8"]))["fp8"] == "storage"
     assert "fp8" not in settings_from_args(app.build_parser().parse_args(["generate"]))  # the request's default
 
@@ -63,6 +65,36 @@ def test_old_names_are_read_and_the_new_name_wins():
     assert both.speed.attention_requested == "sdpa"
     assert remake_fields({"attention": "auto", "attention_used": "xformers", "app": "x"}) == {
         "attention_requested": "xformers"}
+
+
+# Other defaults in the table, before anything reads it: the memory plan, `check` and the step caches follow.
+CHANGED_DEFAULTS = textwrap.dedent('''
+    import dataclasses, inspect, json
+    import framepack_core.settings as table
+
+    for name, value in dict(resolution=512, seconds=3.0, window=5, steps=7, fp8="storage").items():
+        table.SETTINGS[name] = dataclasses.replace(table.SETTINGS[name], default=value)
+        table.DEFAULTS[name] = value
+
+    import app
+    from framepack_core.memory_plan import plan_run
+    from framepack_core.speed.step_cache import make_strategy, step_cache
+
+    check = app.build_parser().parse_args(["check"])
+    window = inspect.signature(plan_run).parameters["window"].default
+    plan = plan_run("framepack", 6, 16)
+    print(json.dumps(dict(
+        check=[check.resolution, check.seconds, check.fp8], plan=[plan.resolution, plan.seconds, plan.fp8, window],
+        steps=[inspect.signature(f).parameters["steps"].default for f in (make_strategy, step_cache)])))
+''')
+
+
+def test_the_memory_plan_check_and_the_step_caches_take_their_defaults_from_the_table():
+    result = subprocess.run([sys.executable, "-c", CHANGED_DEFAULTS], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == dict(
+        check=[512, 3.0, "storage"], plan=[512, 3.0, "storage", 5], steps=[7, 7])
 
 
 # A made-up setting: one entry, added to the table before anything reads it (as if it were in the file).

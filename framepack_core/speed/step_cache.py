@@ -21,6 +21,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from framepack_core.settings import DEFAULT_CACHE_THRESHOLD as DEFAULT_THRESHOLD
+from framepack_core.settings import DEFAULTS
 from memory import BlockGates
 
 from .cache_strategy import DEFAULT_METHOD, Call, CacheMethod, FirstBlock, Moment, StepCacheStrategy, cache_method
@@ -32,7 +33,7 @@ _COUNT, _CALL, _SKIP = "framepack_block_count", "framepack_step_cache_call", "fr
 
 
 def make_strategy(method: str | CacheMethod = DEFAULT_METHOD, threshold: float = DEFAULT_THRESHOLD,
-                  steps: int = 25, branches: int = 1, ratios: list[float] | None = None,
+                  steps: int = DEFAULTS["steps"], branches: int = 1, ratios: list[float] | None = None,
                   calibrate: bool = False) -> StepCacheStrategy:
     """The named cache's rule. MagCache needs the model's magnitude ratios (magcache.ratios_for)
     unless it calibrates them."""
@@ -194,7 +195,7 @@ class _CachedBlock(ModelHook):
 
 @contextmanager
 def step_cache(transformer, enabled: bool, method: str | CacheMethod = DEFAULT_METHOD,
-               threshold: float = DEFAULT_THRESHOLD, steps: int = 25, calls_per_step: int = 1,
+               threshold: float = DEFAULT_THRESHOLD, steps: int = DEFAULTS["steps"], calls_per_step: int = 1,
                ratios: list[float] | None = None, calibrate: bool = False,
                gates: BlockGates | None = None) -> Iterator[StepCache | None]:
     """The cache attached for the body (None when disabled: nothing is attached, the model runs as is).
