@@ -64,6 +64,6 @@ def bridge_seconds(seconds: float, fps: float, window: int) -> float:
     """The request's seconds for a bridge of about `seconds` at the clips' frame rate: the whole sections
     (4 x window frames each, at least one) nearest it, counted as the model counts them (30 fps)."""
     if seconds <= 0:
-        raise ValueError(f"--seconds must be more than 0 for a bridge, not {seconds:g}.")
+        raise ValueError(f"A bridge lasts more than 0 seconds, not {seconds:g}.")
     sections = max(1, round(seconds * fps / (4 * window)))
     return sections * 4 * window / FPS

@@ -139,7 +139,7 @@ def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
     assert bridge_seconds(1, 24, 9) == 36 / 30  # 24 frames asked: one section of 36 (1.5 s at 24 fps)
     assert bridge_seconds(3, 24, 9) == 72 / 30  # 72 frames: two sections, exactly 3 s at 24 fps
     assert bridge_seconds(0.8, 30, 3) == 0.8 and bridge_seconds(0.1, 30, 9) == 36 / 30  # at least one section
-    with pytest.raises(ValueError, match="more than 0"):
+    with pytest.raises(ValueError, match="A bridge lasts more than 0 seconds, not 0."):
         bridge_seconds(0, 30, 9)
 
 

@@ -88,6 +88,20 @@ def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_p
     assert all(form[key] == fields[key] for key in form if key in fields and key != "vram_budget_gb")
 
 
+def test_remake_of_a_run_that_continues_a_video_says_how_to_make_it_again(outputs, picture):
+    tab = outputs()
+    name = _make(tab, picture, "2026-01-02T10:00:00", seed=3)
+    files = tab.find(name).files
+    for continued, words in (({"extends": "a.mp4"}, "continues a.mp4,"), ({"branches": "a.mp4", "from_seconds": 1.2},
+                             "continues a.mp4,"), ({"bridges": ["a.mp4", "b.mp4"]}, "continues a.mp4 and b.mp4,")):
+        record = files.read_record()
+        files.write_record({k: v for k, v in record.items() if k not in ("extends", "branches", "bridges")} | continued)
+        with pytest.raises(ValueError) as refused:
+            tab.remake_form(name)
+        assert str(refused.value) == (f"{name} {words} which the Generate tab cannot; make it again with Extend, "
+                                      "Branch here or Bridge on that video.")
+
+
 def test_delete_removes_that_runs_files_and_nothing_else(outputs, picture):
     tab = outputs()
     name = _make(tab, picture, "2026-01-02T10:00:00", seed=3)

@@ -144,6 +144,11 @@ class OutputsHandlers:
 
         Settings the form has no field for are not carried over; the picture is the one the model saw."""
         run = self.find(name)
+        continued = run.record.get("extends") or run.record.get("branches") or run.record.get("bridges")
+        if continued:  # the Generate tab makes videos from a picture: it would make another video
+            sources = " and ".join(continued) if isinstance(continued, list) else continued
+            raise ValueError(f"{run.name} continues {sources}, which the Generate tab cannot; make it again with "
+                             "Extend, Branch here or Bridge on that video.")
         fields = remake_fields(run.record)
         # The page's settings (the settings table's with a widget) but the pictures and LoRAs, done below;
         # a setting left automatic (None) shows as its widget's "auto" value.
