@@ -1,4 +1,4 @@
-"""The page's Resume and Extend buttons, through the handlers and the real worker (tiny set)."""
+"""The page's Resume, Extend and Bridge buttons, through the handlers and the real worker (tiny set)."""
 import numpy as np
 
 from helpers import fixed_session
@@ -21,6 +21,8 @@ def test_nothing_to_resume_or_extend_says_so(tiny_models, tmp_path):
     handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, tmp_path))
     assert "no stopped or failed run" in last(handlers.page_resume()).progress
     assert "Upload a video" in last(handlers.page_extend(None, 2, "")).progress
+    refused = last(handlers.page_bridge(None, None, 2, "")).progress
+    assert "Upload the video to bridge from, or finish one here first." in refused
     assert not any(tmp_path.iterdir())
 
 
@@ -38,4 +40,9 @@ def test_stop_resume_then_extend_on_the_page(tiny_models, picture, tmp_path):
     extended = last(handlers.page_extend(None, 1.2, "it floats on"))
     frames = mp4_info(extended.download)[1]
     assert frames.shape[0] == 73 + 36 and np.array_equal(frames[:73], mp4_info(resumed.download)[1])
+    # Bridge: from the last finished video (the extension) into one uploaded (the resumed run's).
+    assert "Upload the video to bridge into." in last(handlers.page_bridge(None, None, 1.2, "")).progress
+    bridged = mp4_info(last(handlers.page_bridge(None, str(resumed.download), 1.2, "")).download)[1]
+    assert bridged.shape[0] == 109 + 36 + 73  # one section, less its first frame (the extension's last)
+    assert np.array_equal(bridged[:109], frames) and np.array_equal(bridged[-73:], mp4_info(resumed.download)[1])
 

@@ -98,8 +98,7 @@ class Handlers:
         """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer. With
         `from_seconds` (the Outputs tab's Branch here) the video is kept up to about that time and continued
         from there, into a new file."""
-        last = self.last_run
-        source = upload or (last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None)
+        source = upload or self._last_finished_video()
 
         def extended() -> Run:
             if not source:
@@ -109,10 +108,22 @@ class Handlers:
         yield from self._follow_new(extended)
 
     def page_bridge(self, first, second, seconds, prompt):
-        """Bridge pressed (the Outputs tab): video `first`, about `seconds` leading from its last frame into
-        video `second`'s first, then `second`, into a new run; with the prompt given, else `first`'s own."""
-        yield from self._follow_new(lambda: Run.bridge(first, second, float(seconds), prompt=prompt or None,
-                                                       folder=self.settings.outputs))
+        """Bridge pressed (the Outputs tab, or Continue a video's): video `first` (None: this page's last
+        finished one), about `seconds` leading from its last frame into video `second`'s first, then `second`,
+        into a new run; with the prompt given, else `first`'s own."""
+        first = first or self._last_finished_video()
+
+        def bridged() -> Run:
+            if not first:
+                raise ValueError("Upload the video to bridge from, or finish one here first.")
+            if not second:
+                raise ValueError("Upload the video to bridge into.")
+            return Run.bridge(first, second, float(seconds), prompt=prompt or None, folder=self.settings.outputs)
+        yield from self._follow_new(bridged)
+
+    def _last_finished_video(self):
+        last = self.last_run
+        return last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None
 
     def _follow_new(self, start):
         """The run `start()` makes, followed; its ValueError (bad input, nothing written) as one sentence."""

@@ -98,6 +98,10 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
                                          sources=["upload"], height=200, elem_id="fp-source-video")
         parts["extend_seconds"] = gr.Slider(1, 60, value=2, step=0.5, label="Seconds to add",
                                             elem_id="fp-extend-seconds")
+        parts["bridge_into"] = gr.Video(label="Bridge into this video (optional): Bridge makes the seconds that lead "
+                                              "from the video above (else the last finished one) into this one",
+                                        sources=["upload"], height=200, elem_id="fp-bridge-into")
+        parts["bridge"] = gr.Button("Bridge", size="sm", elem_id="fp-bridge")
     for group, title, open_, elem_id in _ACCORDIONS:
         with gr.Accordion(title, open=open_, elem_classes="fp-settings", elem_id=elem_id):
             place(group)
@@ -164,6 +168,14 @@ def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
                           api_visibility="private")
     parts["extend"].click(extend_run, [parts["source_video"], parts["extend_seconds"], form["prompt"]], outputs,
                           concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+
+    def bridge_run(first, second, seconds, text):
+        for update in handlers.page_bridge(first, second, seconds, text):
+            yield _to_outputs(update)
+
+    parts["bridge"].click(bridge_run, [parts["source_video"], parts["bridge_into"], parts["extend_seconds"],
+                                       form["prompt"]], outputs, concurrency_id="gpu", show_progress="hidden",
+                          api_visibility="private")
 
 
 def _api(handlers: Handlers, prompt) -> None:
