@@ -38,7 +38,8 @@ def test_generate_tiny(tiny_models, picture, tmp_path, seconds, frames, sections
 
 def test_generate_on_a_terminal_draws_one_bar_per_section(tiny_models, picture, tmp_path):
     """stderr on a pseudo-terminal: each section's bar is drawn on one line and redrawn in place
-    (carriage returns) at every step, never a new line per step."""
+    (carriage returns) at every step, never a new line per step. Two sections of the smallest useful
+    window (2 latent frames each): the bars are the point, not the length of the video."""
     import fcntl
     import pty
     import struct
@@ -48,7 +49,7 @@ def test_generate_on_a_terminal_draws_one_bar_per_section(tiny_models, picture, 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a width
     proc = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
-                             "--seconds", "2", "--steps", "4", "--image", str(picture), "--prompt", "p",
+                             "--seconds", "0.5", "--window", "2", "--steps", "4", "--image", str(picture), "--prompt", "p",
                              "--output", str(tmp_path / "o.mp4")], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=follower)
     os.close(follower)

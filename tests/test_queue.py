@@ -234,7 +234,8 @@ def test_two_queue_runs_on_one_store_run_every_job_exactly_once(tmp_path, pictur
     claimed by one of them (its lease), and finished once."""
     out = tmp_path / "out"
     store = JobStore(out)
-    ids = [job(store, picture, seed=n, seconds=1, steps=1) for n in range(6)]
+    # The smallest useful window (2 latent frames, one section): the point is who claims which job.
+    ids = [job(store, picture, seed=n, seconds=0.25, window=2, steps=1) for n in range(6)]
     command = [sys.executable, "app.py", "queue", "run", "--outputs", str(out)]
     files = [tmp_path / f"run-{n}.log" for n in range(2)]  # files, not pipes: neither can block on a full one
     runs = []

@@ -16,6 +16,9 @@ from jobs.store import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = 10  # 5 from the page's handlers, 5 from a file
+# The smallest useful window (2 latent frames, 0.27 s a section): one section at 0.25 s, two at 0.5 s.
+# The scenario is about jobs, kills and resumes, not the length of the videos.
+SMALL = TINY | {"window": 2, "seconds": 0.25}
 
 
 def queue_run(outputs):
@@ -34,11 +37,11 @@ def test_sigkill_mid_job_then_restart_finishes_every_job_once(tiny_models, pictu
     worker = Worker(session=fixed_session(tiny_models))
     page = QueueHandlers(Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=outputs)))
     form = dict(image=Image.open(picture), prompt="a red balloon", randomize=False, gs=10, step_cache=True,
-                mode="model default", end_image=None, crf=16, vram_budget_gb=0) | TINY
+                mode="model default", end_image=None, crf=16, vram_budget_gb=0) | SMALL
     for n in range(5):  # the fourth has two sections: it is killed after the first and must resume
-        assert page.add(form | {"seed": n % 2, "seconds": 2 if n == 3 else 1}).startswith("Queued")
+        assert page.add(form | {"seed": n % 2, "seconds": 0.5 if n == 3 else 0.25}).startswith("Queued")
     worker.close()
-    rows = [json.dumps({"image": str(picture), "prompt": "a blue kite", "seed": n % 2} | TINY) for n in range(5)]
+    rows = [json.dumps({"image": str(picture), "prompt": "a blue kite", "seed": n % 2} | SMALL) for n in range(5)]
     rows.insert(2, json.dumps({"image": str(picture), "prompt": "bad", "steps": "many"} | {"model": "tiny"}))
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text("\n".join(rows) + "\n")
