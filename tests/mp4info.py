@@ -1,4 +1,5 @@
-"""Reading back MP4 files in tests: stream facts and decoded frames, through imageio-ffmpeg."""
+"""MP4 files in tests, through imageio-ffmpeg: read back (stream facts, decoded frames, tags), and clips
+"from elsewhere" written with ffmpeg's own settings."""
 import numpy as np
 import imageio_ffmpeg
 
@@ -32,3 +33,16 @@ def mp4_metadata(path):
         else:
             (value if in_value else key).append(c)
     return tags
+
+
+def write_clip(path, width: int, height: int, fps: float, frames: int, seed: int = 1, **writer):
+    """A clip made by ffmpeg (its defaults unless `writer` says otherwise: codec=..., output_params=[...]),
+    not by this app: moving colour gradients, different per `seed`. Returns `path`."""
+    y, x = np.mgrid[0:height, 0:width]
+    clip = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, macro_block_size=2, **writer)
+    clip.send(None)
+    for t in range(frames):
+        clip.send(np.stack([(x * 2 * seed + t * 3) % 256, (y * 2 + t * seed) % 256, (x + y + 5 * t) % 256],
+                           -1).astype(np.uint8))
+    clip.close()
+    return path

@@ -18,7 +18,7 @@ from framepack_core.media.video_files import cut_points
 from framepack_core.models.encoders import encode_latent, encode_siglip
 from framepack_core.run import Run
 from helpers import executed, fixed_session, run_events, tiny_request
-from mp4info import mp4_info
+from mp4info import mp4_info, write_clip
 
 K = 3  # latent frames per section: 12 frames
 
@@ -105,15 +105,8 @@ def test_a_stopped_branch_resumes_to_the_same_bytes(tiny_models, sources, tmp_pa
 @pytest.fixture(scope="module")
 def keyed_clip(tmp_path_factory):
     """A 96 x 64 MP4 from elsewhere at 30 fps, 60 frames, with a keyframe every 20 frames."""
-    path = tmp_path_factory.mktemp("keyed") / "keyed.mp4"
-    y, x = np.mgrid[0:64, 0:96]
-    writer = imageio_ffmpeg.write_frames(str(path), (96, 64), fps=30, macro_block_size=2,
-                                         output_params=["-g", "20", "-keyint_min", "20", "-sc_threshold", "0"])
-    writer.send(None)
-    for t in range(60):
-        writer.send(np.stack([(x * 2 + t * 3) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
-    writer.close()
-    return path
+    return write_clip(tmp_path_factory.mktemp("keyed") / "keyed.mp4", 96, 64, fps=30, frames=60,
+                      output_params=["-g", "20", "-keyint_min", "20", "-sc_threshold", "0"])
 
 
 def test_a_branch_of_a_video_from_elsewhere_encodes_its_frames_before_the_cut(tiny_models, keyed_clip, tmp_path):

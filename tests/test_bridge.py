@@ -4,7 +4,6 @@ encoded) and aims at B's first (saved, else encoded) with A's last frame as the 
 bridge resumes to the same bytes; bad input is one sentence and writes nothing."""
 import json
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,7 @@ from framepack_core.media.latents import load_latents
 from framepack_core.models.encoders import encode_latent, encode_siglip
 from framepack_core.run import Run
 from helpers import executed, fixed_session, run_events, tiny_request
-from mp4info import mp4_info
+from mp4info import mp4_info, write_clip
 
 K = 3  # latent frames per section: 12 frames
 
@@ -79,14 +78,8 @@ def test_a_bridge_is_a_then_the_way_from_its_end_into_b_then_b(tiny_models, clip
     assert record["bridges"] == ["inverted.mp4", "forward.mp4"]
 
 
-def _foreign(path, seed, frames=30, size=(96, 64), codec="libx264"):
-    y, x = np.mgrid[0:size[1], 0:size[0]]
-    writer = imageio_ffmpeg.write_frames(str(path), size, fps=30, codec=codec, macro_block_size=2)
-    writer.send(None)
-    for t in range(frames):
-        writer.send(np.stack([(x * seed + t * 3) % 256, (y * 2 + t * seed) % 256, (x + y) % 256], -1).astype(np.uint8))
-    writer.close()
-    return path
+def _foreign(path, seed, size=(96, 64), codec="libx264"):
+    return write_clip(path, *size, fps=30, frames=30, seed=seed, codec=codec)
 
 
 def test_clips_from_elsewhere_are_encoded_at_their_ends(tiny_models, tmp_path):

@@ -5,14 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from framepack_core.events import Finished
 from framepack_core.run import Run
 from helpers import fixed_session
-from mp4info import mp4_info
+from mp4info import mp4_info, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,15 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def phone_clip(tmp_path_factory):
     """A 170 x 100 MP4 at 24 fps, two seconds (48 frames), made by ffmpeg's defaults: a moving gradient."""
-    path = tmp_path_factory.mktemp("foreign") / "clip24.mp4"
-    height, width = 100, 170
-    y, x = np.mgrid[0:height, 0:width]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=24, macro_block_size=2)
-    writer.send(None)
-    for t in range(48):
-        writer.send(np.stack([(x * 2 + t * 3) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
-    writer.close()
-    return path
+    return write_clip(tmp_path_factory.mktemp("foreign") / "clip24.mp4", 170, 100, fps=24, frames=48)
 
 
 def test_a_24fps_170x100_clip_extended_by_one_second(tiny_models, phone_clip, tmp_path):
