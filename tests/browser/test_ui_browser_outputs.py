@@ -36,7 +36,7 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F8
     drop_file(page, drop_zone, ROOT / "examples" / "hills.jpg", "image/jpeg")
     expect(page.locator("#fp-image img")).to_be_visible()
     page.locator("#fp-prompt textarea").fill("waves roll in and out")
-    set_slider(page, "fp-seconds", 4)
+    set_slider(page, "fp-seconds", 3)  # two sections: Stop lands in the second, Resume makes only it
     set_slider(page, "fp-steps", 10)
     page.locator("#fp-start").click()
     expect(page.locator("#fp-video video")).to_be_visible(timeout=60_000)
