@@ -95,7 +95,8 @@ def test_a_lease_run_out_on_another_host_goes_back_and_is_run(tmp_path, picture,
     from jobs.executor import LocalExecutor
 
     store = JobStore(tmp_path)
-    held, expired = job(store, picture, seed=1, steps=1), job(store, picture, seed=2, steps=1)
+    # One section of the smallest useful window (not the default 5 s): the point is who may take the job.
+    held, expired = (job(store, picture, seed=s, seconds=0.25, window=2, steps=1) for s in (1, 2))
     store.claim("another-host:1:1.00", lease=3600)  # pid 1 runs here too: meaningless for another host
     store.claim("another-host:2:1.00", lease=-1.0)  # its owner stopped renewing: the lease ran out
     assert store.get(held).lease_until > store.get(held).updated
@@ -326,8 +327,9 @@ def test_cancel_from_anywhere_stops_a_job_and_ctrl_c_puts_it_back(tmp_path, pict
     from jobs.executor import LocalExecutor
 
     store = JobStore(tmp_path)
-    cancelled = job(store, picture, seconds=2, steps=2, seed=1)
-    interrupted = job(store, picture, seconds=2, steps=2, seed=2)
+    # Two sections each, of the smallest useful window (2 latent frames).
+    cancelled = job(store, picture, seconds=0.5, window=2, steps=2, seed=1)
+    interrupted = job(store, picture, seconds=0.5, window=2, steps=2, seed=2)
     sections = []
 
     def on_event(job, event):
