@@ -136,9 +136,11 @@ def test_blended_sections_receive_the_mix(tiny_models, picture, tmp_path):
 
 
 def test_identical_timed_prompts_make_the_plain_prompts_frames(tiny_models, picture, tmp_path):
-    plain = run_events(tiny_request(picture, seconds=3, steps=2, crf=0, prompt="a"), tiny_models, tmp_path / "p.mp4")
-    timed = run_events(tiny_request(picture, seconds=3, steps=2, crf=0, prompt="[0s: a] [1.5s: a]"), tiny_models,
-                       tmp_path / "t.mp4")
+    # Two sections of the smallest useful window (0 to 0.27 s, 0.27 s to the end): the second prompt takes the second.
+    short = dict(seconds=0.5, window=2, steps=2, crf=0)
+    plain = run_events(tiny_request(picture, **short, prompt="a"), tiny_models, tmp_path / "p.mp4")
+    timed = run_events(tiny_request(picture, **short, prompt="[0s: a] [0.3s: a]"), tiny_models, tmp_path / "t.mp4")
+    assert plain[-1].frames == timed[-1].frames == 17
     assert np.array_equal(mp4_info(plain[-1].video)[1], mp4_info(timed[-1].video)[1])
 
 
