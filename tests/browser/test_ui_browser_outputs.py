@@ -1,8 +1,8 @@
 """The Generate, Queue and Outputs tabs in real Chromium: a run made with `generate` shows in Outputs,
 Remake fills the Generate form, Resume continues a stopped run from Outputs, Branch here continues a video
 from the player's time into a new run whose first frames are the source's, Bridge joins two runs with the
-way from one into the other. Saves docs/screenshot.png
-(the Outputs tab) for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
+way from one into the other. With FRAMEPACK_SCREENSHOT=1 it saves docs/screenshot.png (the Outputs tab)
+for the README; this file runs after test_ui_browser.py, so its picture is the one kept.
 """
 import re
 import subprocess
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
+from test_ui_browser import ROOT, drop_file, page, screenshot, server, set_slider  # noqa: F401 (fixtures)
 
 from playwright.sync_api import expect
 
@@ -23,7 +23,7 @@ def _pick(page, text: str) -> None:
     page.locator("#fp-out-table [role=gridcell]").filter(has_text=text).first.click()
 
 
-def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F811 (fixtures)
+def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  # noqa: F811 (fixtures)
     url, outputs = server
     page.goto(url)
     tabs = page.locator("#fp-tabs")
@@ -78,10 +78,7 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page):  # noqa: F8
     records = [p.read_text() for p in outputs.glob("*.json")]
     assert len(records) == 2 and all('"status": "finished"' in r for r in records)
 
-    page.mouse.move(0, 0)
-    page.wait_for_timeout(300)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
+    screenshot(page, tmp_path)
 
 
 def _seek(page, seconds: float) -> float:
