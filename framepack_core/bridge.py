@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .continuation import metadata_settings, copyable_video, own_latents
+from .continuation import continued_settings, copyable_video, own_latents
 from .media.video_files import last_frames
-from .new_part import foreign_settings
-from .settings import DEFAULTS, FPS, canonical_name
+from .settings import DEFAULTS, FPS
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
@@ -26,7 +25,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     from PIL import Image
 
     from .origins import BridgedClips, Clip
-    from .request import Request, job_fields
+    from .request import Request
 
     first, second = Path(first), Path(second)
     facts = [copyable_video(clip, "bridged") for clip in (first, second)]
@@ -39,22 +38,13 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
                          f"{b.width}x{b.height} at {b.fps:g} fps; a bridge joins clips of the same size and frame "
                          "rate.")
     saved = own_latents(first, a)
-    made_here = job_fields(saved.settings if saved else metadata_settings(first))
-    settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
-    if saved is not None:  # the first clip's latents fix the frame size
-        settings["resolution"] = saved.settings["resolution"]
-    else:
-        settings = foreign_settings(settings, a, first.name, bool(made_here) or bool(overrides.get("prompt")))
+    settings = continued_settings(first, a, saved, overrides, folder, output)
     settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
                  "mode": "inverted"}
     for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
         settings.pop(fixed, None)
-    if saved is None:
-        # The bridge must join the clips' stream: High profile (CRF 0 would switch to High 4:4:4).
-        settings["crf"] = max(1, int(settings.get("crf", DEFAULTS["crf"])))
-    where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else first.parent}
     request = Request.from_fields(image=Image.fromarray(last_frames(first, 1)[0]), image_name=first.name,
-                                  **settings, **where)
+                                  **settings)
     origin = BridgedClips(Clip(first.resolve(), a, saved),
                           Clip(second.resolve(), b, own_latents(second, b, from_start=True)))
     return request, origin

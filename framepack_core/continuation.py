@@ -113,7 +113,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     from PIL import Image
 
     from .origins import ExtendedVideo
-    from .request import Request, job_fields
+    from .request import Request
 
     source = Path(path)
     facts = copyable_video(source, "extended")
@@ -122,25 +122,33 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
     cut = None if from_seconds is None else branch_cut(source, facts, from_seconds)
     saved = own_latents(source, facts, from_start=cut is not None)
-    made_here = job_fields(saved.settings if saved else metadata_settings(source))
-    settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
-    if saved is not None:  # the saved latents fix the frame size
-        settings["resolution"] = saved.settings["resolution"]
-    else:
-        settings = foreign_settings(settings, facts, source.name, bool(made_here) or bool(overrides.get("prompt")))
+    settings = continued_settings(source, facts, saved, overrides, folder, output)
     part = new_part(seconds, facts.fps, int(settings.get("window") or DEFAULTS["window"]))
     settings |= {"seconds": part.seconds, "mode": "forward"}
     settings.pop("end_image", None)
     settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
     check_timed_prompt(settings, facts if cut is None else replace(facts, frames=cut))
     image = files.picture if saved and files.picture.exists() else first_frame(source)
-    if saved is None:
-        # The new part must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
-        settings["crf"] = max(1, int(settings.get("crf", DEFAULTS["crf"])))
-    where = {"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent}
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
-                                  image_name=source.name, **settings, **where)
+                                  image_name=source.name, **settings)
     return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
+
+
+def continued_settings(source: Path, facts, saved, overrides: dict, folder, output) -> dict:
+    """The settings of a run that continues `source` (an extension, a branch, a bridge from it): its own
+    (from its saved latents, else its MP4's metadata), then `overrides`, and where the new MP4 goes. A
+    video from elsewhere works at its own size, needs a prompt, and gets a CRF its stream can join."""
+    from .request import job_fields
+
+    made_here = job_fields(saved.settings if saved else metadata_settings(source))
+    settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}
+    if saved is not None:  # the saved latents fix the frame size
+        settings["resolution"] = saved.settings["resolution"]
+    else:
+        settings = foreign_settings(settings, facts, source.name, bool(made_here) or bool(overrides.get("prompt")))
+        # The new frames must join the source's stream: High profile (CRF 0 would switch to High 4:4:4).
+        settings["crf"] = max(1, int(settings.get("crf", DEFAULTS["crf"])))
+    return settings | ({"path": Path(output)} if output else {"folder": Path(folder) if folder else source.parent})
 
 
 def copyable_video(source: Path, what: str):
