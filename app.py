@@ -11,6 +11,7 @@ import argparse
 import sys
 
 # Only the settings table here: --help must not wait for torch (see framepack_core/settings.py).
+from framepack_core.reproducible import pin_blas
 from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST, Setting
 
 MODEL_CHOICES = MODEL_SETS
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pin_blas()  # before torch computes anything: MKL reads it once (framepack_core/reproducible.py)
     args = build_parser().parse_args(argv)
     if args.command == "check":
         from ui.check import check_command

@@ -93,7 +93,8 @@ def knock(address: str) -> None:
 def init_options() -> dict:
     """ray.init's options: the workers find the app's code and the same model cache as this process."""
     env = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    for name in ("FRAMEPACK_CACHE", "FRAMEPACK_MODELS_DIR", "HF_HOME", "HF_HUB_OFFLINE"):
+    # MKL_CBWR: the workers compute as reproducibly as this process (framepack_core/reproducible.py).
+    for name in ("FRAMEPACK_CACHE", "FRAMEPACK_MODELS_DIR", "HF_HOME", "HF_HUB_OFFLINE", "MKL_CBWR"):
         if name in os.environ:
             env[name] = os.environ[name]
     return {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": False,

@@ -16,6 +16,10 @@ os.environ["FRAMEPACK_CACHE"] = _CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("FRAMEPACK_MODELS_DIR", None)
 
+from framepack_core.reproducible import pin_blas  # noqa: E402  (no torch: before any test computes)
+
+pin_blas()  # as app.py does: the tests hold the app's bit-exactness promises under the same switch
+
 
 @pytest.fixture(scope="session")
 def tiny_models():

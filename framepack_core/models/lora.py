@@ -9,7 +9,11 @@ beside the layer sees whatever the layer computed with (streamed slot, disk tier
 compiled block) and leaves placement alone. The step cache skips whole blocks, LoRA included.
 
 The LoRA matrices stay on the host in float32 and are copied, once per run, to the device and
-dtype of the first input they meet; they are small (rank x (in + out) per layer).
+dtype of the first input they meet; they are small (rank x (in + out) per layer). On the CPU the
+copies start at the same alignment as the packed base weights (memory's ALIGN), so a LoRA's two
+matmuls see their weights at equally aligned addresses in every run, resident or streamed: MKL's
+reproducible mode (framepack_core/reproducible.py) does not need it, but BLAS libraries with no such
+switch (OpenBLAS, Accelerate) may pick a kernel path by alignment.
 """
 from __future__ import annotations
 
@@ -20,7 +24,18 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from memory.device import cpu_bytes
+
 from .lora_files import load_lora
+
+
+def placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` copied to `device` and `dtype`, starting aligned as the manager's packed weights do
+    (device allocators align at least that much on their own; the CPU's only to 64 bytes)."""
+    if device.type != "cpu":
+        return tensor.to(device=device, dtype=dtype)
+    copy = cpu_bytes(tensor.numel() * dtype.itemsize).view(dtype).view(tensor.shape)
+    return copy.copy_(tensor)
 
 
 class LoraHook:
@@ -34,8 +49,7 @@ class LoraHook:
         x = args[0]
         key = (x.device, x.dtype)
         if key not in self._placed:
-            self._placed[key] = (self.down.to(device=x.device, dtype=x.dtype),
-                                 self.up.to(device=x.device, dtype=x.dtype))
+            self._placed[key] = (placed(self.down, x.device, x.dtype), placed(self.up, x.device, x.dtype))
         down, up = self._placed[key]
         return output + F.linear(F.linear(x, down), up)
 
