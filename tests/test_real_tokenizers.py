@@ -376,8 +376,8 @@ def test_conditioning_is_hidden_state_minus_3_of_the_prompt_tokens(llama_tokeniz
     # Each inner product of length n <= 111 lies within gamma_n = n u / (1 - n u) of the exact one whatever
     # the order (u = 2**-24; Higham, Accuracy and Stability of Numerical Algorithms, 3.1): 4 layers of 9 such
     # stages (norm, projection, scores, softmax sum, weighted sum, output, norm, MLP in, MLP out) add at most
-    # about 36 * 6.6e-6 = 2.4e-4 to first order: 2**-12. Measured here (Intel Xeon,
-    # AVX-512): 4.5e-7. Layer -2 instead of -3, or the crop one token off, is off by the order of 1.
+    # about 36 * 6.6e-6 = 2.4e-4 to first order: 2**-12. Measured here (Intel Xeon, AVX-512): 4.5e-7. Another
+    # layer (-4) is off by 1.3 of the norm; the embeddings scaled by 1 + 1e-3, by 1e-3: both fail.
     assert (embeds[0, :count] - expected).norm() <= 2.0 ** -12 * expected.norm()
     assert not torch.allclose(embeds[0, :count], states[-2][0, 95:], atol=1e-3)  # not another layer
     assert embeds[0, count:].abs().sum() == 0
