@@ -32,11 +32,21 @@ def reference_frames(jobs, outputs: Path, models, folder: Path) -> dict:
     return frames
 
 
-def assert_each_video_is_its_uninterrupted_run(jobs, outputs: Path, models, folder: Path) -> None:
-    """Every job's MP4 has exactly the frames of an uninterrupted run of its settings."""
-    import numpy as np
+def assert_each_video_is_its_uninterrupted_run(jobs, outputs: Path, models, folder: Path,
+                                               threads: int | None = None) -> None:
+    """Every job's MP4 has exactly the frames of an uninterrupted run of its settings.
 
-    references = reference_frames(jobs, outputs, models, folder)
+    `threads`: the intra-op thread count the jobs ran with where it is not this process's (a Ray worker's):
+    the references are made with it too, as bit-equality is promised for one thread count (docs/NUMERICS.md)."""
+    import numpy as np
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        references = reference_frames(jobs, outputs, models, folder)
+    finally:
+        torch.set_num_threads(before)
     for job in jobs:
         frames = mp4_info(outputs / job.video)[1]
         expected = references[settings_key(job.settings)]
