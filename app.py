@@ -2,7 +2,7 @@
 
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
-    python app.py check [--vram-budget GB] [--ram-budget GB] [...]   the memory plan, before any download
+    python app.py check [--vram-budget GB] [--ram-budget GB] [--rehearse] [...]   the memory plan, before any download
     python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
 """
 from __future__ import annotations
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                        help="system memory in GiB (default: what is available less 2 GiB)")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
+    check.add_argument("--rehearse", action="store_true",
+                       help="also run every stage of such a run at full size with shapes only (no weights, no GPU; "
+                            "seconds): each stage's peak VRAM beside the plan")
     parser.set_defaults(generate_parser=gen)
     from ui.queue_cli import add_queue_parser  # argparse only, no torch
 
