@@ -83,12 +83,13 @@ def _cap(run: dict, cap_gib: float) -> dict:
     out-of-memory error in the middle of a run is neither, nor is a traceback or a run cut short."""
     card = run.get("card_peak_over_baseline_bytes")
     error = run.get("error") or ""
-    finished = _finished(run) and _at_most(card, cap_gib * GiB)
+    finished = _held(_finished(run), card, cap_gib * GiB)  # None: finished, on no card that can be read
     refused = (run.get("status") == "failed" and REFUSAL in error and not run.get("traceback")
                and not run.get("out_of_memory"))
     return {"status": run.get("status"), "error": run.get("error"), "traceback": run.get("traceback"),
             "out_of_memory": run.get("out_of_memory"), "refused": bool(refused) if run else None,
-            "card_peak_gib": card and round(card / GiB, 3), "ok": bool(finished or refused) if run else None}
+            "card_peak_gib": card and round(card / GiB, 3),
+            "ok": None if not run or (finished is None and not refused) else bool(finished or refused)}
 
 
 def verdict(steps: dict[str, dict]) -> dict:
