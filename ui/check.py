@@ -33,9 +33,17 @@ def rehearse_command(args) -> int:
         return 2
     try:
         result = rehearse(args.model, rehearsal_budget_gb(args.vram_budget), args.ram_budget, args.resolution,
-                          args.seconds)
+                          args.seconds, vae_tiling=_tiling(args.vae_tiling))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result.as_dict()) if args.json else "\n".join(result.lines()))
     return 0 if result.fits else 2
+
+
+def _tiling(word) -> bool | None:
+    """--vae-tiling's word as the run takes it (auto: the memory manager decides at the first decode)."""
+    from framepack_core.settings import SETTINGS
+
+    values = SETTINGS["vae_tiling"].flag_values
+    return values.get(word, word) if isinstance(word, str) else word
