@@ -35,7 +35,7 @@ def _at_most(value, limit):
 
 def _finished(run: dict) -> bool | None:
     """None where the step did not run; else whether the run finished (not failed, refused or cut short)."""
-    return None if not run else run.get("status") == "finished" and run.get("returncode") == 0
+    return None if not run else run.get("status") == "finished" and run.get("returncode") in (0, None)
 
 
 def _held(finished: bool | None, value, limit) -> bool | None:
