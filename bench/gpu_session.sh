@@ -135,7 +135,7 @@ step build 240 "${FULL_SET[@]}" --build-only
 step run_1s_6gb 150 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}"
 step run_1s_free 120 "${FULL_SET[@]}" --seconds 1
 step run_1s_4gb 150 "${FULL_SET[@]}" --seconds 1 --vram-budget 4 --ram-budget 16
-step gpu_report 120 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
+step gpu_report 180 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
 if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
 # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
 step kernels 200 env PYTHONPATH="${SAGE_PATH:+$SAGE_PATH:}${PYTHONPATH:-$PWD}" python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}

@@ -107,6 +107,7 @@ class Rehearsal:
     rows: list[StageRow] = field(default_factory=list)
     refusal: str | None = None  # as check refuses, with the stage named
     fixed_paths: tuple[str, ...] = FIXED_PATHS
+    answered: list[str] = field(default_factory=list)  # the data-dependent reads, and what they were told
 
     @property
     def problems(self) -> list[str]:
@@ -156,6 +157,7 @@ class Rehearsal:
                    f"for the whole process ({size_text(CONTEXT_RESERVE_BYTES)} context included). Decodes "
                    f"{'tiled' if self.vae_tiling else 'untiled'}.")
         out += ["Fixed paths (values a rehearsal has not):"] + [f"  {p}" for p in self.fixed_paths]
+        out += [f"  data-dependent reads answered: {', '.join(self.answered)}"] if self.answered else []
         out += ["Every stage fits."] if self.fits else ["Problems:"] + [f"  {p}" for p in self.problems]
         return out
 
@@ -212,6 +214,7 @@ def rehearse(model_set: str = DEFAULTS["model"], vram_budget_gb: float = 6, ram_
             stages.live = live
             _run(stages, models, settings, height, width, lora_rank, vae_tiling, passes)
             stages.end()
+        out.answered = [f"{dtype} read as {value} ({count}x)" for (dtype, value), count in live.answered.items()]
     finally:
         manager.release()
         device.evict_all()
