@@ -188,8 +188,8 @@ def rehearse(model_set: str = DEFAULTS["model"], vram_budget_gb: float = 6, ram_
 
     `lora_rank`: a LoRA of this rank on every transformer block's Linear (0: none). `passes`: transformer
     steps per section (fewer than two: the streamer never pins, so no pinned bytes; the device's peaks are
-    the same). `hooks`: {stage name: callable}
-    called inside that stage with (models, device): a test leaves a tensor on the device with one."""
+    the same). `hooks`: {stage name: callable} called inside that stage with (models, device): a test
+    leaves a tensor on the device with one."""
     if model_set not in MODEL_SETS or model_set == "tiny":
         raise ValueError(f"a rehearsal runs a real model set: framepack or framepack-f1, not {model_set!r}.")
     plan = plan_run(model_set, vram_budget_gb, ram_budget_gb, resolution, seconds, "off", window)
@@ -395,8 +395,9 @@ def _lora(transformer, rank: int):
     handles = []
     for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and "blocks" in name:
-            down = torch.zeros(rank, module.in_features)
-            up = torch.zeros(module.out_features, rank)
+            # Host matrices never read (moving them to the meta device reads nothing): no memory touched.
+            down = torch.empty(rank, module.in_features)
+            up = torch.empty(module.out_features, rank)
             handles.append(module.register_forward_hook(LoraHook(down, up)))
     try:
         yield
