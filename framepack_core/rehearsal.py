@@ -244,12 +244,17 @@ class _Stages:
         self.device, self.manager, self.out, self.hooks = device, manager, out, hooks
         self.live: LiveBytes | None = None
         self._open: dict | None = None
+        self.lora: list[LoraHook] = []  # their device copies stay for the whole sampling loop, as in a run
+
+    def kept_bytes(self) -> int:
+        """Device bytes the run keeps across stages by design: the LoRAs' matrices (models/lora.py)."""
+        return sum(t.numel() * t.element_size() for hook in self.lora for pair in hook._placed.values() for t in pair)
 
     def begin(self, stage: str, section: int | None = None, uses: tuple = ()) -> None:
         self.end()
         self.live.reset()
         self._open = {"stage": stage, "section": section, "uses": uses, "moved": self.device.bytes_moved,
-                      "live": self.live.live, "not_carried": None}
+                      "live": self.live.live - self.kept_bytes(), "not_carried": None}
 
     def failed(self, op: str) -> None:
         self._open["not_carried"] = op
@@ -265,7 +270,8 @@ class _Stages:
         self.out.rows.append(StageRow(
             o["stage"], o["section"], None, peak.total, None, self.device.bytes_moved - o["moved"], None,
             self.device.pinned_bytes, sum(p.device.device_bytes for p in plans) if plans else None,
-            peak.weights, peak.slots, peak.activations, peak.op, mapped, max(self.live.live - o["live"], 0),
+            peak.weights, peak.slots, peak.activations, peak.op, mapped,
+            max(self.live.live - self.kept_bytes() - o["live"], 0),
             self.out.limit_bytes,
             o["not_carried"]))
 
@@ -318,7 +324,7 @@ def _sections(stages: _Stages, models, settings: SectionSettings, start: torch.T
     count, (_, _, _, h, w) = settings.sections, start.shape
     stages.begin(StageName.SAMPLING, 0, (transformer,))
     with ExitStack() as held:
-        held.enter_context(_lora(transformer, lora_rank))
+        stages.lora = held.enter_context(_lora(transformer, lora_rank))
         held.enter_context(manager.use(transformer))
         for index, layout in enumerate(layouts):
             context = history.context(layout, first_section=index == 0)
@@ -390,17 +396,18 @@ def _host(tensor: torch.Tensor) -> torch.Tensor:
 def _lora(transformer, rank: int):
     """A LoRA of `rank` on every Linear of the blocks, through the app's own hook (models/lora.py)."""
     if not rank:
-        yield
+        yield []
         return
-    handles = []
+    handles, hooks = [], []
     for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and "blocks" in name:
             # Host matrices never read (moving them to the meta device reads nothing): no memory touched.
             down = torch.empty(rank, module.in_features)
             up = torch.empty(module.out_features, rank)
-            handles.append(module.register_forward_hook(LoraHook(down, up)))
+            hooks.append(LoraHook(down, up))
+            handles.append(module.register_forward_hook(hooks[-1]))
     try:
-        yield
+        yield hooks
     finally:
         for handle in handles:
             handle.remove()

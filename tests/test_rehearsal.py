@@ -117,3 +117,16 @@ def test_live_bytes_count_a_storage_once_and_let_it_go_when_collected():
         buffer = device.alloc(1 << 20)  # the ledger's buffers are the device's, not activations
         assert live.live == 0 and live.peak.total == (1 << 20)
         del buffer
+
+
+def test_a_lora_adds_its_matrices_to_the_sampling_stage_and_keeps_them_for_the_run_without_a_leak():
+    from framepack_core.rehearsal import _models
+
+    linears = [m for n, m in _models("framepack").transformer.named_modules()
+               if isinstance(m, torch.nn.Linear) and "blocks" in n]
+    lora_bytes = sum(64 * (m.in_features + m.out_features) * 2 for m in linears)  # bf16 on the device
+    result = rehearse(vram_budget_gb=6, ram_budget_gb=32, seconds=1, passes=1, lora_rank=64)
+    sampling = rows_by_stage(result)["sampling"]
+    assert result.fits, result.problems  # 715 MiB of LoRA still fits 6 GiB at 640
+    assert sampling.activation_bytes >= lora_bytes > 700 << 20
+    assert sampling.left_bytes < 64 << 20  # held by the hooks for every section by design, not a leak
