@@ -55,7 +55,7 @@ def _memory(run: dict, budget_gib: float, ram_gib: float) -> dict:
         host = run["rss_anon_peak_bytes"] + (run.get("pinned_bytes_peak") or 0)
     plan = run.get("check") or {}
     rehearsal = run.get("rehearsal") or {}
-    predicted = rehearsal.get("peak_bytes")
+    rehearsed = predicted = rehearsal.get("peak_bytes")
     if predicted is not None:
         predicted += rehearsal.get("context_reserve_bytes") or 0  # NVML counts the CUDA context too
     return {"status": run.get("status"), "finished": finished, "out_of_memory": run.get("out_of_memory"),
@@ -68,7 +68,10 @@ def _memory(run: dict, budget_gib: float, ram_gib: float) -> dict:
             "check_ram_over_measured": _ratio(plan.get("peak_ram_bytes"), host) if finished else None,
             # NVML's peak against the full-size rehearsal of the same settings (check --rehearse).
             "rehearsal_peak_gib": predicted and round(predicted / GiB, 3),
-            "rehearsal_over_measured": _ratio(predicted, card) if finished else None}
+            "rehearsal_over_measured": _ratio(predicted, card) if finished else None,
+            # What the card held beyond the rehearsed tensors: the CUDA context and the allocator's slack,
+            # the measure of framepack_core/rehearsal.py's CONTEXT_RESERVE_BYTES.
+            "card_beyond_rehearsal_bytes": card - rehearsed if finished and card and rehearsed else None}
 
 
 def _within_tenth(ratios: list) -> bool | None:

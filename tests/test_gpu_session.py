@@ -132,6 +132,7 @@ def test_the_verdict_needs_finished_runs_and_tells_out_of_memory_from_refusal(tm
     assert verdict["cap_4gib"]["ok"] is False and verdict["cap_4gib"]["refused"] is False
     five = verdict["run_5s_6gb"]
     assert five["card_within_budget"] is True and five["rehearsal_over_measured"] == 1.0
+    assert five["card_beyond_rehearsal_bytes"] == GiB // 2  # the context the rehearsal reserves, measured
     assert verdict["rehearsal_within_10_percent"] is None  # run_1s_6gb has no finished figure to hold
     refusal = ("A VRAM budget of 4.00 GiB cannot run the text encoder (Llama): it needs 1002.51 MiB on the GPU, "
                "slots to stream its blocks (416.02 MiB each) and 2.70 GiB kept for activations at 640; raise the VRAM "
