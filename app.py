@@ -2,7 +2,7 @@
 
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
-    python app.py check [--vram-budget GB] [--ram-budget GB] [...]   the memory plan, before any download
+    python app.py check [--vram-budget GB] [--ram-budget GB] [--rehearse] [...]   the memory plan, before any download
     python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
 """
 from __future__ import annotations
@@ -101,13 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)
     # --fp8 as generate takes it (alone: storage); not given, the table's default (a plan needs a mode).
-    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb", "fp8"),
+    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb", "fp8", "vae_tiling"),
                       model=dict(choices=PUBLISHED_MODEL_SETS), fp8=dict(default=SETTINGS["fp8"].default),
-                      vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"))
+                      vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"),
+                      vae_tiling=dict(help="with --rehearse: decode in tiles: auto (as a run decides), on, off"))
     check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
     check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                        help="system memory in GiB (default: what is available less 2 GiB)")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
+    check.add_argument("--rehearse", action="store_true",
+                       help="run every stage of such a run at full size with shapes only (no weights, no GPU; "
+                            "seconds): each stage's peak VRAM beside the plan, exit 2 if one overruns")
     parser.set_defaults(generate_parser=gen)
     from ui.queue_cli import add_queue_parser  # argparse only, no torch
 

@@ -124,13 +124,20 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def app_command(args, output: Path) -> list[str]:
-    command = [sys.executable, "app.py", "generate", "--model", args.model, "--models-dir", str(args.dir),
+    where = [] if args.model == "tiny" else ["--models-dir", str(args.dir)]  # tiny: the app builds its own
+    command = [sys.executable, "app.py", "generate", "--model", args.model, *where,
                "--resolution", str(args.resolution), "--seconds", str(args.seconds), "--steps", str(args.steps),
                "--image", str(args.image), "--prompt", args.prompt, "--output", str(output), "--json"]
     for flag, value in (("--vram-budget", args.vram_budget), ("--ram-budget", args.ram_budget)):
         if value is not None:
             command += [flag, str(value)]
     return command + list(args.app_arg)
+
+
+def run_env(cache: Path) -> dict:
+    """The app run's environment: a cache folder of its own (FRAMEPACK_CACHE: the prompt cache among others),
+    so every run encodes its prompt, as a first run does: runs compared in a session are alike."""
+    return os.environ | {"PYTHONUNBUFFERED": "1", "FRAMEPACK_CACHE": str(cache)}
 
 
 def run_app(args, output: Path) -> dict:
@@ -141,7 +148,7 @@ def run_app(args, output: Path) -> dict:
     baseline = card_memory_used()
     started = time.monotonic()
     process = subprocess.Popen(app_command(args, output), cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                               stderr=subprocess.PIPE, text=True, env=run_env(output.parent / "cache"))
     lines: list[tuple[float, str]] = []
     stdout: list[str] = []
     readers = [threading.Thread(target=lambda: stdout.extend(process.stdout), daemon=True),
@@ -165,17 +172,26 @@ def run_app(args, output: Path) -> dict:
             "card_baseline_bytes": baseline, **watch.peaks()}
 
 
-def run_check(args) -> dict | None:
-    """`app.py check`'s plan for the same set, size and budgets (its predicted peaks)."""
+def run_check(args, rehearse: bool = False) -> dict | None:
+    """`app.py check`'s plan for the same set, size and budgets (its predicted peaks); with `rehearse`,
+    `check --rehearse`'s stages at full size instead (the peaks a GPU run is held against)."""
     command = [sys.executable, "app.py", "check", "--model", args.model, "--models-dir", str(args.dir),
                "--resolution", str(args.resolution), "--seconds", str(args.seconds), "--json"]
     for flag, value in (("--vram-budget", args.vram_budget), ("--ram-budget", args.ram_budget)):
         if value is not None:
             command += [flag, str(value)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command + (["--rehearse"] if rehearse else []), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     plan = _last_json(done.stdout)
     if plan is None:
         return {"error": done.stderr.strip()[-500:]}
+    if rehearse:
+        from framepack_core.rehearsal import CONTEXT_RESERVE_BYTES
+
+        return {"peak_bytes": plan.get("peak_bytes"), "context_reserve_bytes": CONTEXT_RESERVE_BYTES,
+                "fits": plan.get("fits"), "problems": plan.get("problems"), "refusal": plan.get("refusal"),
+                "stages": [{k: row[k] for k in ("stage", "section", "vram_peak_allocated", "weights_bytes",
+                                                "slots_bytes", "activation_bytes")} for row in plan.get("rows", [])]}
     return {key: plan.get(key) for key in ("peak_vram_bytes", "peak_ram_bytes", "fits", "problems")}
 
 
@@ -216,7 +232,7 @@ def _stage_seconds_per_step(stages: list[dict] | None, steps: int) -> float | No
     return round(sum(sampling) / (len(sampling) * steps), 4) if sampling and steps else None
 
 
-def summary(args, built: dict, run: dict, plan: dict | None) -> dict:
+def summary(args, built: dict, run: dict, plan: dict | None, rehearsal: dict | None = None) -> dict:
     record = run["record"] or {}
     stages = record.get("stages")
     sections = section_lines(run["stderr"])
@@ -244,7 +260,7 @@ def summary(args, built: dict, run: dict, plan: dict | None) -> dict:
         "card_peak_over_baseline_bytes": card_peak - baseline if card_peak is not None and baseline is not None
         else None, "card_samples": run["card_samples"],
         "rss_anon_peak_bytes": run["rss_anon_peak_bytes"], "rss_anon_peak_stages": _most(stages, "rss_anon_peak"),
-        "pinned_bytes_peak": _most(stages, "pinned_bytes"), "stages": stages, "check": plan,
+        "pinned_bytes_peak": _most(stages, "pinned_bytes"), "stages": stages, "check": plan, "rehearsal": rehearsal,
         "timeline": [[second, line] for second, line in run["timeline"] if not line.startswith("note:")][:200],
     }
 
@@ -255,7 +271,8 @@ def parse_args(argv=None):
     parser.add_argument("--dir", required=True, type=Path, help="where the stand-in set is built (and reused)")
     parser.add_argument("--layers", type=int, default=None, metavar="K",
                         help="K layers per model instead of the published depth (a CPU: 1)")
-    parser.add_argument("--model", choices=("framepack", "framepack-f1"), default="framepack")
+    parser.add_argument("--model", choices=("framepack", "framepack-f1", "tiny"), default="framepack",
+                        help="the set the stand-in copies; tiny: the app's own tiny set, nothing built (a CPU's dry run)")
     parser.add_argument("--resolution", type=int, default=640)
     parser.add_argument("--seconds", type=float, default=1.0, help="video length (default 1)")
     parser.add_argument("--steps", type=int, default=25)
@@ -281,6 +298,11 @@ class TimeUp(Exception):
 
 
 def _time_up(signum, frame):
+    # Once: `timeout` signals this process and then its whole group, and a second TimeUp raised inside the
+    # first one's handling (its process.wait()) would lose the peaks the cut run showed.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise TimeUp
 
 
@@ -290,14 +312,22 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _time_up)
-    built = build(args.dir, args.model, args.layers)
+    tiny = args.model == "tiny"  # the app's own tiny set: nothing to build, nothing check plans
+    built = {"reused": True, "seconds": 0.0, "bytes": 0, "tiny": True} if tiny else build(args.dir, args.model, args.layers)
     if args.build_only:
         print(json.dumps({"bench": "full_set", "build": built}), flush=True)
         return 0
     with tempfile.TemporaryDirectory(prefix="full-set-video-") as out:
         run = run_app(args, Path(out) / "full_set.mp4")
-    plan = None if args.no_check or run["timed_out"] else run_check(args)
-    result = summary(args, built, run, plan)
+    checked = not (args.no_check or run["timed_out"] or tiny)
+    plan = rehearsal = None
+    try:
+        plan = run_check(args) if checked else None
+        # The rehearsal is of the published sizes: held against a stand-in of full depth only.
+        rehearsal = run_check(args, rehearse=True) if checked and args.layers is None else None
+    except TimeUp:  # cut short after the run: the run's figures are what matters
+        pass
+    result = summary(args, built, run, plan, rehearsal)
     if run["returncode"] != 0:
         print(run["stderr"][-3000:], file=sys.stderr)
     print(json.dumps(result), flush=True)

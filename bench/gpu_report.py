@@ -161,6 +161,8 @@ def report(steps: int, folder: Path, skip: frozenset[str] = frozenset()) -> dict
     def attempt(name: str, run) -> None:
         if name not in skip:
             _try(name, modes, run)
+            # What is done so far, as a JSON line of its own: a run cut short keeps its finished modes.
+            print(json.dumps(dict(partial=True, modes=modes)), flush=True)
 
     def resident():
         _peak_reset()

@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
-# Issue 17's checks on one GPU, in one go, under 8 minutes on an H200 (each step has its own time limit,
-# so one failure does not eat the rest; steps past the total are skipped and say so).
+# Issue 17's checks and issue 19's kernel table on one GPU, in one call: issue 17's figures first (about
+# 5 minutes on an H200), then the kernels (about 3); each step has its own time limit, so one failure
+# does not eat the rest, and writes its JSON line to results.jsonl the moment it ends.
 #
 # On the device machine, from the repository root, after the line that /work/shared/gpu/prepare.sh
 # prints last (it installs the packed wheels: diffusers, the tokenizers' vocabularies, ffmpeg):
 #     <that line> bash bench/gpu_session.sh
-# Results, two files under $OUT:
+# Results, under $OUT:
 #   results.jsonl  one line per step: {"step", "rc", "seconds", "result": the step's last JSON line or null}
 #   log.txt        each step's command and the tail of its stderr
 #   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu_verdict.py)
 # Steps, in order of what matters most:
-#   machine       the card, driver, torch / transformers / diffusers versions
+#   machine       the card, driver, libraries; whether the allocator took expandable segments; Sage visible?
 #   build         bench/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
-#   run_1s_6gb    640, 1 s, --vram-budget 6 --ram-budget 16 (and app.py check's plan for it)
+#   run_1s_6gb    640, 1 s, --vram-budget 6 --ram-budget 16 (with app.py check's plan and check --rehearse's
+#                 prediction for it: the verdict holds NVML's peak against the rehearsal)
 #   run_1s_free   the same without budgets: the whole-run time ratio
-#   run_1s_4gb    --vram-budget 4: finishes, or refuses up front with a message
+#   run_1s_4gb    --vram-budget 4: finishes, or refuses up front with the budget's sentence
+#   gpu_report    bench/gpu_report.py, the transformer alone (resident vs streamed at 6 GiB)
+#   kernels       bench/kernels.py (issue 19): s/step and PSNR per kernel combination, SageAttention
+#                 visible to this step only (GPU_SESSION_SAGE), one JSON line per combination as it ends
 #   run_5s_6gb    640, 5 s at 6 / 16
-#   gpu_report    bench/gpu_report.py, the transformer alone (resident vs streamed vs FP8, VAE decode)
-#   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0; the app's
-#                 own choice, expandable segments, is run_1s_6gb's)
-#   kernels       bench/kernels.py (issue 19), where it exists, with what time is left
+#   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0)
+# Every app run has a cache folder of its own (full_set.py), so each encodes its prompt as a first run does.
 #
-# Environment: GPU_SESSION_TINY=1 shrinks every step (--layers 1, 128, 2 steps, a folder under /tmp) to
-# try the script on a CPU; GPU_SESSION_STEPS=a,b runs only those steps (a rerun of what was cut short);
-# GPU_SESSION_SECONDS the whole script's limit (default 460); GPU_REPORT_SKIP gpu_report.py's --skip;
-# GPU_SESSION_LIMIT_SCALE multiplies each step's limit (default 1; 8 with TINY);
-# KERNELS_ARGS bench/kernels.py's flags (default --no-compile: its compiled runs alone take minutes).
+# Environment: GPU_SESSION_TINY=1 runs every step with the app's tiny models at 128, 2 steps (a CPU's
+# dry run, a few minutes; CI runs it); GPU_SESSION_STEPS=a,b runs only those steps (a rerun of what was
+# cut short); GPU_SESSION_SECONDS the whole script's limit (default 540, scaled with the steps' limits);
+# GPU_SESSION_KEEP_SET=1 keeps the stand-in set for a warm rerun (else it is deleted at the end);
+# GPU_SESSION_SAGE a folder holding the unpacked sageattention package, or its wheel (kernels step only);
+# GPU_REPORT_SKIP gpu_report.py's --skip; GPU_SESSION_LIMIT_SCALE multiplies each step's limit (default 1;
+# 4 with TINY); KERNELS_ARGS bench/kernels.py's flags (default --no-compile; --tiny with TINY).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-session-out}
@@ -33,18 +38,19 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 LOG=$OUT/log.txt
 START=$(date +%s)
-TOTAL=${GPU_SESSION_SECONDS:-460}
 TINY=${GPU_SESSION_TINY:-0}
+KEEP_SET=${GPU_SESSION_KEEP_SET:-0}
 WORK=$(mktemp -d)
-# The stand-in goes at the end (40 GB of /dev/shm), only where full_set.py's marker says it built it.
-trap 'rm -rf "$WORK"; [ -f "${SET:-/nonexistent}/FULL_SET.json" ] && rm -rf "$SET"' EXIT
+# The stand-in goes at the end (40 GB of /dev/shm), only where full_set.py's marker says it built it,
+# unless it is kept for a warm rerun.
+trap 'rm -rf "$WORK"; [ "$KEEP_SET" != 1 ] && [ -f "${SET:-/nonexistent}/FULL_SET.json" ] && rm -rf "$SET"' EXIT
 export PYTHONUNBUFFERED=1
 
 if [ "$TINY" = 1 ]; then
-    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-8}  # a shared CPU is slower than an H200 even at this size
-    SET=${GPU_SESSION_DIR:-/tmp/gpu-session-set}
-    SIZE=(--layers 1 --resolution 128 --steps 2)
-    LONG=2  # seconds of the long run
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-4}  # a shared CPU is slower than an H200 even at this size
+    SET=${GPU_SESSION_DIR:-$WORK/set}  # nothing is built there: the app's tiny set is its own
+    SIZE=(--model tiny --resolution 128 --steps 2)
+    LONG=1  # seconds of the long run
 else
     free_shm=$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)
     if [ "${free_shm:-0}" -gt $((46 * 1024 ** 3)) ]; then SET=/dev/shm/full-set; else SET=/tmp/full-set; fi
@@ -53,6 +59,7 @@ else
     SIZE=(--resolution 640 --steps 25)
     LONG=5
 fi
+TOTAL=$((${GPU_SESSION_SECONDS:-540} * LIMIT_SCALE))
 FULL_SET=(python3 bench/full_set.py --dir "$SET" "${SIZE[@]}")
 BUDGETS=(--vram-budget 6 --ram-budget 16)
 # gpu_report.py's slowest modes, which the runs above already cover or which issue 17 measured before:
@@ -95,30 +102,46 @@ EOF
     echo "   rc=$rc" >&2
 }
 
-# What the machine is: the card, the libraries, the room in /dev/shm (one python3 -c: `timeout` runs no shell function).
-MACHINE='import json, os, platform, shutil, subprocess, torch, transformers, diffusers
+# What the machine is: the card, the libraries, the room in /dev/shm, whether `import memory` gave the
+# allocator expandable segments, and whether SageAttention is visible to the app's runs (it must not be:
+# `--attention auto` would switch them to it, and only the first would pay Triton's compile).
+MACHINE='import importlib.util, json, os, platform, shutil, subprocess, torch, transformers, diffusers
+import memory
 smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.used",
                                                     "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+expandable = None
+if torch.cuda.is_available():
+    keep = torch.empty(1 << 20, device="cuda")
+    expandable = any(s.get("is_expandable", False) for s in torch.cuda.memory._snapshot()["segments"])
 print(json.dumps({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "nvidia_smi": smi or None,
                   "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
                   "diffusers": diffusers.__version__, "python": platform.python_version(),
+                  "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), "allocator_expandable": expandable,
+                  "sage_visible_to_app_runs": importlib.util.find_spec("sageattention") is not None,
                   "shm_free_bytes": shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None,
                   "set_dir": os.environ["SET"]}))'
+
+# SageAttention for the kernels step alone: its folder (or wheel, unpacked here) on that step's PYTHONPATH.
+SAGE_PATH=
+if [ -n "${GPU_SESSION_SAGE:-}" ]; then
+    case "$GPU_SESSION_SAGE" in
+        *.whl) python3 -m pip install -q --no-index --no-deps --target "$WORK/sage" "$GPU_SESSION_SAGE" && SAGE_PATH=$WORK/sage ;;
+        *) SAGE_PATH=$GPU_SESSION_SAGE ;;
+    esac
+fi
 
 step machine 60 env SET="$SET" python3 -c "$MACHINE"
 step build 240 "${FULL_SET[@]}" --build-only
 step run_1s_6gb 150 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}"
 step run_1s_free 120 "${FULL_SET[@]}" --seconds 1
 step run_1s_4gb 150 "${FULL_SET[@]}" --seconds 1 --vram-budget 4 --ram-budget 16
+step gpu_report 180 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
+if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
+# shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
+step kernels 200 env PYTHONPATH="${SAGE_PATH:+$SAGE_PATH:}${PYTHONPATH:-$PWD}" python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
 step run_5s_6gb 240 "${FULL_SET[@]}" --seconds "$LONG" "${BUDGETS[@]}"
-step gpu_report 240 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
 # The app sets expandable_segments:True itself (run_1s_6gb); its switch back to torch's default:
 step alloc_plain 120 env FRAMEPACK_EXPANDABLE_SEGMENTS=0 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
-if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where it has landed
-    if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
-    # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
-    step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
-fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
 echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

@@ -54,14 +54,6 @@ COMBINATIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Speed:
-    """What prepare_transformer reads of a request's speed settings."""
-    attention: str
-    fp8: str
-    compile: bool
-
-
 @dataclass
 class Setup:
     transformer: torch.nn.Module
@@ -139,10 +131,13 @@ def run_section(setup: Setup) -> tuple[torch.Tensor, list[float]]:
 
 
 def combination(setup: Setup, attention: str, fp8: str, compile_: bool) -> tuple[dict, torch.Tensor | None]:
+    from framepack_core.request import SpeedSettings
     from framepack_core.speed.prepare import prepare_transformer
 
     torch._dynamo.reset()  # each combination compiles afresh (and stays under dynamo's recompile limit)
-    prepared = prepare_transformer(setup.transformer, Speed(attention, fp8, compile_), setup.manager)
+    # The request's own speed settings (a copy here went stale when the settings were renamed).
+    speed = SpeedSettings(attention_requested=attention, fp8=fp8, compile=compile_)
+    prepared = prepare_transformer(setup.transformer, speed, setup.manager)
     reason = skip_reason(prepared, attention, fp8, compile_, setup.transformer)
     if reason:
         return dict(skipped=reason), None
@@ -269,6 +264,8 @@ def report(args) -> dict:
             results[name], x = dict(failed=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"), None
         results[name]["wall_seconds"] = time.perf_counter() - started
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+        # What is done so far, as a JSON line of its own: a step cut short keeps every finished combination.
+        print(json.dumps(dict(partial=True, combinations=results)), flush=True)
         if x is not None:
             latents[name] = x
     setup.manager.release()

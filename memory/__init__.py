@@ -11,6 +11,7 @@ manager.py    whole models in and out of the device under one budget
 host.py       freed host heap back to the OS, so the process stays flat
 ram.py        the RAM budget: its default and its share for weights
 cap.py        the VRAM budget as a hard cap on the process (the caching allocator capped), its configuration
+rehearsal.py  a device of meta buffers and a count of live bytes: work rehearsed at full size with no data
 """
 from .budget import (
     BlockPlan,

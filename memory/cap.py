@@ -26,6 +26,7 @@ MiB = 1 << 20
 CONTEXT_GROWTH_BYTES = 256 * MiB
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 SWITCH = "FRAMEPACK_EXPANDABLE_SEGMENTS"
+EXPANDABLE = "expandable_segments:True"
 
 
 def configure_allocator(environ=os.environ) -> str | None:
@@ -36,7 +37,16 @@ def configure_allocator(environ=os.environ) -> str | None:
         return None
     if torch.cuda.is_initialized():
         return None  # too late to take effect: the allocator read its configuration already
-    environ[ALLOC_CONF] = "expandable_segments:True"
+    environ[ALLOC_CONF] = EXPANDABLE  # for child processes, and for a torch that reads it lazily
+    # This module is imported after torch, and a torch may have read the variable when it loaded: the
+    # setting is also handed to the allocator itself, which takes it at any time before CUDA starts.
+    # (bench/gpu_session.sh's machine step reads back whether the segments are expandable.)
+    apply = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
+    if apply is not None and torch.cuda.is_available():
+        try:
+            apply(EXPANDABLE)
+        except RuntimeError:  # a build whose allocator has no such setting: the variable is all there is
+            pass
     return environ[ALLOC_CONF]
 
 

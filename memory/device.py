@@ -43,6 +43,7 @@ class PinError(RuntimeError):
 class Device:
     kind = "abstract"
     rounds_pinned = True  # torch's pinned allocator rounds each allocation up to a power of two
+    meta_is_mapped = False  # a meta host tensor stands for a mapped file's (memory/rehearsal.py)
 
     def __init__(self, torch_device: str | torch.device, pin_limit_bytes: int | None = None,
                  staging_bytes: int = STAGING_BYTES, pin_arena_bytes: int = PIN_ARENA_BYTES):

@@ -48,8 +48,10 @@ def limit_heap_arenas(count: int = 2) -> bool:
 
 
 def anonymous_resident_bytes(pid: int | None = None) -> int | None:
-    """A process's own resident memory (this one's, or `pid`'s): heap and pinned buffers, not the pages of mapped weight files,
-    which the OS page cache holds and drops as it likes. Through psutil, on every system: on Linux
+    """A process's own resident memory (this one's, or `pid`'s): its heap, not the pages of mapped weight files,
+    which the OS page cache holds and drops as it likes. Pinned buffers are not in it either: CUDA's
+    page-locked memory is shared memory on Linux (it shows as RssShmem), so callers add the pinned bytes
+    the allocator reports (memory/usage.py) to have the process's whole RAM. Through psutil, on every system: on Linux
     resident less shared pages (= `RssAnon`), elsewhere the unique set size (private pages), else the
     resident size. None where psutil cannot tell."""
     import psutil

@@ -78,7 +78,8 @@ class WeightGroup:
         for _, parameter, owner, name, tensor in group_tensors(modules, seen):
             nbytes = tensor.numel() * tensor.element_size()
             self.entries.append(_Entry(parameter, owner, name, tensor.dtype, tensor.shape, offset, nbytes))
-            mapped = is_mapped(tensor) and tensor.is_contiguous()
+            # A rehearsal's meta weights stand for a run's mapped files (rehearsal.py).
+            mapped = (is_mapped(tensor) or tensor.is_meta and device.meta_is_mapped) and tensor.is_contiguous()
             self.sources.append(tensor.detach() if mapped else None)
             if not mapped:
                 packed_bytes = align(packed_bytes + nbytes)

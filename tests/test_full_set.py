@@ -121,7 +121,8 @@ def test_the_verdict_reads_each_criterion_from_the_sessions_results(tmp_path):
 
     steps = {"run_1s_6gb": run(5.5, 24.0, 1.10), "run_1s_free": run(40, 20.0, 1.05),
              "run_5s_6gb": run(5.9, 110.0, 1.09),
-             "run_1s_4gb": {"status": "failed", "error": "Lower the resolution to 512.", "traceback": False},
+             "run_1s_4gb": {"status": "failed", "traceback": False,
+                            "error": "A VRAM budget of 4.00 GiB cannot run the text encoder (Llama): ... lower the resolution."},
              "gpu_report": {"modes": {"resident": {"seconds_per_step": 1.0}, "stream_6gb_pinned": {"seconds_per_step": 1.2}}}}
     found = verdict(steps)
     assert found["run_1s_6gb"]["card_within_budget"] is True and found["run_1s_6gb"]["rss_anon_plus_pinned_gib"] == 14.0

@@ -6,6 +6,8 @@ import sys
 
 
 def check_command(args) -> int:
+    if getattr(args, "rehearse", False):
+        return rehearse_command(args)
     from framepack_core.memory_plan import plan_run
 
     try:
@@ -19,3 +21,29 @@ def check_command(args) -> int:
     else:
         print(json.dumps(plan.as_dict()))
     return 0 if plan.fits else 2
+
+
+def rehearse_command(args) -> int:
+    """`check --rehearse`: the run's stages at full size with no data (framepack_core.rehearsal)."""
+    from framepack_core.rehearsal import rehearse, rehearsal_budget_gb
+
+    if args.fp8 not in ("off", False, None):
+        print("error: --rehearse covers --fp8 off only: the FP8 weights' conversion has not been rehearsed yet.",
+              file=sys.stderr)
+        return 2
+    try:
+        result = rehearse(args.model, rehearsal_budget_gb(args.vram_budget), args.ram_budget, args.resolution,
+                          args.seconds, vae_tiling=_tiling(args.vae_tiling))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_dict()) if args.json else "\n".join(result.lines()))
+    return 0 if result.fits else 2
+
+
+def _tiling(word) -> bool | None:
+    """--vae-tiling's word as the run takes it (auto: the memory manager decides at the first decode)."""
+    from framepack_core.settings import SETTINGS
+
+    values = SETTINGS["vae_tiling"].flag_values
+    return values.get(word, word) if isinstance(word, str) else word

@@ -44,13 +44,22 @@ def full_size_transformer(dtype=torch.bfloat16, seed: int = 0, std: float = 0.02
     model = model.to_empty(device="cpu").eval()
     generator = torch.Generator().manual_seed(seed)
     pool = (torch.randn(1 << 24, generator=generator) * std).to(dtype)  # tiled into every tensor: fast, not zero
-    for shift, tensor in enumerate(list(model.parameters()) + list(model.buffers())):
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    for shift, (name, tensor) in enumerate(named):
         flat = tensor.data.view(-1)
         for start in range(0, flat.numel(), pool.numel()):
             part = flat[start:start + pool.numel()]
             offset = (shift * 7919) % (pool.numel() - part.numel() + 1)
             part.copy_(pool[offset:offset + part.numel()])
+        if is_norm_scale(name, tensor):
+            flat.add_(1.0)  # real norm scales are near 1: q/k RMSNorm at 0.02 would make attention uniform
     return model
+
+
+def is_norm_scale(name: str, tensor: torch.Tensor) -> bool:
+    """A normalisation's scale (a 1-D weight; biases and matrices are not): near 1 in trained models,
+    which keeps attention logits at their real size (kernels' quantisation error shows)."""
+    return tensor.dim() == 1 and name.endswith("weight")
 
 
 def section_inputs(config: dict, latent_height: int, latent_width: int, window: int = 9, dtype=torch.float32,
