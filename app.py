@@ -66,6 +66,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
     add_setting_flags(parser, ("folder",))
     parser.add_argument("--lora-dir", default="loras", help="folder of LoRA files the page offers (default loras)")
+    parser.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                        help="a folder whose pictures a queue file imported on the page may name (repeat for "
+                             "several); without it only pictures in the outputs folder")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ class ServerSettings:
     resolution: int = DEFAULTS["resolution"]
     outputs: Path = Path("outputs")
     lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
+    import_folders: tuple[Path, ...] = ()  # beside the outputs folder, where an imported file's pictures may be
 
 
 # The settings the page shows (the table's with a widget), and its form: those by name as

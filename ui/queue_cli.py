@@ -56,7 +56,8 @@ def _import(store, args) -> int:
     if not path.is_file():
         _say(f"error: no such file: {path}")
         return 2
-    added, errors = import_file(store, path)
+    # Its rows name files the user did not type: only from the folders the user named (and the file's own).
+    added, errors = import_file(store, path, [path.parent, *map(Path, args.allow_folder)])
     for line, message in errors:
         _say(f"{path.name}, line {line}: {message}")
     _say(f"queued {len(added)} job{'s' if len(added) != 1 else ''}" + (f"; {len(errors)} bad row"
@@ -186,6 +187,9 @@ def add_queue_parser(commands, generate) -> None:
     imp = sub.add_parser("import", allow_abbrev=False, help="queue the rows of a JSON Lines or CSV file "
                          "(image, prompt and any setting by name, one job a row)")
     imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                     help="a folder whose pictures the file's rows may name (repeat for several); without it only "
+                          "pictures in the file's own folder and below")
     listing = sub.add_parser("list", allow_abbrev=False, help="the jobs and their status")
     listing.add_argument("--json", action="store_true", help="as one JSON list")
     run = sub.add_parser("run", allow_abbrev=False, help="work through the queue until it is empty")

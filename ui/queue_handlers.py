@@ -88,7 +88,9 @@ class QueueHandlers:
     def import_(self, path) -> str:
         if not path:
             return "Choose a JSON, JSON Lines or CSV file first."
-        added, errors = import_file(self.store, Path(path))
+        # Its rows name pictures on this machine: only from the outputs folder and the folders named at start.
+        allowed = [self.handlers.settings.outputs, *self.handlers.settings.import_folders]
+        added, errors = import_file(self.store, Path(path), allowed)
         lines = [f"Queued {len(added)} job(s)."] + [f"line {line}: {message}" for line, message in errors]
         return "  \n".join(lines)
 
