@@ -169,7 +169,8 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     that time (the frames before it are encoded again). ValueError (one sentence) for a time outside it."""
     length = facts.frames / facts.fps
     if not 0 < seconds < length:
-        raise ValueError(f"A branch starts inside {source.name}: between 0 and {length:.2f} s, not {seconds:g}.")
+        raise ValueError(f"A branch starts inside {source.name}: after 0 s and before its end at {length:.2f} s, "
+                         f"not at {seconds:g} s.")
     wanted = seconds * facts.fps
     points = [point for point in cut_points(source)
               if 0 < point < facts.frames and abs(point - wanted) <= SNAP_SECONDS * facts.fps]

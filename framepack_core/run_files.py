@@ -162,6 +162,16 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
         n += 1
 
 
+def release_claim(files: RunFiles) -> None:
+    """The name of a run that never started (refused before its first record): its claim ("{}") removed, so
+    a refused queue job leaves no file; the queue keeps the name, and a retry claims it again."""
+    try:
+        if files.record.read_bytes().strip() == b"{}":
+            files.record.unlink()
+    except OSError:
+        pass  # gone already, or a record a run wrote: kept
+
+
 # Another host's process cannot be asked whether it lives: its run counts as going while any of its files
 # changed this recently. A section takes minutes at most on the smallest card; loading the models the first
 # time (before any file changes) can take long on a slow disk, hence the margin.

@@ -129,8 +129,10 @@ def test_a_branch_of_a_video_from_elsewhere_encodes_its_frames_before_the_cut(ti
     assert torch.equal(seen[0]["latents_clean"], expected)
 
 
-@pytest.mark.parametrize("seconds, words", [("0", "A branch starts inside forward.mp4: between 0 and 1.63 s, not 0."),
-                                            ("1.7", "between 0 and 1.63 s, not 1.7."),
+# 0 is outside the range the message gives (issue 27, 13: it once said "between 0 and 1.63 s, not 0").
+@pytest.mark.parametrize("seconds, words", [("0", "A branch starts inside forward.mp4: after 0 s and before its end at "
+                                                  "1.63 s, not at 0 s."),
+                                            ("1.7", "after 0 s and before its end at 1.63 s, not at 1.7 s."),
                                             (None, "--from says where to branch a video given with --extend.")])
 def test_a_bad_branch_is_one_line_and_writes_nothing(sources, tmp_path, capsys, seconds, words):
     args = ["generate", "--model", "tiny", "--outputs", str(tmp_path), "--seconds", "1"]
