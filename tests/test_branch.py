@@ -2,6 +2,7 @@
 the source's, bit for bit; the first new section continues from the source's latents at the cut (its
 saved ones, else its frames before the cut encoded); the source is never changed; a stopped branch
 resumes to the same bytes; bad times are one sentence and write nothing."""
+import hashlib
 import json
 
 import imageio_ffmpeg
@@ -86,8 +87,9 @@ def test_a_branch_keeps_the_source_to_the_cut_and_continues_from_its_latents(tin
     assert (record["frames"], record["status"]) == (cut + 2 * 4 * K - skip, "finished")
     assert (record["branches"], record["from_seconds"]) == (source.name, round(cut / 30, 3))
     branch_latents = load_latents(run.files.latents)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()  # a resume reads only this very file (source_check)
     assert branch_latents.extends | {"video": ""} == {"video": "", "frames": cut, "latents": history.shape[2],
-                                                       "cut": True}
+                                                       "cut": True, "sha256": digest}
     assert torch.equal(branch_latents.video[:, :, :history.shape[2]], history)
 
 

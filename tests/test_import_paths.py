@@ -99,3 +99,34 @@ def test_queue_import_on_the_command_line_reads_the_files_folder_and_named_ones(
     named = subprocess.run(command + ["--allow-folder", str(secret)], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
     assert named.returncode == 0 and "queued 2 jobs" in named.stderr
+
+
+def _clip(path: Path, shade: int) -> Path:
+    import imageio_ffmpeg
+    import numpy as np
+
+    writer = imageio_ffmpeg.write_frames(str(path), (64, 48), fps=30, macro_block_size=2)
+    writer.send(None)
+    for t in range(9):
+        writer.send(np.full((48, 64, 3), shade + t, np.uint8))
+    writer.close()
+    return path
+
+
+def test_a_path_edited_in_a_latents_file_is_not_read_on_resume(tmp_path):
+    """7: the videos a saved run continues are named in its latents file; a resume reads a source only when its
+    bytes are those the run started from, so an edited path cannot splice another file's frames in."""
+    import hashlib
+
+    from framepack_core.continuation import first_origin
+
+    source, other = _clip(tmp_path / "source.mp4", 10), _clip(tmp_path / "private.mp4", 200)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    kept = {"video": str(source), "frames": 9, "latents": 3, "sha256": digest}
+    assert first_origin(kept).source == source  # the very file: read
+    with pytest.raises(ValueError, match="is not the file this run started from"):
+        first_origin(kept | {"video": str(other)})
+    with pytest.raises(ValueError, match="is not the file this run started from"):
+        first_origin({"bridge": [str(source), str(other)], "bridge_sha256": [digest, digest]})
+    with pytest.raises(ValueError, match="is missing"):
+        first_origin(kept | {"video": str(tmp_path / "nothing.mp4")})
