@@ -22,7 +22,8 @@ _FIELDS = {
     "frames": _NUMBER, "fps": _NUMBER, "sections": _NUMBER, "width": _NUMBER, "height": _NUMBER,
     "seed": _NUMBER, "seconds_elapsed": _NUMBER,
     "owner": (dict, type(None)), "step_cache": (dict, bool, type(None)), "stages": (list, type(None)),
-    "keyframe_pictures": (list, type(None)),
+    "keyframe_pictures": (list, type(None)), "extends": _TEXT, "branches": _TEXT, "from_seconds": _NUMBER,
+    "bridges": (list, type(None)),
 }
 # The settings' kinds (settings.py) and what a record may hold for each (None: left to the model or memory;
 # a choice may be an older record's true/false, which validation reads as today's words; a record says of its
@@ -45,8 +46,9 @@ def record_problem(record) -> str | None:
     problem = settings_problem(record["settings"])
     if problem is not None:
         return problem
-    if not all(isinstance(name, str) for name in record.get("keyframe_pictures") or ()):
-        return "its 'keyframe_pictures' are not file names"
+    for name in ("keyframe_pictures", "bridges"):
+        if not all(isinstance(item, str) for item in record.get(name) or ()):
+            return f"its {name!r} are not file names"
     if not all(isinstance(stage, dict) for stage in record.get("stages") or ()):
         return "its 'stages' are not stage records"
     return None

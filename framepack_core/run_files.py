@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .events import ENDED, Status
+from .record_shape import record_problem
 from .run_owner import owner_alive, owner_words
 
 
@@ -211,7 +212,11 @@ def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
         return None
     for path in records[:look_at]:
         files = files_of(path)
-        if record_status(files) in (Status.STOPPED, Status.FAILED):
+        try:
+            record = files.read_record()
+        except (OSError, ValueError):
+            continue
+        if record.get("status") in (Status.STOPPED, Status.FAILED) and record_problem(record) is None:
             return files
     return None
 
