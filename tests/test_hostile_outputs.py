@@ -166,6 +166,8 @@ def _store_with_rows(folder: Path, rng: random.Random, count: int) -> tuple[JobS
                    (n + 2, text, time.time(), time.time()))
         if column is not None and rng.random() < 0.3:
             db.execute(f"UPDATE jobs SET {column} = ? WHERE id = last_insert_rowid()", (junk,))
+    db.execute("INSERT INTO jobs (position, settings, created, updated) VALUES (?, ?, ?, ?)",  # deeply nested
+               (count + 2, "[" * 100_000 + "]" * 100_000, time.time(), time.time()))
     good += [r[0] for r in db.execute("SELECT id, settings FROM jobs WHERE id > ?", (good[0],))
              if _usable(store, r[0])]
     db.close()
@@ -176,13 +178,16 @@ def _usable(store, job_id) -> bool:
     return store.get(job_id) is not None
 
 
-def test_fuzz_store_rows_queue_list_and_the_page_list_the_good_jobs(tmp_path, capsys):
+def test_fuzz_store_rows_queue_list_and_the_page_list_the_good_jobs(tmp_path, capsys, caplog):
     import app
 
-    store, good, _ = _store_with_rows(tmp_path, random.Random(13), 300)
-    assert [job.id for job in store.jobs()] == good and len(good) > 10
-    assert app.main(["queue", "list", "--json", "--outputs", str(tmp_path)]) == 0
-    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == good
+    with caplog.at_level(logging.WARNING, logger="jobs.store"):
+        store, good, _ = _store_with_rows(tmp_path, random.Random(13), 300)
+        assert [job.id for job in store.jobs()] == good and len(good) > 10
+        assert app.main(["queue", "list", "--json", "--outputs", str(tmp_path)]) == 0
+        assert [job["id"] for job in json.loads(capsys.readouterr().out)] == good
+    told = [int(r.getMessage().split()[2]) for r in caplog.records]
+    assert sorted(told) == sorted(set(range(1, 303)) - set(good))  # each row passed over, told once
     worker = Worker(session=cpu_session(engine=ScriptedEngine()))
     try:
         queue = QueueHandlers(Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=tmp_path)), store)
