@@ -33,8 +33,8 @@ def page(tmp_path):
     def make(import_folders=()):
         worker = Worker(session=cpu_session(engine=ScriptedEngine()))
         made.append(worker)
-        settings = ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out",
-                                  import_folders=tuple(import_folders))
+        named = {"import_folders": tuple(import_folders)} if import_folders else {}
+        settings = ServerSettings(model="tiny", resolution=128, outputs=tmp_path / "out", **named)
         return QueueHandlers(Handlers(worker, settings))
     yield make
     for worker in made:
