@@ -22,8 +22,8 @@ import json
 import os
 import shutil
 import time
-from glob import escape as glob_escape
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 from .events import ENDED, Status
