@@ -67,6 +67,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inbrowser", action="store_true", help="open the page in the default browser")
     add_setting_flags(parser, ("folder",))
     parser.add_argument("--lora-dir", default="loras", help="folder of LoRA files the page offers (default loras)")
+    parser.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                        help="a folder whose pictures a queue file imported on the page may name (repeat for "
+                             "several); without it only pictures in the outputs folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,11 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     # --fp8 as generate takes it (alone: storage); not given, the table's default (a plan needs a mode).
     add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb", "fp8", "vae_tiling"),
-                      model=dict(choices=PUBLISHED_MODEL_SETS), fp8=dict(default=SETTINGS["fp8"].default),
-                      vram_budget_gb=dict(help="GPU memory in GiB (default: what is free, or 6 without a GPU)"),
+                      model=dict(choices=PUBLISHED_MODEL_SETS, help=f"the published model set to plan: "
+                                 f"{', '.join(PUBLISHED_MODEL_SETS)} (default {SETTINGS['model'].default})"),
+                      fp8=dict(default=SETTINGS["fp8"].default),
+                      vram_budget_gb=dict(metavar="GiB", help="GPU memory in GiB (default: what is free, or 6 without "
+                                                              "a GPU)"),
                       vae_tiling=dict(help="with --rehearse: decode in tiles: auto (as a run decides), on, off"))
     check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
-    check.add_argument("--ram-budget", type=float, default=None, metavar="GB",
+    check.add_argument("--ram-budget", type=float, default=None, metavar="GiB",
                        help="system memory in GiB (default: what is available less 2 GiB)")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     check.add_argument("--rehearse", action="store_true",

@@ -29,6 +29,7 @@ from .extension import frames_of_latents
 from .media.video_files import cut_points, first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
+from .source_check import trusted_source
 from .run_restart import check_resumable, start_over
 from .settings import DEFAULTS, canonical_name
 
@@ -65,22 +66,18 @@ def first_origin(extends: dict):
     from .origins import BridgedClips, Clip, ExtendedVideo, NewPicture
 
     if "bridge" in extends:
-        first, second = (_existing(path, "a clip this bridge joins") for path in extends["bridge"])
+        digests = extends.get("bridge_sha256") or (None, None)
+        first, second = (trusted_source(path, digest, "a clip this bridge joins")
+                         for path, digest in zip(extends["bridge"], digests))
         return BridgedClips(Clip(first, probe_video(first), own_latents(first)),
                             Clip(second, probe_video(second), own_latents(second, from_start=True)))
     if extends:
-        source = _existing(extends["video"], "the video this run extends")
+        source = trusted_source(extends["video"], extends.get("sha256"), "the video this run extends")
         facts = probe_video(source)
         cut = extends["frames"] if extends.get("cut") else None
         return ExtendedVideo(source, facts, own_latents(source, facts, from_start=cut is not None),
                              extends.get("new_frames"), cut)
     return NewPicture()
-
-
-def _existing(path: str, what: str) -> Path:
-    if not Path(path).exists():
-        raise ValueError(f"{what[0].upper()}{what[1:]}, {path!r}, is missing.")
-    return Path(path)
 
 
 def own_latents(video: Path, facts=None, from_start: bool = False):
@@ -169,7 +166,8 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     that time (the frames before it are encoded again). ValueError (one sentence) for a time outside it."""
     length = facts.frames / facts.fps
     if not 0 < seconds < length:
-        raise ValueError(f"A branch starts inside {source.name}: between 0 and {length:.2f} s, not {seconds:g}.")
+        raise ValueError(f"A branch starts inside {source.name}: after 0 s and before its end at {length:.2f} s, "
+                         f"not at {seconds:g} s.")
     wanted = seconds * facts.fps
     points = [point for point in cut_points(source)
               if 0 < point < facts.frames and abs(point - wanted) <= SNAP_SECONDS * facts.fps]

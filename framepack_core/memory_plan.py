@@ -158,6 +158,7 @@ class ModelPlan:
     device_bytes: int
     streamed_from_pinned: int  # per forward pass
     streamed_from_disk: int
+    placed: bool = True  # False: no placement within the budget (the plan's problems say what it needs)
 
 
 @dataclass
@@ -210,15 +211,20 @@ class RunPlan:
         for m in self.models:
             where = (f"{m.resident_blocks} on the GPU, {m.pinned_blocks} streamed from pinned RAM, "
                      f"{m.mapped_blocks} streamed from the mapped file" if m.blocks else "whole on the GPU")
+            where = where if m.placed else "cannot be placed within this VRAM budget (see below)"
             out.append(f"  {m.label:24s} {size_text(m.total_bytes):>10s}  {m.blocks} blocks: {where}")
         t = self.model("transformer")
-        if t is not None:
+        if t is not None and t.placed:
             out.append(f"Per transformer step: {size_text(t.streamed_from_pinned)} streamed from pinned RAM, "
                        f"{size_text(t.streamed_from_disk)} from disk (the page cache holds what fits); skipped "
                        "steps of the step cache stream nothing.")
-        out.append(f"Predicted peak: {size_text(self.peak_vram_bytes)} VRAM (activations "
-                   f"{size_text(self.activation_reserve_bytes)} included), {size_text(self.peak_ram_bytes)} RAM "
-                   "in the process's own memory.")
+        if all(m.placed for m in self.models):
+            out.append(f"Predicted peak: {size_text(self.peak_vram_bytes)} VRAM (activations "
+                       f"{size_text(self.activation_reserve_bytes)} included), {size_text(self.peak_ram_bytes)} RAM "
+                       "in the process's own memory.")
+        else:  # the stages that could be planned say nothing of the one that cannot
+            out.append(f"Predicted peak: none, some stage does not fit the VRAM budget; {size_text(self.peak_ram_bytes)}"
+                       " RAM in the process's own memory.")
         present = "present locally" if self.weights_present else "not found locally"
         disk = f"; {size_text(self.disk_needed_bytes)} of disk needed" if self.disk_needed_bytes else ""
         free = f" ({size_text(self.disk_free_bytes)} free)" if self.disk_free_bytes is not None else ""
@@ -232,7 +238,7 @@ class RunPlan:
 
 
 def _gb(nbytes: float) -> str:
-    """A budget a person can type, rounded up to half a GB."""
+    """A budget a person can type, in GiB (as the flags take it and the plan prints it), rounded up to a half."""
     return f"{-(-nbytes * 2 // GiB) / 2:g}"
 
 
@@ -276,7 +282,7 @@ def refusal(terms: MemoryTerms, short: list[tuple[int, str, int, int]], resoluti
             f"{LABELS.get(key, key)}: it needs "
             f"{size_text(rest)} on the GPU, slots to stream its blocks ({size_text(block)} each) and "
             f"{size_text(terms.reserve_bytes)} kept for activations at {resolution}; raise the VRAM budget to at "
-            f"least {_gb(need)} GB, or lower the resolution.")
+            f"least {_gb(need)} GiB, or lower the resolution.")
 
 
 def model_plan(key: str, sizes: ModelBytes, tiers: TierPlan) -> ModelPlan:
@@ -284,6 +290,12 @@ def model_plan(key: str, sizes: ModelBytes, tiers: TierPlan) -> ModelPlan:
     n_res, n_pin, blocks = device.resident.count(True), sum(tiers.pinned), len(sizes.block_bytes)
     return ModelPlan(key, LABELS.get(key, key), sizes.total_bytes, blocks if device.streams else 0, n_res, n_pin,
                      blocks - n_res - n_pin, device.device_bytes, tiers.streamed_from_pinned, tiers.streamed_from_disk)
+
+
+def unplaced(key: str, sizes: ModelBytes) -> ModelPlan:
+    """A model no placement within the budget can run: listed all the same, with its size."""
+    blocks = len(sizes.block_bytes)
+    return ModelPlan(key, LABELS.get(key, key), sizes.total_bytes, blocks, 0, 0, 0, 0, 0, 0, placed=False)
 
 
 def plan_run(model_set: str = DEFAULTS["model"], vram_budget_gb: float | None = None, ram_budget_gb: float | None = None,
@@ -305,9 +317,10 @@ def plan_run(model_set: str = DEFAULTS["model"], vram_budget_gb: float | None = 
     if terms.ram_bytes < 2 * STAGING_BYTES:
         plan.problems.append(
             f"A RAM budget of {size_text(ram)} leaves nothing for the app once about {size_text(PROCESS_BYTES)} go to "
-            f"the process itself; raise --ram-budget to at least {_gb(PROCESS_BYTES + 2 * STAGING_BYTES)} GB.")
+            f"the process itself; raise --ram-budget to at least {_gb(PROCESS_BYTES + 2 * STAGING_BYTES)} GiB.")
     stages = plan_stages(sizes, terms)
-    plan.models = [model_plan(key, sizes[key], stages.models[key]) for key in LABELS if key in stages.models]
+    plan.models = [model_plan(key, sizes[key], stages.models[key]) if key in stages.models else unplaced(key, sizes[key])
+                   for key in LABELS]
     if stages.short:
         plan.problems.insert(0, refusal(terms, stages.short, resolution, vram - placing))
     # The whole process: the largest stage, and outside the allocator the CUDA context.
@@ -317,7 +330,7 @@ def plan_run(model_set: str = DEFAULTS["model"], vram_budget_gb: float | None = 
     pinned = t.streamed_from_pinned if t else 0
     plan.peak_ram_bytes = PROCESS_BYTES + 2 * STAGING_BYTES + pinned
     if plan.peak_ram_bytes > ram and not plan.problems:
-        plan.problems.append(f"Raise --ram-budget to at least {_gb(plan.peak_ram_bytes)} GB.")
+        plan.problems.append(f"Raise --ram-budget to at least {_gb(plan.peak_ram_bytes)} GiB.")
     _plan_notes(plan, ram, t)
     _weights_on_disk(plan, models_dir)
     return plan

@@ -28,6 +28,7 @@ from .media.video_files import VideoFacts, cut_points, first_frame, last_frames
 from .method.schedule import decode_span
 from .method.sections import SavedSections, SectionSettings
 from .models.encoders import encode_latent, set_vae_tiling
+from .source_check import source_digest
 
 
 @dataclass
@@ -75,7 +76,8 @@ class Beginning:
         prefix = self.prefix
         if prefix is None:
             return {}
-        record = {"video": str(prefix.source), "frames": prefix.frames, "latents": prefix.latent_frames}
+        record = {"video": str(prefix.source), "frames": prefix.frames, "latents": prefix.latent_frames,
+                  "sha256": source_digest(prefix.source)}  # a resume reads only this very file (source_check.py)
         if prefix.new_frames is not None:
             record["new_frames"] = prefix.new_frames
         if prefix.cut:
@@ -116,7 +118,8 @@ class Bridging(Beginning):
                 "fps": first.facts.fps}
 
     def joins(self) -> dict:
-        return {"bridge": [str(self.clips.first.path), str(self.clips.second.path)]}
+        clips = (self.clips.first.path, self.clips.second.path)
+        return {"bridge": [str(path) for path in clips], "bridge_sha256": [source_digest(path) for path in clips]}
 
 
 class Origin:

@@ -23,9 +23,11 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 from .events import ENDED, Status
+from .record_shape import record_problem
 from .run_owner import owner_alive, owner_words
 
 
@@ -68,8 +70,9 @@ class RunFiles:
         return self.record
 
     def read_record(self) -> dict:
-        """The record; one whose owner is gone is marked failed (and written back) first."""
-        record = json.loads(self.record.read_text(encoding="utf-8"))
+        """The record; one whose owner is gone is marked failed (and written back) first. NotARecord (a
+        ValueError) when the file is not a JSON object of a sane size."""
+        record = load_record(self.record)
         if record.get("status") == Status.RUNNING and owner_alive(record.get("owner")) is False:
             record = interrupted(record)
             try:
@@ -85,6 +88,33 @@ class RunFiles:
             return True
         except OSError:
             return False
+
+
+# A run's record is a few kB (a long timed prompt: some tens); anything near this is not one of ours, and
+# reading it whole on every listing would stall the page.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+class NotARecord(ValueError):
+    """A file named like a record that is not one: its sentence says why (for the one notice a reader gives)."""
+
+
+def load_record(path: Path) -> dict:
+    """The JSON object in `path`: OSError when it cannot be read, NotARecord when it is not a JSON object
+    (a list, a number, broken or deeply nested JSON, a huge file, bytes that are not UTF-8)."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise NotARecord(f"it is larger than a run's record ({MAX_RECORD_BYTES // 1024 // 1024} MiB or more)")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NotARecord(f"it is not JSON ({error.__class__.__name__})") from None
+    except RecursionError:
+        raise NotARecord("its JSON is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise NotARecord(f"it holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def interrupted(record: dict) -> dict:
@@ -133,6 +163,46 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
         n += 1
 
 
+def release_claim(files: RunFiles) -> None:
+    """The name of a run that never started (refused before its first record): its claim ("{}") removed, so
+    a refused queue job leaves no file; the queue keeps the name, and a retry claims it again."""
+    try:
+        if files.record.read_bytes().strip() == b"{}":
+            files.record.unlink()
+    except OSError:
+        pass  # gone already, or a record a run wrote: kept
+
+
+# Another host's process cannot be asked whether it lives: its run counts as going while any of its files
+# changed this recently. A section takes minutes at most on the smallest card; loading the models the first
+# time (before any file changes) can take long on a slow disk, hence the margin.
+STALE_SECONDS = 30 * 60
+
+
+def live_owner(files: RunFiles, record: dict) -> dict | None:
+    """The owner of a run that some process may still be making (its record says running and that process
+    lives, or, on another host, its files changed in the last STALE_SECONDS); None when nobody makes it."""
+    owner = record.get("owner")
+    if record.get("status") != Status.RUNNING or not isinstance(owner, dict):
+        return None
+    alive = owner_alive(owner)
+    if alive is None:
+        alive = time.time() - last_change(files) < STALE_SECONDS
+    return owner if alive else None
+
+
+def last_change(files: RunFiles) -> float:
+    """When any of the run's files (record, latents, videos, scratch) last changed; 0 when none is there."""
+    times = [0.0]
+    for path in (files.record, files.latents, files.in_progress, files.video,
+                 *files.folder.glob(f".{glob_escape(files.name)}.*")):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
 def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
     """The newest run in `folder` that was stopped, failed or killed (a killed one's record is marked so when
     read here): what the page resumes after it was restarted. Only the newest `look_at` records are read."""
@@ -142,7 +212,11 @@ def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
         return None
     for path in records[:look_at]:
         files = files_of(path)
-        if record_status(files) in (Status.STOPPED, Status.FAILED):
+        try:
+            record = files.read_record()
+        except (OSError, ValueError):
+            continue
+        if record.get("status") in (Status.STOPPED, Status.FAILED) and record_problem(record) is None:
             return files
     return None
 
@@ -175,9 +249,10 @@ def remove_dead_scratch(folder: Path) -> list[Path]:
 def record_status(files: RunFiles) -> str:
     """The status its record gives ("" when there is none or it cannot be read)."""
     try:
-        return files.read_record().get("status", "")
+        status = files.read_record().get("status", "")
     except (OSError, ValueError):
         return ""
+    return status if isinstance(status, str) else ""
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -12,7 +12,13 @@ import socket
 
 import psutil
 
-_SAME_START = 0.5  # seconds: psutil's start times of one process agree far closer than this
+# How far a live process's start time may seem to move: one rule for a run's owner and a queue job's lease
+# (jobs/leases.py). On Linux psutil's create_time is /proc/stat's btime (whole seconds, derived from the wall
+# clock) plus the start since boot, so a clock step of a few ms across a second's edge moves every process's
+# start by 1 s; with a tight comparison a live owner would look gone, its run be marked failed and its scratch
+# files removed under it. A reused pid starts far later than its first owner did (that owner's whole life,
+# then the pid space's wrap), so this slack confuses no two processes.
+START_SLACK = 5.0
 
 
 def this_process() -> dict:
@@ -29,7 +35,7 @@ def owner_alive(owner: dict | None) -> bool | None:
         return None
     try:
         process = psutil.Process(int(owner["pid"]))
-        if abs(process.create_time() - float(owner.get("started", 0))) > _SAME_START:
+        if abs(process.create_time() - float(owner.get("started", 0))) > START_SLACK:
             return False  # the pid was reused by a later process
         return process.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped: gone all the same
     except psutil.NoSuchProcess:
@@ -38,5 +44,6 @@ def owner_alive(owner: dict | None) -> bool | None:
         return None
 
 
-def owner_words(owner: dict) -> str:
+def owner_words(owner) -> str:
+    owner = owner if isinstance(owner, dict) else {}
     return f"process {owner.get('pid')} on {owner.get('host')}"

@@ -11,6 +11,7 @@ import os
 from typing import Callable
 
 from .events import Status
+from .record_shape import record_problem
 from .run_files import RunFiles, remove_dead_scratch
 from .run_owner import owner_alive, owner_words
 
@@ -32,6 +33,7 @@ def start_over(files: RunFiles, fields: Callable[[dict], dict]):
     from .request import Request
 
     record = _record(files)
+    record = record if record_problem(record) is None else {}  # a record this version cannot read: none
     settings = record.get("settings")
     if not isinstance(settings, dict):
         raise ValueError(f"Nothing to resume for {files.name!r} in {str(files.folder)!r}: there is no record of "
@@ -50,7 +52,6 @@ def start_over(files: RunFiles, fields: Callable[[dict], dict]):
 
 def _record(files: RunFiles) -> dict:
     try:
-        record = files.read_record()
+        return files.read_record()
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}

@@ -28,16 +28,18 @@ _NOT_PER_JOB = {name for s in SETTINGS_LIST if s.part is Part.OUTPUT and s.scope
 _TEXT = {name for s in SETTINGS_LIST if s.kind in ("text", "choice", "picture") for name in (s.name, *s.aliases)}
 
 
-def add_job(store: JobStore, values: dict, base: Path | None = None) -> int:
+def add_job(store: JobStore, values: dict, base: Path | None = None, allowed: list[Path] | None = None) -> int:
     """Validate one job's settings (flat names, as `generate` or the page speak) and queue it.
 
-    Raises ValueError with one sentence. Relative picture paths are taken from `base`.
+    Raises ValueError with one sentence. Relative picture paths are taken from `base`. `allowed`: the only
+    folders its pictures may come from (a file's rows name paths the user did not type; None: any).
     """
-    settings, label = job_settings(store.outputs, values, base)
+    settings, label = job_settings(store.outputs, values, base, allowed)
     return store.add(settings, label)
 
 
-def job_settings(outputs: Path, values: dict, base: Path | None = None) -> tuple[dict, str]:
+def job_settings(outputs: Path, values: dict, base: Path | None = None,
+                 allowed: list[Path] | None = None) -> tuple[dict, str]:
     values = {k: v for k, v in values.items() if k not in _NOT_PER_JOB}
     for name in ("image", "end_image"):
         if isinstance(values.get(name), str) and values[name].strip() and base is not None:
@@ -48,6 +50,9 @@ def job_settings(outputs: Path, values: dict, base: Path | None = None) -> tuple
         raise ValueError("Please give a picture (image).")
     if base is not None and values.get("keyframes"):
         values["keyframes"] = [_keyframe_under(base, key) for key in values["keyframes"]]
+    if allowed is not None:
+        for what, picture in _pictures_named(values):
+            _check_inside(what, picture, allowed, base)
     request = Request.from_fields(**values).validated()
     settings = request.settings()
     settings["image"] = _keep_picture(outputs, request.image)
@@ -109,8 +114,10 @@ def read_rows(text: str, name: str = "") -> list[tuple[int, dict | str]]:
     return rows
 
 
-def import_file(store: JobStore, path: str | Path) -> tuple[list[int], list[tuple[int, str]]]:
-    """Queue every good row of a file; the bad ones come back as (line, message), the good ones stay queued."""
+def import_file(store: JobStore, path: str | Path,
+                allowed: list[Path] | None = None) -> tuple[list[int], list[tuple[int, str]]]:
+    """Queue every good row of a file; the bad ones come back as (line, message), the good ones stay queued.
+    `allowed`: the folders its rows' pictures may come from (the front end's: the user named them)."""
     path = Path(path)
     added, errors = [], []
     for number, row in read_rows(path.read_text(encoding="utf-8-sig"), path.name):
@@ -118,7 +125,7 @@ def import_file(store: JobStore, path: str | Path) -> tuple[list[int], list[tupl
             errors.append((number, row))
             continue
         try:
-            added.append(add_job(store, row, base=path.parent))
+            added.append(add_job(store, row, base=path.parent, allowed=allowed))
         except (ValueError, TypeError) as error:
             errors.append((number, str(error)))
     return added, errors
@@ -157,6 +164,38 @@ def _keep_picture(outputs: Path, picture) -> str:
     name = f"{uuid.uuid4().hex[:12]}.png"
     picture.save(folder / name)
     return f"{INPUTS}/{name}"
+
+
+def _pictures_named(values: dict):
+    """(what, path) of every picture a job's values name: its start and end pictures and its keyframes', in
+    each form a row may give a keyframe (PATH@SECONDS text, a [path, seconds] list, a {"picture": ...} object)."""
+    for name, what in (("image", "image"), ("end_image", "end_image")):
+        if values.get(name) is not None:
+            yield what, values[name]
+    for key in values.get("keyframes") or ():
+        if isinstance(key, str):
+            yield "keyframe", key.rpartition("@")[0] or key
+        elif isinstance(key, dict):
+            yield "keyframe", key.get("picture")
+        elif isinstance(key, (list, tuple)) and key:
+            yield "keyframe", key[0]
+
+
+def _check_inside(what: str, picture, allowed: list[Path], base: Path | None) -> None:
+    """A picture file inside one of the `allowed` folders (links followed), else ValueError. Missing and not
+    allowed get the same sentence: an import tells nothing of files outside those folders."""
+    inside = False
+    try:
+        path = Path(picture) if isinstance(picture, (str, Path)) else None
+        if path is not None:
+            path = ((base / path) if base is not None and not path.is_absolute() else path).resolve()
+            inside = any(path.is_relative_to(Path(folder).resolve()) for folder in allowed) and path.is_file()
+    except (OSError, ValueError, RuntimeError):  # a NUL in the name, a link loop
+        inside = False
+    if not inside:
+        folders = ", ".join(str(Path(folder)) for folder in allowed)
+        raise ValueError(f"{what} {str(picture)[:200]!r} is not a picture file in the folders an import may read "
+                         f"({folders}); name its folder with --allow-folder.")
 
 
 def _keyframe_under(base: Path, key):

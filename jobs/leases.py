@@ -18,14 +18,10 @@ from collections.abc import Callable
 
 import psutil
 
+from framepack_core.run_owner import START_SLACK  # one slack for runs and leases: see there
+
 LEASE_SECONDS = 60.0  # how long a lease lasts unrenewed: several missed renewals before a job is given away
 RENEW_EVERY = 10.0
-# How far a live process's start time may seem to move. On Linux psutil's create_time is /proc/stat's btime
-# (whole seconds, derived from the wall clock) plus the start since boot, so a clock correction of a few ms
-# across a second's edge moves every process's start by 1 s; with an exact comparison a live owner would look
-# gone and its running jobs be taken back and run twice. A reused pid starts far later than its first
-# owner did (that owner's whole life, then the pid space's wrap), so this slack confuses no two processes.
-START_SLACK = 5.0
 
 
 def owner_id(pid: int | None = None) -> str:

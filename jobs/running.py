@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from framepack_core.events import Failed, SectionDone, Status, Step
-from framepack_core.run_files import RunFiles, claim_files
+from framepack_core.run_files import RunFiles, claim_files, release_claim
 
 from .intake import job_request
 
@@ -62,6 +62,7 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
     try:
         run = start_run(job_request(settings, outputs, path=files.video), files, resuming)
     except (ValueError, TypeError) as error:
+        release_claim(files)  # refused before it started: no "{}" left in the outputs folder
         return JobResult(Status.FAILED, str(error))
     state = {"sections": 0, "cancelled": False}
 

@@ -14,6 +14,8 @@ Nothing is written to disk until the first job is added: a refused `queue add` l
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sqlite3
 import time
@@ -22,10 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framepack_core.events import ENDED, Status
+from framepack_core.record_shape import settings_problem
 
 from .leases import LEASE_SECONDS, gone_here, owner_id
 
+log = logging.getLogger(__name__)
 DB_NAME = "queue.sqlite3"
+
+
+class StoreError(ValueError):
+    """The queue's file cannot be used (not a database, damaged, read-only, locked too long): one sentence."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,8 +80,12 @@ class Job:
     created: float
     updated: float
 
+    @property
+    def prompt(self) -> str:
+        return str(self.settings.get("prompt") or "")
+
     def summary(self) -> dict:
-        return {"id": self.id, "status": self.status, "label": self.label, "prompt": self.settings.get("prompt", ""),
+        return {"id": self.id, "status": self.status, "label": self.label, "prompt": self.prompt,
                 "progress": round(self.progress, 4), "message": self.message, "video": self.video,
                 "run_name": self.run_name, "attempts": self.attempts, "finishes": self.finishes}
 
@@ -90,7 +102,17 @@ class JobStore:
 
     @contextmanager
     def _connect(self, create: bool = False):
-        # One short connection per operation: safe from any thread, and no lock held between calls.
+        """One short connection per operation: safe from any thread, and no lock held between calls. Any
+        SQLite error (the file damaged, truncated, read-only, not a database) is one StoreError sentence."""
+        try:
+            with self._open(create) as db:
+                yield db
+        except sqlite3.Error as error:
+            raise StoreError(f"The queue's file {str(self.path)!r} cannot be used ({error}); move it aside to start "
+                             "an empty queue, or give another --outputs folder.") from None
+
+    @contextmanager
+    def _open(self, create: bool):
         if not self._ready and not self.path.exists():
             if not create:  # nothing queued yet: read an empty queue, write nothing
                 db = sqlite3.connect(":memory:")
@@ -127,8 +149,11 @@ class JobStore:
 
     # --- reading ---------------------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
+        """The jobs in queue order; a row that is not a job this version can run (its settings not a JSON
+        object of the settings' types, a column of the wrong type) is passed over, with one notice."""
         with self._connect() as db:
-            return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY position, id")]
+            rows = db.execute("SELECT * FROM jobs ORDER BY position, id").fetchall()
+        return [job for job in map(_job, rows) if job is not None]
 
     def get(self, job_id: int) -> Job | None:
         with self._connect() as db:
@@ -194,9 +219,15 @@ class JobStore:
         with self._transaction() as db:
             now = time.time()
             _take_back_expired(db, now)
-            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1").fetchone()
-            if row is None:
-                return None
+            while True:
+                row = db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY position, id LIMIT 1").fetchone()
+                if row is None:
+                    return None
+                if _job(row) is not None:
+                    break
+                # A row no runner can read: failed, with its reason, instead of failing every runner that claims it.
+                db.execute("UPDATE jobs SET status = 'failed', message = ?, updated = ? WHERE id = ?",
+                           ("its settings in the queue cannot be read", now, row["id"]))
             db.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
                        "cancel = 0, message = '', updated = ? WHERE id = ?",
                        (owner or this_owner(), now + lease, now, row["id"]))
@@ -287,8 +318,46 @@ def _create_or_upgrade(db: sqlite3.Connection) -> None:
             pass  # another process added it just now
 
 
-def _job(row: sqlite3.Row) -> Job:
+_TYPES = {"id": int, "position": float, "status": str, "label": str, "run_name": (str, type(None)), "progress": float,
+          "sections_done": int, "message": str, "video": (str, type(None)), "owner": (str, type(None)),
+          "lease_until": (float, type(None)), "worker": str, "attempts": int, "finishes": int, "cancel": int,
+          "created": float, "updated": float}
+_noticed: set[tuple] = set()  # (id, updated) of rows passed over: each told once
+
+
+def _job(row: sqlite3.Row) -> Job | None:
+    """The row as a Job, or None (with one notice) when it is not one: another program wrote the file, or it
+    was edited by hand. SQLite keeps any value in any column, so each is checked."""
     values = dict(row)
-    values["settings"] = json.loads(values["settings"])
+    problem = _row_problem(values)
+    if problem is not None:
+        key = (values.get("id"), values.get("updated"))
+        if key not in _noticed:
+            _noticed.add(key)
+            log.warning("queue: job %s is passed over: %s.", values.get("id"), problem)
+        return None
     values["cancel"] = bool(values["cancel"])
     return Job(**values)
+
+
+def _row_problem(values: dict) -> str | None:
+    if set(values) != set(_TYPES) | {"settings"}:
+        return "its columns are not the queue's"
+    for name, types in _TYPES.items():
+        value = values[name]
+        if isinstance(value, int) and not isinstance(value, bool) and float in (types if isinstance(types, tuple)
+                                                                                 else (types,)):
+            value = values[name] = float(value)  # SQLite hands back 2.0 as 2
+        if not isinstance(value, types) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"its {name} is {value!r}"[:200]
+    try:
+        values["settings"] = json.loads(values["settings"]) if isinstance(values["settings"], str) else None
+    except (ValueError, RecursionError):
+        return "its settings are not JSON"
+    settings = values["settings"]
+    problem = settings_problem(settings)
+    if problem is None and not isinstance(settings.get("image"), str):
+        return "it names no picture"
+    if problem is None and not isinstance(settings.get("end_image"), (str, type(None))):
+        return "its end picture is not a file name"
+    return problem

@@ -2,6 +2,7 @@
 with A's and B's frames bit for bit; the transformer starts from A's last latent frame (saved, else
 encoded) and aims at B's first (saved, else encoded) with A's last frame as the picture; a stopped
 bridge resumes to the same bytes; bad input is one sentence and writes nothing."""
+import hashlib
 import json
 
 import numpy as np
@@ -65,7 +66,8 @@ def test_a_bridge_is_a_then_the_way_from_its_end_into_b_then_b(tiny_models, clip
     end = load_latents(b.with_name("forward.latents.safetensors")).video[:, :, :1]
     saved = load_latents(run.files.latents)
     assert torch.equal(saved.start, start) and torch.equal(saved.end, end)
-    assert saved.extends == {"bridge": [str(a.resolve()), str(b.resolve())]}
+    assert saved.extends == {"bridge": [str(a.resolve()), str(b.resolve())],
+                             "bridge_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]}
     dtype = tiny_models.transformer.dtype
     embeds = encode_siglip(tiny_models.feature_extractor, tiny_models.image_encoder, a_frames[-1])
     assert len(seen) == 2  # two sections of one step, one call a step (no CFG)

@@ -39,7 +39,7 @@ def test_six_gb_and_sixteen_gb_plan_a_640_run_inside_both_budgets(tmp_path):
 def test_a_one_gb_card_is_refused_with_what_to_change(tmp_path):
     done = check("--vram-budget", "1", "--ram-budget", "16", tmp_path=tmp_path)
     assert done.returncode == 2
-    assert "Does not fit" in done.stdout and "raise the VRAM budget to at least 5.5 GB, or lower the resolution." in done.stdout
+    assert "Does not fit" in done.stdout and "raise the VRAM budget to at least 5.5 GiB, or lower the resolution." in done.stdout
 
 
 def test_too_little_ram_is_refused(tmp_path):
@@ -130,3 +130,19 @@ def test_what_check_plans_is_what_the_manager_places(tiny_models, picture, tmp_p
         assert placed == planned.models[key], key
         assert model_plan(key, sizes[key], placed) == model_plan(key, sizes[key], planned.models[key])
     assert planned.models["transformer"].device.streams == streams and device.peak_bytes <= vram - reserve
+
+
+def test_check_at_four_gib_lists_every_model_in_gib_and_no_peak_that_fits(tmp_path):
+    """Issue 27, finding 12: the help offers only what check plans, a budget too small lists every model
+    (none hidden), gives no "Predicted peak" under the budget before "Does not fit", and speaks GiB only."""
+    helped = check("--help", tmp_path=tmp_path).stdout
+    assert "tiny" not in helped and "{framepack,framepack-f1}" in helped and " GB" not in helped
+    done = check("--vram-budget", "4", "--ram-budget", "16", tmp_path=tmp_path)
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    listed = [line.split("  ")[1].strip() for line in lines[1:6]]
+    assert listed == ["text encoder (Llama)", "text encoder (CLIP-L)", "image encoder (SigLIP)", "VAE", "transformer"]
+    assert "cannot be placed" in lines[1] and "cannot be placed" in lines[5]
+    peak = next(line for line in lines if line.startswith("Predicted peak"))
+    assert "VRAM" not in peak.split(";")[0].replace("VRAM budget", "") and "none" in peak
+    assert " GB" not in done.stdout and "at least 5.5 GiB" in done.stdout

@@ -224,7 +224,7 @@ def test_queue_cli_add_import_list(tmp_path, picture):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Steps must be")
     rows = tmp_path / "rows.csv"
     rows.write_text(f"image,prompt,model\n{picture},a,tiny\nnope.png,b,tiny\n")
-    imported = env_run("import", str(rows))
+    imported = env_run("import", str(rows), "--allow-folder", str(picture.parent))
     assert imported.returncode == 2 and "rows.csv, line 3:" in imported.stderr and "queued 1 job;" in imported.stderr
     listed = json.loads(env_run("list", "--json").stdout)
     assert [(j["id"], j["status"], j["prompt"]) for j in listed] == [(1, "queued", "hi"), (2, "queued", "a")]

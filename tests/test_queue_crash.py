@@ -45,7 +45,8 @@ def test_sigkill_mid_job_then_restart_finishes_every_job_once(tiny_models, pictu
     rows.insert(2, json.dumps({"image": str(picture), "prompt": "bad", "steps": "many"} | {"model": "tiny"}))
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text("\n".join(rows) + "\n")
-    imported = subprocess.run([sys.executable, "app.py", "queue", "import", str(jobs_file), "--outputs", str(outputs)],
+    imported = subprocess.run([sys.executable, "app.py", "queue", "import", str(jobs_file), "--outputs", str(outputs),
+                               "--allow-folder", str(picture.parent)],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert imported.returncode == 2 and "jobs.jsonl, line 3: Steps must be a whole number" in imported.stderr
     store = JobStore(outputs)

@@ -94,14 +94,14 @@ def test_four_gb_at_640_is_refused_up_front_in_one_sentence(card, picture, real_
     print(message)
     assert message == str(refused.value) and "\n" not in message and message.count(". ") == 0
     assert message.startswith("A VRAM budget of 4.00 GiB cannot run the text encoder (Llama)")
-    assert message.endswith("raise the VRAM budget to at least 5.5 GB, or lower the resolution.")
+    assert message.endswith("raise the VRAM budget to at least 5.5 GiB, or lower the resolution.")
     make_manager(torch.device("cuda"), 4.0, real_set, Request.from_fields(  # a smaller picture fits 4 GiB
         image=picture, model="framepack", prompt="a cap", resolution=384))
 
 
 def test_a_simulated_device_is_refused_the_same_way(tiny_models, picture):
     request = Request.from_fields(image=picture, model="tiny", prompt="a cap", resolution=128)
-    with pytest.raises(BudgetError, match=r"raise the VRAM budget to at least .* GB, or lower the resolution\.$"):
+    with pytest.raises(BudgetError, match=r"raise the VRAM budget to at least .* GiB, or lower the resolution\.$"):
         make_manager(SimulatedDevice(), 0.001, tiny_models, request)
 
 

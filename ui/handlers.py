@@ -43,6 +43,7 @@ class ServerSettings:
     resolution: int = DEFAULTS["resolution"]
     outputs: Path = Path("outputs")
     lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
+    import_folders: tuple[Path, ...] = ()  # beside the outputs folder, where an imported file's pictures may be
 
 
 # The settings the page shows (the table's with a widget), and its form: those by name as
@@ -199,7 +200,12 @@ class Handlers:
                 loop=DEFAULTS["loop"]) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.
 
-        `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
+        `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder.
+        While the worker makes another video (the page's, a queue job's) the call is refused at once, before
+        anything is written: waiting for it could take hours, and a refused call must leave no record."""
+        if self.worker.busy:
+            raise WorkerBusy("A video is being made (on the page or from the queue); call again when it is done, "
+                             "or queue this one (python app.py queue add).")
         run = Run.start(Request.from_fields(
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
@@ -207,8 +213,8 @@ class Handlers:
             prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
             loop=bool(loop)))
         try:
-            submission = self.worker.submit(run)
-        except WorkerBusy as error:
+            submission = self.worker.submit(run, wait=0)  # the API's own runs end before the next call is taken
+        except WorkerBusy as error:  # the queue took the worker just now
             run.refuse(str(error))
             raise
         try:

@@ -8,18 +8,24 @@ files only.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
+from glob import escape as _glob_escape
 from pathlib import Path
 
 from framepack_core.events import Status
+from framepack_core.record_shape import record_problem
 from framepack_core.request import remake_fields
 from framepack_core.run import Run
-from framepack_core.run_files import RunFiles
+from framepack_core.run_files import NotARecord, RunFiles, live_owner
+from framepack_core.run_owner import owner_words
 
 from .creative import lora_rows
 from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, summary_markdown
 from .progress import idle_html
 
+log = logging.getLogger(__name__)
 COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
 RESUMABLE = (Status.STOPPED, Status.FAILED, Status.RUNNING)  # running without a live owner: a killed run
 
@@ -40,7 +46,7 @@ class OutputRun:
 
     @property
     def prompt(self) -> str:
-        return self.record.get("settings", {}).get("prompt", "")
+        return self.record["settings"].get("prompt") or ""
 
     @property
     def seconds(self) -> float | None:
@@ -76,17 +82,36 @@ def list_runs(folder: Path) -> list[OutputRun]:
         run = read_run(RunFiles(path.parent, path.stem))
         if run is not None:
             runs.append(run)
-    return sorted(runs, key=lambda r: (r.record.get("created", ""), r.name), reverse=True)
+    return sorted(runs, key=lambda r: (r.record.get("created") or "", r.name), reverse=True)
 
 
 def read_run(files: RunFiles) -> OutputRun | None:
+    """The run, or None (with one notice per file and version) when its record is not one the tab can show."""
     try:
         record = files.read_record()
-    except (OSError, ValueError):  # gone meanwhile, or not JSON
+    except NotARecord as error:
+        return _passed_over(files, str(error))
+    except (OSError, ValueError):  # gone meanwhile
         return None
-    if not isinstance(record, dict) or "settings" not in record or "app" not in record:
-        return None  # a name being claimed ("{}"), or some other program's JSON
-    return OutputRun(files, record)
+    if not record:
+        return None  # a name being claimed ("{}")
+    problem = record_problem(record)
+    return OutputRun(files, record) if problem is None else _passed_over(files, problem)
+
+
+_noticed: set[tuple] = set()  # (file, its size and time): each file that is passed over is told once
+
+
+def _passed_over(files: RunFiles, why: str) -> None:
+    try:
+        stat = files.record.stat()
+    except OSError:
+        return None
+    key = (str(files.record), stat.st_size, stat.st_mtime_ns)
+    if key not in _noticed:
+        _noticed.add(key)
+        log.warning("Outputs: %s is passed over: %s.", files.record.name, why)
+    return None
 
 
 def folder_version(folder: Path) -> tuple:
@@ -136,8 +161,11 @@ class OutputsHandlers:
         except ValueError as error:
             return None, str(error)
         settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
-        return (str(run.video) if run.video else None,
-                f"{summary_markdown(run.record)}\n\n```json\n{settings}\n```")
+        try:
+            summary = summary_markdown(run.record)
+        except (KeyError, TypeError, ValueError, AttributeError):  # an older or hand-edited record lacks a field
+            summary = f"**{run.name}** · {run.status}"
+        return str(run.video) if run.video else None, f"{summary}\n\n```json\n{settings}\n```"
 
     def remake_form(self, name) -> dict:
         """The Generate form's values (by FORM_FIELDS name) that make the picked run again.
@@ -181,8 +209,6 @@ class OutputsHandlers:
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
-            if run.status == Status.RUNNING and run.record.get("owner"):  # read_record marks a dead owner's run failed
-                raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
             resumed = Run.resume(run.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
@@ -241,8 +267,10 @@ class OutputsHandlers:
         self._refuse_if_live(run)
         files = run.files
         removed = 0
-        # The record last: a run whose deletion is interrupted still shows, and can be deleted again.
-        keys = [files.keyframe(n) for n in range(1, len(run.record.get("keyframe_pictures") or ()) + 1)]
+        # The record last: a run whose deletion is interrupted still shows, and can be deleted again. Its keyframe
+        # pictures by their names' pattern, not by the record's word (which a hand-edited record could make huge).
+        keys = [path for path in files.folder.glob(f"{_glob_escape(files.name)}.key*.png")
+                if re.fullmatch(r"key[0-9]+\.png", path.name[len(files.name) + 1:])]
         for path in (files.video, files.in_progress, files.latents, files.picture, files.end_picture, *keys,
                      files.record):
             if path.is_file():
@@ -251,6 +279,12 @@ class OutputsHandlers:
         return f"Deleted {run.name} ({removed} file{'s' if removed != 1 else ''})."
 
     def _refuse_if_live(self, run: OutputRun) -> None:
+        """Refuse a run this page is making, or one whose record names a process that still makes it (another
+        page, `generate`, a queue runner; on another host: one whose files changed lately)."""
         live = self.handlers.last_run
         if live is not None and live.files == run.files and self.handlers.worker.busy:
             raise ValueError(f"{run.name} is being made right now; stop it first.")
+        owner = live_owner(run.files, run.record)
+        if owner is not None:
+            raise ValueError(f"{run.name} is being made right now by {owner_words(owner)}; wait for it or stop it "
+                             "there first.")

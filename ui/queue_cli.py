@@ -19,11 +19,15 @@ from .cli import settings_from_args, told_stage
 
 # Flags whose names differ from the request's; every other flag named like a request setting is one.
 def queue_command(args) -> int:
-    from jobs.store import JobStore
+    from jobs.store import JobStore, StoreError
 
     store = JobStore(args.outputs)  # writes nothing until a job is added: a refused one leaves no folder
-    return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
-        args.queue_command](store, args)
+    try:
+        return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
+            args.queue_command](store, args)
+    except StoreError as error:  # a damaged, read-only or foreign queue file: its one sentence
+        _say(f"error: {error}")
+        return 2
 
 
 def _add(store, args) -> int:
@@ -52,7 +56,8 @@ def _import(store, args) -> int:
     if not path.is_file():
         _say(f"error: no such file: {path}")
         return 2
-    added, errors = import_file(store, path)
+    # Its rows name files the user did not type: only from the folders the user named (and the file's own).
+    added, errors = import_file(store, path, [path.parent, *map(Path, args.allow_folder)])
     for line, message in errors:
         _say(f"{path.name}, line {line}: {message}")
     _say(f"queued {len(added)} job{'s' if len(added) != 1 else ''}" + (f"; {len(errors)} bad row"
@@ -75,6 +80,13 @@ def _add_folder(store, args) -> int:
 
 
 def _list(store, args) -> int:
+    from jobs.store import StoreError
+
+    if store.path.exists():  # a job whose runner was killed is queued again at once, not "running" for a minute
+        try:
+            store.recover()
+        except StoreError:
+            pass  # a read-only queue can still be listed
     jobs = store.jobs()
     if args.json:
         print(json.dumps([job.summary() for job in jobs]), flush=True)
@@ -82,14 +94,14 @@ def _list(store, args) -> int:
     for job in jobs:
         extra = job.video or job.message
         print(f"{job.id:>4}  {job.status:<8} {job.progress * 100:5.1f}%  {job.label[:24]:<24} "
-              f"{job.settings.get('prompt', '')[:40]:<40} {extra or ''}", flush=True)
+              f"{job.prompt[:40]:<40} {extra or ''}", flush=True)
     if not jobs:
         print("the queue is empty", flush=True)
     return 0
 
 
 def _announce(job) -> None:
-    _say(f"job {job.id}: {job.label} - {job.settings['prompt'][:60]}")
+    _say(f"job {job.id}: {job.label} - {job.prompt[:60]}")
 
 
 def _run(store, args) -> int:
@@ -175,6 +187,9 @@ def add_queue_parser(commands, generate) -> None:
     imp = sub.add_parser("import", allow_abbrev=False, help="queue the rows of a JSON Lines or CSV file "
                          "(image, prompt and any setting by name, one job a row)")
     imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                     help="a folder whose pictures the file's rows may name (repeat for several); without it only "
+                          "pictures in the file's own folder and below")
     listing = sub.add_parser("list", allow_abbrev=False, help="the jobs and their status")
     listing.add_argument("--json", action="store_true", help="as one JSON list")
     run = sub.add_parser("run", allow_abbrev=False, help="work through the queue until it is empty")

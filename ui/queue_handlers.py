@@ -17,7 +17,7 @@ from framepack_core.events import Preview, SectionDone, Status
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job, export_jobs, import_file
 from jobs.running import NotNow
-from jobs.store import JobStore
+from jobs.store import JobStore, StoreError
 
 from .handlers import Handlers, contact_sheet
 from .progress import RunProgress, idle_html
@@ -60,42 +60,74 @@ class QueueHandlers:
             job_id = int(job_id)
         except (TypeError, ValueError):
             return "Pick a job first (click its row)."
-        if self.store.get(job_id) is None:
-            return f"There is no job {job_id}."
-        if action in ("up", "down"):
-            self.store.move(job_id, -1 if action == "up" else 1)
-        else:
-            getattr(self.store, action)(job_id)
+        try:
+            if self.store.get(job_id) is None:
+                return f"There is no job {job_id}."
+            if action in ("up", "down"):
+                self.store.move(job_id, -1 if action == "up" else 1)
+            else:
+                getattr(self.store, action)(job_id)
+        except StoreError as error:
+            return str(error)
         return f"Job {job_id}: {action} done."
 
     def clear_finished(self) -> str:
-        return f"Removed {self.store.clear_finished()} finished job(s) from the list (their videos stay)."
+        try:
+            return f"Removed {self.store.clear_finished()} finished job(s) from the list (their videos stay)."
+        except StoreError as error:
+            return str(error)
 
     def export(self) -> str:
-        """The queue as a JSON file in the outputs folder; its path (for the download button)."""
-        path = self.store.outputs / f"queue-export-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        """The queue as a JSON file under the outputs folder; its path (for the download button). In a folder of
+        its own: the outputs folder's top level holds the runs' records, which a JSON list is not."""
+        path = self.store.outputs / "queue-exports" / f"queue-export-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(export_jobs(self.store), indent=2) + "\n", encoding="utf-8")
         return str(path)
 
     def import_(self, path) -> str:
         if not path:
             return "Choose a JSON, JSON Lines or CSV file first."
-        added, errors = import_file(self.store, Path(path))
+        # Its rows name pictures on this machine: only from the outputs folder and the folders named at start.
+        allowed = [self.handlers.settings.outputs, *self.handlers.settings.import_folders]
+        added, errors = import_file(self.store, Path(path), allowed)
         lines = [f"Queued {len(added)} job(s)."] + [f"line {line}: {message}" for line, message in errors]
         return "  \n".join(lines)
 
     # --- what the page shows ---------------------------------------------------------------------------------
+    def jobs(self) -> list:
+        """The store's jobs; none when its file cannot be used (the list's one row says why: `problem`)."""
+        try:
+            return self.store.jobs()
+        except StoreError:
+            return []
+
+    def problem(self) -> str | None:
+        try:
+            self.store.version()
+        except StoreError as error:
+            return str(error)
+        return None
+
+    def version(self) -> tuple:
+        """Changes whenever any job changes (the list redraws only then); a store that cannot be read is one."""
+        try:
+            return self.store.version()
+        except StoreError as error:
+            return (str(error),)
+
     def rows(self) -> list[list]:
         rows = []
-        for job in self.store.jobs():
-            rows.append([job.id, job.status, f"{job.progress * 100:.0f}%", job.label,
-                         job.settings.get("prompt", ""), job.video or job.message])
-        return rows
+        for job in self.jobs():
+            rows.append([job.id, job.status, f"{job.progress * 100:.0f}%", job.label, job.prompt,
+                         job.video or job.message])
+        problem = self.problem() if not rows else None
+        return rows or ([["", Status.FAILED, "", "", "", problem]] if problem else [])
 
     def thumbnails(self) -> list[tuple[str, str]]:
         """(picture, caption) of every job, in queue order."""
         return [(str(self.store.outputs / job.settings["image"]), f"#{job.id} {job.status}")
-                for job in self.store.jobs() if job.settings.get("image")]
+                for job in self.jobs() if job.settings.get("image")]
 
     def video(self, job_id) -> str | None:
         try:
@@ -111,7 +143,7 @@ class QueueHandlers:
         """The progress, preview and video so far of the job running in this process."""
         live = self.live
         if live.job_id is None:
-            queued = sum(job.status == Status.QUEUED for job in self.store.jobs())
+            queued = sum(job.status == Status.QUEUED for job in self.jobs())
             state = "on" if self.running.is_set() else "paused"
             return idle_html(f"Queue {state}; {queued} job(s) waiting."), None, None
         return live.progress.html(), live.preview, live.video
@@ -136,6 +168,9 @@ class QueueHandlers:
             while self.running.is_set() and not self.executor.interrupt.is_set():
                 if self.handlers.worker.busy or not self.executor.run_one():
                     time.sleep(1.0)
+        except StoreError as error:  # the queue's file is damaged or read-only: its sentence, no traceback
+            log.warning("the page stopped working through the queue: %s", error)
+            self.running.clear()
         except Exception:
             log.exception("the page stopped working through the queue")
             self.running.clear()

@@ -58,7 +58,7 @@ def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNa
     seen = {"version": None}
 
     def refresh():
-        version = queue.store.version()
+        version = queue.version()
         progress, preview, video = queue.live_view()
         if version == seen["version"]:
             return gr.skip(), gr.skip(), progress, preview, video

@@ -21,11 +21,12 @@ from .worker import Worker  # noqa: E402
 
 def create_app(model: str, resolution: int, outputs: str | os.PathLike, model_choices: tuple[str, ...],
                config: SessionConfig | None = None, worker: Worker | None = None,
-               lora_dir: str | os.PathLike | None = "loras"):
+               lora_dir: str | os.PathLike | None = "loras", import_folders=()):
     """The page and its worker (its session from `config`), not yet launched (tests launch it on a free port)."""
     worker = worker or Worker(config)
     settings = ServerSettings(model=model, resolution=resolution, outputs=Path(outputs).resolve(),
-                              lora_dir=Path(lora_dir).resolve() if lora_dir else None)
+                              lora_dir=Path(lora_dir).resolve() if lora_dir else None,
+                              import_folders=tuple(Path(folder).resolve() for folder in import_folders))
     handlers = Handlers(worker, settings)
     queue = QueueHandlers(handlers)  # the shared job queue in the outputs folder, worked through here
     queue.set_running(True)
@@ -78,7 +79,8 @@ def serve_command(args, model_choices: tuple[str, ...]) -> int:
         print(f"error: cannot use {outputs} for outputs ({error})", file=sys.stderr)
         return 2
     page, worker = create_app(args.model, args.resolution, outputs, model_choices, SessionConfig.from_args(args),
-                              lora_dir=getattr(args, "lora_dir", "loras"))
+                              lora_dir=getattr(args, "lora_dir", "loras"),
+                              import_folders=getattr(args, "allow_folder", None) or ())
     # A plain `kill` then ends the run and cleans up like Ctrl+C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
