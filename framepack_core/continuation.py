@@ -29,7 +29,7 @@ from .extension import frames_of_latents
 from .media.video_files import cut_points, first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
-from .run_restart import check_resumable, start_over
+from .run_restart import check_resumable, restart_of, start_over
 from .settings import DEFAULTS, canonical_name
 
 def resume_parts(path) -> tuple:
@@ -43,7 +43,9 @@ def resume_parts(path) -> tuple:
     files = files_of(Path(path))
     status = check_resumable(files)  # also marks a killed run's record and clears its scratch files
     if not files.latents.exists():  # ended before its first section was saved: made again from the start
-        return start_over(files, job_fields) + (None,)
+        request, files = start_over(files, job_fields)
+        continues = restart_of(files)  # a continued run starts over as the same kind of run
+        return request, files, first_origin(continues) if continues else None
     saved = load_latents(files.latents)
     if saved.complete and files.video.exists() and status == Status.FINISHED:
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")

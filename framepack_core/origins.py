@@ -138,6 +138,11 @@ class Origin:
         """What the run's record says of where its video comes from ({} for a picture)."""
         return {}
 
+    def restarts(self) -> dict:
+        """What the run's record keeps so that, killed before its first section's latents, it is made
+        again from the same start (continuation.first_origin reads it back; {} for a picture)."""
+        return {}
+
 
 class NewPicture(Origin):
     """The request's picture, and its end frame when there is one, encoded by the VAE."""
@@ -192,6 +197,11 @@ class ExtendedVideo(Origin):
             return {"extends": self.source.name}
         return {"branches": self.source.name, "from_seconds": round(self.cut / self.facts.fps, 3)}
 
+    def restarts(self) -> dict:
+        kept = {"video": str(self.source), "frames": self.facts.frames if self.cut is None else self.cut}
+        return kept | ({"new_frames": self.new_frames} if self.new_frames is not None else {}) | (
+            {"cut": True} if self.cut is not None else {})
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -243,6 +253,9 @@ class BridgedClips(Origin):
     def described(self) -> dict:
         return {"bridges": [self.first.path.name, self.second.path.name]}
 
+    def restarts(self) -> dict:
+        return {"bridge": [str(self.first.path), str(self.second.path)]}
+
 
 @dataclass(frozen=True)
 class ResumedRun(Origin):
@@ -258,3 +271,6 @@ class ResumedRun(Origin):
 
     def described(self) -> dict:
         return self.origin.described()
+
+    def restarts(self) -> dict:
+        return self.origin.restarts()

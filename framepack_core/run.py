@@ -153,6 +153,8 @@ class Run:
                   "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
         if self.origin is not None:  # the video it extends, branches or bridges
             record |= self.origin.described()
+            if self.origin.restarts():  # a run killed before its first latents starts over from it
+                record["continues"] = self.origin.restarts()
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):
