@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .continuation import continued_settings, copyable_video, own_latents
 from .media.video_files import last_frames
+from .same_file import same_file
 from .settings import DEFAULTS, FPS
 
 
@@ -29,7 +30,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
 
     first, second = Path(first), Path(second)
     facts = [copyable_video(clip, "bridged") for clip in (first, second)]
-    if first.resolve() == second.resolve():
+    if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
         raise ValueError("A bridge joins two different clips; for a video that leads back into its own start, "
                          "use --loop.")
     (a, b) = facts

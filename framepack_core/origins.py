@@ -138,6 +138,10 @@ class Origin:
         """What the run's record says of where its video comes from ({} for a picture)."""
         return {}
 
+    def reads(self) -> tuple[Path, ...]:
+        """The videos this start reads (never to be written over; same_file.py)."""
+        return ()
+
     def restarts(self) -> dict:
         """What the run's record keeps so that, killed before its first section's latents, it is made
         again from the same start (continuation.first_origin reads it back; {} for a picture)."""
@@ -197,6 +201,9 @@ class ExtendedVideo(Origin):
             return {"extends": self.source.name}
         return {"branches": self.source.name, "from_seconds": round(self.cut / self.facts.fps, 3)}
 
+    def reads(self) -> tuple[Path, ...]:
+        return (self.source,)
+
     def restarts(self) -> dict:
         kept = {"video": str(self.source), "frames": self.facts.frames if self.cut is None else self.cut}
         return kept | ({"new_frames": self.new_frames} if self.new_frames is not None else {}) | (
@@ -253,6 +260,9 @@ class BridgedClips(Origin):
     def described(self) -> dict:
         return {"bridges": [self.first.path.name, self.second.path.name]}
 
+    def reads(self) -> tuple[Path, ...]:
+        return (self.first.path, self.second.path)
+
     def restarts(self) -> dict:
         return {"bridge": [str(self.first.path), str(self.second.path)]}
 
@@ -271,6 +281,9 @@ class ResumedRun(Origin):
 
     def described(self) -> dict:
         return self.origin.described()
+
+    def reads(self) -> tuple[Path, ...]:
+        return self.origin.reads()
 
     def restarts(self) -> dict:
         return self.origin.restarts()

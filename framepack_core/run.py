@@ -28,6 +28,7 @@ from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files
 from .run_owner import this_process
+from .same_file import check_output_apart, request_inputs
 
 log = logging.getLogger(__name__)
 APP = "FramePack desktop"
@@ -80,6 +81,7 @@ class Run:
 
         Raises ValueError, with one sentence for the user, before anything is written.
         """
+        check_output_apart(request.output.path, request_inputs(request, origin), len(request.keyframes or ()))
         request = request.validated()
         _check_writable(request.output.folder)
         with _disk_refusal(request.output.folder):
