@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .extension import ExtensionBase, extension_base, resized, to_size
+from .extension import ExtensionBase, extension_base, resized, to_size, working_size
 from .media.latents import SavedLatents
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.segments import Copied
@@ -236,7 +236,7 @@ class BridgedClips(Origin):
         if first.latents is not None:
             height, width = (8 * side for side in first.latents.video.shape[-2:])
         else:
-            width, height = (max(16, round(side / 16) * 16) for side in (first.facts.width, first.facts.height))
+            width, height = working_size(first.facts.width, first.facts.height, request.method.resolution)
         return resized(last_frames(first.path, 1)[0], width, height), None
 
     def begin(self, request, models, manager) -> Beginning:
