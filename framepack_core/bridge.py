@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .continuation import continued_settings, copyable_video, own_latents
+from .continuation import continued_settings, copyable_video, own_latents, refuse_unhonoured
 from .media.video_files import last_frames
 from .same_file import same_file
-from .settings import DEFAULTS, FPS
+from .settings import DEFAULTS, FPS, SETTINGS
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
@@ -26,8 +26,9 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     from PIL import Image
 
     from .origins import BridgedClips, Clip
-    from .request import Request
+    from .request import Request, check_value
 
+    seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     first, second = Path(first), Path(second)
     facts = [copyable_video(clip, "bridged") for clip in (first, second)]
     if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
@@ -39,6 +40,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
                          f"{b.width}x{b.height} at {b.fps:g} fps; a bridge joins clips of the same size and frame "
                          "rate.")
     saved = own_latents(first, a)
+    refuse_unhonoured(overrides, "A bridge (--bridge)", "inverted", saved)
     settings = continued_settings(first, a, saved, overrides, folder, output)
     settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
                  "mode": "inverted"}

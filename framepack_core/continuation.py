@@ -30,7 +30,7 @@ from .media.video_files import cut_points, first_frame, probe_video
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .run_restart import check_resumable, restart_of, start_over
-from .settings import DEFAULTS, canonical_name
+from .settings import DEFAULTS, SETTINGS, canonical_name
 
 def resume_parts(path) -> tuple:
     """(request, files, origin) of the stopped, failed or killed run that `path` belongs to, the origin
@@ -115,8 +115,9 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     from PIL import Image
 
     from .origins import ExtendedVideo
-    from .request import Request
+    from .request import Request, check_value
 
+    seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     source = Path(path)
     facts = copyable_video(source, "extended")
     files = files_of(source)
@@ -124,6 +125,8 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
     cut = None if from_seconds is None else branch_cut(source, facts, from_seconds)
     saved = own_latents(source, facts, from_start=cut is not None)
+    refuse_unhonoured(overrides, "A branch (--extend with --from)" if cut is not None else "An extension (--extend)",
+                      "forward", saved)
     settings = continued_settings(source, facts, saved, overrides, folder, output)
     part = new_part(seconds, facts.fps, int(settings.get("window") or DEFAULTS["window"]))
     settings |= {"seconds": part.seconds, "mode": "forward"}
@@ -134,6 +137,21 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings)
     return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
+
+
+def refuse_unhonoured(overrides: dict, what: str, mode: str, saved) -> None:
+    """A setting a continuation decides itself, given anyway, is refused in one sentence, never dropped: its
+    start is the source's frames (no picture, end frame, keyframes or loop), its sampling order is `mode`,
+    and saved latents fix its resolution."""
+    given = {canonical_name(k): v for k, v in overrides.items() if v not in (None, False, "", (), [])}
+    refused = [SETTINGS[name].flag or name for name in ("image", "end_image", "keyframes", "loop") if name in given]
+    if given.get("mode") not in (None, mode):
+        refused.append(f"--mode {given['mode']} (it is sampled {mode})")
+    if saved is not None and given.get("resolution") not in (None, saved.settings["resolution"]):
+        refused.append(f"--resolution {given['resolution']} (its saved latents are at {saved.settings['resolution']})")
+    if refused:
+        raise ValueError(f"{what} cannot honour {', '.join(refused)}; leave {'it' if len(refused) == 1 else 'them'} "
+                         "out.")
 
 
 def continued_settings(source: Path, facts, saved, overrides: dict, folder, output) -> dict:
@@ -169,6 +187,9 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     """The frame a branch of `source` at `seconds` keeps the frames before: the stream's cut point nearest
     it when one lies within SNAP_SECONDS (the frames before it are copied, bit for bit), else the frame at
     that time (the frames before it are encoded again). ValueError (one sentence) for a time outside it."""
+    if facts.frames < 2:
+        raise ValueError(f"{source.name} has one frame; a branch keeps some of a video's frames, so it needs two or "
+                         "more (extend it instead).")
     length = facts.frames / facts.fps
     if not 0 < seconds < length:
         raise ValueError(f"A branch starts inside {source.name}: between 0 and {length:.2f} s, not {seconds:g}.")
