@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .continuation import continued_settings, copyable_video, own_latents, refuse_unhonoured
+from .continuation import continued_settings, copyable_video, own_latents, prompt_clock, refuse_unhonoured
 from .media.video_files import last_frames
+from .method.prompts import continued_prompt
 from .same_file import same_file
 from .settings import DEFAULTS, FPS, SETTINGS
 
@@ -42,8 +43,11 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     saved = own_latents(first, a)
     refuse_unhonoured(overrides, "A bridge (--bridge)", "inverted", saved)
     settings = continued_settings(first, a, saved, overrides, folder, output)
-    settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
-                 "mode": "inverted"}
+    window = int(settings.get("window") or DEFAULTS["window"])
+    settings |= {"seconds": bridge_seconds(seconds, a.fps, window), "mode": "inverted"}
+    if not overrides.get("prompt"):  # the first clip's own timed prompts, on the bridge's timeline
+        settings["prompt"] = continued_prompt(settings.get("prompt") or "", prompt_clock(saved, a.frames, a.fps),
+                                              settings["seconds"], window)
     for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
         settings.pop(fixed, None)
     request = Request.from_fields(image=Image.fromarray(last_frames(first, 1)[0]), image_name=first.name,

@@ -27,6 +27,7 @@ from .events import Status
 from .media.latents import load_latents
 from .extension import frames_of_latents
 from .media.video_files import cut_points, first_frame, probe_video
+from .method.prompts import continued_prompt
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .run_restart import check_resumable, restart_of, start_over
@@ -128,8 +129,12 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     refuse_unhonoured(overrides, "A branch (--extend with --from)" if cut is not None else "An extension (--extend)",
                       "forward", saved)
     settings = continued_settings(source, facts, saved, overrides, folder, output)
-    part = new_part(seconds, facts.fps, int(settings.get("window") or DEFAULTS["window"]))
+    window = int(settings.get("window") or DEFAULTS["window"])
+    part = new_part(seconds, facts.fps, window)
     settings |= {"seconds": part.seconds, "mode": "forward"}
+    if not overrides.get("prompt"):  # the source's own timed prompts, on the new part's timeline
+        begins = prompt_clock(saved, facts.frames if cut is None else cut, facts.fps)
+        settings["prompt"] = continued_prompt(settings.get("prompt") or "", begins, part.seconds, window)
     settings.pop("end_image", None)
     settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
     check_timed_prompt(settings, facts if cut is None else replace(facts, frames=cut))
@@ -137,6 +142,13 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings)
     return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
+
+
+def prompt_clock(saved, frame: int, fps: float) -> float:
+    """Frame `frame` of a video as the time its own prompt's timeline gives it: an extension's prompt counts
+    from the start of its new part (its saved latents say how many frames came before)."""
+    before = saved.extends.get("frames", 0) if saved is not None and "video" in saved.extends else 0
+    return (frame - before) / fps
 
 
 def refuse_unhonoured(overrides: dict, what: str, mode: str, saved) -> None:
