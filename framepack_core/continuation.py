@@ -213,8 +213,9 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     return min(max(1, round(wanted)), facts.frames - 1)
 
 
-# How far a branch moves to a keyframe to keep its frames bit for bit. A video made here has one at each
-# segment it wrote (about every section: 1.2 s at the default window), so its branches always move.
+# How far a branch moves to a keyframe to keep its frames bit for bit. A video made here has one where each
+# segment it wrote begins: forward, about every section (1.2 s at the default window); inverted, only near its
+# end (README, --from), so a branch of it early on is encoded again.
 SNAP_SECONDS = 1.0
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from .events import Event, Failed, Finished, StageName, Status
 from .failures import Cancelled, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
+from .media.video_files import stream_frames
 from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files, write_atomically
@@ -212,7 +213,13 @@ class Run:
         facts = getattr(getattr(self.origin, "origin", self.origin), "facts", None)  # a resumed run: its first origin
         if facts is not None and made.sections_done:  # an extension joins its source's stream, size and rate
             fps, width, height = facts.fps, facts.width, facts.height
-        return Finished(video, made.frames, fps, made.sections_done, width, height,
+        frames = made.frames
+        if video is not None:  # what the file holds, not what the sections were meant to add up to
+            try:
+                frames = stream_frames(video)
+            except OSError as error:
+                log.warning("counting the frames of %s: %s", video, error)
+        return Finished(video, frames, fps, made.sections_done, width, height,
                         self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
                         vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
                         blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
