@@ -69,7 +69,7 @@ def _given_settings(args) -> dict:
     flags = settings_from_args(args)
     # All of them: what a continuation cannot honour it refuses (continuation.refuse_unhonoured), never drops.
     given = {s.name: flags[s.name] for s in SETTINGS_LIST
-             if s.flag and s.dest in explicit and s.name in flags and s.name not in ("seconds", "folder")}
+             if s.flag and s.dest in explicit and s.name in flags and s.name not in ("seconds", "folder", "path")}
     if "outputs" in explicit:
         given["folder"] = Path(args.outputs)
     return given
