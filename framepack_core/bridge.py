@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .continuation import continued_settings, copyable_video, own_latents
+from .continuation import continued_settings, copyable_video, own_latents, prompt_clock, refuse_unhonoured
 from .media.video_files import last_frames
-from .settings import DEFAULTS, FPS
+from .method.prompts import continued_prompt
+from .same_file import same_file
+from .settings import DEFAULTS, FPS, SETTINGS
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
@@ -25,11 +27,12 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     from PIL import Image
 
     from .origins import BridgedClips, Clip
-    from .request import Request
+    from .request import Request, check_value
 
+    seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     first, second = Path(first), Path(second)
     facts = [copyable_video(clip, "bridged") for clip in (first, second)]
-    if first.resolve() == second.resolve():
+    if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
         raise ValueError("A bridge joins two different clips; for a video that leads back into its own start, "
                          "use --loop.")
     (a, b) = facts
@@ -38,9 +41,13 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
                          f"{b.width}x{b.height} at {b.fps:g} fps; a bridge joins clips of the same size and frame "
                          "rate.")
     saved = own_latents(first, a)
+    refuse_unhonoured(overrides, "A bridge (--bridge)", "inverted", saved)
     settings = continued_settings(first, a, saved, overrides, folder, output)
-    settings |= {"seconds": bridge_seconds(seconds, a.fps, int(settings.get("window") or DEFAULTS["window"])),
-                 "mode": "inverted"}
+    window = int(settings.get("window") or DEFAULTS["window"])
+    settings |= {"seconds": bridge_seconds(seconds, a.fps, window), "mode": "inverted"}
+    if not overrides.get("prompt"):  # the first clip's own timed prompts, on the bridge's timeline
+        settings["prompt"] = continued_prompt(settings.get("prompt") or "", prompt_clock(saved, a.frames, a.fps),
+                                              settings["seconds"], window)
     for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
         settings.pop(fixed, None)
     request = Request.from_fields(image=Image.fromarray(last_frames(first, 1)[0]), image_name=first.name,

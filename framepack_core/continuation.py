@@ -27,11 +27,12 @@ from .events import Status
 from .media.latents import load_latents
 from .extension import frames_of_latents
 from .media.video_files import cut_points, first_frame, probe_video
+from .method.prompts import continued_prompt
 from .new_part import check_timed_prompt, foreign_settings, new_part
 from .run_files import files_of
 from .source_check import trusted_source
-from .run_restart import check_resumable, start_over
-from .settings import DEFAULTS, canonical_name
+from .run_restart import check_resumable, restart_of, start_over
+from .settings import DEFAULTS, SETTINGS, canonical_name
 
 def resume_parts(path) -> tuple:
     """(request, files, origin) of the stopped, failed or killed run that `path` belongs to, the origin
@@ -44,7 +45,9 @@ def resume_parts(path) -> tuple:
     files = files_of(Path(path))
     status = check_resumable(files)  # also marks a killed run's record and clears its scratch files
     if not files.latents.exists():  # ended before its first section was saved: made again from the start
-        return start_over(files, job_fields) + (None,)
+        request, files = start_over(files, job_fields)
+        continues = restart_of(files)  # a continued run starts over as the same kind of run
+        return request, files, first_origin(continues) if continues else None
     saved = load_latents(files.latents)
     if saved.complete and files.video.exists() and status == Status.FINISHED:
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
@@ -110,8 +113,9 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     from PIL import Image
 
     from .origins import ExtendedVideo
-    from .request import Request
+    from .request import Request, check_value
 
+    seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     source = Path(path)
     facts = copyable_video(source, "extended")
     files = files_of(source)
@@ -119,9 +123,15 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
     cut = None if from_seconds is None else branch_cut(source, facts, from_seconds)
     saved = own_latents(source, facts, from_start=cut is not None)
+    refuse_unhonoured(overrides, "A branch (--extend with --from)" if cut is not None else "An extension (--extend)",
+                      "forward", saved)
     settings = continued_settings(source, facts, saved, overrides, folder, output)
-    part = new_part(seconds, facts.fps, int(settings.get("window") or DEFAULTS["window"]))
+    window = int(settings.get("window") or DEFAULTS["window"])
+    part = new_part(seconds, facts.fps, window)
     settings |= {"seconds": part.seconds, "mode": "forward"}
+    if not overrides.get("prompt"):  # the source's own timed prompts, on the new part's timeline
+        begins = prompt_clock(saved, facts.frames if cut is None else cut, facts.fps)
+        settings["prompt"] = continued_prompt(settings.get("prompt") or "", begins, part.seconds, window)
     settings.pop("end_image", None)
     settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
     check_timed_prompt(settings, facts if cut is None else replace(facts, frames=cut))
@@ -129,6 +139,28 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=source.name, **settings)
     return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
+
+
+def prompt_clock(saved, frame: int, fps: float) -> float:
+    """Frame `frame` of a video as the time its own prompt's timeline gives it: an extension's prompt counts
+    from the start of its new part (its saved latents say how many frames came before)."""
+    before = saved.extends.get("frames", 0) if saved is not None and "video" in saved.extends else 0
+    return (frame - before) / fps
+
+
+def refuse_unhonoured(overrides: dict, what: str, mode: str, saved) -> None:
+    """A setting a continuation decides itself, given anyway, is refused in one sentence, never dropped: its
+    start is the source's frames (no picture, end frame, keyframes or loop), its sampling order is `mode`,
+    and saved latents fix its resolution."""
+    given = {canonical_name(k): v for k, v in overrides.items() if v not in (None, False, "", (), [])}
+    refused = [SETTINGS[name].flag or name for name in ("image", "end_image", "keyframes", "loop") if name in given]
+    if given.get("mode") not in (None, mode):
+        refused.append(f"--mode {given['mode']} (it is sampled {mode})")
+    if saved is not None and given.get("resolution") not in (None, saved.settings["resolution"]):
+        refused.append(f"--resolution {given['resolution']} (its saved latents are at {saved.settings['resolution']})")
+    if refused:
+        raise ValueError(f"{what} cannot honour {', '.join(refused)}; leave {'it' if len(refused) == 1 else 'them'} "
+                         "out.")
 
 
 def continued_settings(source: Path, facts, saved, overrides: dict, folder, output) -> dict:
@@ -164,6 +196,9 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     """The frame a branch of `source` at `seconds` keeps the frames before: the stream's cut point nearest
     it when one lies within SNAP_SECONDS (the frames before it are copied, bit for bit), else the frame at
     that time (the frames before it are encoded again). ValueError (one sentence) for a time outside it."""
+    if facts.frames < 2:
+        raise ValueError(f"{source.name} has one frame; a branch keeps some of a video's frames, so it needs two or "
+                         "more (extend it instead).")
     length = facts.frames / facts.fps
     if not 0 < seconds < length:
         raise ValueError(f"A branch starts inside {source.name}: after 0 s and before its end at {length:.2f} s, "
@@ -176,8 +211,9 @@ def branch_cut(source: Path, facts, seconds: float) -> int:
     return min(max(1, round(wanted)), facts.frames - 1)
 
 
-# How far a branch moves to a keyframe to keep its frames bit for bit. A video made here has one at each
-# segment it wrote (about every section: 1.2 s at the default window), so its branches always move.
+# How far a branch moves to a keyframe to keep its frames bit for bit. A video made here has one where each
+# segment it wrote begins: forward, about every section (1.2 s at the default window); inverted, only near its
+# end (README, --from), so a branch of it early on is encoded again.
 SNAP_SECONDS = 1.0
 
 

@@ -57,7 +57,7 @@ def extension_base(origin, models, manager, request, window: int) -> ExtensionBa
         video, skip = latents_before(saved.video, frames)
         return ExtensionBase(source, frames, facts.fps, saved.start, video, pixels, (facts.width, facts.height),
                              cut=cut is not None, skip=skip)
-    width, height = (max(16, round(side / 16) * 16) for side in (facts.width, facts.height))
+    width, height = working_size(facts.width, facts.height, request.method.resolution)
     pixels = resized(np.asarray(first_frame(source)), width, height)
     # Enough latent frames for the packed context and the first decode (two windows).
     wanted = min(max(CONTEXT_FRAMES, 2 * window), (frames - 1) // 4 + 1)
@@ -71,6 +71,17 @@ def extension_base(origin, models, manager, request, window: int) -> ExtensionBa
         video = (video * vae.config.scaling_factor).float().cpu()
     return ExtensionBase(source, frames, facts.fps, start, video, pixels, (facts.width, facts.height),
                          cut=cut is not None)
+
+
+def working_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """The size a video from elsewhere is worked at: its own, each side rounded to 16, unless that holds more
+    pixels than the run's resolution bucket (about resolution x resolution): then scaled down to that area, its
+    shape kept (a 4K or phone clip would otherwise cost gigabytes for nothing the run asked for)."""
+    own = tuple(max(16, round(side / 16) * 16) for side in (width, height))
+    if own[0] * own[1] <= resolution * resolution:
+        return own
+    scale = resolution / (width * height) ** 0.5
+    return tuple(max(16, round(side * scale / 16) * 16) for side in (width, height))
 
 
 def latents_before(video: torch.Tensor, frames: int) -> tuple[torch.Tensor, int]:

@@ -54,19 +54,20 @@ def disk_problem(error: BaseException) -> str | None:
     return None
 
 
-def disk_message(error: BaseException, folder: Path | str | None = None) -> str | None:
-    """One line for a write that failed for a full disk or a read-only folder; None for other errors."""
+def disk_message(error: BaseException, folder: Path | str | None = None, begun: bool = True) -> str | None:
+    """One line for a write that failed for a full disk or a read-only folder; None for other errors.
+    A run that had not `begun` has nothing to resume: it is started again."""
     problem = disk_problem(error) if isinstance(error, (OSError, RuntimeError)) else None
     if problem is None:
         return None
     filename = getattr(error, "filename", None)
     where = str(folder) if folder is not None else str(Path(filename).parent) if filename else "the output folder"
-    kept = "every file made before it is kept"
+    kept = "every file made before it is kept" if begun else "the run had not begun, so nothing of it was kept"
+    then = "resume the run (--resume, or Resume on the page)" if begun else "start it again"
     if problem == "full":
-        return (f"The disk is full: nothing more could be written to {where}; {kept}. Free some space there, then "
-                "resume the run (--resume, or Resume on the page).")
+        return f"The disk is full: nothing more could be written to {where}; {kept}. Free some space there, then {then}."
     return (f"The folder {where} cannot be written any more (read-only, or its permissions changed); {kept}. "
-            "Make it writable, then resume the run (--resume, or Resume on the page).")
+            f"Make it writable, then {then}.")
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

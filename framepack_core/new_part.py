@@ -34,14 +34,15 @@ def new_part(seconds: float, fps: float, window: int) -> NewPart:
 
 
 def foreign_settings(settings: dict, facts, source_name: str, prompt_given: bool) -> dict:
-    """A video not made here: it must be told what happens next, and it works at its own size."""
+    """A video not made here: it must be told what happens next, and it works at its own size, or at the
+    run's resolution when it is bigger (extension.working_size)."""
     if not prompt_given and not settings.get("prompt"):
         raise ValueError(f"{source_name} was not made here, so it has no prompt to continue from; say what happens "
                          "next with --prompt (on the page: the prompt box).")
     width, height = (max(16, round(side / 16) * 16) for side in (facts.width, facts.height))
     # The bucket whose area is the working size's (resolution R: about R x R pixels), within the valid range.
-    resolution = min(MAX_RESOLUTION, max(MIN_RESOLUTION, round(math.sqrt(width * height))))
-    return settings | {"resolution": resolution}
+    own = min(MAX_RESOLUTION, max(MIN_RESOLUTION, math.ceil(math.sqrt(width * height))))  # own area fits it
+    return settings | {"resolution": min(own, int(settings.get("resolution") or DEFAULTS["resolution"]))}
 
 
 def check_timed_prompt(settings: dict, facts) -> None:

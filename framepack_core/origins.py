@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .extension import ExtensionBase, extension_base, resized, to_size
+from .extension import ExtensionBase, extension_base, resized, to_size, working_size
 from .media.latents import SavedLatents
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.segments import Copied
@@ -141,6 +141,15 @@ class Origin:
         """What the run's record says of where its video comes from ({} for a picture)."""
         return {}
 
+    def reads(self) -> tuple[Path, ...]:
+        """The videos this start reads (never to be written over; same_file.py)."""
+        return ()
+
+    def restarts(self) -> dict:
+        """What the run's record keeps so that, killed before its first section's latents, it is made
+        again from the same start (continuation.first_origin reads it back; {} for a picture)."""
+        return {}
+
 
 class NewPicture(Origin):
     """The request's picture, and its end frame when there is one, encoded by the VAE."""
@@ -195,6 +204,15 @@ class ExtendedVideo(Origin):
             return {"extends": self.source.name}
         return {"branches": self.source.name, "from_seconds": round(self.cut / self.facts.fps, 3)}
 
+    def reads(self) -> tuple[Path, ...]:
+        return (self.source,)
+
+    def restarts(self) -> dict:
+        kept = {"video": str(self.source), "frames": self.facts.frames if self.cut is None else self.cut,
+                "sha256": source_digest(self.source)}  # read back only if still this file (source_check.py)
+        return kept | ({"new_frames": self.new_frames} if self.new_frames is not None else {}) | (
+            {"cut": True} if self.cut is not None else {})
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -222,7 +240,7 @@ class BridgedClips(Origin):
         if first.latents is not None:
             height, width = (8 * side for side in first.latents.video.shape[-2:])
         else:
-            width, height = (max(16, round(side / 16) * 16) for side in (first.facts.width, first.facts.height))
+            width, height = working_size(first.facts.width, first.facts.height, request.method.resolution)
         return resized(last_frames(first.path, 1)[0], width, height), None
 
     def begin(self, request, models, manager) -> Beginning:
@@ -246,6 +264,13 @@ class BridgedClips(Origin):
     def described(self) -> dict:
         return {"bridges": [self.first.path.name, self.second.path.name]}
 
+    def reads(self) -> tuple[Path, ...]:
+        return (self.first.path, self.second.path)
+
+    def restarts(self) -> dict:
+        clips = (self.first.path, self.second.path)
+        return {"bridge": [str(path) for path in clips], "bridge_sha256": [source_digest(path) for path in clips]}
+
 
 @dataclass(frozen=True)
 class ResumedRun(Origin):
@@ -261,3 +286,9 @@ class ResumedRun(Origin):
 
     def described(self) -> dict:
         return self.origin.described()
+
+    def reads(self) -> tuple[Path, ...]:
+        return self.origin.reads()
+
+    def restarts(self) -> dict:
+        return self.origin.restarts()

@@ -312,7 +312,8 @@ def _open_picture(what: str, source) -> Image.Image:
 
 def _number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number, not {value!r}.")
+        empty = value is None or (isinstance(value, str) and not value.strip())  # an empty box on the page
+        raise ValueError(f"{name} must be a number, not {'empty' if empty else repr(value)}.")
     if value < low or value > high or (low_open and value == low):
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         raise ValueError(f"{name} must be {bound} and at most {high:g}, not {value:g}.")

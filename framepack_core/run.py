@@ -10,13 +10,14 @@ settings and status is built here, once, for the JSON file, the MP4's metadata a
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Callable
 
 from PIL import Image
@@ -24,10 +25,12 @@ from PIL import Image
 from .events import Event, Failed, Finished, StageName, Status
 from .failures import Cancelled, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
+from .media.video_files import stream_frames
 from .settings import FPS
 from .request import Request
-from .run_files import RunFiles, claim_files
+from .run_files import RunFiles, claim_files, write_atomically
 from .run_owner import this_process
+from .same_file import check_output_apart, request_inputs
 
 log = logging.getLogger(__name__)
 APP = "FramePack desktop"
@@ -80,21 +83,40 @@ class Run:
 
         Raises ValueError, with one sentence for the user, before anything is written.
         """
+        check_output_apart(request.output.path, request_inputs(request, origin), len(request.keyframes or ()))
         request = request.validated()
         _check_writable(request.output.folder)
-        with _disk_refusal(request.output.folder):
-            files = claim_files(request.output.folder, request.method.seed, request.output.path)
-            run = cls(request, files, origin)
-            pixels = crop_to_bucket(request.image, request.method.resolution)
-            Image.fromarray(pixels).save(files.picture)
-            if request.end_image is not None:
-                height, width = pixels.shape[:2]
-                Image.fromarray(resize_and_center_crop(request.end_image, width, height)).save(files.end_picture)
-            for number, (picture, _, _) in enumerate(request.keyframes, 1):
-                height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
-                Image.fromarray(resize_and_center_crop(picture, width, height)).save(files.keyframe(number))
-            files.write_record(run.record())
+        # Nothing is made yet, so a full disk here leaves nothing to resume: what was written is removed again.
+        exact = request.output.path
+        kept = [p for p in _start_files(RunFiles(exact.parent, exact.stem), request) if p.exists()] if exact else []
+        with _disk_refusal(request.output.folder, begun=False):
+            files = claim_files(request.output.folder, request.method.seed, exact)
+            try:
+                run = cls(request, files, origin)
+                run._write_inputs()
+                files.write_record(run.record())
+            except OSError:
+                for path in _start_files(files, request):
+                    if path not in kept:  # what an earlier run at an exact --output had stays as it was
+                        with suppress(OSError):
+                            path.unlink(missing_ok=True)
+                raise
         return run
+
+    def _write_inputs(self) -> None:
+        """The pictures as the model sees them, each written whole or not at all."""
+        request, files = self.request, self.files
+        pixels = crop_to_bucket(request.image, request.method.resolution)
+        height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
+        pictures = [(files.picture, pixels)]
+        if request.end_image is not None:
+            pictures.append((files.end_picture, resize_and_center_crop(request.end_image, width, height)))
+        for number, (picture, _, _) in enumerate(request.keyframes, 1):
+            pictures.append((files.keyframe(number), resize_and_center_crop(picture, width, height)))
+        for path, array in pictures:
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PNG")
+            write_atomically(path, buffer.getvalue())
 
     def stop(self) -> None:
         self.cancel.set()
@@ -153,6 +175,8 @@ class Run:
                   "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
         if self.origin is not None:  # the video it extends, branches or bridges
             record |= self.origin.described()
+            if self.origin.restarts():  # a run killed before its first latents starts over from it
+                record["continues"] = self.origin.restarts()
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):
@@ -189,7 +213,13 @@ class Run:
         facts = getattr(getattr(self.origin, "origin", self.origin), "facts", None)  # a resumed run: its first origin
         if facts is not None and made.sections_done:  # an extension joins its source's stream, size and rate
             fps, width, height = facts.fps, facts.width, facts.height
-        return Finished(video, made.frames, fps, made.sections_done, width, height,
+        frames = made.frames
+        if video is not None:  # what the file holds, not what the sections were meant to add up to
+            try:
+                frames = stream_frames(video)
+            except OSError as error:
+                log.warning("counting the frames of %s: %s", video, error)
+        return Finished(video, frames, fps, made.sections_done, width, height,
                         self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
                         vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
                         blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
@@ -227,13 +257,20 @@ def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
     return sampled
 
 
+def _start_files(files: RunFiles, request: Request) -> list:
+    """What Run.start writes: the record and the pictures."""
+    return [files.record, files.picture, files.end_picture,
+            *(files.keyframe(n) for n in range(1, len(request.keyframes) + 1))]
+
+
 @contextmanager
-def _disk_refusal(folder):
-    """A full disk or a read-only folder before the run begins: one sentence (ValueError), like bad input."""
+def _disk_refusal(folder, begun: bool = True):
+    """A full disk or a read-only folder before the run begins: one sentence (ValueError), like bad input.
+    `begun`: whether there is a run to resume once there is room (else it is started again)."""
     try:
         yield
     except OSError as error:
-        message = disk_message(error, folder)
+        message = disk_message(error, folder, begun)
         if message is None:
             raise
         raise ValueError(message) from error

@@ -50,6 +50,13 @@ def start_over(files: RunFiles, fields: Callable[[dict], dict]):
     return request.validated(), files
 
 
+def restart_of(files: RunFiles) -> dict:
+    """The start a continued run (extension, branch, bridge) records for starting over (origins.restarts);
+    {} for a run from a picture."""
+    continues = _record(files).get("continues")
+    return continues if isinstance(continues, dict) else {}
+
+
 def _record(files: RunFiles) -> dict:
     try:
         return files.read_record()

@@ -56,25 +56,40 @@ def connect(address: str | None, say: Callable[[str], None]) -> bool:
             "(--ray auto joins the one RAY_ADDRESS names)")
     if target not in (None, "auto"):
         knock(target)
+    where = "a local Ray cluster" if target is None else f"Ray at {target}"
+    if target is None:
+        # A local cluster is started in the calling thread, never a helper thread: Ray starts its head
+        # processes with PR_SET_PDEATHSIG, which Linux ties to the starting *thread*, so a head started
+        # in a thread that ends is killed with it ("Failed to connect to GCS within 60 seconds").
+        try:
+            ray.init(**init_options())
+        except Exception as error:  # noqa: BLE001 - whatever Ray raises becomes the one line below
+            raise RayUnavailable(f"{where} could not be used: {first_line(error)}") from None
+        return True
+    # Joining starts no processes here, so it may wait in a thread that is given up after START_SECONDS
+    # (Ray itself retries an address that answers but is not Ray for minutes).
     outcome: dict = {}
 
-    def start() -> None:
+    def join() -> None:
         try:
             ray.init(address=target, **init_options())
             outcome["ok"] = True
         except Exception as error:  # noqa: BLE001 - whatever Ray raises becomes the one line below
             outcome["error"] = error
 
-    thread = threading.Thread(target=start, name="framepack-ray-start", daemon=True)
+    thread = threading.Thread(target=join, name="framepack-ray-join", daemon=True)
     thread.start()
     thread.join(START_SECONDS)
-    where = "a local Ray cluster" if target is None else f"Ray at {target}"
     if thread.is_alive():
         raise RayUnavailable(f"{where} did not answer within {START_SECONDS:.0f} s.")
     if "error" in outcome:
-        lines = str(outcome["error"]).strip().splitlines() or [type(outcome["error"]).__name__]
-        raise RayUnavailable(f"{where} could not be used: {lines[0]}")
+        raise RayUnavailable(f"{where} could not be used: {first_line(outcome['error'])}")
     return True
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def knock(address: str) -> None:

@@ -84,6 +84,7 @@ def test_a_full_disk_at_each_write_ends_in_one_line_and_resumes(tiny_models, pic
 
 def test_a_full_disk_before_the_run_begins_is_one_sentence(picture, tmp_path, monkeypatch):
     monkeypatch.setattr(run_files, "write_atomically", _fail_from(1, run_files.write_atomically, FULL))
-    with pytest.raises(ValueError, match="The disk is full: nothing more could be written to .*resume"):
+    with pytest.raises(ValueError, match="The disk is full: nothing more could be written to .*start it again"):
         Run.start(_request(picture).__class__.from_fields(image=picture, model="tiny", prompt="p", resolution=128,
                                                            path=tmp_path / "a.mp4"))
+    assert not list(tmp_path.iterdir())  # nothing to resume is left, not a picture without its run

@@ -27,6 +27,33 @@ def run_args(**values) -> Namespace:
     return Namespace(**{"ray": "local", "workers": 2, "models_dir": None, "vram_budget": None} | values)
 
 
+def test_queue_run_ray_from_a_fresh_process_starts_its_own_cluster(tiny_models, picture, tmp_path):
+    """What a user does on a fresh machine: `queue add`, then `queue run --ray` with no Ray running
+    (the test starts none; Ray's files go to a folder of the test's own, so no other Ray is touched).
+    The head Ray starts must outlive the call that starts it: the job's video is its uninterrupted run."""
+    import shutil
+    import tempfile
+
+    outputs = tmp_path / "outputs"
+    ray_files = tempfile.mkdtemp(prefix="fpray-")  # short: Ray's socket paths must fit in 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_files}
+    app = [sys.executable, "app.py", "queue"]
+    try:
+        added = subprocess.run([*app, "add", "--outputs", str(outputs), "--image", str(picture),
+                                "--prompt", "a red balloon", "--seed", "3", "--model", "tiny", "--resolution", "128",
+                                "--seconds", "1", "--steps", "2"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert added.returncode == 0, added.stderr
+        done = subprocess.run([*app, "run", "--ray", "--workers", "1", "--outputs", str(outputs)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=400)  # a hang guard, not a limit
+    finally:
+        shutil.rmtree(ray_files, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ran 1 job; 0 queued" in done.stderr
+    jobs = JobStore(outputs).jobs()
+    assert [(j.status, j.finishes) for j in jobs] == [("finished", 1)]
+    assert_each_video_is_its_uninterrupted_run(jobs, outputs, tiny_models, tmp_path)
+
+
 def test_an_unreachable_address_ends_in_one_line(tmp_path):
     """Ray itself retries a dead address for minutes, printing warnings; the address is knocked on first."""
     outputs = tmp_path / "outputs"

@@ -63,12 +63,13 @@ def run_from_args(args):
 def _given_settings(args) -> dict:
     """The settings flags given on the command line: they take over from a source video's own (except what
     an extension or bridge fixes: its start, length and sampling order)."""
-    from framepack_core.settings import EXTEND_FIXED, SETTINGS_LIST
+    from framepack_core.settings import SETTINGS_LIST
 
     explicit = getattr(args, "given", set())
     flags = settings_from_args(args)
+    # All of them: what a continuation cannot honour it refuses (continuation.refuse_unhonoured), never drops.
     given = {s.name: flags[s.name] for s in SETTINGS_LIST
-             if s.flag and s.dest in explicit and s.name in flags and s.name not in EXTEND_FIXED}
+             if s.flag and s.dest in explicit and s.name in flags and s.name not in ("seconds", "folder", "path")}
     if "outputs" in explicit:
         given["folder"] = Path(args.outputs)
     return given

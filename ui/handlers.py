@@ -104,7 +104,7 @@ class Handlers:
         def extended() -> Run:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
-            return Run.extend(source, float(seconds), prompt=prompt or None, folder=self.settings.outputs,
+            return Run.extend(source, seconds, prompt=prompt or None, folder=self.settings.outputs,
                               from_seconds=from_seconds)
         yield from self._follow_new(extended)
 
@@ -119,7 +119,7 @@ class Handlers:
                 raise ValueError("Upload the video to bridge from, or finish one here first.")
             if not second:
                 raise ValueError("Upload the video to bridge into.")
-            return Run.bridge(first, second, float(seconds), prompt=prompt or None, folder=self.settings.outputs)
+            return Run.bridge(first, second, seconds, prompt=prompt or None, folder=self.settings.outputs)
         yield from self._follow_new(bridged)
 
     def _last_finished_video(self):

@@ -20,16 +20,22 @@ class VideoFacts:
 
 
 def probe_video(path: Path) -> VideoFacts:
-    """The facts of the first video stream, from ffmpeg (frames are counted by decoding)."""
+    """The facts of the first video stream, from ffmpeg (frames are counted by decoding them all).
+
+    ValueError, in one sentence, for a file ffmpeg cannot open as a video, and for one it decodes only with
+    errors (cut short, damaged): its frames are not what its header promises, so it is never continued."""
     import imageio_ffmpeg
 
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except (RuntimeError, OSError, StopIteration) as error:
-        raise ValueError(f"{Path(path).name} is not a video this app can read ({str(error)[:200]}).") from None
+    name = Path(path).name
+    frames, errors = _decode(path)
+    if frames == 0:
+        raise ValueError(f"{name} is not a video this app can read ({errors or 'it holds no video frames'}).")
+    if errors:
+        raise ValueError(f"{name} is damaged or cut short: ffmpeg decodes only {frames} frames of it, with errors "
+                         f"({errors}); give the whole video.")
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    reader.close()
     info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                           capture_output=True, text=True).stderr
     match = re.search(r"Video: (\w+)(?: \(([^)]*)\))?", info)
@@ -38,6 +44,36 @@ def probe_video(path: Path) -> VideoFacts:
     width, height = meta["size"]
     return VideoFacts(int(frames), int(width), int(height), _frame_rate(info, float(meta["fps"])), codec, profile,
                       pix_fmt)
+
+
+def _decode(path: Path) -> tuple[int, str]:
+    """(frames of the first video stream ffmpeg decodes, its last error without ffmpeg's prefixes; "" if none).
+    imageio-ffmpeg's count_frames_and_secs counts the same way but hides errors in ffmpeg's banner."""
+    import imageio_ffmpeg
+
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-nostats", "-i", str(path),
+                           "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-"],
+                          capture_output=True, text=True, errors="replace")
+    counts = re.findall(r"^frame=(\d+)$", done.stdout, re.MULTILINE)
+    lines = [re.sub(r"^(\[[^]]*\] *)+", "", line).strip() for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line]
+    if done.returncode != 0 and not errors:
+        errors = [f"ffmpeg ended with code {done.returncode}"]
+    return (int(counts[-1]) if counts and done.returncode == 0 else 0), (errors[-1].rstrip(".") if errors else "")
+
+
+def stream_frames(path: Path) -> int:
+    """The frames of a video this app wrote, counted from its stream's packets (one an H.264 frame; nothing is
+    decoded, so this is cheap): what its record says it holds."""
+    import imageio_ffmpeg
+
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-nostats", "-i", str(path),
+                           "-map", "0:v:0", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"],
+                          capture_output=True, text=True, errors="replace")
+    counts = re.findall(r"^frame=(\d+)$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or not counts:
+        raise OSError(f"{Path(path).name} could not be read back: {done.stderr.strip()[-200:]}")
+    return int(counts[-1])
 
 
 def _frame_rate(info: str, average: float) -> float:

@@ -25,6 +25,7 @@ from .schedule import section_count, video_frame_count
 # Opens with a bracket that starts with a number or holds a colon: meant as [time: prompt].
 _TIMESTAMPED = re.compile(r"\s*\[(\s*[-+]?[0-9.]|[^\]:]*:)")
 _BRACKET = re.compile(r"\[\s*([0-9]*\.?[0-9]+)\s*s?\s*:(.*?)\]", re.S)
+_CLOCK = re.compile(r"[0-9]+(\.[0-9]+)?\s*:")  # after "[00:" a clock time's seconds: [00:01: a]
 SYNTAX = "write timed prompts as [seconds: prompt], e.g. [0s: he waves] [2.5s: he turns]"
 
 
@@ -60,6 +61,10 @@ def parse_prompt(text: str, seconds: float, window: int = 9, extends: float = 0.
     """
     length = video_seconds(seconds, window)
     if not is_timestamped(text):
+        later = _BRACKET.search(text)
+        if later is not None:  # never run as one literal prompt with a timed one inside it
+            raise ValueError(f"{_quote(text[:later.start()])} comes before the timed prompt "
+                             f"{_quote(later.group(0))}; put it in brackets too ([0s: ...]), or leave the brackets out.")
         return [PromptSpan(0.0, length, text)]  # as typed: the same tensors as before timed prompts existed
     end_words = (f"the new part's end ({length:.2f}s in whole sections; extending, times count from the start "
                  f"of the new part, which begins at {extends:.2f}s of the whole video)") if extends else \
@@ -86,6 +91,25 @@ def parse_prompt(text: str, seconds: float, window: int = 9, extends: float = 0.
     return spans
 
 
+def continued_prompt(text: str, offset: float, seconds: float, window: int) -> str:
+    """A video's own timed prompt, for a new part that continues it from `offset` seconds of it (an extension:
+    its end; a branch: its cut; a bridge: the first clip's end) and lasts `seconds`: the prompt in effect at
+    `offset` from 0 s, then the later ones at their times less `offset`, each that a section of the new part
+    takes. A plain prompt stays as it is."""
+    marks = [(float(m.group(1)), m.group(2).strip()) for m in _BRACKET.finditer(text)] if is_timestamped(text) else []
+    if not marks:
+        return text
+    at_offset = [prompt for time, prompt in marks if time <= offset + 1e-6][-1:] or [marks[0][1]]
+    later = [(round(time - offset, 4), prompt) for time, prompt in marks if time > offset + 1e-6]
+    length = video_seconds(seconds, window)
+    starts = [(0.0, at_offset[0])] + [(time, prompt) for time, prompt in later if time < length]
+    ends = [time for time, _ in starts[1:]] + [length]
+    spans = [PromptSpan(start, end, prompt) for (start, prompt), end in zip(starts, ends)]
+    owned = {id(_covering(spans, *t)) for t in section_times(section_count(seconds, window), window)}
+    kept = [span for span in spans if id(span) in owned]
+    return " ".join(f"[{0 if i == 0 else span.start:g}s: {span.prompt}]" for i, span in enumerate(kept))
+
+
 def _bracket(text: str, at: int) -> tuple[float, str, int]:
     """(time, prompt, index of the closing bracket) of the `[time: prompt]` at `at`; ValueError otherwise."""
     if text[at] != "[":
@@ -101,7 +125,13 @@ def _bracket(text: str, at: int) -> tuple[float, str, int]:
                "its time is negative; times count from 0s" if time.startswith("-") else
                f"{_quote(time)} is not a time")
         raise ValueError(f"{_quote(text[at:close + 1])} is not a timed prompt ({why}); {SYNTAX}.")
-    return float(match.group(1)), match.group(2).strip(), close
+    prompt = match.group(2).strip()
+    if _CLOCK.match(prompt):
+        raise ValueError(f"{_quote(text[at:close + 1])} is not a timed prompt (a clock time: times are seconds, "
+                         f"e.g. [61s: ...] for 1:01); {SYNTAX}.")
+    if not prompt:
+        raise ValueError(f"{_quote(text[at:close + 1])} has no prompt after its time; {SYNTAX}.")
+    return float(match.group(1)), prompt, close
 
 
 def _check_every_span_has_a_section(spans: list[PromptSpan], seconds: float, window: int, extends: float) -> None:
