@@ -8,6 +8,7 @@ device is given back: a page may sit idle for hours, and uploading weights again
 """
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Callable
 
@@ -45,7 +46,7 @@ class Session:
         if self._engine is None:
             from .generation import make_video  # the model libraries, only when a video is made
 
-            self._engine = make_video
+            self._engine = functools.partial(make_video, config=self.config)
         return self._engine
 
     def models(self, name: str, emit: Callable[[Event], None] = lambda event: None):

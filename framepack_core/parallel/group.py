@@ -1,0 +1,129 @@
+"""The ranks of one video: their process group, the Stop flag they share, and what they exchange.
+
+torch.distributed with gloo on a CPU and NCCL on CUDA GPUs. Two timeouts: starting waits long
+(every rank loads its own models first), while a run's collectives wait at most `RUN_TIMEOUT`: a
+rank that hangs or dies ends the run instead of blocking the others for ever (gloo also notices a
+dead peer at once, by its closed connection).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+START_TIMEOUT = timedelta(minutes=30)  # loading a model set from disk may take minutes per rank
+RUN_TIMEOUT = timedelta(seconds=float(os.environ.get("FRAMEPACK_PARALLEL_TIMEOUT", "25")))
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for the ranks to meet on (localhost only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Traffic:
+    """What this rank sent to the others and how long attention took, over a measured span."""
+    bytes_sent: int = 0
+    attention_seconds: float = 0.0
+    calls: int = 0
+
+    def reset(self) -> None:
+        self.bytes_sent, self.attention_seconds, self.calls = 0, 0.0, 0
+
+
+@dataclass
+class Ranks:
+    """This process's place among the ranks of one video."""
+    rank: int
+    world: int
+    device: torch.device
+    group: object = None  # the run's process group (RUN_TIMEOUT); None: the default group
+    traffic: Traffic = field(default_factory=Traffic)
+
+    def all_gather_tokens(self, x: torch.Tensor, counts: list[int], dim: int = 1) -> torch.Tensor:
+        """Every rank's share of `x` along `dim` (rank r holds counts[r] there), joined in rank order."""
+        most = max(counts)
+        pad = list(x.shape)
+        pad[dim] = most - x.shape[dim]
+        padded = torch.cat([x, x.new_zeros(pad)], dim=dim).contiguous() if pad[dim] else x.contiguous()
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded, group=self.group)
+        self.traffic.bytes_sent += padded.numel() * padded.element_size() * (self.world - 1)
+        return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, counts)], dim=dim)
+
+    def all_gather_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, heads/world, dim) on each rank -> (batch, tokens, heads, dim), heads in rank order."""
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        self.traffic.bytes_sent += x.numel() * x.element_size() * (self.world - 1)
+        return torch.cat(parts, dim=2)
+
+    def all_to_all(self, x: torch.Tensor, out_rows: int, send: list[int], receive: list[int]) -> torch.Tensor:
+        """all_to_all_single along dim 0: `send[j]` rows of `x` to rank j, `receive[i]` rows from rank i."""
+        out = x.new_empty((out_rows, *x.shape[1:]))
+        dist.all_to_all_single(out, x.contiguous(), output_split_sizes=receive, input_split_sizes=send,
+                               group=self.group)
+        row = x[0].numel() * x.element_size() if len(x) else 0
+        self.traffic.bytes_sent += row * (sum(send) - send[self.rank])
+        return out
+
+
+def start_group(rank: int, world: int, port: int, device: torch.device) -> Ranks:
+    """Join the ranks of one video (every rank calls this; it returns once all have joined)."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=START_TIMEOUT, device_id=device if device.type == "cuda" else None)
+    group = dist.new_group(list(range(world)), timeout=RUN_TIMEOUT, backend=backend)
+    return Ranks(rank, world, device, group)
+
+
+def wait_for_all(ranks: Ranks) -> None:
+    """Returns once every rank is ready (their models loaded), under the long start timeout."""
+    flag = torch.ones(1, device=ranks.device)
+    dist.all_reduce(flag)  # the default group: START_TIMEOUT
+    if int(flag.item()) != ranks.world:
+        raise RuntimeError("the ranks disagree on their number")
+
+
+def end_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class SharedStop:
+    """The run's Stop flag as every rank reads it: set on any rank (Stop is pressed on rank 0's page or
+    command line), seen by all at the same check, so every rank raises Cancelled at the same step.
+
+    `is_set` is a collective: only the pipeline's own thread may call it, the same number of times on
+    every rank (generation.VideoPipeline.check does); `set` may be called from any thread."""
+
+    def __init__(self, local: threading.Event, ranks: Ranks):
+        self.local, self.ranks = local, ranks
+
+    def set(self) -> None:
+        self.local.set()
+
+    def is_set(self) -> bool:
+        flag = torch.tensor([1.0 if self.local.is_set() else 0.0], device=self.ranks.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ranks.group)
+        return bool(flag.item())
+
+
+def timed(traffic: Traffic):
+    """A context adding its body's seconds to `traffic.attention_seconds`."""
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            traffic.attention_seconds += time.perf_counter() - self.start
+            traffic.calls += 1
+    return _Timer()
