@@ -1,0 +1,79 @@
+"""One video on several processes (framepack_core/parallel/), on the CPU with gloo and the tiny set:
+the split transformer call and whole runs give one process's latents; a lost process ends the run in
+one sentence and the run resumes."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch.multiprocessing as mp
+
+from framepack_core.events import Finished
+from framepack_core.media.latents import load_latents
+from framepack_core.parallel.group import free_port
+from framepack_core.run_files import RunFiles
+from helpers import run_events, tiny_request
+from parallel_forward import compare
+from test_lora import write_lora
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-5  # float32, relative
+
+
+def _relative(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+# 2 heads over 2 ranks and 6 over 3: Ulysses; 2 heads over 3 ranks: the keys and values gathered.
+@pytest.mark.parametrize("world,heads,ulysses", [(2, 2, True), (3, 2, False), (3, 6, True)])
+def test_one_call_split_over_ranks_is_the_whole_call(world, heads, ulysses):
+    context = mp.get_context("spawn")
+    results, port = context.Queue(), free_port()
+    processes = [context.Process(target=compare, args=(rank, world, port, heads, results)) for rank in range(world)]
+    for process in processes:
+        process.start()
+    got = sorted((results.get(timeout=120) for _ in processes), key=lambda r: r[0])
+    for process in processes:
+        process.join(timeout=30)
+    total = 5 * 15 - 1  # 2 noisy + 2 clean frames, 2x history as 1 frame, 4x as 1 (15 tokens each), less 1:
+    for rank, whole, split, undone, counts, used_ulysses, sent in got:
+        assert whole.shape == (1, 16, 2, 6, 10)
+        assert _relative(split, whole) <= TOLERANCE
+        assert np.array_equal(undone, whole)  # the model is itself again afterwards
+        assert used_ulysses is ulysses and sent > 0
+        assert len(counts) == world and max(counts) - min(counts) <= 1 and sum(counts) == sum(got[0][4])
+    assert process.exitcode == 0
+    del total
+
+
+def _finished_latents(events, path: Path):
+    final = events[-1]
+    assert isinstance(final, Finished), final
+    return final, load_latents(path.with_suffix(".latents.safetensors")).video.numpy()
+
+
+@pytest.mark.parametrize("mode", ["inverted", "forward"])
+def test_two_and_three_processes_make_the_latents_of_one(mode, tiny_models, picture, tmp_path):
+    # A LoRA, a timed prompt and a step cache that skips, as a real run may have them all at once.
+    lora = write_lora(tmp_path / "style.safetensors", "musubi")
+    fields = dict(mode=mode, window=2, steps=2, seconds=0.5, loras=((str(lora), 0.8),),
+                  prompt="[0s: a red balloon rises] [0.3s: a blue kite falls]",
+                  cache_method="first-block", cache_threshold=1.0)
+    made = {}
+    for gpus in (1, 2, 3):
+        output = tmp_path / f"gpus{gpus}.mp4"
+        made[gpus] = _finished_latents(run_events(tiny_request(picture, gpus=gpus, **fields), tiny_models, output),
+                                       output)
+    one, one_latents = made[1]
+    assert one.blocks_skipped > 0 and one.sections >= 2
+    for gpus in (2, 3):
+        finished, latents = made[gpus]
+        assert latents.shape == one_latents.shape
+        assert _relative(latents, one_latents) <= TOLERANCE, gpus
+        assert (finished.frames, finished.blocks_skipped, finished.blocks_computed) == (
+            one.frames, one.blocks_skipped, one.blocks_computed)
