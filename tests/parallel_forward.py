@@ -28,22 +28,27 @@ def packed_inputs(text_tokens: int = 7) -> dict:
                 latents_history_4x=noise(1, 16, 16, height, width), indices_latents_history_4x=torch.arange(9, 25))
 
 
-def compare(rank: int, world: int, port: int, heads: int, results) -> None:
-    """Each rank: the whole call (one process's answer) and the split one; rank 0 reports both and the bytes."""
+def compare(rank: int, world: int, port: int, heads_list, results) -> None:
+    """Each rank, for each head count: the whole call (one process's answer), the split one, and the whole
+    one again after the split is undone; put on `results` with the token counts and the bytes sent."""
     from framepack_core.parallel.group import end_group, start_group
     from framepack_core.parallel.shard import sequence_parallel
 
     torch.set_num_threads(1)
-    model, inputs = tiny_transformer(heads), packed_inputs()
-    with torch.no_grad():
-        whole = model(**inputs)[0]
-        ranks = start_group(rank, world, port, torch.device("cpu"))
-        try:
-            with sequence_parallel(model, ranks) as plan:
-                split = model(**inputs)[0]
-                counts, ulysses = plan.counts, model.transformer_blocks[0].attn.processor.ulysses
-            undone = model(**inputs)[0]  # hooks and processors gone again
-        finally:
-            end_group()
-    # numpy: a tensor put on a queue is shared through this process, which may be gone when it is read
-    results.put((rank, whole.numpy(), split.numpy(), undone.numpy(), counts, ulysses, ranks.traffic.bytes_sent))
+    ranks, calls = start_group(rank, world, port, torch.device("cpu")), []
+    try:
+        for heads in heads_list:
+            model, inputs = tiny_transformer(heads), packed_inputs()
+            ranks.traffic.reset()
+            with torch.no_grad():
+                whole = model(**inputs)[0]
+                with sequence_parallel(model, ranks) as plan:
+                    split = model(**inputs)[0]
+                    counts, ulysses = plan.counts, model.transformer_blocks[0].attn.processor.ulysses
+                undone = model(**inputs)[0]
+            # numpy: a tensor put on a queue is shared through this process, which may be gone when it is read
+            calls.append((heads, whole.numpy(), split.numpy(), undone.numpy(), counts, ulysses,
+                          ranks.traffic.bytes_sent))
+    finally:
+        end_group()
+    results.put((rank, calls))

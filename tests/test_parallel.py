@@ -29,26 +29,26 @@ def _relative(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
-# 2 heads over 2 ranks and 6 over 3: Ulysses; 2 heads over 3 ranks: the keys and values gathered.
-@pytest.mark.parametrize("world,heads,ulysses", [(2, 2, True), (3, 2, False), (3, 6, True)])
-def test_one_call_split_over_ranks_is_the_whole_call(world, heads, ulysses):
-    context = mp.get_context("spawn")
+def test_one_call_split_over_three_ranks_is_the_whole_call():
+    """6 heads over 3 ranks: Ulysses; 2 heads over 3: the keys and values gathered. (2 heads over 2 ranks,
+    Ulysses with an even split, is the runs' case below.)"""
+    world, context = 3, mp.get_context("spawn")
     results, port = context.Queue(), free_port()
-    processes = [context.Process(target=compare, args=(rank, world, port, heads, results)) for rank in range(world)]
+    processes = [context.Process(target=compare, args=(rank, world, port, (6, 2), results)) for rank in range(world)]
     for process in processes:
         process.start()
-    got = sorted((results.get(timeout=120) for _ in processes), key=lambda r: r[0])
+    got = sorted((results.get(timeout=300) for _ in processes), key=lambda r: r[0])
     for process in processes:
         process.join(timeout=30)
-    total = 5 * 15 - 1  # 2 noisy + 2 clean frames, 2x history as 1 frame, 4x as 1 (15 tokens each), less 1:
-    for rank, whole, split, undone, counts, used_ulysses, sent in got:
-        assert whole.shape == (1, 16, 2, 6, 10)
-        assert _relative(split, whole) <= TOLERANCE
-        assert np.array_equal(undone, whole)  # the model is itself again afterwards
-        assert used_ulysses is ulysses and sent > 0
-        assert len(counts) == world and max(counts) - min(counts) <= 1 and sum(counts) == sum(got[0][4])
-    assert process.exitcode == 0
-    del total
+        assert process.exitcode == 0
+    for rank, calls in got:
+        for heads, whole, split, undone, counts, ulysses, sent in calls:
+            assert whole.shape == (1, 16, 2, 6, 10)
+            assert _relative(split, whole) <= TOLERANCE, (rank, heads)
+            assert np.array_equal(undone, whole)  # the model is itself again afterwards
+            assert ulysses is (heads == 6) and sent > 0
+            # 74 packed tokens: noisy and clean 2 frames of 3x5 each, 2x history 1 frame of 2x3, 4x 4 frames of 1x2
+            assert counts == (25, 25, 24) and sum(counts) == 2 * 15 + 2 * 15 + 6 + 4 * 2
 
 
 def _finished_latents(events, path: Path):
