@@ -77,3 +77,51 @@ def test_two_and_three_processes_make_the_latents_of_one(mode, tiny_models, pict
         assert _relative(latents, one_latents) <= TOLERANCE, gpus
         assert (finished.frames, finished.blocks_skipped, finished.blocks_computed) == (
             one.frames, one.blocks_skipped, one.blocks_computed)
+
+
+def _worker(app: psutil.Process) -> psutil.Process | None:
+    """The app's rank-1 process (a multiprocessing spawn child; not its resource tracker)."""
+    for child in app.children():
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            pass
+    return None
+
+
+def test_a_killed_process_ends_the_run_in_one_line_and_resume_finishes_it(picture, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    output = tmp_path / "k.mp4"
+    app = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
+                            "--steps", "2", "--window", "2", "--seconds", "1", "--gpus", "2", "--seed", "3",
+                            "--prompt", "a red balloon rises", "--image", str(picture), "--output", str(output)],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    files = RunFiles(tmp_path, "k")
+    try:
+        # Once the first section is kept, rank 1 is killed (the test's own grandchild).
+        while app.poll() is None and not (files.latents.exists() and load_latents(files.latents).done >= 1):
+            time.sleep(0.05)
+        worker = _worker(psutil.Process(app.pid))
+        assert worker is not None and app.poll() is None
+        worker.kill()
+        killed = time.monotonic()
+        _, stderr = app.communicate(timeout=120)  # a guard against a hang, not a time limit
+        ended = time.monotonic() - killed
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert app.returncode == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "device 2 of 2 ended unexpectedly" in errors[0] and "--resume" in errors[0]
+    record = files.read_record()
+    assert record["status"] == "failed" and record["settings"]["gpus"] == 2
+    done = load_latents(files.latents).done
+    assert 1 <= done < 4
+    resumed = subprocess.run([sys.executable, "app.py", "generate", "--resume", str(output), "--json"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout.splitlines()[-1])
+    assert summary["status"] == "finished" and summary["frames"] == 33 and summary["sections"] == 4
+    assert summary["settings"]["gpus"] == 2 and load_latents(files.latents).done == 4
+    print(f"the run ended {ended:.1f} s after its rank 1 was killed")
