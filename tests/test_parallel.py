@@ -125,3 +125,21 @@ def test_a_killed_process_ends_the_run_in_one_line_and_resume_finishes_it(pictur
     assert summary["status"] == "finished" and summary["frames"] == 33 and summary["sections"] == 4
     assert summary["settings"]["gpus"] == 2 and load_latents(files.latents).done == 4
     print(f"the run ended {ended:.1f} s after its rank 1 was killed")
+
+
+def test_bench_smallest_mode_counts_the_bytes_each_rank_sends():
+    done = subprocess.run([sys.executable, "bench/sequence_parallel.py", "--smallest"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    one, two = result["runs"]
+    assert (one["processes"], two["processes"]) == (1, 2) and one["bytes_per_step_per_rank"] == 0
+    assert result["speedup_at_2"] == round(one["seconds_per_step"] / two["seconds_per_step"], 3)
+    # 21 packed tokens (noisy and clean 2 frames of 2x2, 2x history 1, 4x history 4) split 11 | 10; 20 text and
+    # picture tokens; 2 heads of 16 floats, one per rank; 2 blocks. Rank 0 sends per attention: its 11 tokens'
+    # q, k, v for the other head, the other rank's 10 tokens' output, its text head; per call, block 0's and
+    # the last block's output (padded to 11 tokens, 32 floats).
+    head_row = 16 * 4
+    attention = 3 * 11 * head_row + 10 * head_row + 20 * head_row
+    assert two["image_tokens"] == 21 and two["bytes_per_step_per_rank"] == 2 * attention + 2 * 11 * 32 * 4
+    assert 0 < two["attention_share"] < 1
