@@ -119,6 +119,15 @@ if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where
     # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
     step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
 fi
+# Issue 30: one video on several GPUs, where the machine has them (the transformer at full width, NCCL,
+# then a whole tiny run through the app on 2 GPUs).
+if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/dev/null; then
+    step multi_gpu_bench 150 python3 bench/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128 \
+        --double 2 --single 4 --latent-height 40 --latent-width 40
+    step multi_gpu_run 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
+        --prompt "a red balloon rises" --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" \
+        --outputs "$WORK/multi_gpu" --json
+fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
 echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

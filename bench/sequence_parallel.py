@@ -2,6 +2,7 @@
 
     python bench/sequence_parallel.py                    # a model large enough for compute to dominate
     python bench/sequence_parallel.py --smallest         # the tiny width, 1 and 2 processes: what CI runs
+    python bench/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128   # on 2 GPUs (NCCL)
 
 Each process gets one CPU thread (torch.set_num_threads(1)), so N processes use N cores; on a machine
 with fewer free cores than processes the speedup says more about the machine than the method. The
@@ -57,8 +58,12 @@ def rank_main(rank: int, world: int, port: int, args, results) -> None:
     from framepack_core.parallel.shard import sequence_parallel
 
     torch.set_num_threads(1)
-    model, call = build(args), inputs(args)
-    ranks = start_group(rank, world, port, torch.device("cpu"))
+    device = torch.device(f"cuda:{rank}" if args.cuda else "cpu")
+    dtype = torch.bfloat16 if args.cuda else torch.float32
+    model = build(args).to(device, dtype)
+    call = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs(args).items()}
+    ranks = start_group(rank, world, port, device)
+    sync = torch.cuda.synchronize if args.cuda else (lambda: None)
     try:
         with torch.no_grad(), sequence_parallel(model, ranks) as plan:
             model(**call)  # untimed: first-call allocations
@@ -68,6 +73,7 @@ def rank_main(rank: int, world: int, port: int, args, results) -> None:
                 torch.distributed.barrier(group=ranks.group)
                 started = time.perf_counter()
                 model(**call)
+                sync()
                 seconds.append(time.perf_counter() - started)
             tokens = plan.total if plan is not None else None
     finally:
@@ -108,6 +114,7 @@ def parse(argv=None):
     parser.add_argument("--text-tokens", type=int, default=64)
     parser.add_argument("--picture-tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--cuda", action="store_true", help="one GPU per process (NCCL, bf16) instead of CPUs")
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args(argv)
     if args.smallest:
@@ -125,7 +132,7 @@ def main(argv=None) -> int:
               f"attention {row['attention_share']} of the step", file=sys.stderr)
     by = {row["processes"]: row for row in rows}
     speedup = (round(by[1]["seconds_per_step"] / by[2]["seconds_per_step"], 3) if 1 in by and 2 in by else None)
-    print(json.dumps({"bench": "sequence_parallel", "width": args.heads * args.head_dim, "heads": args.heads,
+    print(json.dumps({"bench": "sequence_parallel", "device": "cuda" if args.cuda else "cpu", "width": args.heads * args.head_dim, "heads": args.heads,
                       "blocks": args.double + args.single, "threads_per_process": 1, "speedup_at_2": speedup,
                       "runs": rows}))
     return 0

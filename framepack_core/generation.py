@@ -37,13 +37,8 @@ from .speed.step_cache import step_cache
 from .work import Made, Work
 
 
-def make_video(work: Work, models, manager: ModelManager, config=None) -> Made:
-    """The engine: one video through the stages below (tests hand the run path a scripted stand-in).
-    `config`: the session's SessionConfig, which a run on several devices gives its other processes."""
-    if work.request.speed.gpus > 1:
-        from .parallel.launch import make_video_parallel
-
-        return make_video_parallel(work, models, manager, config)
+def make_video(work: Work, models, manager: ModelManager) -> Made:
+    """The engine: one video through the stages below (tests hand the run path a scripted stand-in)."""
     return VideoPipeline(work, models, manager)()
 
 

@@ -35,8 +35,10 @@ def rank_devices(first: torch.device, world: int) -> list[str]:
     return [f"cuda:{start + rank}" for rank in range(world)]
 
 
-def make_video_parallel(work: Work, models, manager, config) -> Made:
-    """generation.make_video on `work.request.speed.gpus` processes; this one is rank 0."""
+def make_video_parallel(work: Work, models, manager, config, session_type) -> Made:
+    """generation.make_video on `work.request.speed.gpus` processes; this one is rank 0. `config` and
+    `session_type` (session.Session, passed in: the session imports this module) make the other ranks'
+    sessions."""
     import torch.multiprocessing as mp
 
     from ..generation import VideoPipeline
@@ -49,7 +51,8 @@ def make_video_parallel(work: Work, models, manager, config) -> Made:
     context = mp.get_context("spawn")
     errors = context.Queue()
     workers = [context.Process(target=worker_main, daemon=True, name=f"framepack-rank{rank}", args=(
-        WorkerJob(rank, world, port, devices[rank], threads, work.request, work.origin, config), errors))
+        WorkerJob(rank, world, port, devices[rank], threads, work.request, work.origin, config, session_type),
+        errors))
         for rank in range(1, world)]
     for process in workers:
         process.start()

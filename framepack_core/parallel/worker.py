@@ -26,6 +26,7 @@ class WorkerJob:
     request: object  # the validated Request
     origin: object  # how the run starts (origins.py), as rank 0 has it
     config: object  # rank 0's SessionConfig; the device is the rank's own
+    session_type: type  # session.Session (given, not imported: the session imports the launcher)
 
 
 def worker_main(job: WorkerJob, errors) -> None:
@@ -50,13 +51,12 @@ def _run(job: WorkerJob) -> None:
 
     from ..generation import VideoPipeline
     from ..run import mp4_tags
-    from ..session import Session
     from ..work import Work
     from .group import SharedStop, end_group, start_group, wait_for_all
     from .shard import sequence_parallel
 
     torch.set_num_threads(job.threads)
-    session = Session(replace(job.config, device=job.device))
+    session = job.session_type(replace(job.config, device=job.device))
     ranks = start_group(job.rank, job.world, job.port, torch.device(job.device))
     try:
         models, manager = session.prepare(job.request, lambda event: None)
