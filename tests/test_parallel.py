@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch.multiprocessing as mp
 
-from framepack_core.events import Finished
+from framepack_core.events import Finished, SectionDone, Step
 from framepack_core.media.latents import load_latents
 from framepack_core.parallel.group import free_port
 from framepack_core.run_files import RunFiles
@@ -77,6 +77,20 @@ def test_two_and_three_processes_make_the_latents_of_one(mode, tiny_models, pict
         assert _relative(latents, one_latents) <= TOLERANCE, gpus
         assert (finished.frames, finished.blocks_skipped, finished.blocks_computed) == (
             one.frames, one.blocks_skipped, one.blocks_computed)
+
+
+def test_stop_on_rank_0_stops_every_process_at_the_same_step(tiny_models, picture, tmp_path):
+    def stop_after_the_first_section(event, run):
+        if isinstance(event, SectionDone):
+            run.stop()
+
+    output = tmp_path / "stopped.mp4"
+    events = run_events(tiny_request(picture, gpus=2, window=2, steps=2, seconds=1), tiny_models, output,
+                        on_event=stop_after_the_first_section)
+    final = events[-1]
+    assert isinstance(final, Finished) and final.stopped and final.sections == 1
+    assert [e.step for e in events if isinstance(e, Step)] == [1, 2]  # every rank stops before the second section
+    assert load_latents(output.with_suffix(".latents.safetensors")).done == 1
 
 
 def _worker(app: psutil.Process) -> psutil.Process | None:
