@@ -60,7 +60,7 @@ def rank_main(rank: int, world: int, port: int, args, results) -> None:
     torch.set_num_threads(1)
     device = torch.device(f"cuda:{rank}" if args.cuda else "cpu")
     dtype = torch.bfloat16 if args.cuda else torch.float32
-    model = build(args).to(device, dtype)
+    model = build(args).to(device, dtype) if args.cuda else build(args)
     call = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs(args).items()}
     ranks = start_group(rank, world, port, device)
     sync = torch.cuda.synchronize if args.cuda else (lambda: None)

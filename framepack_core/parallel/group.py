@@ -1,24 +1,27 @@
 """The ranks of one video: their process group, the Stop flag they share, and what they exchange.
 
-torch.distributed with gloo on a CPU and NCCL on CUDA GPUs. Two timeouts: starting waits long
-(every rank loads its own models first), while a run's collectives wait at most `RUN_TIMEOUT`: a
+torch.distributed with gloo on a CPU and NCCL on CUDA GPUs. Two timeouts: joining waits up to
+`START_TIMEOUT`, while a run's collectives wait at most `RUN_TIMEOUT`: a
 rank that hangs or dies ends the run instead of blocking the others for ever (gloo also notices a
-dead peer at once, by its closed connection).
+dead peer at once, by its closed connection). The ranks join only once each has its models loaded.
 """
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-START_TIMEOUT = timedelta(minutes=30)  # loading a model set from disk may take minutes per rank
-RUN_TIMEOUT = timedelta(seconds=float(os.environ.get("FRAMEPACK_PARALLEL_TIMEOUT", "25")))
+# Joining waits only for processes whose models are loaded already (launch.py waits for that first).
+START_TIMEOUT = timedelta(minutes=2)
+# Within a run the ranks do the same work between collectives (every rank decodes and writes too), so a
+# wait this long means a rank is stuck: the run ends within 30 s of it, with a resumable record.
+RUN_TIMEOUT = timedelta(seconds=20)
 
 
 def free_port() -> int:
@@ -85,14 +88,6 @@ def start_group(rank: int, world: int, port: int, device: torch.device) -> Ranks
     return Ranks(rank, world, device, group)
 
 
-def wait_for_all(ranks: Ranks) -> None:
-    """Returns once every rank is ready (their models loaded), under the long start timeout."""
-    flag = torch.ones(1, device=ranks.device)
-    dist.all_reduce(flag)  # the default group: START_TIMEOUT
-    if int(flag.item()) != ranks.world:
-        raise RuntimeError("the ranks disagree on their number")
-
-
 def end_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -117,13 +112,12 @@ class SharedStop:
         return bool(flag.item())
 
 
+@contextmanager
 def timed(traffic: Traffic):
-    """A context adding its body's seconds to `traffic.attention_seconds`."""
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            traffic.attention_seconds += time.perf_counter() - self.start
-            traffic.calls += 1
-    return _Timer()
+    """Adds its body's seconds to `traffic.attention_seconds`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        traffic.attention_seconds += time.perf_counter() - started
+        traffic.calls += 1

@@ -14,14 +14,14 @@ from dataclasses import replace
 
 import torch
 
-from ..failures import RankLost
+from ..failures import Cancelled, RankLost
 from ..work import Made, Work
-from .group import SharedStop, end_group, free_port, start_group, wait_for_all
+from .group import RUN_TIMEOUT, SharedStop, end_group, free_port, start_group
 from .shard import sequence_parallel
 from .worker import WorkerJob, worker_main
 
 log = logging.getLogger(__name__)
-JOIN_SECONDS = 10  # how long a finished run waits for the other ranks to leave before ending them
+JOIN_SECONDS = 5  # how long a finished run waits for the other ranks to leave before ending them
 
 
 def rank_devices(first: torch.device, world: int) -> list[str]:
@@ -47,26 +47,27 @@ def make_video_parallel(work: Work, models, manager, config, session_type) -> Ma
     device = torch.device(getattr(manager, "device", None) or config.device or "cpu")
     devices = rank_devices(device, world)
     threads = max(1, torch.get_num_threads() // world) if device.type == "cpu" else torch.get_num_threads()
-    port = free_port()
-    context = mp.get_context("spawn")
-    errors = context.Queue()
+    port, context = free_port(), mp.get_context("spawn")
+    messages = context.Queue()
     workers = [context.Process(target=worker_main, daemon=True, name=f"framepack-rank{rank}", args=(
         WorkerJob(rank, world, port, devices[rank], threads, work.request, work.origin, config, session_type),
-        errors))
-        for rank in range(1, world)]
+        messages)) for rank in range(1, world)]
     for process in workers:
         process.start()
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
+        _wait_until_ready(workers, messages, work.cancel)
+        torch.set_num_threads(threads)
         ranks = start_group(0, world, port, torch.device(devices[0]))
         try:
-            wait_for_all(ranks)
             shared = replace(work, cancel=SharedStop(work.cancel, ranks))
             with sequence_parallel(models.transformer, ranks):
                 return VideoPipeline(shared, models, manager)()
         except Exception as error:
-            lost = _lost_rank(workers, errors)
+            lost = _lost_rank(workers, messages, wait=2.0)
+            if lost is None and isinstance(error, torch.distributed.DistError):  # all alive, one stuck
+                lost = (f"The run's {world} processes stopped answering each other (no answer within "
+                        f"{RUN_TIMEOUT.total_seconds():g} s).")
             if lost is not None:
                 raise RankLost(lost) from error
             raise
@@ -77,19 +78,35 @@ def make_video_parallel(work: Work, models, manager, config, session_type) -> Ma
         _end(workers)
 
 
-def _lost_rank(workers, errors) -> str | None:
-    """One sentence for a rank that failed or died, or None when all are still there."""
+def _wait_until_ready(workers, messages, cancel) -> None:
+    """Until every other rank has its models loaded (minutes for real weights): a rank failing or dying
+    meanwhile ends the run at once, and so does Stop."""
+    waiting = set(range(1, len(workers) + 1))
+    while waiting:
+        if cancel.is_set():
+            raise Cancelled()
+        lost = _lost_rank(workers, messages, wait=0.2, ready=waiting)
+        if lost is not None:
+            raise RankLost(lost)
+
+
+def _lost_rank(workers, messages, wait: float, ready: set | None = None) -> str | None:
+    """One sentence for a rank that failed or died, or None when all are still there. A rank's
+    (rank, None, None) message, that it is ready, is taken off `ready`."""
+    world = len(workers) + 1
     try:
-        rank, message, detail = errors.get(timeout=2)
-        log.info("rank %d failed:\n%s", rank, detail)
-        return f"The process for device {rank + 1} of {len(workers) + 1} failed: {message}"
+        rank, message, detail = messages.get(timeout=wait)
+        if message is None:
+            if ready is not None:
+                ready.discard(rank)
+        else:
+            log.info("rank %d failed:\n%s", rank, detail)
+            return f"The process for device {rank + 1} of {world} failed: {message}"
     except queue.Empty:
         pass
     for rank, process in enumerate(workers, 1):
-        process.join(timeout=0.5)
         if process.exitcode not in (None, 0):
-            return (f"The process for device {rank + 1} of {len(workers) + 1} ended unexpectedly "
-                    f"(exit code {process.exitcode}).")
+            return f"The process for device {rank + 1} of {world} ended unexpectedly (exit code {process.exitcode})."
     return None
 
 

@@ -29,20 +29,21 @@ class WorkerJob:
     session_type: type  # session.Session (given, not imported: the session imports the launcher)
 
 
-def worker_main(job: WorkerJob, errors) -> None:
-    """The process's body; a failure is put on `errors` as (rank, one line) for rank 0 to tell."""
+def worker_main(job: WorkerJob, messages) -> None:
+    """The process's body. On `messages`: (rank, None, None) once its models are loaded, and on a failure
+    (rank, one line, traceback) for rank 0 to tell."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _run(job)
+        _run(job, messages)
     except BaseException as error:  # noqa: BLE001 (any failure: rank 0 names it, then this process exits)
         from ..failures import user_message
 
-        errors.put((job.rank, user_message(error) if isinstance(error, Exception) else repr(error),
+        messages.put((job.rank, user_message(error) if isinstance(error, Exception) else repr(error),
                     traceback.format_exc()))
         raise SystemExit(1) from None
 
 
-def _run(job: WorkerJob) -> None:
+def _run(job: WorkerJob, messages) -> None:
     from dataclasses import replace
 
     import torch
@@ -52,22 +53,20 @@ def _run(job: WorkerJob) -> None:
     from ..generation import VideoPipeline
     from ..run import mp4_tags
     from ..work import Work
-    from .group import SharedStop, end_group, start_group, wait_for_all
+    from .group import SharedStop, end_group, start_group
     from .shard import sequence_parallel
 
     torch.set_num_threads(job.threads)
     session = job.session_type(replace(job.config, device=job.device))
+    models, manager = session.prepare(job.request, lambda event: None)
+    messages.put((job.rank, None, None))  # ready: rank 0 starts the group once every rank is
     ranks = start_group(job.rank, job.world, job.port, torch.device(job.device))
     try:
-        models, manager = session.prepare(job.request, lambda event: None)
-        wait_for_all(ranks)
         with tempfile.TemporaryDirectory(prefix=f"framepack-rank{job.rank}-") as folder:
             work = Work(job.request, job.origin, Path(folder) / "video.mp4", None, mp4_tags, lambda event: None,
                         SharedStop(threading.Event(), ranks), UsageMeter(None))
-            try:
-                with sequence_parallel(models.transformer, ranks):
-                    VideoPipeline(work, models, manager)()
-            finally:
-                session.release(manager)
+            with sequence_parallel(models.transformer, ranks):
+                VideoPipeline(work, models, manager)()
     finally:
+        session.release(manager)
         end_group()
