@@ -157,3 +157,28 @@ def test_bench_smallest_mode_counts_the_bytes_each_rank_sends():
     attention = 3 * 11 * head_row + 10 * head_row + 20 * head_row
     assert two["image_tokens"] == 21 and two["bytes_per_step_per_rank"] == 2 * attention + 2 * 11 * 32 * 4
     assert 0 < two["attention_share"] < 1
+
+
+def test_a_rank_lost_while_loading_or_failing_is_one_sentence():
+    import queue
+    import threading
+    from types import SimpleNamespace
+
+    from framepack_core.failures import Cancelled, RankLost, user_message
+    from framepack_core.parallel.launch import _wait_until_ready
+
+    alive, dead = SimpleNamespace(exitcode=None), SimpleNamespace(exitcode=-9)
+    messages = queue.Queue()
+    messages.put((1, None, None))  # rank 1 ready; rank 2 killed while loading
+    with pytest.raises(RankLost) as lost:
+        _wait_until_ready([alive, dead], messages, threading.Event())
+    assert str(lost.value) == "The process for device 3 of 3 ended unexpectedly (exit code -9)."
+    assert user_message(lost.value) == ("The process for device 3 of 3 ended unexpectedly (exit code -9). What was "
+                                        "finished is kept: resume the run (--resume, or Resume on the page).")
+    messages.put((2, "The computer ran out of memory (RAM).", "Traceback ..."))
+    with pytest.raises(RankLost, match=r"^The process for device 3 of 3 failed: The computer ran out of memory"):
+        _wait_until_ready([alive, alive], messages, threading.Event())
+    stop = threading.Event()
+    stop.set()  # Stop while the other processes load: the wait ends at once
+    with pytest.raises(Cancelled):
+        _wait_until_ready([alive, alive], queue.Queue(), stop)
