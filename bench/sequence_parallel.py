@@ -132,8 +132,8 @@ def main(argv=None) -> int:
               f"attention {row['attention_share']} of the step", file=sys.stderr)
     by = {row["processes"]: row for row in rows}
     speedup = (round(by[1]["seconds_per_step"] / by[2]["seconds_per_step"], 3) if 1 in by and 2 in by else None)
-    print(json.dumps({"bench": "sequence_parallel", "device": "cuda" if args.cuda else "cpu", "width": args.heads * args.head_dim, "heads": args.heads,
-                      "blocks": args.double + args.single, "threads_per_process": 1, "speedup_at_2": speedup,
+    print(json.dumps({"bench": "sequence_parallel", "device": "cuda" if args.cuda else "cpu",
+                      "width": args.heads * args.head_dim, "heads": args.heads, "blocks": args.double + args.single, "threads_per_process": 1, "speedup_at_2": speedup,
                       "runs": rows}))
     return 0
 

@@ -11,7 +11,8 @@ def tiny_transformer(heads: int):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return HunyuanVideoFramepackTransformer3DModel(**TINY_TRANSFORMER_CONFIG | {"num_attention_heads": heads}).eval()
+        config = TINY_TRANSFORMER_CONFIG | {"num_attention_heads": heads}
+        return HunyuanVideoFramepackTransformer3DModel(**config).eval()
 
 
 def packed_inputs(text_tokens: int = 7) -> dict:
@@ -20,7 +21,8 @@ def packed_inputs(text_tokens: int = 7) -> dict:
     noise = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     height, width = 6, 10  # latent pixels: 15 tokens a frame after 2x2 patches
     return dict(hidden_states=noise(1, 16, 2, height, width), timestep=torch.tensor([700.0]),
-                encoder_hidden_states=noise(1, text_tokens, 32), encoder_attention_mask=torch.ones(1, text_tokens, dtype=torch.bool),
+                encoder_hidden_states=noise(1, text_tokens, 32),
+                encoder_attention_mask=torch.ones(1, text_tokens, dtype=torch.bool),
                 pooled_projections=noise(1, 32), image_embeds=noise(1, 5, 32), guidance=torch.tensor([10000.0]),
                 indices_latents=torch.tensor([4, 5]),
                 latents_clean=noise(1, 16, 2, height, width), indices_latents_clean=torch.tensor([0, 6]),
