@@ -54,3 +54,65 @@ def compare(rank: int, world: int, port: int, heads_list, results) -> None:
     finally:
         end_group()
     results.put((rank, calls))
+
+
+def videos(rank: int, jobs: list, folder: str, results) -> None:
+    """Each rank's part of several whole videos, one spawn for all (starting processes is what costs on a
+    CPU): `jobs` are (name, request, processes, port, stop_after_first_section); a rank below a job's
+    processes runs it exactly as parallel/worker.py runs a rank (the pipeline, the split, the shared Stop),
+    rank 0 writing the files. Rank 0 puts (name, latents, sections done, steps, made) on `results` per job;
+    (None, ...) ends the list."""
+    import threading
+    import traceback
+    from pathlib import Path
+
+    from framepack_core.events import SectionDone, Step
+    from framepack_core.generation import VideoPipeline
+    from framepack_core.media.latents import load_latents
+    from framepack_core.parallel.group import SharedStop, end_group, start_group
+    from framepack_core.parallel.guidance import layout_for, parallel
+    from framepack_core.run import mp4_tags
+    from framepack_core.session import Session
+    from framepack_core.session_config import SessionConfig
+    from framepack_core.work import Work
+    from memory.usage import UsageMeter
+
+    torch.set_num_threads(1)
+    session = Session(SessionConfig(device="cpu"))
+    try:
+        for name, request, processes, port, stop_early in jobs:
+            if rank >= processes:
+                continue
+            models, manager = session.prepare(request, lambda event: None)
+            ranks, steps, stop = start_group(rank, processes, port, torch.device("cpu"), layout_for(request)), [], threading.Event()
+
+            def emit(event):
+                if isinstance(event, Step):
+                    steps.append(event.step)
+                if stop_early and rank == 0 and isinstance(event, SectionDone):  # Stop pressed on rank 0 only
+                    stop.set()
+
+            video = Path(folder) / f"{name}-rank{rank}.mp4"
+            latents = video.with_suffix(".latents.safetensors")
+            work = Work(request, None, video, latents, mp4_tags, emit, SharedStop(stop, ranks), UsageMeter(None))
+            try:
+                with parallel(models.transformer, ranks):
+                    made = VideoPipeline(work, models, manager)()
+            finally:
+                session.release(manager)
+                end_group()
+            if rank == 0:
+                saved = load_latents(latents)
+                results.put((name, saved.video.numpy(), saved.done, steps, made))
+    except BaseException:
+        results.put((f"rank {rank} failed", traceback.format_exc(), 0, [], None))
+        raise
+    if rank == 0:
+        results.put((None, None, 0, [], None))
+
+
+def ranks_main(rank: int, forward_port: int, jobs: list, folder: str, calls, made) -> None:
+    """One spawned process of test_parallel.py: the split transformer call (ranks 0-2), then the videos."""
+    if rank < 3:
+        compare(rank, 3, forward_port, (6, 2), calls)
+    videos(rank, jobs, folder, made)

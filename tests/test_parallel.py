@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,12 @@ import psutil
 import pytest
 import torch.multiprocessing as mp
 
-from framepack_core.events import Finished, SectionDone, Step
+from framepack_core.events import Finished
 from framepack_core.media.latents import load_latents
 from framepack_core.parallel.group import free_port
 from framepack_core.run_files import RunFiles
 from helpers import run_events, tiny_request
-from parallel_forward import compare
+from parallel_forward import ranks_main
 from test_lora import write_lora
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,19 +30,63 @@ def _relative(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
-def test_one_call_split_over_three_ranks_is_the_whole_call():
-    """6 heads over 3 ranks: Ulysses; 2 heads over 3: the keys and values gathered. (2 heads over 2 ranks,
-    Ulysses with an even split, is the runs' case below.)"""
-    world, context = 3, mp.get_context("spawn")
-    results, port = context.Queue(), free_port()
-    processes = [context.Process(target=compare, args=(rank, world, port, (6, 2), results)) for rank in range(world)]
+# A LoRA, a timed prompt and a step cache that skips, as a real run may have them all at once.
+SPLIT = dict(window=2, steps=2, seconds=0.5, prompt="[0s: a red balloon rises] [0.3s: a blue kite falls]",
+             cache_method="first-block", cache_threshold=1.0)
+# A CFG above 1 with a negative prompt and no step cache: the two passes on two processes (group.Layout).
+GUIDED = dict(window=2, steps=2, seconds=0.25, cfg=1.5, negative_prompt="blurry, dark", step_cache=False)
+RUNS = (  # (name, fields, processes, stop after the first section)
+    ("inverted-2", SPLIT | {"mode": "inverted"}, 2, False), ("inverted-3", SPLIT | {"mode": "inverted"}, 3, False),
+    ("forward-2", SPLIT | {"mode": "forward"}, 2, False), ("forward-3", SPLIT | {"mode": "forward"}, 3, False),
+    ("cfg-2", GUIDED, 2, False), ("cfg-4", GUIDED, 4, False),
+    ("stopped-2", dict(window=2, steps=2, seconds=0.5), 2, True))
+
+
+@pytest.fixture(scope="module")
+def spawned(tiny_models, picture, tmp_path_factory):
+    """Every multi-process claim below from one spawn of 4 processes (each process start imports torch and
+    loads the models: the cost on a CPU): the split transformer call on 3 of them, then each run of RUNS;
+    meanwhile this process makes the one-process runs to compare with, through the run path."""
+    folder = tmp_path_factory.mktemp("parallel")
+    lora = write_lora(folder / "style.safetensors", "musubi")
+    with_lora = {"loras": ((str(lora), 0.8),)}
+    requests = {name: tiny_request(picture, gpus=processes, **(fields | (with_lora if "cache_method" in fields else {})))
+                for name, fields, processes, _ in RUNS}
+    context = mp.get_context("spawn")
+    calls, made = context.Queue(), context.Queue()
+    jobs = [(name, requests[name].validated(), processes, free_port(), stop) for name, _, processes, stop in RUNS]
+    forward_port = free_port()
+    processes = [context.Process(target=ranks_main, args=(rank, forward_port, jobs, str(folder), calls, made))
+                 for rank in range(4)]
     for process in processes:
         process.start()
-    got = sorted((results.get(timeout=300) for _ in processes), key=lambda r: r[0])
-    for process in processes:
-        process.join(timeout=30)
-        assert process.exitcode == 0
-    for rank, calls in got:
+    try:
+        ones = {}
+        for name in ("inverted-2", "forward-2", "cfg-2"):
+            output = folder / f"{name}-one.mp4"
+            events = run_events(replace(requests[name], speed=replace(requests[name].speed, gpus=1)), tiny_models, output)
+            ones[name.split("-")[0]] = _finished_latents(events, output)
+        split = sorted((calls.get(timeout=600) for _ in range(3)), key=lambda r: r[0])
+        videos_made = {}
+        while True:
+            name, *rest = made.get(timeout=600)
+            if name is None:
+                break
+            assert rest[-1] is not None, rest[0]  # a rank's traceback
+            videos_made[name] = rest
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    assert [process.exitcode for process in processes] == [0] * 4
+    return split, ones, videos_made
+
+
+def test_one_call_split_over_three_ranks_is_the_whole_call(spawned):
+    """6 heads over 3 ranks: Ulysses; 2 heads over 3: the keys and values gathered. (2 heads over 2 ranks,
+    Ulysses with an even split, is the runs' case below.)"""
+    for rank, calls in spawned[0]:
         for heads, whole, split, undone, counts, ulysses, sent in calls:
             assert whole.shape == (1, 16, 2, 6, 10)
             assert _relative(split, whole) <= TOLERANCE, (rank, heads)
@@ -58,39 +103,34 @@ def _finished_latents(events, path: Path):
 
 
 @pytest.mark.parametrize("mode", ["inverted", "forward"])
-def test_two_and_three_processes_make_the_latents_of_one(mode, tiny_models, picture, tmp_path):
-    # A LoRA, a timed prompt and a step cache that skips, as a real run may have them all at once.
-    lora = write_lora(tmp_path / "style.safetensors", "musubi")
-    fields = dict(mode=mode, window=2, steps=2, seconds=0.5, loras=((str(lora), 0.8),),
-                  prompt="[0s: a red balloon rises] [0.3s: a blue kite falls]",
-                  cache_method="first-block", cache_threshold=1.0)
-    made = {}
-    for gpus in (1, 2, 3):
-        output = tmp_path / f"gpus{gpus}.mp4"
-        made[gpus] = _finished_latents(run_events(tiny_request(picture, gpus=gpus, **fields), tiny_models, output),
-                                       output)
-    one, one_latents = made[1]
+def test_two_and_three_processes_make_the_latents_of_one(mode, spawned):
+    one, one_latents = spawned[1][mode]
     assert one.blocks_skipped > 0 and one.sections >= 2
-    for gpus in (2, 3):
-        finished, latents = made[gpus]
-        assert latents.shape == one_latents.shape
-        assert _relative(latents, one_latents) <= TOLERANCE, gpus
-        assert (finished.frames, finished.blocks_skipped, finished.blocks_computed) == (
+    for processes in (2, 3):
+        latents, done, steps, made = spawned[2][f"{mode}-{processes}"]
+        assert latents.shape == one_latents.shape and done == one.sections
+        assert _relative(latents, one_latents) <= TOLERANCE, processes
+        assert (made.frames, made.blocks_skipped, made.blocks_computed) == (
             one.frames, one.blocks_skipped, one.blocks_computed)
 
 
-def test_stop_on_rank_0_stops_every_process_at_the_same_step(tiny_models, picture, tmp_path):
-    def stop_after_the_first_section(event, run):
-        if isinstance(event, SectionDone):
-            run.stop()
+def test_cfg_on_two_processes_alone_and_with_the_split_on_four_makes_the_latents_of_one(spawned):
+    from framepack_core.parallel.group import Layout
 
-    output = tmp_path / "stopped.mp4"
-    events = run_events(tiny_request(picture, gpus=2, window=2, steps=2, seconds=1), tiny_models, output,
-                        on_event=stop_after_the_first_section)
-    final = events[-1]
-    assert isinstance(final, Finished) and final.stopped and final.sections == 1
-    assert [e.step for e in events if isinstance(e, Step)] == [1, 2]  # every rank stops before the second section
-    assert load_latents(output.with_suffix(".latents.safetensors")).done == 1
+    assert Layout.of(2, 1.5, step_cache=False) == Layout(2, 1) and Layout.of(4, 1.5, False) == Layout(2, 2)
+    assert Layout.of(2, 1.5, step_cache=True) == Layout(1, 2) and Layout.of(3, 1.5, False) == Layout(1, 3)
+    assert Layout.of(2, 1.0, step_cache=False) == Layout(1, 2)
+    one, one_latents = spawned[1]["cfg"]
+    for processes in (2, 4):
+        latents, done, steps, made = spawned[2][f"cfg-{processes}"]
+        assert latents.shape == one_latents.shape and (done, made.frames) == (one.sections, one.frames)
+        assert _relative(latents, one_latents) <= TOLERANCE, processes
+
+
+def test_stop_on_rank_0_stops_every_process_at_the_same_step(spawned):
+    latents, done, steps, made = spawned[2]["stopped-2"]
+    assert made.stopped and made.sections_done == 1 and done == 1
+    assert steps == [1, 2]  # every rank stops before the second section: else the shared flag would hang
 
 
 def _worker(app: psutil.Process) -> psutil.Process | None:

@@ -42,14 +42,41 @@ class Traffic:
         self.bytes_sent, self.attention_seconds, self.calls = 0, 0.0, 0
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a run's processes share the work: `guidance` ways of CFG (2: the conditional and the
+    unconditional pass at once) times `sequence` ways of the packed image tokens."""
+    guidance: int
+    sequence: int
+
+    @staticmethod
+    def of(processes: int, cfg: float, step_cache: bool) -> "Layout":
+        """CFG on two processes whenever it can be: a CFG above 1, an even count, no step cache (a cache's
+        decisions follow both passes in turn on one process); the sequence split takes the rest."""
+        guidance = 2 if cfg != 1 and processes % 2 == 0 and not step_cache else 1
+        return Layout(guidance, processes // guidance)
+
+
 @dataclass
 class Ranks:
-    """This process's place among the ranks of one video."""
+    """This process's place among the ranks of one video. `rank`, `world` and `group` are its sequence
+    group's (the processes that split one pass's tokens); `branch` is which CFG pass it makes (0: the
+    conditional) and `guidance` the group that makes both; `everyone` the whole run's group."""
     rank: int
     world: int
     device: torch.device
-    group: object = None  # the run's process group (RUN_TIMEOUT); None: the default group
+    group: object = None  # the sequence group (RUN_TIMEOUT); None: the default group
     traffic: Traffic = field(default_factory=Traffic)
+    branch: int = 0
+    guidance: object = None  # the CFG group of two, or None without CFG-parallel
+    everyone: object = None
+
+    def all_gather_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's CFG pass and the other's, in branch order (conditional first)."""
+        parts = [torch.empty_like(x) for _ in range(2)]
+        dist.all_gather(parts, x.contiguous(), group=self.guidance)
+        self.traffic.bytes_sent += x.numel() * x.element_size()
+        return parts
 
     def all_gather_tokens(self, x: torch.Tensor, counts: list[int], dim: int = 1) -> torch.Tensor:
         """Every rank's share of `x` along `dim` (rank r holds counts[r] there), joined in rank order."""
@@ -79,13 +106,24 @@ class Ranks:
         return out
 
 
-def start_group(rank: int, world: int, port: int, device: torch.device) -> Ranks:
-    """Join the ranks of one video (every rank calls this; it returns once all have joined)."""
+def start_group(rank: int, world: int, port: int, device: torch.device, layout: Layout | None = None) -> Ranks:
+    """Join the ranks of one video (every rank calls this; it returns once all have joined). Process
+    `rank` makes CFG pass rank // sequence on token share rank % sequence."""
+    layout = layout or Layout(1, world)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=START_TIMEOUT, device_id=device if device.type == "cuda" else None)
-    group = dist.new_group(list(range(world)), timeout=RUN_TIMEOUT, backend=backend)
-    return Ranks(rank, world, device, group)
+
+    def new_group(members):  # every rank creates every group, in the same order
+        return dist.new_group(list(members), timeout=RUN_TIMEOUT, backend=backend)
+
+    everyone, size = new_group(range(world)), layout.sequence
+    sequences = [new_group(range(b * size, (b + 1) * size)) for b in range(layout.guidance)] if size < world else []
+    pairs = [new_group((i, size + i)) for i in range(size)] if layout.guidance == 2 else []
+    branch, share = divmod(rank, size)
+    sequence = sequences[branch] if sequences else everyone
+    return Ranks(share, size, device, sequence, branch=branch, guidance=pairs[share] if pairs else None,
+                 everyone=everyone)
 
 
 def end_group() -> None:
@@ -108,7 +146,7 @@ class SharedStop:
 
     def is_set(self) -> bool:
         flag = torch.tensor([1.0 if self.local.is_set() else 0.0], device=self.ranks.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ranks.group)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ranks.everyone)
         return bool(flag.item())
 
 

@@ -17,7 +17,7 @@ import torch
 from ..failures import Cancelled, RankLost
 from ..work import Made, Work
 from .group import RUN_TIMEOUT, SharedStop, end_group, free_port, start_group
-from .shard import sequence_parallel
+from .guidance import layout_for, parallel
 from .worker import WorkerJob, worker_main
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,10 @@ def make_video_parallel(work: Work, models, manager, config, session_type) -> Ma
     try:
         _wait_until_ready(workers, messages, work.cancel)
         torch.set_num_threads(threads)
-        ranks = start_group(0, world, port, torch.device(devices[0]))
+        ranks = start_group(0, world, port, torch.device(devices[0]), layout_for(work.request))
         try:
             shared = replace(work, cancel=SharedStop(work.cancel, ranks))
-            with sequence_parallel(models.transformer, ranks):
+            with parallel(models.transformer, ranks):
                 return VideoPipeline(shared, models, manager)()
         except Exception as error:
             lost = _lost_rank(workers, messages, wait=2.0)

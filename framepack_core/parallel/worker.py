@@ -54,18 +54,18 @@ def _run(job: WorkerJob, messages) -> None:
     from ..run import mp4_tags
     from ..work import Work
     from .group import SharedStop, end_group, start_group
-    from .shard import sequence_parallel
+    from .guidance import layout_for, parallel
 
     torch.set_num_threads(job.threads)
     session = job.session_type(replace(job.config, device=job.device))
     models, manager = session.prepare(job.request, lambda event: None)
     messages.put((job.rank, None, None))  # ready: rank 0 starts the group once every rank is
-    ranks = start_group(job.rank, job.world, job.port, torch.device(job.device))
+    ranks = start_group(job.rank, job.world, job.port, torch.device(job.device), layout_for(job.request))
     try:
         with tempfile.TemporaryDirectory(prefix=f"framepack-rank{job.rank}-") as folder:
             work = Work(job.request, job.origin, Path(folder) / "video.mp4", None, mp4_tags, lambda event: None,
                         SharedStop(threading.Event(), ranks), UsageMeter(None))
-            with sequence_parallel(models.transformer, ranks):
+            with parallel(models.transformer, ranks):
                 VideoPipeline(work, models, manager)()
     finally:
         session.release(manager)
