@@ -60,8 +60,8 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
     """Each rank's part of several whole videos, one spawn for all (starting processes is what costs on a
     CPU): `jobs` are (name, request, processes, port, stop_after_first_section); a rank below a job's
     processes runs it exactly as parallel/worker.py runs a rank (the pipeline, the split, the shared Stop),
-    rank 0 writing the files. Rank 0 puts (name, latents, sections done, steps, made) on `results` per job;
-    (None, ...) ends the list."""
+    rank 0 writing the files. Rank 0 puts (name, latents, sections done, steps, made, (its sequence group's
+    size, whether it made one CFG pass of two)) on `results` per job; (None, ...) ends the list."""
     import threading
     import traceback
     from pathlib import Path
@@ -84,7 +84,8 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
             if rank >= processes:
                 continue
             models, manager = session.prepare(request, lambda event: None)
-            ranks, steps, stop = start_group(rank, processes, port, torch.device("cpu"), layout_for(request)), [], threading.Event()
+            ranks = start_group(rank, processes, port, torch.device("cpu"), layout_for(request))
+            steps, stop = [], threading.Event()
 
             def emit(event):
                 if isinstance(event, Step):
@@ -103,12 +104,13 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
                 end_group()
             if rank == 0:
                 saved = load_latents(latents)
-                results.put((name, saved.video.numpy(), saved.done, steps, made))
+                split = (ranks.world, ranks.guidance is not None)
+                results.put((name, saved.video.numpy(), saved.done, steps, made, split))
     except BaseException:
-        results.put((f"rank {rank} failed", traceback.format_exc(), 0, [], None))
+        results.put((f"rank {rank} failed", traceback.format_exc(), 0, [], None, None))
         raise
     if rank == 0:
-        results.put((None, None, 0, [], None))
+        results.put((None, None, 0, [], None, None))
 
 
 def ranks_main(rank: int, forward_port: int, jobs: list, folder: str, calls, made) -> None:

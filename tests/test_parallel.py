@@ -1,6 +1,7 @@
 """One video on several processes (framepack_core/parallel/), on the CPU with gloo and the tiny set:
-the split transformer call and whole runs give one process's latents; a lost process ends the run in
-one sentence and the run resumes."""
+the split transformer call and whole runs (the token split, CFG on two processes, both) give one
+process's latents; Stop stops them all; a lost process ends the run in one sentence and the run
+resumes. The multi-process claims share one spawn (see `spawned`): starting processes is the cost."""
 import json
 import os
 import subprocess
@@ -50,7 +51,7 @@ def spawned(tiny_models, picture, tmp_path_factory):
     folder = tmp_path_factory.mktemp("parallel")
     lora = write_lora(folder / "style.safetensors", "musubi")
     with_lora = {"loras": ((str(lora), 0.8),)}
-    requests = {name: tiny_request(picture, gpus=processes, **(fields | (with_lora if "cache_method" in fields else {})))
+    requests = {name: tiny_request(picture, gpus=processes, **fields, **(with_lora if "cache_method" in fields else {}))
                 for name, fields, processes, _ in RUNS}
     context = mp.get_context("spawn")
     calls, made = context.Queue(), context.Queue()
@@ -64,7 +65,8 @@ def spawned(tiny_models, picture, tmp_path_factory):
         ones = {}
         for name in ("inverted-2", "forward-2", "cfg-2"):
             output = folder / f"{name}-one.mp4"
-            events = run_events(replace(requests[name], speed=replace(requests[name].speed, gpus=1)), tiny_models, output)
+            request = replace(requests[name], speed=replace(requests[name].speed, gpus=1))
+            events = run_events(request, tiny_models, output)
             ones[name.split("-")[0]] = _finished_latents(events, output)
         split = sorted((calls.get(timeout=600) for _ in range(3)), key=lambda r: r[0])
         videos_made = {}
@@ -72,7 +74,7 @@ def spawned(tiny_models, picture, tmp_path_factory):
             name, *rest = made.get(timeout=600)
             if name is None:
                 break
-            assert rest[-1] is not None, rest[0]  # a rank's traceback
+            assert rest[3] is not None, rest[0]  # a rank's traceback
             videos_made[name] = rest
     finally:
         for process in processes:
@@ -107,7 +109,8 @@ def test_two_and_three_processes_make_the_latents_of_one(mode, spawned):
     one, one_latents = spawned[1][mode]
     assert one.blocks_skipped > 0 and one.sections >= 2
     for processes in (2, 3):
-        latents, done, steps, made = spawned[2][f"{mode}-{processes}"]
+        latents, done, steps, made, split = spawned[2][f"{mode}-{processes}"]
+        assert split == (processes, False)  # every process splits the tokens
         assert latents.shape == one_latents.shape and done == one.sections
         assert _relative(latents, one_latents) <= TOLERANCE, processes
         assert (made.frames, made.blocks_skipped, made.blocks_computed) == (
@@ -122,13 +125,14 @@ def test_cfg_on_two_processes_alone_and_with_the_split_on_four_makes_the_latents
     assert Layout.of(2, 1.0, step_cache=False) == Layout(1, 2)
     one, one_latents = spawned[1]["cfg"]
     for processes in (2, 4):
-        latents, done, steps, made = spawned[2][f"cfg-{processes}"]
+        latents, done, steps, made, split = spawned[2][f"cfg-{processes}"]
+        assert split == (processes // 2, True)  # two CFG passes at once, each over half the processes
         assert latents.shape == one_latents.shape and (done, made.frames) == (one.sections, one.frames)
         assert _relative(latents, one_latents) <= TOLERANCE, processes
 
 
 def test_stop_on_rank_0_stops_every_process_at_the_same_step(spawned):
-    latents, done, steps, made = spawned[2]["stopped-2"]
+    latents, done, steps, made, _ = spawned[2]["stopped-2"]
     assert made.stopped and made.sections_done == 1 and done == 1
     assert steps == [1, 2]  # every rank stops before the second section: else the shared flag would hang
 
