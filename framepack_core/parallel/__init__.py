@@ -9,7 +9,8 @@ gathers the keys and values; the last block's output is gathered once per transf
 
     shard.py      where the tokens are split and gathered (hooks on the blocks)
     attention.py  the attention processor: diffusers' own, its kernel call made sequence parallel
-    group.py      the process group: start, timeouts, the shared Stop flag, what was exchanged
+    guidance.py   CFG-parallel: the two passes of a step on two halves of the ranks; which split a run uses
+    group.py      the process groups (CFG x sequence): start, timeouts, the shared Stop flag, what was exchanged
     launch.py     rank 0's side: start the other ranks, run, tell a lost rank in one sentence
     worker.py     the other ranks' side
 """
