@@ -153,7 +153,9 @@ def test_a_killed_process_ends_the_run_in_one_line_and_resume_finishes_it(pictur
     output = tmp_path / "k.mp4"
     app = subprocess.Popen([sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128",
                             "--steps", "2", "--window", "2", "--seconds", "1", "--gpus", "2", "--seed", "3",
-                            "--prompt", "a red balloon rises", "--image", str(picture), "--output", str(output)],
+                            "--prompt", "a red balloon rises", "--image", str(picture), "--output", str(output),
+                            # CFG on the two processes (group.Layout), through the app as a user runs it
+                            "--cfg", "1.5", "--negative-prompt", "blurry", "--no-step-cache"],
                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     files = RunFiles(tmp_path, "k")
     try:
@@ -173,7 +175,7 @@ def test_a_killed_process_ends_the_run_in_one_line_and_resume_finishes_it(pictur
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "device 2 of 2 ended unexpectedly" in errors[0] and "--resume" in errors[0]
     record = files.read_record()
-    assert record["status"] == "failed" and record["settings"]["gpus"] == 2
+    assert record["status"] == "failed" and record["settings"]["gpus"] == 2 and record["settings"]["cfg"] == 1.5
     done = load_latents(files.latents).done
     assert 1 <= done < 4
     resumed = subprocess.run([sys.executable, "app.py", "generate", "--resume", str(output), "--json"], cwd=ROOT,
