@@ -127,6 +127,10 @@ if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/de
     step multi_gpu_run 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
         --prompt "a red balloon rises" --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" \
         --outputs "$WORK/multi_gpu" --json
+    # CFG on the two GPUs (a CFG above 1, no step cache: parallel/group.Layout)
+    step multi_gpu_cfg 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
+        --cfg 1.5 --negative-prompt "blurry" --no-step-cache --prompt "a red balloon rises" \
+        --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" --outputs "$WORK/multi_gpu_cfg" --json
 fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
