@@ -142,6 +142,19 @@ step kernels 200 env PYTHONPATH="${SAGE_PATH:+$SAGE_PATH:}${PYTHONPATH:-$PWD}" p
 step run_5s_6gb 240 "${FULL_SET[@]}" --seconds "$LONG" "${BUDGETS[@]}"
 # The app sets expandable_segments:True itself (run_1s_6gb); its switch back to torch's default:
 step alloc_plain 120 env FRAMEPACK_EXPANDABLE_SEGMENTS=0 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
+# Issue 30: one video on several GPUs, where the machine has them (the transformer at full width, NCCL,
+# then a whole tiny run through the app on 2 GPUs).
+if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/dev/null; then
+    step multi_gpu_bench 150 python3 bench/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128 \
+        --double 2 --single 4 --latent-height 40 --latent-width 40
+    step multi_gpu_run 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
+        --prompt "a red balloon rises" --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" \
+        --outputs "$WORK/multi_gpu" --json
+    # CFG on the two GPUs (a CFG above 1, no step cache: parallel/group.Layout)
+    step multi_gpu_cfg 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
+        --cfg 1.5 --negative-prompt "blurry" --no-step-cache --prompt "a red balloon rises" \
+        --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" --outputs "$WORK/multi_gpu_cfg" --json
+fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
 echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

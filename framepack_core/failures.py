@@ -12,6 +12,11 @@ class ModelsUnavailableError(RuntimeError):
     """The weights are neither local nor downloadable. str(error) is the whole message for users."""
 
 
+class RankLost(RuntimeError):
+    """One of the processes of a run on several devices failed or died (parallel/launch.py). str(error) says
+    which and how; user_message adds that the run resumes."""
+
+
 class Cancelled(Exception):
     """Raised between steps and stages when the user pressed Stop."""
 
@@ -20,6 +25,8 @@ def user_message(error: BaseException, folder: Path | str | None = None) -> str:
     """`folder`: where the run writes, named when the disk is full or read-only."""
     if isinstance(error, (ValueError, ModelsUnavailableError)):  # already written for users
         return str(error)
+    if isinstance(error, RankLost):
+        return f"{error} What was finished is kept: resume the run (--resume, or Resume on the page)."
     disk = disk_message(error, folder)
     if disk:
         return disk

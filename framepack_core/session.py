@@ -8,6 +8,7 @@ device is given back: a page may sit idle for hours, and uploading weights again
 """
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Callable
 
@@ -43,9 +44,7 @@ class Session:
     @property
     def engine(self) -> Callable:
         if self._engine is None:
-            from .generation import make_video  # the model libraries, only when a video is made
-
-            self._engine = make_video
+            self._engine = functools.partial(_make_video, session=self)
         return self._engine
 
     def models(self, name: str, emit: Callable[[Event], None] = lambda event: None):
@@ -79,3 +78,14 @@ class Session:
         release_free_host_memory()  # the run's freed buffers back to the OS: a long session stays flat
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _make_video(work, models, manager, session: Session):
+    """generation.make_video, on as many processes (one per device) as the request asks for."""
+    if work.request.speed.gpus > 1:
+        from .parallel.launch import make_video_parallel
+
+        return make_video_parallel(work, models, manager, session.config, type(session))
+    from .generation import make_video  # the model libraries, only when a video is made
+
+    return make_video(work, models, manager)

@@ -216,6 +216,10 @@ SETTINGS_LIST = (
                  "model blocks that do not fit stream from system memory. Ignored without a CUDA GPU",
             widget=Widget("number", "VRAM budget (GB)", "model", auto=0,
                           info="0 = automatic. Lower it if the GPU runs out of memory.")),
+    # One video on several devices (framepack_core/parallel/): the packed tokens split across N processes.
+    Setting("gpus", _S, "int", 1, low=1, high=64, flag="--gpus", metavar="N", label="GPUs",
+            help="make one video on N GPUs at once, one process each (sequence parallel; on a computer "
+                 "without CUDA, N processes on the CPU)"),
     Setting("vae_tiling", _S, "bool", None, optional=True, flag="--vae-tiling", used="vae_tiling_used",
             flag_values={"auto": None, "on": True, "off": False}, label="VAE tiling",
             help="decode the VAE in tiles: auto (when GPU memory is short), on, off"),

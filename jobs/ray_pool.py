@@ -32,6 +32,7 @@ from framepack_core.session_config import SessionConfig
 
 from .executor import apply_result, prepare
 from .leases import LeaseKeeper
+from .ray_gpus import gpus_asked, node_gpus, refusal, worker_options
 from .running import JobResult, run_job
 from .store import JobStore, this_owner
 
@@ -192,9 +193,42 @@ class RayExecutor:
         self.say = say or (lambda line: None)
         self.started_ray = False
         self.actor_class = None
+        self.cluster_gpus = 0
+        self.sized: set = set()  # workers made for one job on several GPUs, ended after it
 
-    def _new_worker(self):
-        return self.actor_class.remote(self.config)
+    def _new_worker(self, gpus: int = 1):
+        if gpus == 1:
+            return self.actor_class.remote(self.config)
+        worker = self.actor_class.options(**worker_options(gpus, self.cluster_gpus)).remote(self.config)
+        self.sized.add(worker)
+        return worker
+
+    def _worker_for(self, job, free: list):
+        """The worker for `job`: a free one, or for a job on N > 1 GPUs its own worker holding N GPUs of one
+        machine (Ray places it once they are free: the free one-GPU workers are ended now, and those that
+        finish a job meanwhile, see _finished). None: no machine has N GPUs; the job failed in one sentence."""
+        asked = gpus_asked(job.settings)
+        if asked == 1 or not self.cluster_gpus:
+            return free.pop()
+        refused = refusal(asked, node_gpus(ray.nodes()))
+        if refused:
+            apply_result(self.store, job, JobResult(Status.FAILED, refused), self.owner)
+            self.leases.release(job.id)
+            return None
+        while free:
+            ray.kill(free.pop())
+        return self._new_worker(asked)
+
+    def _finished(self, worker, free: list, pool: int, alive: bool = True) -> None:
+        """A worker whose job ended: back to the free ones, unless it died, was one job's own, or such a
+        job waits for GPUs; then the pool is filled up to `pool` free workers again once no such job is left."""
+        if not alive or worker in self.sized or self.sized:
+            self.sized.discard(worker)
+            ray.kill(worker)
+        else:
+            free.append(worker)
+        if not self.sized:
+            free.extend(self._new_worker() for _ in range(pool - len(free)))
 
     def run_until_empty(self) -> int:
         """Raises RayUnavailable (one line) when the cluster cannot be reached or started."""
@@ -209,8 +243,8 @@ class RayExecutor:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         count = gpus or max(1, self.cpu_workers)
         # One worker per GPU; on a cluster without GPUs (CI), CPU workers on the same code.
-        self.actor_class = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-                                      max_concurrency=2, max_restarts=0)(JobWorker)
+        self.cluster_gpus = gpus
+        self.actor_class = ray.remote(**worker_options(1, gpus), max_concurrency=2, max_restarts=0)(JobWorker)
         free = [self._new_worker() for _ in range(count)]
         running: dict = {}  # result ref -> (worker, job)
         self.store.recover()
@@ -220,22 +254,28 @@ class RayExecutor:
                 job = self.store.claim(self.owner)
                 if job is None:
                     break
-                worker = free.pop()
                 self.leases.hold(job.id)
                 self.on_job(job)
+                worker = self._worker_for(job, free)
+                if worker is None:
+                    continue
                 name, resuming = prepare(self.store, job)
                 job = replace(job, run_name=name)
-                try:
-                    self.store.set_worker(job.id, ray.get(worker.where.remote(), timeout=120))
+                try:  # a worker of several GPUs may wait for them: where it runs is not asked then
+                    if worker not in self.sized:
+                        self.store.set_worker(job.id, ray.get(worker.where.remote(), timeout=120))
                 except (ray.exceptions.RayError, TimeoutError):
                     pass
                 ref = worker.run.remote(job.settings, name, str(self.store.outputs), resuming)
                 running[ref] = (worker, job)
             if not running:
+                for worker in free:  # their GPUs back to the cluster (it may outlive this queue run)
+                    ray.kill(worker)
                 return done
             ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll)
             for ref in ready:
                 worker, job = running.pop(ref)
+                pool = count - sum(other not in self.sized for other, _ in running.values())  # free ones wanted
                 try:
                     result = JobResult(**ray.get(ref))
                 except ray.exceptions.RayActorError:
@@ -243,7 +283,7 @@ class RayExecutor:
                     # section) and a fresh worker takes the dead one's place.
                     self.store.requeue(job.id, "worker lost; resumes", self.owner)
                     self.leases.release(job.id)
-                    free.append(self._new_worker())
+                    self._finished(worker, free, pool, alive=False)
                     continue
                 except ray.exceptions.RayError as error:
                     result = JobResult(Status.FAILED, str(error).splitlines()[0])
@@ -251,7 +291,7 @@ class RayExecutor:
                 apply_result(self.store, job, result, self.owner)
                 self.leases.release(job.id)
                 done += result.status == Status.FINISHED
-                free.append(worker)
+                self._finished(worker, free, pool)
             self._watch(running)
 
     def _watch(self, running: dict) -> None:

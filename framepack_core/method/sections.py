@@ -117,11 +117,13 @@ def make_denoiser(transformer, cond: Conditioning, context: PackedContext, setti
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x_in = cast(x)
         timestep = (sigma * 1000.0).to(device=device, dtype=dtype)
-        v_pos = velocity(x_in, timestep, positive)
-        v = v_pos
-        if negative is not None:
-            v_neg = velocity(x_in, timestep, negative)
-            v = v_neg + settings.cfg * (v_pos - v_neg)
+        pair = getattr(transformer, "framepack_guided_pair", None)  # parallel/guidance.py: two processes
+        if negative is not None and pair is not None:
+            v_pos, v_neg = pair(lambda prompt: velocity(x_in, timestep, prompt), positive, negative)
+        else:
+            v_pos = velocity(x_in, timestep, positive)
+            v_neg = velocity(x_in, timestep, negative) if negative is not None else None
+        v = v_pos if v_neg is None else v_neg + settings.cfg * (v_pos - v_neg)
         if settings.rs > 0:
             dims = list(range(1, v.ndim))
             rescaled = v * (v_pos.std(dim=dims, keepdim=True) / v.std(dim=dims, keepdim=True))
