@@ -40,7 +40,10 @@ class FinishRequest:
         source = Path(self.source).absolute()
         if not source.is_file():
             raise ValueError(f"There is no video at {self.source}.")
-        facts = probe_video(source)
+        try:
+            facts = probe_video(source)
+        except ValueError:  # its message quotes ffmpeg's log; a sentence is enough here
+            raise ValueError(f"{source.name} is not a video this app can read.") from None
         if facts.frames < (2 if self.operation == "interpolate" else 1):
             raise ValueError(f"{source.name} has too few frames ({facts.frames}) to {self.operation}.")
         output = Path(self.output).absolute() if self.output else None
