@@ -146,6 +146,6 @@ def load(path, device: str = "cpu") -> IFNet:
         if not isinstance(state, dict):
             raise ValueError("holds no state dict")
         return from_state_dict(state).to(device)
-    except (ValueError, RuntimeError, OSError, EOFError, KeyError) as error:
+    except Exception as error:  # a broken or foreign file: torch's and pickle's errors are many kinds
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path.name} is not a RIFE 4.x model file this app can load ({reason}).") from None

@@ -95,7 +95,7 @@ def load(path: Path, device: str = "cpu") -> Upscaler:
     except spandrel.UnsupportedModelError:
         raise ValueError(f"{path.name} is not an upscaler model spandrel knows (no supported architecture matches "
                          "its weights).") from None
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as error:
+    except Exception as error:  # a broken or foreign file: torch's and pickle's errors are many kinds
         raise ValueError(f"{path.name} could not be read as a model file ({type(error).__name__}: "
                          f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else 'no details'}).") from None
     if not isinstance(model, spandrel.ImageModelDescriptor) or model.purpose != "SR" or model.scale < 2:
