@@ -140,7 +140,9 @@ def test_stopped_run_resumes_to_the_same_bytes(place):
     assert (record["status"], record["parts_done"], record["video"]) == ("stopped", 1, None)
     assert mp4_info(run.files.in_progress)[1].shape[0] == 4  # the first part is the video so far
     resumed = FinishingRun.resume(run.files.record)
-    outcome = resumed.execute(lambda event: None)
+    events = []
+    outcome = resumed.execute(events.append)
+    assert [e.step for e in events if hasattr(e, "step")] == [5, 6, 7, 8, 9]  # the first part is not made again
     assert outcome.video == run.files.video and outcome.video.read_bytes() == whole.video.read_bytes()
 
 
@@ -183,7 +185,7 @@ def app(*args, cwd, **popen):
 def test_fresh_process_killed_run_resumes_to_the_same_bytes(tmp_path):
     """`python app.py upscale`, SIGKILLed after its first part; `--resume` in a new process ends with the bytes of
     a run never killed."""
-    clip = write_clip(tmp_path / "clip.mp4", 160, 96, 30, 40)
+    clip = write_clip(tmp_path / "clip.mp4", 160, 96, 30, 24)
     save(esrgan_state(2, features=16), tmp_path / "upscalers" / "x2.pth")
     whole = app("upscale", clip, "--scale", "2", "--model", "x2", "--part-frames", "4", "--outputs", "whole",
                 cwd=tmp_path)
@@ -197,11 +199,13 @@ def test_fresh_process_killed_run_resumes_to_the_same_bytes(tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     record = tmp_path / "cut" / "clip.upscaled-x2.json"
+    assert json.loads(record.read_text())["status"] == "running"  # killed mid-run: its owner is gone
+    assert not (tmp_path / "cut" / "clip.upscaled-x2.mp4").exists()
     resumed = app("upscale", "--resume", record, "--json", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert (summary["status"], summary["frames"], summary["width"]) == ("finished", 40, 320)
+    assert (summary["status"], summary["frames"], summary["width"]) == ("finished", 24, 320)
     assert (tmp_path / "cut" / "clip.upscaled-x2.mp4").read_bytes() == \
         (tmp_path / "whole" / "clip.upscaled-x2.mp4").read_bytes()
     assert not parts.exists()
