@@ -95,7 +95,7 @@ def child(clip: str, model: str, out: str, part_frames: int, vram_budget: float 
     started = time.monotonic()
     run = FinishingRun.start(FinishRequest("upscale", Path(clip), 2, model=model, folder=Path(out),
                                            part_frames=part_frames), device, budget)
-    outcome = run.execute(lambda event: None)
+    outcome = run.execute(None, lambda event: None)
     done.set()
     sampler.join()
     vram = torch.cuda.max_memory_allocated() if device == "cuda" else None

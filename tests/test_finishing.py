@@ -57,7 +57,7 @@ def finish(request, stop_after=None):
         events.append(event)
         if stop_after is not None and getattr(event, "step", 0) == stop_after:
             run.stop()
-    return run, run.execute(emit), events
+    return run, run.execute(None, emit), events
 
 
 def test_upscale_x2_keeps_count_and_rate_and_records_the_model(place):
@@ -141,7 +141,7 @@ def test_stopped_run_resumes_to_the_same_bytes(place):
     assert mp4_info(run.files.in_progress)[1].shape[0] == 4  # the first part is the video so far
     resumed = FinishingRun.resume(run.files.record)
     events = []
-    outcome = resumed.execute(events.append)
+    outcome = resumed.execute(None, events.append)
     assert [e.step for e in events if hasattr(e, "step")] == [5, 6, 7, 8, 9]  # the first part is not made again
     assert outcome.video == run.files.video and outcome.video.read_bytes() == whole.video.read_bytes()
 
@@ -219,3 +219,21 @@ def test_fresh_process_bad_model_is_one_line(tmp_path):
     assert process.returncode == 2
     assert err.strip().splitlines() == [err.strip()] and err.startswith("error: x.pth could not be read as a model")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_queued_upscale_runs_through_the_queue(place):
+    """`app.py upscale ... --queue` adds a job; `app.py queue run` makes it like any job (fresh processes)."""
+    tmp, clip = place
+    added = app("upscale", clip, "--scale", "2", "--model", "tiny-x2", "--queue", "--outputs", "q", cwd=tmp)
+    assert added.wait(timeout=120) == 0 and added.stderr.read().strip() == "queued job 1"
+    refused = app("upscale", tmp / "upscalers" / "tiny-x2.pth", "--queue", "--outputs", "q", cwd=tmp)
+    assert refused.wait(timeout=120) == 2 and "is not a video" in refused.stderr.read()
+    ran = app("queue", "run", "--outputs", "q", cwd=tmp)
+    assert ran.wait(timeout=300) == 0, ran.stderr.read()
+    from jobs.store import JobStore
+
+    (job,) = JobStore(tmp / "q").jobs()
+    assert (job.status, job.settings["finishing"]["operation"]) == ("finished", "upscale")
+    meta, frames = mp4_info(tmp / "q" / job.video)
+    assert (meta["size"], frames.shape[0]) == ((320, 192), 9)
+    assert json.loads((tmp / "q" / f"{job.run_name}.json").read_text())["applied"]["model_file"] == "tiny-x2.pth"

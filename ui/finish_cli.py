@@ -46,6 +46,8 @@ def add_finish_parsers(commands) -> None:
         parser.add_argument("--vram-budget", type=float, default=None, metavar="GB",
                             help="GPU memory the run may use, in GiB (default: what is free)")
         parser.add_argument("--json", action="store_true", help="print the record as one JSON line last")
+        parser.add_argument("--queue", action="store_true",
+                            help="add it to the job queue of --outputs instead (python app.py queue run runs it)")
 
 
 def request_from_args(args):
@@ -66,6 +68,8 @@ def finish_command(args) -> int:
     from framepack_core.finishing.finishing_run import FinishingRun
     from framepack_core.finishing.placement import device_and_budget
 
+    if args.queue:
+        return _queue(args)
     device, budget = device_and_budget(args.vram_budget)
     try:
         if args.resume:
@@ -76,7 +80,7 @@ def finish_command(args) -> int:
         _say(f"error: {error}")
         return 2
     _stop_on_ctrl_c(run)
-    outcome = run.execute(FinishProgress())
+    outcome = run.execute(None, FinishProgress())
     record = run.record()
     if args.json:
         print(json.dumps(record), flush=True)
@@ -88,6 +92,19 @@ def finish_command(args) -> int:
              f"python app.py {record['operation']} --resume {run.files.record}")
         return 130
     _say(f"wrote {outcome.video} ({outcome.frames} frames, {outcome.width}x{outcome.height}, {outcome.fps:g} fps)")
+    return 0
+
+
+def _queue(args) -> int:
+    from jobs.finishing_jobs import add_finishing_job
+    from jobs.store import JobStore
+
+    try:
+        job_id = add_finishing_job(JobStore(args.outputs), request_from_args(args))
+    except ValueError as error:
+        _say(f"error: {error}")
+        return 2
+    _say(f"queued job {job_id}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """A finishing run: a made video upscaled or interpolated into a new one, as a run like the others.
 
     run = FinishingRun.start(FinishRequest(...))   # validated, model loaded, names claimed, first record
-    outcome = run.execute(emit)                     # events as a generation's: Stage, Step, SectionDone, ...
+    outcome = run.execute(None, emit)               # events as a generation's: Stage, Step, SectionDone, ...
     run.stop()                                      # from any thread: ends after the current frame
     FinishingRun.resume(path)                       # a stopped, failed or killed one, from its last whole part
 
@@ -98,7 +98,9 @@ class FinishingRun:
     def stop(self) -> None:
         self.cancel.set()
 
-    def execute(self, emit: Callable[[Event], None]) -> Finished | Failed:
+    def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
+        """`session` is not used (the model was loaded when the run started): the signature is `Run.execute`'s,
+        so the page's worker and the queue execute either kind of run the same way."""
         started = time.monotonic()
         width, height, count = _result_shape(self.method, self.request, self.facts)
         try:

@@ -49,7 +49,8 @@ class FinishRequest:
         output = Path(self.output).absolute() if self.output else None
         if output is not None and output.exists() and output.samefile(source):
             raise ValueError("The output would replace the source video; give another --output.")
-        return replace(self, source=source, output=output, folder=Path(self.folder).absolute()), facts
+        absolute = {name: Path(getattr(self, name)).absolute() for name in ("folder", "upscalers", "rife_folder")}
+        return replace(self, source=source, output=output, **absolute), facts
 
     def fields(self) -> dict:
         """What the record keeps to resume it (paths as text)."""
