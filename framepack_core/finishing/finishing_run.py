@@ -98,6 +98,11 @@ class FinishingRun:
     def stop(self) -> None:
         self.cancel.set()
 
+    def refuse(self, message: str) -> None:
+        """The run will not be made (e.g. another is going): its record says why."""
+        self.outcome = Failed(message)
+        self.files.write_record(self.record())
+
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """`session` is not used (the model was loaded when the run started): the signature is `Run.execute`'s,
         so the page's worker and the queue execute either kind of run the same way."""
