@@ -42,6 +42,7 @@ class Run:
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
         self.stages: list[dict] = []  # what each stage cost (memory/usage.py), once the run has run
+        self.finishing: list[dict] = []  # what the finishing steps asked for applied (finishing/after_run.py)
 
     @classmethod
     def resume(cls, path) -> Run:
@@ -82,6 +83,10 @@ class Run:
         """
         request = request.validated()
         _check_writable(request.output.folder)
+        if request.output.upscale > 1 or request.output.interpolate > 1:
+            from .finishing.after_run import check
+
+            check(request)  # an upscaler that is nowhere: refused before anything is written
         with _disk_refusal(request.output.folder):
             files = claim_files(request.output.folder, request.method.seed, request.output.path)
             run = cls(request, files, origin)
@@ -134,6 +139,12 @@ class Run:
         finally:
             self.stages = meter.close()
             session.release(manager)
+        output = self.request.output
+        if isinstance(outcome, Finished) and outcome.video and not outcome.stopped and (
+                output.upscale > 1 or output.interpolate > 1):
+            from .finishing.after_run import finish_made_video
+
+            self.finishing = finish_made_video(outcome.video, self.request, emit, self.cancel)
         self.outcome = outcome
         self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)
@@ -174,6 +185,8 @@ class Run:
                        "attention_used": outcome.attention, "vae_tiling_used": outcome.vae_tiling,
                        "fp8_used": outcome.fp8,
                        "step_cache": cache}
+        if self.finishing:
+            record["finishing"] = self.finishing
         return record | {"stages": self.stages}
 
     def _tags(self, used: dict) -> dict[str, str]:

@@ -1,0 +1,73 @@
+"""Finishing steps asked for with a generation (`generate --upscale 2 --interpolate 2`, the settings table's
+`upscale`, `upscaler`, `interpolate`): when the run's video is made, each step is a FinishingRun on it (the
+upscale first, the interpolation on the upscaled video), into a file of its own beside it; the generation's
+record lists what each applied (model file and SHA-256) and where it went, and the last MP4's metadata keeps
+the generation's settings, so a remake does the steps again.
+
+They run on the finished video, not per section: a run that is stopped keeps its generated part, unfinished.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from framepack_core.events import Failed, Finished, Notice, Status
+
+
+def steps(output) -> list[tuple[str, int, str | None]]:
+    """(operation, factor, model) in the order they run, from a request's output settings."""
+    wanted = []
+    if output.upscale > 1:
+        wanted.append(("upscale", output.upscale, output.upscaler))
+    if output.interpolate > 1:
+        wanted.append(("interpolate", output.interpolate, None))
+    return wanted
+
+
+def check(request) -> None:
+    """Refuse at the start, in one sentence, an upscaler that is neither a file, one in upscalers/, nor a named
+    default (named ones download when they are needed)."""
+    from . import upscalers
+
+    for operation, factor, model in steps(request.output):
+        if operation == "upscale" and model is not None and model not in upscalers.NAMED:
+            upscalers.resolve(model, factor)
+
+
+def finish_made_video(video: Path, request, emit, cancel) -> list[dict]:
+    """Each step on the video in turn; what each applied, as the generation's record lists them. A step that
+    cannot run or fails is a Notice (the generated video stays, finished) and ends the chain."""
+    from framepack_core.failures import ModelsUnavailableError
+
+    from .finishing_run import FinishingRun
+    from .placement import device_and_budget
+    from .request import FinishRequest
+
+    applied, source = [], Path(video)
+    device, budget = device_and_budget(request.speed.vram_budget_gb)
+    for operation, factor, model in steps(request.output):
+        try:
+            run = FinishingRun.start(FinishRequest(operation, source, factor, model=model, folder=source.parent,
+                                                   crf=request.output.crf), device, budget, say=emit_say(emit))
+        except (ValueError, ModelsUnavailableError) as error:
+            emit(Notice(f"{operation} x{factor} was not applied: {error}"))
+            applied.append({"operation": operation, "factor": factor, "status": Status.FAILED, "error": str(error)})
+            break
+        run.cancel = cancel  # Stop ends the finishing too
+        outcome = run.execute(None, lambda event: None if isinstance(event, (Finished, Failed)) else emit(event))
+        done = isinstance(outcome, Finished) and not outcome.stopped
+        applied.append(run.applied() | {"status": run.record()["status"], "video": run.files.video.name if done
+                                        else None, "record": run.files.record.name})
+        if not done:
+            reason = outcome.message if isinstance(outcome, Failed) else "stopped"
+            emit(Notice(f"{operation} x{factor} did not finish ({reason}); resume it with python app.py "
+                        f"{operation} --resume {run.files.record}"))
+            break
+        emit(Notice(f"{operation} x{factor}: wrote {run.files.video}"))
+        source = run.files.video
+    return applied
+
+
+def emit_say(emit):
+    from framepack_core.events import Stage, StageName
+
+    return lambda line: emit(Stage(StageName.LOADING, line))
