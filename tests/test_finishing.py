@@ -139,6 +139,10 @@ def test_stopped_run_resumes_to_the_same_bytes(place):
     record = json.loads(run.files.record.read_text())
     assert (record["status"], record["parts_done"], record["video"]) == ("stopped", 1, None)
     assert mp4_info(run.files.in_progress)[1].shape[0] == 4  # the first part is the video so far
+    clip.write_bytes(clip.read_bytes() + b"\0")  # the source changed: its parts would not match
+    with pytest.raises(ValueError, match="^clip.mp4 has changed since this run began"):
+        FinishingRun.resume(run.files.record)
+    clip.write_bytes(clip.read_bytes()[:-1])
     resumed = FinishingRun.resume(run.files.record)
     events = []
     outcome = resumed.execute(None, events.append)

@@ -39,6 +39,7 @@ class FinishingRun:
         self.created = created or time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
         self.parts_done = 0
+        self.source_sha256: str | None = None  # what a resume checks the source against
 
     @property
     def parts(self) -> Path:
@@ -89,6 +90,9 @@ class FinishingRun:
         if record.get("status") == Status.FINISHED:
             raise ValueError(f"{files.video.name} is finished already; nothing to resume.")
         request, facts = FinishRequest.from_fields(record["request"]).validated()
+        if record.get("source_sha256") not in (None, _sha256(request.source)):
+            raise ValueError(f"{request.source.name} has changed since this run began; its parts would not match. "
+                             f"Start a new {request.operation} instead.")
         method = make_method(request, device, budget_bytes, say)
         run = cls(request, facts, files, method, created=record.get("created"))
         run.parts.mkdir(exist_ok=True)
@@ -202,8 +206,11 @@ class FinishingRun:
 
     def record(self) -> dict:
         width, height, count = _result_shape(self.method, self.request, self.facts)
+        if self.source_sha256 is None:
+            self.source_sha256 = _sha256(self.request.source)
         record = {"app": APP, "kind": KIND, "created": self.created, "operation": self.request.operation,
-                  "source": str(self.request.source), "source_frames": self.facts.frames,
+                  "source": str(self.request.source), "source_sha256": self.source_sha256,
+                  "source_frames": self.facts.frames,
                   "request": self.request.fields(), "applied": self.applied(), "video": self.files.video.name,
                   "frames": count, "fps": self._fps(), "width": width, "height": height,
                   "parts": self.parts_total, "parts_done": self.parts_done, "status": Status.RUNNING}
@@ -219,6 +226,12 @@ class FinishingRun:
             if outcome.stopped:
                 record |= {"video": None, "partial_video": outcome.video.name if outcome.video else None}
         return record
+
+
+def _sha256(path: Path) -> str:
+    from .upscalers import file_sha256
+
+    return file_sha256(path)
 
 
 def _result_shape(method, request: FinishRequest, facts) -> tuple[int, int, int]:
