@@ -10,7 +10,6 @@ settings and status is built here, once, for the JSON file, the MP4's metadata a
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -27,6 +26,7 @@ from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files
+from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
 from .run_owner import this_process
 
 log = logging.getLogger(__name__)
@@ -206,22 +206,6 @@ class Run:
                         self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
                         vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
                         blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
-
-
-# Bounds on what the MP4 carries. Players and readers (imageio-ffmpeg among them) parse the tags as
-# text and give up on huge ones; the run's JSON record beside the video keeps the prompt whole.
-TITLE_CHARS = 200
-PROMPT_CHARS = 65_536  # far past what the text encoders read (256 Llama tokens, 77 CLIP tokens)
-
-
-def mp4_tags(settings: dict) -> dict[str, str]:
-    """The MP4's title (the prompt's first line) and comment (every setting as JSON)."""
-    prompt = settings.get("prompt", "")
-    if len(prompt) > PROMPT_CHARS:
-        settings = settings | {"prompt": prompt[:PROMPT_CHARS], "prompt_cut": True}
-    first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
-    title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
-    return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
 
 
 def _usage_meter(device):
