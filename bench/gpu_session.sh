@@ -20,6 +20,8 @@
 #   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0; the app's
 #                 own choice, expandable segments, is run_1s_6gb's)
 #   kernels       bench/kernels.py (issue 19), where it exists, with what time is left
+#   finishing     bench/finishing_memory.py (issue 29): x2 upscaling (x2plus's full layout) of 544x704 clips
+#                 of 37 and 145 frames at --vram-budget 6: peak heap per clip, peak VRAM against the cap
 #
 # Environment: GPU_SESSION_TINY=1 shrinks every step (--layers 1, 128, 2 steps, a folder under /tmp) to
 # try the script on a CPU; GPU_SESSION_STEPS=a,b runs only those steps (a rerun of what was cut short);
@@ -118,6 +120,10 @@ if [ -f bench/kernels.py ]; then  # the speed engineer's bench (issue 19), where
     if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
     # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
     step kernels 150 python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
+fi
+if [ -f bench/finishing_memory.py ]; then  # issue 29: upscaling x2 streamed, tiles under the VRAM budget
+    if [ "$TINY" = 1 ]; then FINISH_SIZE=(--width 160 --height 96 --frames 9,45); else FINISH_SIZE=(--features 64 --blocks 23); fi
+    step finishing 120 python3 bench/finishing_memory.py --json --vram-budget 6 "${FINISH_SIZE[@]}"
 fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
