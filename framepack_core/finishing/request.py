@@ -46,6 +46,9 @@ class FinishRequest:
             raise ValueError(f"{source.name} is not a video this app can read.") from None
         if facts.frames < (2 if self.operation == "interpolate" else 1):
             raise ValueError(f"{source.name} has too few frames ({facts.frames}) to {self.operation}.")
+        if self.operation == "interpolate" and (facts.width % 2 or facts.height % 2):
+            raise ValueError(f"{source.name} is {facts.width}x{facts.height}; interpolation keeps the size, and H.264 "
+                             "as this app writes it needs even sides (upscale it first, or crop it).")
         output = Path(self.output).absolute() if self.output else None
         if output is not None and output.exists() and output.samefile(source):
             raise ValueError("The output would replace the source video; give another --output.")
