@@ -187,8 +187,8 @@ def app(*args, cwd, **popen):
 
 
 def test_fresh_process_killed_run_resumes_to_the_same_bytes(tmp_path):
-    """`python app.py upscale`, SIGKILLed after its first part; `--resume` in a new process ends with the bytes of
-    a run never killed."""
+    """`python app.py upscale`, SIGKILLed after its first part; `generate --resume` (the flag that resumes any run)
+    in a new process ends with the bytes of a run never killed."""
     clip = write_clip(tmp_path / "clip.mp4", 160, 96, 30, 24)
     save(esrgan_state(2, features=16), tmp_path / "upscalers" / "x2.pth")
     whole = app("upscale", clip, "--scale", "2", "--model", "x2", "--part-frames", "4", "--outputs", "whole",
@@ -205,7 +205,9 @@ def test_fresh_process_killed_run_resumes_to_the_same_bytes(tmp_path):
     record = tmp_path / "cut" / "clip.upscaled-x2.json"
     assert json.loads(record.read_text())["status"] == "running"  # killed mid-run: its owner is gone
     assert not (tmp_path / "cut" / "clip.upscaled-x2.mp4").exists()
-    resumed = app("upscale", "--resume", record, "--json", cwd=tmp_path)
+    wrong = app("upscale", "--resume", tmp_path / "cut" / "nothing.json", cwd=tmp_path)
+    assert wrong.wait(timeout=120) == 2 and "belongs to no finishing run" in wrong.stderr.read()
+    resumed = app("generate", "--resume", record, "--json", cwd=tmp_path)  # one --resume for every kind of run
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])

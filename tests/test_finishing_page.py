@@ -7,6 +7,8 @@ import torch
 
 from finishing_models import esrgan_state, save
 from mp4info import mp4_info, write_clip
+from framepack_core.finishing.finishing_run import FinishingRun
+from framepack_core.finishing.request import FinishRequest
 from ui.finish_page import DEFAULT_MODEL, FinishHandlers
 from ui.handlers import KEEP, Handlers, ServerSettings
 from ui.layout import build_page
@@ -20,7 +22,7 @@ def page(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "out"
     out.mkdir()
-    write_clip(out / "run1.mp4", 160, 96, 30, 5)  # a finished run, as its record says
+    write_clip(out / "run1.mp4", 160, 96, 30, 8)  # a finished run, as its record says
     (out / "run1.json").write_text(json.dumps({"app": "FramePack desktop", "status": "finished", "video": "run1.mp4",
                                                "created": "2026-01-01T00:00:00", "settings": {"prompt": "waves"}}))
     save(esrgan_state(2), tmp_path / "upscalers" / "tiny-x2.pth")
@@ -39,7 +41,7 @@ def test_upscale_pressed_makes_the_picked_runs_video_bigger(page):
     made = page.outputs.folder / "run1.upscaled-x2.mp4"
     assert updates[-1].download == str(made) and "tiny-x2.pth" in updates[-1].summary
     meta, frames = mp4_info(made)
-    assert (meta["size"], frames.shape[0]) == ((320, 192), 5)
+    assert (meta["size"], frames.shape[0]) == ((320, 192), 8)
     assert json.loads((page.outputs.folder / "run1.upscaled-x2.json").read_text())["status"] == "finished"
 
 
@@ -58,3 +60,35 @@ def test_the_page_has_the_controls(page):
     built = build_page(page.outputs.handlers)
     ids = {getattr(block, "elem_id", None) for block in built.blocks.values()}
     assert {"fp-out-upscale", "fp-out-interpolate", "fp-out-upscaler", "fp-out-scale", "fp-out-factor"} <= ids
+
+
+def stopped_upscale(page, stop_at: int = 5) -> FinishingRun:
+    """An upscale of run1 in the outputs folder, stopped in its second part (parts of 4 frames)."""
+    run = FinishingRun.start(FinishRequest("upscale", page.outputs.folder / "run1.mp4", 2, model="tiny-x2",
+                                           folder=page.outputs.folder, upscalers=page.upscalers, part_frames=4))
+    run.execute(None, lambda event: run.stop() if getattr(event, "step", 0) == stop_at else None)
+    return run
+
+
+def test_a_finishing_run_is_listed_and_resumed_from_either_tab(page):
+    """Listed in Outputs with what it finished from; Resume (Outputs tab, then the Generate tab's) continues it
+    after its whole parts to the bytes of an uninterrupted upscale, its progress in frames."""
+    whole = FinishingRun.start(FinishRequest("upscale", page.outputs.folder / "run1.mp4", 2, model="tiny-x2",
+                                             folder=page.outputs.folder.parent / "whole", upscalers=page.upscalers,
+                                             part_frames=4))
+    whole.execute(None, lambda event: None)
+    stopped = stopped_upscale(page)
+    rows = {row[0]: row for row in page.outputs.rows()}
+    assert rows[stopped.files.name][1:4] == ["upscale x2 of run1.mp4", "0.27 s", "stopped"]  # 8 frames at 30 fps
+    video, details = page.outputs.details(stopped.files.name)
+    assert video == str(stopped.files.in_progress) and "**upscale x2** of `run1.mp4`: stopped" in details
+    updates = list(page.outputs.resume(stopped.files.name))
+    shown = " ".join(u.progress for u in updates if isinstance(u.progress, str))
+    assert "Frame 8 of 8" in shown and "Step " not in shown and "Section " not in shown
+    assert updates[-1].download == str(stopped.files.video)
+    assert stopped.files.video.read_bytes() == whole.files.video.read_bytes()
+    again = stopped_upscale(page, stop_at=6)  # a fresh name beside the finished one
+    assert again.files.name != stopped.files.name
+    updates = list(page.outputs.handlers.page_resume())  # the Generate tab's Resume: the newest unfinished run
+    assert updates[-1].download == str(again.files.video)
+    assert again.files.video.read_bytes() == whole.files.video.read_bytes()

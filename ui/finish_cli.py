@@ -50,6 +50,13 @@ def add_finish_parsers(commands) -> None:
                             help="add it to the job queue of --outputs instead (python app.py queue run runs it)")
 
 
+def resumes_finishing(args) -> bool:
+    """`generate --resume PATH` of a finishing run's file: it is resumed as `upscale/interpolate --resume` would."""
+    from framepack_core.finishing.finishing_run import is_finishing
+
+    return bool(getattr(args, "resume", None)) and is_finishing(args.resume)
+
+
 def request_from_args(args):
     from framepack_core.finishing.request import FinishRequest
 
@@ -68,7 +75,7 @@ def finish_command(args) -> int:
     from framepack_core.finishing.finishing_run import FinishingRun
     from framepack_core.finishing.placement import device_and_budget
 
-    if args.queue:
+    if getattr(args, "queue", False):  # `generate --resume` of a finishing run has no --queue
         return _queue(args)
     device, budget = device_and_budget(args.vram_budget)
     try:

@@ -24,6 +24,8 @@ DEFAULT_MODEL = "default for the scale"
 class FinishHandlers:
     def __init__(self, outputs, upscalers: Path = UPSCALERS, rife_folder: Path = RIFE):
         self.outputs, self.upscalers, self.rife_folder = outputs, Path(upscalers), Path(rife_folder)
+        # the Generate tab's Resume, on a finishing run, resumes it here (handlers.py cannot import this module)
+        outputs.handlers.resume_finishing = lambda path: resume_finishing(outputs.handlers, path)
 
     def model_choices(self) -> list[str]:
         from framepack_core.finishing.upscalers import choices
@@ -50,34 +52,53 @@ class FinishHandlers:
         yield from self.follow(run)
 
     def follow(self, run):
-        """The run on the page's worker, its events as page updates until it ends."""
-        try:
-            submission = self.outputs.handlers.worker.submit(run)
-        except WorkerBusy as error:
-            run.refuse(str(error))
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
-            return
-        self.outputs.handlers.last_run = None  # Resume on the Generate tab is a generation's
-        progress = RunProgress()
-        yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="", running=True)
-        try:
-            for batch in submission.batches():
-                update = PageUpdate()
-                for event in batch:
-                    progress.update(event)
-                    if isinstance(event, SectionDone):
-                        update.video = str(event.video)
-                if submission.cancel.is_set():
-                    progress.stopping()
-                update.progress = progress.html()
-                yield update
-        finally:
-            submission.stop()
-        submission.finished.wait()
-        record = run.record()
-        video = str(run.files.video) if record["status"] == Status.FINISHED else None
-        yield PageUpdate(progress=progress.html(), video=video or KEEP, download=video,
-                         summary=summary(record), running=False)
+        yield from follow_finishing(self.outputs.handlers, run)
+
+
+def resume_finishing(handlers, path):
+    """Resume pressed on a finishing run (the Outputs tab's, or the Generate tab's on the newest unfinished run):
+    continued after its last whole part, followed as a new one is; one red line when it cannot be."""
+    from framepack_core.failures import ModelsUnavailableError
+    from framepack_core.finishing.finishing_run import FinishingRun
+    from framepack_core.finishing.placement import device_and_budget
+
+    try:
+        run = FinishingRun.resume(path, *device_and_budget(handlers.worker.config.vram_budget_gb))
+    except (ValueError, ModelsUnavailableError) as error:
+        yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+        return
+    yield from follow_finishing(handlers, run)
+
+
+def follow_finishing(handlers, run):
+    """The run on the page's worker, its events as page updates (frames done of the total) until it ends."""
+    try:
+        submission = handlers.worker.submit(run)
+    except WorkerBusy as error:
+        run.refuse(str(error))
+        yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+        return
+    handlers.last_run = None  # the Generate tab's Resume then finds this run as the newest unfinished one
+    progress = RunProgress(frames=True)
+    yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="", running=True)
+    try:
+        for batch in submission.batches():
+            update = PageUpdate()
+            for event in batch:
+                progress.update(event)
+                if isinstance(event, SectionDone):
+                    update.video = str(event.video)
+            if submission.cancel.is_set():
+                progress.stopping()
+            update.progress = progress.html()
+            yield update
+    finally:
+        submission.stop()
+    submission.finished.wait()
+    record = run.record()
+    video = str(run.files.video) if record["status"] == Status.FINISHED else None
+    yield PageUpdate(progress=progress.html(), video=video or KEEP, download=video,
+                     summary=summary(record), running=False)
 
 
 def summary(record: dict) -> str:

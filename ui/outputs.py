@@ -8,6 +8,7 @@ files only.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,16 @@ class OutputRun:
         return self.record.get("status", "")
 
     @property
+    def finishing(self) -> bool:
+        """An upscale or interpolation of another video (framepack_core.finishing), not a generation."""
+        return self.record.get("kind") == "finishing"
+
+    @property
     def prompt(self) -> str:
+        """The prompt; for a finishing run, what it did to which video (the list's Prompt column)."""
+        if self.finishing:
+            return f"{self.record.get('operation')} x{self.record.get('applied', {}).get('factor')} of " \
+                   f"{Path(self.record.get('source', '')).name}"
         return self.record.get("settings", {}).get("prompt", "")
 
     @property
@@ -84,7 +94,8 @@ def read_run(files: RunFiles) -> OutputRun | None:
         record = files.read_record()
     except (OSError, ValueError):  # gone meanwhile, or not JSON
         return None
-    if not isinstance(record, dict) or "settings" not in record or "app" not in record:
+    if not isinstance(record, dict) or "app" not in record or ("settings" not in record
+                                                                and record.get("kind") != "finishing"):
         return None  # a name being claimed ("{}"), or some other program's JSON
     return OutputRun(files, record)
 
@@ -135,6 +146,10 @@ class OutputsHandlers:
             run = self.find(name)
         except ValueError as error:
             return None, str(error)
+        if run.finishing:
+            from .finish_page import summary
+
+            return str(run.video) if run.video else None, f"{summary(run.record)}\n- source: `{run.record['source']}`"
         settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
         return (str(run.video) if run.video else None,
                 f"{summary_markdown(run.record)}\n\n```json\n{settings}\n```")
@@ -144,6 +159,9 @@ class OutputsHandlers:
 
         Settings the form has no field for are not carried over; the picture is the one the model saw."""
         run = self.find(name)
+        if run.finishing:
+            raise ValueError(f"{run.name} is an {run.prompt}; pick that run to make it again (its settings ask "
+                             "for the same finishing).")
         continued = run.record.get("extends") or run.record.get("branches") or run.record.get("bridges")
         if continued:  # the Generate tab makes videos from a picture: it would make another video
             sources = " and ".join(continued) if isinstance(continued, list) else continued
@@ -183,6 +201,11 @@ class OutputsHandlers:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
             if run.status == Status.RUNNING and run.record.get("owner"):  # read_record marks a dead owner's run failed
                 raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
+            if run.finishing:
+                from .finish_page import resume_finishing
+
+                yield from resume_finishing(self.handlers, run.files.record)
+                return
             resumed = Run.resume(run.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
@@ -248,6 +271,7 @@ class OutputsHandlers:
             if path.is_file():
                 path.unlink()
                 removed += 1
+        shutil.rmtree(files.folder / f".{files.name}.parts", ignore_errors=True)  # a finishing run's parts
         return f"Deleted {run.name} ({removed} file{'s' if removed != 1 else ''})."
 
     def _refuse_if_live(self, run: OutputRun) -> None:

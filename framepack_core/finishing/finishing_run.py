@@ -86,7 +86,8 @@ class FinishingRun:
         except (OSError, ValueError):
             raise ValueError(f"{Path(path).name} belongs to no finishing run (no readable record).") from None
         if record.get("kind") != KIND:
-            raise ValueError(f"{files.record.name} is not the record of an upscale or interpolation.")
+            raise ValueError(f"{files.record.name} is not the record of an upscale or interpolation; resume it with "
+                             f"python app.py generate --resume {files.record}")
         if record.get("status") == Status.FINISHED:
             raise ValueError(f"{files.video.name} is finished already; nothing to resume.")
         request, facts = FinishRequest.from_fields(record["request"]).validated()
@@ -226,6 +227,16 @@ class FinishingRun:
             if outcome.stopped:
                 record |= {"video": None, "partial_video": outcome.video.name if outcome.video else None}
         return record
+
+
+def is_finishing(path) -> bool:
+    """Whether `path` (a record, MP4, in-progress MP4) belongs to a finishing run: the one rule by which every
+    Resume (`generate --resume`, `upscale`/`interpolate --resume`, the page's) picks FinishingRun.resume."""
+    try:
+        record = files_of(Path(path)).read_record()
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("kind") == KIND
 
 
 def _sha256(path: Path) -> str:
