@@ -126,8 +126,13 @@ class Run:
             meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
                 raise Cancelled()
-            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags, emit,
-                        self.cancel, meter)
+            sections_emit = emit
+            if self.request.output.upscale > 1 or self.request.output.interpolate > 1:
+                from .finishing.after_run import as_made
+
+                sections_emit = as_made(self.files, self.request, emit)  # the first step, per finished section
+            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags,
+                        sections_emit, self.cancel, meter)
             outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
             outcome = self._finish(Made(stopped=True), started)

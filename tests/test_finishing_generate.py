@@ -1,10 +1,12 @@
-"""`generate ... --upscale 2 --interpolate 2`: the made video upscaled, then interpolated, each into its own
-file with its own record; the generation's record lists both, and the last MP4's tags make a remake do them
-again (fresh process, tiny set, smallest window)."""
+"""`generate ... --upscale 2 --interpolate 2`: the made video upscaled (per finished section), then interpolated,
+each into its own file with its own record; the generation's record lists both, and the last MP4's tags make a
+remake do them again; a killed run resumed gives the same bytes (fresh processes, tiny set, smallest window)."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from finishing_models import esrgan_state, rife_state, save
@@ -15,29 +17,57 @@ from framepack_core.request import remake_fields
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_generate_then_upscale_and_interpolate(tmp_path, picture):
+# The real entry point with finishing parts of 4 frames (30 by default), so that a 1 s clip has several.
+PATCHED = "import sys; import framepack_core.finishing.per_section as p; p.PART_FRAMES = 4; import app; " \
+          "sys.exit(app.main(sys.argv[1:]))"
+GENERATE = ["generate", "--model", "tiny", "--resolution", "128", "--seconds", "1", "--window", "2", "--steps", "2",
+            "--mode", "forward", "--seed", "5", "--prompt", "p", "--upscale", "2", "--upscaler", "tiny-x2",
+            "--interpolate", "2"]
+
+
+def app(*args, cwd):
+    return subprocess.Popen([sys.executable, "-c", PATCHED, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_NUM_THREADS": "1",
+                                                                                 "PYTHONPATH": str(ROOT)})
+
+
+def test_generate_upscales_per_section_and_a_killed_run_resumes_to_the_same_bytes(tmp_path, picture):
+    """Forward sampling, 4 sections of 8 frames: the upscale's parts are made as sections become final, a run
+    SIGKILLed once one is made keeps it, and `generate --resume` ends with the bytes of a run never killed; the
+    interpolation follows on the upscaled video; the records and tags say what was applied."""
     save(esrgan_state(2), tmp_path / "upscalers" / "tiny-x2.pth")
     save(rife_state((32, 32, 16, 16)), tmp_path / "rife" / "flownet.pkl")
-    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "generate", "--model", "tiny", "--resolution", "128",
-                           "--seconds", "0.25", "--window", "2", "--steps", "2", "--image", str(picture), "--prompt",
-                           "p", "--upscale", "2", "--upscaler", "tiny-x2", "--interpolate", "2", "--outputs", "out",
-                           "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout.strip().splitlines()[-1])
-    made = tmp_path / "out" / record["video"]
-    _, frames = mp4_info(made)
+    whole = app(*GENERATE, "--image", picture, "--output", "a/g.mp4", "--json", cwd=tmp_path)
+    out, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err[-2000:]
+    record = json.loads(out.strip().splitlines()[-1])
+    _, frames = mp4_info(tmp_path / "a" / "g.mp4")
     upscaled, smoothed = record["finishing"]
     assert (upscaled["operation"], upscaled["model_file"], upscaled["status"]) == ("upscale", "tiny-x2.pth", "finished")
     assert (smoothed["operation"], smoothed["method"], smoothed["status"]) == ("interpolate", "rife", "finished")
-    meta, big = mp4_info(tmp_path / "out" / upscaled["video"])
-    assert big.shape[:3] == (frames.shape[0], 2 * frames.shape[1], 2 * frames.shape[2])
-    meta, smooth = mp4_info(tmp_path / "out" / smoothed["video"])
-    assert (smooth.shape[0], meta["fps"]) == (2 * frames.shape[0] - 1, 60.0)
-    tags = json.loads(mp4_metadata(tmp_path / "out" / smoothed["video"])["comment"])
+    meta, big = mp4_info(tmp_path / "a" / upscaled["video"])
+    assert big.shape[:3] == (33, 2 * frames.shape[1], 2 * frames.shape[2]) and frames.shape[0] == 33
+    meta, smooth = mp4_info(tmp_path / "a" / smoothed["video"])
+    assert (smooth.shape[0], meta["fps"]) == (65, 60.0)
+    tags = json.loads(mp4_metadata(tmp_path / "a" / smoothed["video"])["comment"])
     assert [step["operation"] for step in tags["finishing"]] == ["upscale", "interpolate"]
     again = remake_fields(tags)
     assert (again["upscale"], again["upscaler"], again["interpolate"], again["prompt"]) == (2, "tiny-x2", 2, "p")
+
+    killed = app(*GENERATE, "--image", picture, "--output", "b/g.mp4", cwd=tmp_path)
+    staged = tmp_path / "b" / ".g.upscale-x2.parts"
+    deadline = time.monotonic() + 300
+    while not (staged / "part-00001.mp4").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)  # (the test's own child)
+    killed.wait()
+    assert json.loads((tmp_path / "b" / "g.json").read_text())["status"] == "running"  # killed mid-generation
+    assert not (tmp_path / "b" / "g.mp4").exists() and mp4_info(staged / "part-00001.mp4")[1].shape[0] == 4
+    resumed = app("generate", "--resume", "b/g.json", cwd=tmp_path)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+    for name in ("g.mp4", "g.upscaled-x2.mp4", "g.upscaled-x2.interpolated-x2.mp4"):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+    assert not staged.exists() and not (tmp_path / "b" / ".g.upscaled-x2.parts").exists()
 
 
 def test_an_upscaler_that_is_nowhere_is_refused_before_the_run(tmp_path, picture):

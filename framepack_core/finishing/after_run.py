@@ -4,7 +4,8 @@ upscale first, the interpolation on the upscaled video), into a file of its own 
 record lists what each applied (model file and SHA-256) and where it went, and the last MP4's metadata keeps
 the generation's settings, so a remake does the steps again.
 
-They run on the finished video, not per section: a run that is stopped keeps its generated part, unfinished.
+The first step is made as the video is, per section where it can be (per_section.py, which says where not):
+a stopped or killed run keeps the finished part, and its step, run here at the end, takes those parts over.
 """
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ def steps(output) -> list[tuple[str, int, str | None]]:
     return wanted
 
 
+def as_made(files, request, emit):
+    """`emit` for the generation `files` is making: the first step follows its sections (per_section.py)."""
+    from .per_section import SectionFinishing
+
+    wanted = steps(request.output)
+    return SectionFinishing(files, request, wanted[0]).wrap(emit) if wanted else emit
+
+
 def check(request) -> None:
     """Refuse at the start, in one sentence, an upscaler that is neither a file, one in upscalers/, nor a named
     default (named ones download when they are needed)."""
@@ -38,6 +47,9 @@ def finish_made_video(video: Path, request, emit, cancel) -> list[dict]:
     cannot run or fails is a Notice (the generated video stays, finished) and ends the chain."""
     from framepack_core.failures import ModelsUnavailableError
 
+    from framepack_core.run_files import files_of
+
+    from . import per_section
     from .finishing_run import FinishingRun
     from .placement import device_and_budget
     from .request import FinishRequest
@@ -47,12 +59,15 @@ def finish_made_video(video: Path, request, emit, cancel) -> list[dict]:
     for operation, factor, model in steps(request.output):
         try:
             run = FinishingRun.start(FinishRequest(operation, source, factor, model=model, folder=source.parent,
-                                                   crf=request.output.crf), device, budget, say=emit_say(emit))
+                                                   crf=request.output.crf, part_frames=per_section.PART_FRAMES),
+                                     device, budget, say=emit_say(emit))
         except (ValueError, ModelsUnavailableError) as error:
             emit(Notice(f"{operation} x{factor} was not applied: {error}"))
             applied.append({"operation": operation, "factor": factor, "status": Status.FAILED, "error": str(error)})
             break
         run.cancel = cancel  # Stop ends the finishing too
+        if source == Path(video):  # the first step: the parts made as the video was are its first parts
+            per_section.adopt(files_of(source), run)
         outcome = run.execute(None, lambda event: None if isinstance(event, (Finished, Failed)) else emit(event))
         done = isinstance(outcome, Finished) and not outcome.stopped
         applied.append(run.applied() | {"status": run.record()["status"], "video": run.files.video.name if done

@@ -1,0 +1,124 @@
+"""The first finishing step a generation asks for (`--upscale`, else `--interpolate` with RIFE), made as the video
+is: after each section, the parts of its frames that no later section changes are upscaled (or interpolated) into
+`.NAME.upscale-x2.parts/` beside the run. A stopped or killed generation keeps them; its resume makes only the
+parts still missing; when the video is done, the finishing run on it (after_run.py) takes these parts over as a
+resumed finishing run takes its own, so its result is the bytes of one made on the whole video.
+
+Why the same bytes: a part covers source frames [(n-1)P, nP) (P = PART_FRAMES), the parts a FinishingRun cuts; the
+frames are read from the video so far, whose finished sections are the same H.264 segments, decoded the same, as
+in the finished video; the encoder is deterministic. A part is made here only when a whole part follows it among
+the final frames, so it is never the last part (which takes the rest of the video) and an interpolated part's
+last frame has its following frame.
+
+Where it cannot be done: inverted sampling (the model sets' own order) makes the end of the video first, so its
+new frames become final, counted from the first, only when the last section is done; then, and for ffmpeg's
+minterpolate (one filter over the whole file) and the later steps of a chain, the finishing runs on the finished
+video. See the README's "Finishing" for why."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from framepack_core.events import SectionDone, Stage, StageName
+from framepack_core.run_files import RunFiles
+
+from . import frames as streams
+
+PART_FRAMES = 30  # source frames per part, as a FinishingRun's (request.PART_FRAMES); both read it from here
+
+
+def staging_folder(files: RunFiles, operation: str, factor: int) -> Path:
+    return files.folder / f".{files.name}.{operation}-x{factor}.parts"
+
+
+class SectionFinishing:
+    """Wraps a generation's `emit`: on each SectionDone, the parts that have become final are made."""
+
+    def __init__(self, files: RunFiles, request, step: tuple[str, int, str | None] | None):
+        self.step = step  # (operation, factor, model) of the first finishing step, as after_run.steps gives it
+        self.files, self.request = files, request
+        self.method = self.facts = None
+
+    def wrap(self, emit):
+        def emitting(event) -> None:
+            emit(event)
+            if isinstance(event, SectionDone) and self.step is not None:
+                self.advance(event.video, event.final_frames, emit)
+        return emitting
+
+    def advance(self, video: Path, final: int, emit) -> int:
+        """Make the parts whose frames (and the next part's) are among the first `final`; how many are done."""
+        operation, factor, _ = self.step
+        folder = staging_folder(self.files, operation, factor)
+        done = streams.done_parts(folder)
+        if (done + 2) * PART_FRAMES > final or not self._ready(video):
+            return done
+        folder.mkdir(exist_ok=True)
+        width, height = self.method.size(self.facts.width, self.facts.height)
+        fps = self.facts.fps * (factor if operation == "interpolate" else 1)
+        emit(Stage(StageName.WRITING, f"{operation} x{factor} of the frames made so far"))
+        pairs = _with_following(streams.read_frames(video, skip=done * PART_FRAMES))
+        try:
+            while (done + 2) * PART_FRAMES <= final:
+                writer = streams.PartWriter(streams.part_path(folder, done + 1), width, height, fps,
+                                            self.request.output.crf)
+                try:
+                    for _ in range(PART_FRAMES):
+                        frame, following = next(pairs)
+                        for result in self.method.outputs(frame, following):
+                            writer.send(result)
+                    writer.finish()
+                except BaseException:
+                    writer.abandon()
+                    raise
+                done += 1
+        finally:
+            pairs.close()
+        return done
+
+    def _ready(self, video: Path) -> bool:
+        """The step's method, loaded once; False (the step then runs on the finished video only) for minterpolate
+        or a model that cannot be had, which the step itself reports when it runs."""
+        if self.method is not None:
+            return True
+        from framepack_core.failures import ModelsUnavailableError
+
+        from .methods import make_method
+        from .placement import device_and_budget
+        from .request import FinishRequest
+
+        operation, factor, model = self.step
+        try:
+            request, self.facts = FinishRequest(operation, video, factor, model=model, folder=self.files.folder,
+                                                crf=self.request.output.crf, part_frames=PART_FRAMES).validated()
+            self.method = make_method(request, *device_and_budget(self.request.speed.vram_budget_gb))
+        except (ValueError, ModelsUnavailableError):
+            self.method = None
+        if self.method is None:
+            self.step = None
+        return self.method is not None
+
+
+def adopt(files: RunFiles, run) -> int:
+    """Move the parts made as the video was into the finishing run `run` of its first step: it resumes after
+    them. How many were taken."""
+    folder = staging_folder(files, run.request.operation, run.request.factor)
+    count = streams.done_parts(folder)
+    for number in range(1, count + 1):
+        streams.part_path(folder, number).replace(streams.part_path(run.parts, number))
+    shutil.rmtree(folder, ignore_errors=True)
+    return count
+
+
+def _with_following(frames):
+    """(frame, the next frame or None at the end), reading one frame ahead; closing it closes the reader."""
+    previous = None
+    try:
+        for frame in frames:
+            if previous is not None:
+                yield previous, frame
+            previous = frame
+        if previous is not None:
+            yield previous, None
+    finally:
+        frames.close()
