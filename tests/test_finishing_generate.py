@@ -17,10 +17,10 @@ from framepack_core.request import remake_fields
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The real entry point with finishing parts of 4 frames (30 by default), so that a 1 s clip has several.
+# The real entry point with finishing parts of 4 frames (30 by default), so that a 0.75 s clip has several.
 PATCHED = "import sys; import framepack_core.finishing.per_section as p; p.PART_FRAMES = 4; import app; " \
           "sys.exit(app.main(sys.argv[1:]))"
-GENERATE = ["generate", "--model", "tiny", "--resolution", "128", "--seconds", "1", "--window", "2", "--steps", "2",
+GENERATE = ["generate", "--model", "tiny", "--resolution", "128", "--seconds", "0.75", "--window", "2", "--steps", "1",
             "--mode", "forward", "--seed", "5", "--prompt", "p", "--upscale", "2", "--upscaler", "tiny-x2",
             "--interpolate", "2"]
 
@@ -32,7 +32,7 @@ def app(*args, cwd):
 
 
 def test_generate_upscales_per_section_and_a_killed_run_resumes_to_the_same_bytes(tmp_path, picture):
-    """Forward sampling, 4 sections of 8 frames: the upscale's parts are made as sections become final, a run
+    """Forward sampling, 3 sections of 8 frames: the upscale's parts are made as sections become final, a run
     SIGKILLed once one is made keeps it, and `generate --resume` ends with the bytes of a run never killed; the
     interpolation follows on the upscaled video; the records and tags say what was applied."""
     save(esrgan_state(2), tmp_path / "upscalers" / "tiny-x2.pth")
@@ -46,9 +46,9 @@ def test_generate_upscales_per_section_and_a_killed_run_resumes_to_the_same_byte
     assert (upscaled["operation"], upscaled["model_file"], upscaled["status"]) == ("upscale", "tiny-x2.pth", "finished")
     assert (smoothed["operation"], smoothed["method"], smoothed["status"]) == ("interpolate", "rife", "finished")
     meta, big = mp4_info(tmp_path / "a" / upscaled["video"])
-    assert big.shape[:3] == (33, 2 * frames.shape[1], 2 * frames.shape[2]) and frames.shape[0] == 33
+    assert big.shape[:3] == (25, 2 * frames.shape[1], 2 * frames.shape[2]) and frames.shape[0] == 25
     meta, smooth = mp4_info(tmp_path / "a" / smoothed["video"])
-    assert (smooth.shape[0], meta["fps"]) == (65, 60.0)
+    assert (smooth.shape[0], meta["fps"]) == (49, 60.0)
     tags = json.loads(mp4_metadata(tmp_path / "a" / smoothed["video"])["comment"])
     assert [step["operation"] for step in tags["finishing"]] == ["upscale", "interpolate"]
     again = remake_fields(tags)
