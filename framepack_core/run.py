@@ -150,6 +150,10 @@ class Run:
             from .finishing.after_run import finish_made_video
 
             self.finishing = finish_made_video(outcome.video, self.request, emit, self.cancel)
+        elif output.upscale > 1 or output.interpolate > 1:  # stopped or failed: the finished part, joined
+            from .finishing.after_run import kept
+
+            self.finishing = kept(self.files, self.request)
         self.outcome = outcome
         self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from finishing_models import esrgan_state, rife_state, save
 from mp4info import mp4_info, mp4_metadata
 
@@ -76,3 +77,30 @@ def test_an_upscaler_that_is_nowhere_is_refused_before_the_run(tmp_path, picture
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.startswith("error: There is no upscaler called 'nowhere'")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture, tiny_models, monkeypatch):
+    """Stopped after its second section: the upscale's parts of the final frames are kept and shown joined, and
+    the resume takes them over (in-process, the tiny set loaded once)."""
+    from helpers import executed, run_events, tiny_request
+
+    from framepack_core.finishing import per_section
+    from framepack_core.run import Run
+
+    monkeypatch.setattr(per_section, "PART_FRAMES", 4)
+    save(esrgan_state(2), tmp_path / "tiny-x2.pth")
+    request = tiny_request(picture, seconds=0.75, window=2, steps=1, mode="forward", seed=5, upscale=2,
+                           upscaler=str(tmp_path / "tiny-x2.pth"))
+    run_events(request, tiny_models, tmp_path / "g.mp4",
+               on_event=lambda event, run: run.stop() if getattr(event, "final_frames", 0) >= 12 else None)
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["status"] == "stopped" and record["frames"] == 17  # two sections of 8 after the first frame
+    (kept,) = record["finishing"]  # 17 frames, 5 still blended into: 12 final, two whole parts of 4 and a third
+    assert (kept["operation"], kept["parts_done"], kept["frames"]) == ("upscale", 2, 8)
+    meta, so_far = mp4_info(tmp_path / kept["partial_video"])
+    assert (meta["size"], so_far.shape[0]) == ((2 * record["width"], 2 * record["height"]), 8)
+    executed(Run.resume(tmp_path / "g.json"), tiny_models)
+    assert json.loads((tmp_path / "g.json").read_text())["finishing"][0]["status"] == "finished"
+    _, whole = mp4_info(tmp_path / "g.upscaled-x2.mp4")
+    assert whole.shape[0] == 25 and np.array_equal(whole[:8], so_far)
+    assert not (tmp_path / kept["partial_video"]).exists() and not (tmp_path / ".g.upscale-x2.parts").exists()

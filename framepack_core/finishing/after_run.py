@@ -32,6 +32,18 @@ def as_made(files, request, emit):
     return SectionFinishing(files, request, wanted[0]).wrap(emit) if wanted else emit
 
 
+def kept(files, request) -> list[dict]:
+    """A stopped or failed generation's record of its first step's finished part (per_section.join_kept)."""
+    from .per_section import join_kept
+
+    wanted = steps(request.output)
+    try:
+        made = join_kept(files, wanted[0]) if wanted else None
+    except (OSError, RuntimeError, ValueError):  # a full disk: the parts themselves are kept for the resume
+        return []
+    return [made] if made else []
+
+
 def check(request) -> None:
     """Refuse at the start, in one sentence, an upscaler that is neither a file, one in upscalers/, nor a named
     default (named ones download when they are needed)."""

@@ -99,6 +99,29 @@ class SectionFinishing:
         return self.method is not None
 
 
+def so_far_video(files: RunFiles, operation: str, factor: int) -> Path:
+    """Where a stopped or failed generation's finished part is shown (not a name a finishing run claims)."""
+    return files.folder / f"{files.name}.{operation}-x{factor}-so-far.mp4"
+
+
+def join_kept(files: RunFiles, step) -> dict | None:
+    """After a stopped or failed generation: the parts made so far joined into one MP4 to watch (they stay,
+    for the resume); what the record says of them. None when there are none."""
+    from framepack_core.media.segments import concat_mp4
+    from framepack_core.media.video_files import probe_video
+
+    operation, factor, _ = step
+    folder = staging_folder(files, operation, factor)
+    parts = [streams.part_path(folder, n) for n in range(1, streams.done_parts(folder) + 1)]
+    if not parts:
+        return None
+    per_part = PART_FRAMES * (factor if operation == "interpolate" else 1)
+    fps = probe_video(parts[0]).fps  # told their true length, the parts join as a FinishingRun's do
+    video = concat_mp4(parts, so_far_video(files, operation, factor), durations={p: per_part / fps for p in parts[:-1]})
+    return {"operation": operation, "factor": factor, "status": "stopped", "parts_done": len(parts),
+            "frames": per_part * len(parts), "partial_video": video.name}
+
+
 def adopt(files: RunFiles, run) -> int:
     """Move the parts made as the video was into the finishing run `run` of its first step: it resumes after
     them. How many were taken."""
@@ -107,6 +130,7 @@ def adopt(files: RunFiles, run) -> int:
     for number in range(1, count + 1):
         streams.part_path(folder, number).replace(streams.part_path(run.parts, number))
     shutil.rmtree(folder, ignore_errors=True)
+    so_far_video(files, run.request.operation, run.request.factor).unlink(missing_ok=True)
     return count
 
 
