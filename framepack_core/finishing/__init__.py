@@ -12,4 +12,5 @@ or ffmpeg's minterpolate when there are no RIFE weights), as runs with records, 
     frames.py          frames streamed from and into ffmpeg, in parts that a resume keeps
     placement.py       the device and the VRAM budget
     after_run.py       the steps a generation asks for (--upscale, --interpolate), run on its video
+    per_section.py     the first of those steps made per finished section, as the video is made
 """

@@ -12,8 +12,8 @@ last frame has its following frame.
 
 Where it cannot be done: inverted sampling (the model sets' own order) makes the end of the video first, so its
 new frames become final, counted from the first, only when the last section is done; then, and for ffmpeg's
-minterpolate (one filter over the whole file) and the later steps of a chain, the finishing runs on the finished
-video. See the README's "Finishing" for why."""
+minterpolate (one filter over the whole file) and the later steps of a chain (their source is the joined result of
+the step before), the finishing runs on the finished video. See the README's "Finishing" for why."""
 from __future__ import annotations
 
 import shutil
