@@ -3,6 +3,7 @@ each into its own file with its own record; the generation's record lists both, 
 remake do them again; a killed run resumed gives the same bytes (fresh processes, tiny set, smallest window)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,8 +100,11 @@ def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture
     assert (kept["operation"], kept["parts_done"], kept["frames"]) == ("upscale", 2, 8)
     meta, so_far = mp4_info(tmp_path / kept["partial_video"])
     assert (meta["size"], so_far.shape[0]) == ((2 * record["width"], 2 * record["height"]), 8)
+    staged = tmp_path / ".g.upscale-x2.parts"
+    shutil.copyfile(staged / "part-00002.mp4", staged / "part-00001.mp4")  # marked: taken over, or made again?
     executed(Run.resume(tmp_path / "g.json"), tiny_models)
     assert json.loads((tmp_path / "g.json").read_text())["finishing"][0]["status"] == "finished"
     _, whole = mp4_info(tmp_path / "g.upscaled-x2.mp4")
-    assert whole.shape[0] == 25 and np.array_equal(whole[:8], so_far)
-    assert not (tmp_path / kept["partial_video"]).exists() and not (tmp_path / ".g.upscale-x2.parts").exists()
+    assert whole.shape[0] == 25 and np.array_equal(whole[4:8], so_far[4:8])
+    assert np.array_equal(whole[:4], so_far[4:8])  # the kept parts were taken over, not made again
+    assert not (tmp_path / kept["partial_video"]).exists() and not staged.exists()

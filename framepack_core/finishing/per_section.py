@@ -16,6 +16,7 @@ minterpolate (one filter over the whole file) and the later steps of a chain (th
 the step before), the finishing runs on the finished video. See the README's "Finishing" for why."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from framepack_core.run_files import RunFiles
 from . import frames as streams
 
 PART_FRAMES = 30  # source frames per part, as a FinishingRun's (request.PART_FRAMES); both read it from here
+MODEL = "model.json"  # beside the parts: the model that made them (a resume with another file starts them over)
 
 
 def staging_folder(files: RunFiles, operation: str, factor: int) -> Path:
@@ -53,7 +55,11 @@ class SectionFinishing:
         done = streams.done_parts(folder)
         if (done + 2) * PART_FRAMES > final or not self._ready(video):
             return done
+        if done and _model_of(folder) != _model(self.method.described()):  # the model file changed since
+            shutil.rmtree(folder, ignore_errors=True)
+            done = 0
         folder.mkdir(exist_ok=True)
+        (folder / MODEL).write_text(json.dumps(_model(self.method.described())), encoding="utf-8")
         width, height = self.method.size(self.facts.width, self.facts.height)
         fps = self.facts.fps * (factor if operation == "interpolate" else 1)
         emit(Stage(StageName.WRITING, f"{operation} x{factor} of the frames made so far"))
@@ -126,12 +132,25 @@ def adopt(files: RunFiles, run) -> int:
     """Move the parts made as the video was into the finishing run `run` of its first step: it resumes after
     them. How many were taken."""
     folder = staging_folder(files, run.request.operation, run.request.factor)
-    count = streams.done_parts(folder)
+    count = streams.done_parts(folder) if _model_of(folder) == _model(run.applied()) else 0
     for number in range(1, count + 1):
         streams.part_path(folder, number).replace(streams.part_path(run.parts, number))
     shutil.rmtree(folder, ignore_errors=True)
     so_far_video(files, run.request.operation, run.request.factor).unlink(missing_ok=True)
     return count
+
+
+def _model(applied: dict) -> dict:
+    """What must match for parts to be taken over: the method and its model file. Not the tile size: the free
+    memory picks it (on the CPU always 512), and the run the parts are taken into may meet other free memory."""
+    return {key: applied.get(key) for key in ("method", "model_file", "model_sha256")}
+
+
+def _model_of(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MODEL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _with_following(frames):
