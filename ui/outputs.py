@@ -272,9 +272,24 @@ class OutputsHandlers:
                 path.unlink()
                 removed += 1
         shutil.rmtree(files.folder / f".{files.name}.parts", ignore_errors=True)  # a finishing run's parts
+        removed += _remove_finishing_kept(files)
         return f"Deleted {run.name} ({removed} file{'s' if removed != 1 else ''})."
 
     def _refuse_if_live(self, run: OutputRun) -> None:
         live = self.handlers.last_run
         if live is not None and live.files == run.files and self.handlers.worker.busy:
             raise ValueError(f"{run.name} is being made right now; stop it first.")
+
+
+def _remove_finishing_kept(files: RunFiles) -> int:
+    """A stopped generation's finishing parts made as it went, and their joined video (per_section.py)."""
+    from framepack_core.finishing.per_section import so_far_video, staging_folder
+
+    removed = 0
+    for operation in ("upscale", "interpolate"):
+        for factor in (2, 4):
+            shutil.rmtree(staging_folder(files, operation, factor), ignore_errors=True)
+            if so_far_video(files, operation, factor).is_file():
+                so_far_video(files, operation, factor).unlink()
+                removed += 1
+    return removed
