@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from finishing_models import esrgan_state, rife_state, save
 from mp4info import mp4_info, mp4_metadata
 
@@ -80,7 +81,8 @@ def test_an_upscaler_that_is_nowhere_is_refused_before_the_run(tmp_path, picture
     assert not (tmp_path / "out").exists()
 
 
-def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture, tiny_models, monkeypatch):
+def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture, tiny_models, monkeypatch,
+                                                                 request):
     """Stopped after its second section: the upscale's parts of the final frames are kept and shown joined, and
     the resume takes them over (in-process, the tiny set loaded once)."""
     from helpers import executed, run_events, tiny_request
@@ -89,10 +91,13 @@ def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture
     from framepack_core.run import Run
 
     monkeypatch.setattr(per_section, "PART_FRAMES", 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two cores shared by many processes: torch's own threads only fight over them
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     save(esrgan_state(2), tmp_path / "tiny-x2.pth")
-    request = tiny_request(picture, seconds=0.75, window=2, steps=1, mode="forward", seed=5, upscale=2,
+    asked = tiny_request(picture, seconds=0.75, window=2, steps=1, mode="forward", seed=5, upscale=2,
                            upscaler=str(tmp_path / "tiny-x2.pth"))
-    run_events(request, tiny_models, tmp_path / "g.mp4",
+    run_events(asked, tiny_models, tmp_path / "g.mp4",
                on_event=lambda event, run: run.stop() if getattr(event, "final_frames", 0) >= 12 else None)
     record = json.loads((tmp_path / "g.json").read_text())
     assert record["status"] == "stopped" and record["frames"] == 17  # two sections of 8 after the first frame
