@@ -4,6 +4,8 @@
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
     python app.py check [--vram-budget GB] [--ram-budget GB] [--rehearse] [...]   the memory plan, before any download
     python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
+    python app.py upscale VIDEO --scale 2|4 [--model NAME_OR_PATH]   a made video bigger, into a new MP4
+    python app.py interpolate VIDEO --factor 2|4 [--model PATH]      smoother (RIFE, or ffmpeg's minterpolate)
 """
 from __future__ import annotations
 
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ui.queue_cli import add_queue_parser  # argparse only, no torch
 
     add_queue_parser(commands, gen)
+    from ui.finish_cli import add_finish_parsers  # argparse only, no torch
+
+    add_finish_parsers(commands)
     return parser
 
 
@@ -140,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                       if name != "generate_parser" and value != args.generate_parser.get_default(name)}
 
         return generate_command(args)
+    if args.command in ("upscale", "interpolate"):
+        from ui.finish_cli import finish_command
+
+        return finish_command(args)
     if args.command == "queue":
         from ui.queue_cli import queue_command
 

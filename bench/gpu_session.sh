@@ -22,6 +22,8 @@
 #                 visible to this step only (GPU_SESSION_SAGE), one JSON line per combination as it ends
 #   run_5s_6gb    640, 5 s at 6 / 16
 #   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0)
+#   finishing     bench/finishing_memory.py (issue 29): x2 upscaling (x2plus's full layout) of 544x704 clips
+#                 of 37 and 145 frames at --vram-budget 6: peak heap per clip, peak VRAM against the cap
 # Every app run has a cache folder of its own (full_set.py), so each encodes its prompt as a first run does.
 #
 # Environment: GPU_SESSION_TINY=1 runs every step with the app's tiny models at 128, 2 steps (a CPU's
@@ -154,6 +156,10 @@ if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/de
     step multi_gpu_cfg 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
         --cfg 1.5 --negative-prompt "blurry" --no-step-cache --prompt "a red balloon rises" \
         --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" --outputs "$WORK/multi_gpu_cfg" --json
+fi
+if [ -f bench/finishing_memory.py ]; then  # issue 29: upscaling x2 streamed, tiles under the VRAM budget
+    if [ "$TINY" = 1 ]; then FINISH_SIZE=(--width 160 --height 96 --frames 9,45); else FINISH_SIZE=(--features 64 --blocks 23); fi
+    step finishing 120 python3 bench/finishing_memory.py --json --vram-budget 6 "${FINISH_SIZE[@]}"
 fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
 python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true

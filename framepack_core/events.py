@@ -71,6 +71,7 @@ class SectionDone:
     frames: int  # pixel frames in the video so far
     video: Path  # playable MP4 of the video so far
     seconds_elapsed: float
+    final_frames: int = 0  # how many of its frames, from the first, no later section changes
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,8 @@ class VideoPipeline:
         self.sections_done, self.frames = index + 1, video.frames
         del pixels
         release_free_host_memory()  # the decode's buffers: keep the process flat as the video grows
-        self.emit(SectionDone(index, count, video.frames, self.work.video, time.monotonic() - self.started))
+        self.emit(SectionDone(index, count, video.frames, self.work.video, time.monotonic() - self.started,
+                              video.final_prefix))
 
     def decode(self, beginning: Beginning, index: int, latents: torch.Tensor) -> torch.Tensor:
         """Pixels of the latents section `index` changed: all of them at first, later the newest span."""

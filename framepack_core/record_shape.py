@@ -25,6 +25,9 @@ _FIELDS = {
     "keyframe_pictures": (list, type(None)), "extends": _TEXT, "branches": _TEXT, "from_seconds": _NUMBER,
     "bridges": (list, type(None)),
 }
+# A finishing run's own fields (framepack_core/finishing/finishing_run.py's record).
+_FINISHING = {"operation": _TEXT, "source": _TEXT, "source_sha256": _TEXT, "request": (dict,), "applied": (dict,),
+              "parts": _NUMBER, "parts_done": _NUMBER}
 # The settings' kinds (settings.py) and what a record may hold for each (None: left to the model or memory;
 # a choice may be an older record's true/false, which validation reads as today's words; a record says of its
 # end picture only whether there was one).
@@ -38,11 +41,14 @@ def record_problem(record) -> str | None:
     """None for a record the readers can use; else why not, in a few words (for the reader's notice)."""
     if not isinstance(record, dict):
         return "it is not a JSON object"
+    if record.get("kind") == "finishing":  # an upscale or interpolation: no settings of its own
+        return _fields_problem(record, _FIELDS | _FINISHING) or (
+            None if isinstance(record.get("app"), str) else "it is not a run's record (no app)")
     if "app" not in record or not isinstance(record.get("settings"), dict):
         return "it is not a run's record (no app and settings)"
-    for name, types in _FIELDS.items():
-        if name in record and not _is(record[name], types):
-            return f"its {name!r} is a {type(record[name]).__name__}"
+    problem = _fields_problem(record, _FIELDS)
+    if problem is not None:
+        return problem
     problem = settings_problem(record["settings"])
     if problem is not None:
         return problem
@@ -51,6 +57,13 @@ def record_problem(record) -> str | None:
             return f"its {name!r} are not file names"
     if not all(isinstance(stage, dict) for stage in record.get("stages") or ()):
         return "its 'stages' are not stage records"
+    return None
+
+
+def _fields_problem(record: dict, fields: dict) -> str | None:
+    for name, types in fields.items():
+        if name in record and not _is(record[name], types):
+            return f"its {name!r} is a {type(record[name]).__name__}"
     return None
 
 

@@ -62,7 +62,10 @@ def check_value(setting: Setting, value):
         return None
     value = next((new for old, new in setting.legacy if _same(value, old)), value)
     if setting.kind == "int":
-        return _integer(setting.words, value, setting.low, setting.high)
+        value = _integer(setting.words, value, setting.low, setting.high)
+        if setting.choices and value not in setting.choices:
+            raise ValueError(f"{setting.words} must be one of {', '.join(map(str, setting.choices))}, not {value}.")
+        return value
     if setting.kind == "float":
         _number(setting.words, value, setting.low, setting.high, setting.low_open)
     elif setting.kind == "bool" and not isinstance(value, bool):

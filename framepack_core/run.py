@@ -11,7 +11,6 @@ settings and status is built here, once, for the JSON file, the MP4's metadata a
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from .media.video_files import stream_frames
 from .settings import FPS
 from .request import Request
 from .run_files import RunFiles, claim_files, write_atomically
+from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
 from .run_owner import this_process
 from .same_file import check_output_apart, request_inputs
 
@@ -45,6 +45,7 @@ class Run:
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
         self.stages: list[dict] = []  # what each stage cost (memory/usage.py), once the run has run
+        self.finishing: list[dict] = []  # what the finishing steps asked for applied (finishing/after_run.py)
 
     @classmethod
     def resume(cls, path) -> Run:
@@ -86,6 +87,10 @@ class Run:
         check_output_apart(request.output.path, request_inputs(request, origin), len(request.keyframes or ()))
         request = request.validated()
         _check_writable(request.output.folder)
+        if request.output.upscale > 1 or request.output.interpolate > 1:
+            from .finishing.after_run import check
+
+            check(request)  # an upscaler that is nowhere: refused before anything is written
         # Nothing is made yet, so a full disk here leaves nothing to resume: what was written is removed again.
         exact = request.output.path
         kept = [p for p in _start_files(RunFiles(exact.parent, exact.stem), request) if p.exists()] if exact else []
@@ -143,8 +148,13 @@ class Run:
             meter.watch(*device_usage(getattr(manager, "device", None)))
             if self.cancel.is_set():
                 raise Cancelled()
-            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags, emit,
-                        self.cancel, meter)
+            sections_emit = emit
+            if self.request.output.upscale > 1 or self.request.output.interpolate > 1:
+                from .finishing.after_run import as_made
+
+                sections_emit = as_made(self.files, self.request, emit)  # the first step, per finished section
+            work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags,
+                        sections_emit, self.cancel, meter)
             outcome = self._finish(session.engine(work, models, manager), started)
         except Cancelled:
             outcome = self._finish(Made(stopped=True), started)
@@ -156,6 +166,16 @@ class Run:
         finally:
             self.stages = meter.close()
             session.release(manager)
+        output = self.request.output
+        if isinstance(outcome, Finished) and outcome.video and not outcome.stopped and (
+                output.upscale > 1 or output.interpolate > 1):
+            from .finishing.after_run import finish_made_video
+
+            self.finishing = finish_made_video(outcome.video, self.request, emit, self.cancel)
+        elif output.upscale > 1 or output.interpolate > 1:  # stopped or failed: the finished part, joined
+            from .finishing.after_run import kept
+
+            self.finishing = kept(self.files, self.request)
         self.outcome = outcome
         self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)
@@ -198,6 +218,8 @@ class Run:
                        "attention_used": outcome.attention, "vae_tiling_used": outcome.vae_tiling,
                        "fp8_used": outcome.fp8,
                        "step_cache": cache}
+        if self.finishing:
+            record["finishing"] = self.finishing
         return record | {"stages": self.stages}
 
     def _tags(self, used: dict) -> dict[str, str]:
@@ -223,22 +245,6 @@ class Run:
                         self.request.method.seed, time.monotonic() - started, made.stopped, attention=made.attention,
                         vae_tiling=made.vae_tiling, fp8=made.fp8, step_cache=made.step_cache,
                         blocks_computed=made.blocks_computed, blocks_skipped=made.blocks_skipped)
-
-
-# Bounds on what the MP4 carries. Players and readers (imageio-ffmpeg among them) parse the tags as
-# text and give up on huge ones; the run's JSON record beside the video keeps the prompt whole.
-TITLE_CHARS = 200
-PROMPT_CHARS = 65_536  # far past what the text encoders read (256 Llama tokens, 77 CLIP tokens)
-
-
-def mp4_tags(settings: dict) -> dict[str, str]:
-    """The MP4's title (the prompt's first line) and comment (every setting as JSON)."""
-    prompt = settings.get("prompt", "")
-    if len(prompt) > PROMPT_CHARS:
-        settings = settings | {"prompt": prompt[:PROMPT_CHARS], "prompt_cut": True}
-    first_line = prompt.strip().split("\n", 1)[0] if prompt.strip() else ""
-    title = first_line if len(first_line) <= TITLE_CHARS else first_line[:TITLE_CHARS - 1] + "…"
-    return {"title": title, "comment": json.dumps(settings, sort_keys=True)}
 
 
 def _usage_meter(device):

@@ -138,8 +138,9 @@ def files_of(path: Path) -> RunFiles:
     return RunFiles(path.parent, path.stem)
 
 
-def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
-    """Fresh names in `folder` (created if needed), or the exact MP4 path the user gave.
+def claim_files(folder: Path, seed: int, exact: Path | None = None, stem: str | None = None) -> RunFiles:
+    """Fresh names in `folder` (created if needed), or the exact MP4 path the user gave. `stem`: the name's
+    first part instead of `<date>-<time>_<seed>` (a finishing run is named after its source video).
 
     An exact path keeps the user's choice: its video is replaced only when the new one is done.
     """
@@ -149,7 +150,7 @@ def claim_files(folder: Path, seed: int, exact: Path | None = None) -> RunFiles:
         return RunFiles(exact.parent, exact.stem)
     folder.mkdir(parents=True, exist_ok=True)
     remove_dead_scratch(folder)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{seed}"
+    stem = stem or f"{time.strftime('%Y%m%d-%H%M%S')}_{seed}"
     n = 1
     while True:
         files = RunFiles(folder, stem if n == 1 else f"{stem}-{n}")

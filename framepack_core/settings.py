@@ -185,6 +185,15 @@ SETTINGS_LIST = (
     Setting("crf", _O, "int", 16, low=0, high=51, flag="--crf", label="MP4 quality (CRF)",
             help="MP4 quality, 0 (lossless) .. 51",
             widget=Widget("slider", "MP4 quality (CRF)", "model", step=1, info="0 lossless · 23 smaller")),
+    # After the video is made: finishing runs on it (framepack_core/finishing), each into a file of its own.
+    Setting("upscale", _O, "int", 1, low=1, high=4, choices=(1, 2, 4), flag="--upscale", metavar="2|4",
+            help="when the video is made, also write it upscaled x2 or x4 (NAME.upscaled-x2.mp4; 1: not)"),
+    Setting("upscaler", _O, "text", None, optional=True, flag="--upscaler", metavar="NAME_OR_PATH",
+            help="the upscaler for --upscale: a file, a file's name in upscalers/, or a named default "
+                 "(default: realesrgan-x2plus for x2, realesrgan-x4plus for x4)"),
+    Setting("interpolate", _O, "int", 1, low=1, high=4, choices=(1, 2, 4), flag="--interpolate", metavar="2|4",
+            help="when the video is made (and upscaled), also write it at 2 or 4 times the frame rate "
+                 "(RIFE from rife/, else ffmpeg's minterpolate; 1: not)"),
     # --- speed: how fast it is made ---
     Setting("step_cache", _S, "bool", True, flag="--no-step-cache",
             help="compute every block on every step (slower; by default MagCache skips blocks on steps "

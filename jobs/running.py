@@ -60,7 +60,12 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
     outputs = Path(outputs)
     files = RunFiles(outputs, run_name)
     try:
-        run = start_run(job_request(settings, outputs, path=files.video), files, resuming)
+        if "finishing" in settings:  # an upscale or interpolation (jobs/finishing_jobs.py)
+            from .finishing_jobs import start_finishing
+
+            run = start_finishing(settings, files, resuming)
+        else:
+            run = start_run(job_request(settings, outputs, path=files.video), files, resuming)
     except (ValueError, TypeError) as error:
         release_claim(files)  # refused before it started: no "{}" left in the outputs folder
         return JobResult(Status.FAILED, str(error))

@@ -37,16 +37,20 @@ def test_same_frames_as_in_memory(tmp_path, mode, sections):
         so_far = blended_in_memory(parts[: i + 1], mode)
         assert video.frames == so_far.shape[2]
         _, frames = mp4_info(video.write(tmp_path / f"so-far-{i}.mp4"))
-        expected_so_far.append((frames, so_far))
+        expected_so_far.append((frames, so_far, video.final_prefix))
+        last = i == sections - 1  # a finishing step takes the final prefix early: no later section changes it
+        assert video.final_prefix == (so_far.shape[2] if last else 0 if mode == "inverted" else
+                                      so_far.shape[2] - OVERLAP)
     video.close()
     assert not video.workdir.exists()
     reference = write_mp4(to_uint8_frames(blended_in_memory(parts, mode)), tmp_path / "reference.mp4", crf=0)
     _, final = mp4_info(tmp_path / f"so-far-{sections - 1}.mp4")
     assert np.array_equal(final, mp4_info(reference)[1])
     # Every intermediate video is the in-memory blend so far (pending frames included).
-    for frames, so_far in expected_so_far:
+    for frames, so_far, prefix in expected_so_far:
         _, direct = mp4_info(write_mp4(to_uint8_frames(so_far), tmp_path / "direct.mp4", crf=0))
         assert np.array_equal(frames, direct)
+        assert np.array_equal(frames[:prefix], final[:prefix])  # decoded as in the finished video
 
 
 @pytest.mark.parametrize("mode", ["inverted", "forward"])

@@ -108,9 +108,13 @@ def test_delete_removes_that_runs_files_and_nothing_else(outputs, picture):
     other = _make(tab, picture, "2026-01-02T10:00:01", seed=3)  # same second and seed: NAME-2
     (tab.folder / f"{name}.latents.safetensors").write_bytes(b"x")
     (tab.folder / f"{name}.notes.txt").write_text("mine")  # not a run file: kept
+    (tab.folder / f".{name}.upscale-x2.parts").mkdir()  # its upscale's parts made as it went, and them joined
+    (tab.folder / f"{name}.upscale-x2-so-far.mp4").write_bytes(b"x")
+    (tab.folder / f".{name}.upscaled-x2.parts").mkdir()  # another run's (the upscale of it): kept
     before = {p.name for p in tab.folder.iterdir()}
-    assert tab.delete(name) == f"Deleted {name} (4 files)."
-    gone = {f"{name}.{suffix}" for suffix in ("mp4", "png", "json", "latents.safetensors")}
+    assert tab.delete(name) == f"Deleted {name} (5 files)."
+    gone = {f"{name}.{suffix}" for suffix in ("mp4", "png", "json", "latents.safetensors", "upscale-x2-so-far.mp4")}
+    gone.add(f".{name}.upscale-x2.parts")
     assert {p.name for p in tab.folder.iterdir()} == before - gone
     assert [run.name for run in tab.runs()] == [other]
 

@@ -80,6 +80,10 @@ def generate_command(args) -> int:
     from framepack_core.session import Session
     from framepack_core.session_config import SessionConfig
 
+    from .finish_cli import finish_command, resumes_finishing
+
+    if resumes_finishing(args):  # a finishing run is resumed by the same flag as a generation
+        return finish_command(args)
     try:
         run = run_from_args(args)
     except ValueError as error:

@@ -62,6 +62,7 @@ class Handlers:
         self.worker = worker
         self.settings = settings
         self.last_run: Run | None = None  # what Resume and Extend (without an upload) act on
+        self.resume_finishing = None  # Resume of an upscale or interpolation: set by ui/finish_page.py's handlers
 
     def stop(self) -> None:
         self.worker.stop()
@@ -89,6 +90,11 @@ class Handlers:
             found = latest_unfinished(self.settings.outputs) if last is None else None
             if found is None and (last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED)):
                 raise ValueError("There is no stopped or failed run on this page to resume.")
+            from framepack_core.finishing.finishing_run import is_finishing
+
+            if found is not None and is_finishing(found.record) and self.resume_finishing is not None:
+                yield from self.resume_finishing(found.record)  # an upscale or interpolation
+                return
             run = Run.resume(found.record if found is not None else last.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from glob import escape as _glob_escape
 from pathlib import Path
@@ -45,7 +46,16 @@ class OutputRun:
         return self.record.get("status", "")
 
     @property
+    def finishing(self) -> bool:
+        """An upscale or interpolation of another video (framepack_core.finishing), not a generation."""
+        return self.record.get("kind") == "finishing"
+
+    @property
     def prompt(self) -> str:
+        """The prompt; for a finishing run, what it did to which video (the list's Prompt column)."""
+        if self.finishing:
+            return f"{self.record.get('operation')} x{self.record.get('applied', {}).get('factor')} of " \
+                   f"{Path(self.record.get('source') or '').name}"
         return self.record["settings"].get("prompt") or ""
 
     @property
@@ -160,6 +170,10 @@ class OutputsHandlers:
             run = self.find(name)
         except ValueError as error:
             return None, str(error)
+        if run.finishing:
+            from .finish_page import summary
+
+            return str(run.video) if run.video else None, f"{summary(run.record)}\n- source: `{run.record['source']}`"
         settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
         try:
             summary = summary_markdown(run.record)
@@ -172,6 +186,9 @@ class OutputsHandlers:
 
         Settings the form has no field for are not carried over; the picture is the one the model saw."""
         run = self.find(name)
+        if run.finishing:
+            raise ValueError(f"{run.name} is an {run.prompt}; pick that run to make it again (its settings ask "
+                             "for the same finishing).")
         continued = run.record.get("extends") or run.record.get("branches") or run.record.get("bridges")
         if continued:  # the Generate tab makes videos from a picture: it would make another video
             sources = " and ".join(continued) if isinstance(continued, list) else continued
@@ -209,6 +226,11 @@ class OutputsHandlers:
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
+            if run.finishing:
+                from .finish_page import resume_finishing
+
+                yield from resume_finishing(self.handlers, run.files.record)
+                return
             resumed = Run.resume(run.files.record)
         except ValueError as error:
             yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
@@ -276,6 +298,8 @@ class OutputsHandlers:
             if path.is_file():
                 path.unlink()
                 removed += 1
+        shutil.rmtree(files.folder / f".{files.name}.parts", ignore_errors=True)  # a finishing run's parts
+        removed += _remove_finishing_kept(files)
         return f"Deleted {run.name} ({removed} file{'s' if removed != 1 else ''})."
 
     def _refuse_if_live(self, run: OutputRun) -> None:
@@ -288,3 +312,17 @@ class OutputsHandlers:
         if owner is not None:
             raise ValueError(f"{run.name} is being made right now by {owner_words(owner)}; wait for it or stop it "
                              "there first.")
+
+
+def _remove_finishing_kept(files: RunFiles) -> int:
+    """A stopped generation's finishing parts made as it went, and their joined video (per_section.py)."""
+    from framepack_core.finishing.per_section import so_far_video, staging_folder
+
+    removed = 0
+    for operation in ("upscale", "interpolate"):
+        for factor in (2, 4):
+            shutil.rmtree(staging_folder(files, operation, factor), ignore_errors=True)
+            if so_far_video(files, operation, factor).is_file():
+                so_far_video(files, operation, factor).unlink()
+                removed += 1
+    return removed

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from .finish_page import FinishHandlers, finish_controls, wire_finish
 from .outputs import COLUMNS, OutputsHandlers
 
 
@@ -17,11 +18,13 @@ def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, t
                       generate_tab: str) -> None:
     """Inside the page's gr.Tabs. `form`: the Generate tab's inputs by name; `run_outputs`/`to_outputs`: its
     run display and how a PageUpdate becomes its values; `generate_tab`: the Generate tab's id."""
-    ui = _layout(outputs)
+    finishing = FinishHandlers(outputs)
+    ui = _layout(outputs, finishing)
     listing, redraw = _wire_listing(outputs, ui)
     _wire_picking(outputs, ui)
     _wire_actions(outputs, ui, form, run_outputs, to_outputs, tabs, generate_tab)
     _wire_delete(outputs, ui, listing, redraw)
+    wire_finish(finishing, ui.finish, ui.picked, tabs, run_outputs, to_outputs, generate_tab)  # Upscale, Interpolate
 
 
 _PRIVATE = dict(queue=False, api_visibility="private", show_progress="hidden")
@@ -34,7 +37,7 @@ PLAYER_TIME = """(name, at, more, prompt) => {
 }"""
 
 
-def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
+def _layout(outputs: OutputsHandlers, finishing: FinishHandlers) -> SimpleNamespace:
     """The tab's components, by name."""
     with gr.Tab("Outputs", id="outputs", elem_id="fp-outputs") as tab:
         message = gr.Markdown("", elem_id="fp-out-message")
@@ -61,6 +64,7 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
                     into = gr.Dropdown(outputs.bridge_choices(), value=None, label="Bridge into", min_width=200,
                                        elem_id="fp-out-bridge-into")
                     bridge = gr.Button("Bridge", size="sm", elem_id="fp-out-bridge")
+                finish = finish_controls(finishing)  # Upscale and Interpolate the picked run's video (finish_page.py)
                 # The player's time when Branch here is pressed: filled in by the browser (PLAYER_TIME).
                 branch_at = gr.Number(None, visible="hidden", elem_id="fp-out-branch-at")
                 with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:
@@ -70,7 +74,7 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
                 settings = gr.Markdown("", elem_id="fp-out-settings")
         names = gr.State([run.name for run in outputs.runs()])  # the gallery's pictures, by run
         timer = gr.Timer(2.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "outputs"})
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("outputs", "finishing")})
 
 
 def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):

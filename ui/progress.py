@@ -1,4 +1,5 @@
-"""Progress of one run as the page shows it: stage, section i of n, step j of N, elapsed, ETA.
+"""Progress of one run as the page shows it: stage, section i of n, step j of N (a finishing run: frame j of N
+and frames/s), elapsed, ETA.
 
 Pure bookkeeping over engine events plus an HTML rendering, so that it is tested without a
 browser. Times come from a clock passed in (time.monotonic by default).
@@ -21,8 +22,9 @@ def clock_text(seconds: float) -> str:
 
 
 class RunProgress:
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, frames: bool = False):
         self.clock = clock
+        self.counts_frames = frames  # a finishing run: its Steps are frames done of the total, one "section"
         self.started = clock()
         self.stage = "Starting"
         self.section = self.sections = 0  # section is 1-based for display; 0 before sampling
@@ -33,6 +35,7 @@ class RunProgress:
         self.error = ""
         self.ended: float | None = None
         self._sampling_started: float | None = None  # ETA counts from here: loading is not repeated
+        self._done_at_start = 0.0  # what a resumed finishing run had done before: not this run's pace
 
     def update(self, event) -> None:
         if isinstance(event, Stage):
@@ -42,6 +45,8 @@ class RunProgress:
         elif isinstance(event, Step):
             self.section, self.sections = event.section + 1, event.sections
             self.step, self.steps = event.step, event.steps
+            if self.counts_frames and self._sampling_started is None:
+                self._sampling_started, self._done_at_start = self.clock(), (event.step - 1) / max(event.steps, 1)
         elif isinstance(event, SectionDone):
             self.frames = event.frames
         elif isinstance(event, Notice):
@@ -74,10 +79,10 @@ class RunProgress:
         if self.state not in _GOING or self._sampling_started is None:
             return None
         done = self.fraction
-        if done <= 0:
+        if done <= self._done_at_start:
             return None
         spent = self.clock() - self._sampling_started
-        return spent * (1 - done) / done
+        return spent * (1 - done) / (done - self._done_at_start)
 
     def html(self) -> str:
         return render(self)
@@ -96,7 +101,12 @@ def render(p: RunProgress) -> str:
     if p.eta is not None:
         times += f" · about {clock_text(p.eta)} left"
     details = []
-    if p.sections:
+    if p.sections and p.counts_frames:
+        details.append(f"Frame {p.step} of {p.steps}")
+        spent = p.clock() - p._sampling_started
+        if spent > 0 and p.state in _GOING:
+            details.append(f"{(p.fraction - p._done_at_start) * p.steps / spent:.2f} frames/s")
+    elif p.sections:
         details += [f"Section {p.section} of {p.sections}", f"Step {p.step} of {p.steps}"]
     if p.frames:
         details.append(f"{p.frames} frames so far" if p.state in _GOING else f"{p.frames} frames")

@@ -54,6 +54,7 @@ class SegmentedVideo:
         self.segments: list[Path] = []  # the new frames' segments, in temporal order
         self.pending: torch.Tensor | None = None  # float frames a later section still blends into
         copied = (before.frames if before else 0) + (after.frames if after else 0)
+        self.before_frames, self.after_frames = (before.frames if before else 0), (after.frames if after else 0)
         self.frames = copied  # every frame of the video so far, pending and copied ones included
         self.max_frames = None if new_frames is None else copied + new_frames
         self.height = self.width = 0
@@ -82,6 +83,16 @@ class SegmentedVideo:
         if final.shape[2]:
             segment = self._encode(final)
             self.segments.insert(0, segment) if self.inverted else self.segments.append(segment)
+
+    @property
+    def final_prefix(self) -> int:
+        """How many frames, from the first, no later section changes (a finishing step may take them now).
+        Inverted sampling makes the end first: its new frames are final, from the first, only when all are made."""
+        if self.pending is None:
+            return self.frames
+        if self.inverted:
+            return self.before_frames
+        return self.frames - self.pending.shape[2] - self.after_frames
 
     def write(self, path: Path) -> Path:
         """The whole video so far as one playable MP4 at `path` (written aside, then renamed)."""
