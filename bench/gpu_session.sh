@@ -10,6 +10,7 @@
 #   results.jsonl  one line per step: {"step", "rc", "seconds", "result": the step's last JSON line or null}
 #   log.txt        each step's command and the tail of its stderr
 #   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu_verdict.py)
+#   STEP.stdout    all that each step printed
 # Steps, in order of what matters most:
 #   machine       the card, driver, libraries; whether the allocator took expandable segments; Sage visible?
 #   build         bench/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
@@ -88,6 +89,7 @@ step() {
     timeout --kill-after=15 "$limit" "$@" > "$WORK/stdout" 2> "$WORK/stderr"
     rc=$?
     tail -c 4000 "$WORK/stderr" >> "$LOG"
+    cp "$WORK/stdout" "$OUT/$name.stdout"  # every line it printed (kernels.py: one per combination as it ends)
     python3 - "$name" "$rc" "$began" "$WORK/stdout" >> "$RESULTS" <<'EOF'
 import json, sys, time
 name, rc, began, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]

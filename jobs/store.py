@@ -356,7 +356,8 @@ def _row_problem(values: dict) -> str | None:
         return "its settings are not JSON"
     settings = values["settings"]
     problem = settings_problem(settings)
-    if problem is None and not isinstance(settings.get("image"), str):
+    finishing = isinstance(settings, dict) and isinstance(settings.get("finishing"), dict)  # jobs/finishing_jobs.py
+    if problem is None and not finishing and not isinstance(settings.get("image"), str):
         return "it names no picture"
     if problem is None and not isinstance(settings.get("end_image"), (str, type(None))):
         return "its end picture is not a file name"

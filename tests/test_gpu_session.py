@@ -19,7 +19,7 @@ from memory import cap
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
 ORDER = ["machine", "build", "run_1s_6gb", "run_1s_free", "run_1s_4gb", "gpu_report", "kernels", "run_5s_6gb",
-         "alloc_plain"]
+         "alloc_plain", "finishing"]
 
 
 def session(tmp_path, **env) -> subprocess.CompletedProcess:
@@ -49,6 +49,7 @@ def test_the_tiny_session_runs_every_step_in_order_to_its_verdict(tmp_path):
     assert steps["gpu_report"]["rc"] == 2  # it needs CUDA, and says so at once
     kernels = steps["kernels"]["result"]
     assert kernels["tiny"] and kernels["combinations"]["sdpa"]["seconds_per_step"] > 0
+    assert_kernels_tiny_ran_every_combination((tmp_path / "out" / "kernels.stdout").read_text())
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["run_1s_6gb"]["finished"] is True and verdict["cap_4gib"]["status"] == "finished"
     # No card to read here: the criteria say "not known", never "true".
@@ -56,11 +57,10 @@ def test_the_tiny_session_runs_every_step_in_order_to_its_verdict(tmp_path):
     assert verdict["whole_run_6gb_over_free"] > 0
 
 
-def test_kernels_tiny_runs_or_skips_each_combination_with_the_apps_reason_and_prints_as_it_goes():
-    done = subprocess.run([sys.executable, "bench/kernels.py", "--tiny", "--json"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
+def assert_kernels_tiny_ran_every_combination(stdout: str) -> None:
+    """`bench/kernels.py --tiny --json` (the session's kernels step, run once here for both claims): each
+    combination runs or is skipped with the app's reason, and a JSON line comes as each one ends."""
+    lines = [json.loads(line) for line in stdout.strip().splitlines() if line.startswith("{")]
     partial, final = lines[:-1], lines[-1]
     assert len(partial) == 9 and all(p["partial"] for p in partial)  # one line per combination, as it ends
     assert list(partial[0]["combinations"]) == ["sdpa"]

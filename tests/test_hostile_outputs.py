@@ -73,7 +73,8 @@ def test_foreign_and_broken_records_are_passed_over_with_one_notice_each(tab, pi
         for _ in range(2):
             assert [row[0] for row in tab.rows()] == [name]
             assert [run.name for run in list_runs(tab.folder)] == [name]
-    told = sorted(r.getMessage().split(" is passed over")[0].removeprefix("Outputs: ") for r in caplog.records)
+    told = sorted(r.getMessage().split(" is passed over")[0].removeprefix("Outputs: ") for r in caplog.records
+                  if r.name == "ui.outputs")  # the scripted engine's videos are not MP4s: run.py says so, elsewhere
     assert told == sorted(f"{bad}.json" for bad in [*HOSTILE, "huge"])  # once each, the claim not at all
     assert not (tab.folder / "queue-export.json").exists() and list((tab.folder / "queue-exports").glob("*.json"))
     assert latest_unfinished(tab.folder) is None and remove_dead_scratch(tab.folder) == []
@@ -191,7 +192,9 @@ def test_fuzz_store_rows_queue_list_and_the_page_list_the_good_jobs(tmp_path, ca
     worker = Worker(session=cpu_session(engine=ScriptedEngine()))
     try:
         queue = QueueHandlers(Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=tmp_path)), store)
-        assert [row[0] for row in queue.rows()] == good and len(queue.thumbnails()) == len(good)
+        pictured = [job.id for job in store.jobs() if job.settings.get("image")]  # a finishing job shows none
+        assert [row[0] for row in queue.rows()] == good
+        assert [int(caption.split()[0][1:]) for _, caption in queue.thumbnails()] == pictured
     finally:
         worker.close()
     queued = [job.id for job in store.jobs() if job.status == "queued"]  # not those whose status column is '3'
