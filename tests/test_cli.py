@@ -114,6 +114,7 @@ def test_offline_message_names_what_to_download(picture, tmp_path):
     for needle in ("hunyuanvideo-community/HunyuanVideo", "lllyasviel/FramePackI2V_HY", "lllyasviel/flux_redux_bfl",
                    "GB", "--models-dir", "--model tiny"):
         assert needle in result.stderr, needle
+    assert list(tmp_path.glob("o.*")) == []  # refused before it started: no failed record, no picture
 
 
 def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, picture, tmp_path):

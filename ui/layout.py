@@ -8,7 +8,7 @@ import gradio as gr
 from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting
 
 from .creative import keyframe_timeline_html, lora_rows, timeline_html
-from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate
+from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate, page_id
 from .outputs import OutputsHandlers
 from .outputs_tab import build_outputs_tab
 from .progress import idle_html
@@ -148,34 +148,36 @@ def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
     """Start, Stop, Resume and Extend: each run's updates go to the same outputs."""
     outputs = _run_outputs(form, parts)
 
-    def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
-        for update in handlers.page_run({name: values[component] for name, component in form.items()}):
+    # Each page's runs as their own events, not one line of gradio's: a Start while something runs is refused at
+    # once (the worker makes one video at a time) instead of waiting unseen in gradio's queue.
+    running = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+    def run(values: dict, request: gr.Request):  # gradio hands a set of inputs over as one dict, keyed by component
+        form_values = {name: values[component] for name, component in form.items()}
+        for update in handlers.page_run(form_values, page=page_id(request)):
             yield _to_outputs(update)
 
-    def resume_run():
-        for update in handlers.page_resume():
+    def resume_run(request: gr.Request):
+        for update in handlers.page_resume(page=page_id(request)):
             yield _to_outputs(update)
 
-    def extend_run(upload, seconds, text):
-        for update in handlers.page_extend(upload, seconds, text):
+    def extend_run(upload, seconds, text, request: gr.Request):
+        for update in handlers.page_extend(upload, seconds, text, page=page_id(request)):
             yield _to_outputs(update)
 
-    parts["start"].click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden",
-                         api_visibility="private")
+    parts["start"].click(run, set(form.values()), outputs, **running)
     parts["stop"].click(_stopping(handlers), None, [parts["stop"]], queue=False, show_progress="hidden",
                         api_visibility="private")
-    parts["resume"].click(resume_run, None, outputs, concurrency_id="gpu", show_progress="hidden",
-                          api_visibility="private")
+    parts["resume"].click(resume_run, None, outputs, **running)
     parts["extend"].click(extend_run, [parts["source_video"], parts["extend_seconds"], form["prompt"]], outputs,
-                          concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+                          **running)
 
-    def bridge_run(first, second, seconds, text):
-        for update in handlers.page_bridge(first, second, seconds, text):
+    def bridge_run(first, second, seconds, text, request: gr.Request):
+        for update in handlers.page_bridge(first, second, seconds, text, page=page_id(request)):
             yield _to_outputs(update)
 
     parts["bridge"].click(bridge_run, [parts["source_video"], parts["bridge_into"], parts["extend_seconds"],
-                                       form["prompt"]], outputs, concurrency_id="gpu", show_progress="hidden",
-                          api_visibility="private")
+                                       form["prompt"]], outputs, **running)
 
 
 def _api(handlers: Handlers, prompt) -> None:
@@ -315,6 +317,7 @@ def _to_outputs(u: PageUpdate) -> tuple:
         return gr.skip() if value is KEEP else convert(value)
 
     running = u.running
+    stop = running if u.stoppable is KEEP else u.stoppable
     return (
         keep_or(u.progress),
         keep_or(u.preview),
@@ -323,7 +326,7 @@ def _to_outputs(u: PageUpdate) -> tuple:
         keep_or(u.summary),
         keep_or(u.seed),
         keep_or(running, lambda r: gr.update(interactive=not r, value="Generating…" if r else "Start")),
-        keep_or(running, lambda r: gr.update(interactive=r)),
+        keep_or(stop, lambda r: gr.update(interactive=r)),
     )
 
 

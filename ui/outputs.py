@@ -17,8 +17,7 @@ from framepack_core.run import Run
 from framepack_core.run_files import RunFiles
 
 from .creative import lora_rows
-from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, summary_markdown
-from .progress import idle_html
+from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, refused, summary_markdown
 
 COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
 RESUMABLE = (Status.STOPPED, Status.FAILED, Status.RUNNING)  # running without a live owner: a killed run
@@ -174,31 +173,28 @@ class OutputsHandlers:
                              f"{'are' if len(missing) > 1 else 'is'} not in the LoRA folder.")
         return [[row[0], weights.get(row[0], 0.0)] for row in rows]
 
-    def resume(self, name):
+    def resume(self, name, page: str = ""):
         """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section."""
-        try:
+        def resumed() -> Run:
             run = self.find(name)
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
             if run.status == Status.RUNNING and run.record.get("owner"):  # read_record marks a dead owner's run failed
                 raise ValueError(f"{run.name} is being made right now by another process; wait for it or stop it.")
-            resumed = Run.resume(run.files.record)
-        except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
-            return
-        yield from self.handlers._follow(resumed, resumed.request.method.seed)
+            return Run.resume(run.files.record)
+        yield from self.handlers._follow_new(resumed, page)  # nothing rewritten while another run holds the machine
 
-    def extend(self, name, seconds, prompt):
+    def extend(self, name, seconds, prompt, page: str = ""):
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""
-        yield from self._continue(name, seconds, prompt)
+        yield from self._continue(name, seconds, prompt, page=page)
 
-    def branch(self, name, at_seconds, seconds, prompt):
+    def branch(self, name, at_seconds, seconds, prompt, page: str = ""):
         """Branch here pressed: the picked run's finished video kept up to about `at_seconds` (the player's
         time) and continued from there for `seconds` more, into a new run; the source stays as it is."""
-        yield from self._continue(name, seconds, prompt, branching=True, from_seconds=at_seconds)
+        yield from self._continue(name, seconds, prompt, branching=True, from_seconds=at_seconds, page=page)
 
-    def _continue(self, name, seconds, prompt, branching=False, from_seconds=None):
+    def _continue(self, name, seconds, prompt, branching=False, from_seconds=None, page: str = ""):
         """Extend or branch the picked run's finished video, through the page's one extend path; one
         sentence on the Generate tab, and nothing written, when it cannot be done."""
         try:
@@ -206,11 +202,11 @@ class OutputsHandlers:
             if branching and from_seconds is None:  # the browser found no player to read the time from
                 raise ValueError("Show the picked run's video and seek it to the moment to branch from.")
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
-        yield from self.handlers.page_extend(str(video), seconds, prompt, from_seconds=from_seconds)
+        yield from self.handlers.page_extend(str(video), seconds, prompt, from_seconds=from_seconds, page=page)
 
-    def bridge(self, name, into_name, seconds, prompt):
+    def bridge(self, name, into_name, seconds, prompt, page: str = ""):
         """Bridge pressed: the picked run's finished video, about `seconds` leading from its last frame into
         the finished video of run `into_name`, then that video, as a new run (bridge.py); both stay as they are."""
         try:
@@ -219,9 +215,9 @@ class OutputsHandlers:
                 raise ValueError("Choose the run to bridge into first.")
             second = self.finished_video(into_name, "bridge into")
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
-        yield from self.handlers.page_bridge(str(first), str(second), seconds, prompt)
+        yield from self.handlers.page_bridge(str(first), str(second), seconds, prompt, page=page)
 
     def finished_video(self, name, use: str) -> Path:
         """The finished video of run `name`; ValueError naming `use` ("extend", ...) when it has none."""

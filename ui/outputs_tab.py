@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from .handlers import KEEP, page_id
 from .outputs import COLUMNS, OutputsHandlers
 
 
@@ -136,29 +137,39 @@ def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run
     ui.remake.click(remake_run, ui.picked, [ui.message, tabs, *form.values()], **_PRIVATE)
 
     def follow(updates):
-        yield {tabs: gr.Tabs(selected=generate_tab)}
+        """A run that starts is shown on the Generate tab; one refused before it starts (nothing picked, nothing
+        to resume, the machine busy) leaves the person here, with the sentence above the list."""
+        updates = iter(updates)
+        first = next(updates, None)
+        if first is None:
+            return
+        if first.refused is not KEEP:
+            yield {ui.message: first.refused} | dict(zip(run_outputs, to_outputs(first)))
+            return
+        yield {tabs: gr.Tabs(selected=generate_tab), ui.message: ""} | dict(zip(run_outputs, to_outputs(first)))
         for update in updates:
             yield dict(zip(run_outputs, to_outputs(update)))
 
-    running = dict(concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+    running = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
 
-    def resume_run(name):
-        yield from follow(outputs.resume(name))
+    def resume_run(name, request: gr.Request):
+        yield from follow(outputs.resume(name, page=page_id(request)))
 
-    def extend_run(name, more, prompt):
-        yield from follow(outputs.extend(name, more, prompt))
+    def extend_run(name, more, prompt, request: gr.Request):
+        yield from follow(outputs.extend(name, more, prompt, page=page_id(request)))
 
-    def branch_run(name, at, more, prompt):
-        yield from follow(outputs.branch(name, at, more, prompt))
+    def branch_run(name, at, more, prompt, request: gr.Request):
+        yield from follow(outputs.branch(name, at, more, prompt, page=page_id(request)))
 
-    def bridge_run(name, into, more, prompt):
-        yield from follow(outputs.bridge(name, into, more, prompt))
+    def bridge_run(name, into, more, prompt, request: gr.Request):
+        yield from follow(outputs.bridge(name, into, more, prompt, page=page_id(request)))
 
-    ui.resume.click(resume_run, ui.picked, [tabs, *run_outputs], **running)
-    ui.extend.click(extend_run, [ui.picked, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
-    ui.branch.click(branch_run, [ui.picked, ui.branch_at, ui.seconds, form["prompt"]], [tabs, *run_outputs],
-                    js=PLAYER_TIME, **running)
-    ui.bridge.click(bridge_run, [ui.picked, ui.into, ui.seconds, form["prompt"]], [tabs, *run_outputs], **running)
+    shown = [tabs, ui.message, *run_outputs]
+    ui.resume.click(resume_run, ui.picked, shown, **running)
+    ui.extend.click(extend_run, [ui.picked, ui.seconds, form["prompt"]], shown, **running)
+    ui.branch.click(branch_run, [ui.picked, ui.branch_at, ui.seconds, form["prompt"]], shown, js=PLAYER_TIME,
+                    **running)
+    ui.bridge.click(bridge_run, [ui.picked, ui.into, ui.seconds, form["prompt"]], shown, **running)
 
 
 def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, redraw) -> None:

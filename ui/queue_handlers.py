@@ -143,7 +143,7 @@ class QueueHandlers:
     def _on_worker(self, run, emit):
         """A job's run on the page's worker thread: Start and the queue never make two videos at once."""
         try:
-            submission = self.handlers.worker.submit(run, wait=0)
+            submission = self.handlers.worker.submit(run, wait=0, label=f"Queue job {self.live.job_id} (Queue tab)")
         except WorkerBusy:
             # Start was pressed in between: the job goes back to the queue, untouched.
             raise NotNow("waiting for the page's own video") from None
