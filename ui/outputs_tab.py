@@ -70,31 +70,29 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
                     keep = gr.Button("Keep it", size="sm", elem_id="fp-out-keep")
                 settings = gr.Markdown("", elem_id="fp-out-settings")
         names = gr.State([run.name for run in outputs.runs()])  # the gallery's pictures, by run
+        seen = gr.State(None)  # the folder's version this page last drew
         timer = gr.Timer(2.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
     return SimpleNamespace(**{k: v for k, v in locals().items() if k != "outputs"})
 
 
 def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):
-    """The list follows the folder: redrawn when a record comes, goes or changes, and on opening the tab."""
-    seen = {"version": None}
-
-    def refresh(picked, into):
+    """The list follows the folder: redrawn when a record comes, goes or changes, and on opening the tab. What a
+    page has drawn is its own (`ui.seen`, a gr.State: one per browser session)."""
+    def refresh(picked, into, seen):
         from .outputs import folder_version
 
-        version = folder_version(outputs.folder)
-        if version == seen["version"]:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        seen["version"] = version
+        version = hash(folder_version(outputs.folder))
+        if version == seen:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         runs = outputs.runs()
         return ([r.row() for r in runs] or outputs.rows(), outputs.thumbnails(),
-                [r.name for r in runs if r.files.picture.is_file()], bridge_targets(outputs, picked, into))
+                [r.name for r in runs if r.files.picture.is_file()], bridge_targets(outputs, picked, into), version)
 
     def redraw(picked, into):
-        seen["version"] = None
-        return refresh(picked, into)
+        return refresh(picked, into, None)
 
-    listing = [ui.table, ui.gallery, ui.names, ui.into]
-    ui.timer.tick(refresh, [ui.picked, ui.into], listing, **_PRIVATE)
+    listing = [ui.table, ui.gallery, ui.names, ui.into, ui.seen]
+    ui.timer.tick(refresh, [ui.picked, ui.into, ui.seen], listing, **_PRIVATE)
     ui.tab.select(redraw, [ui.picked, ui.into], listing, **_PRIVATE)
     return listing, redraw
 

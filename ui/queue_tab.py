@@ -15,7 +15,7 @@ from .queue_handlers import ACTIONS, COLUMNS, QueueHandlers
 def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> None:
     """Inside the page's gr.Tabs. `form`: the page's inputs by name (as Start takes them); `add_button`: "Add to
     queue" beside Start."""
-    with gr.Tab("Queue", id="queue", elem_id="fp-queue"):
+    with gr.Tab("Queue", id="queue", elem_id="fp-queue") as tab:
         with gr.Column():
             message = gr.Markdown("", elem_id="fp-queue-message")
             with gr.Row(equal_height=False):
@@ -54,22 +54,24 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
 def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNamespace) -> None:
     """What the tab's parts (`tab`, by name) do."""
     message, table, picked, buttons, working = tab.message, tab.table, tab.picked, tab.buttons, tab.working
-    listing = [table, tab.gallery, tab.live_progress, tab.live_preview, tab.live_video]  # what the poll redraws
-    seen = {"version": None}
+    # What the poll redraws; `seen` is this page's own (gr.State: one per browser session), so one page reading a
+    # change does not use it up for the others.
+    seen = gr.State(None)
+    listing = [table, tab.gallery, tab.live_progress, tab.live_preview, tab.live_video, working, seen]
 
-    def refresh():
-        version = queue.store.version()
+    def refresh(last):
+        """The list when the store changed since this page last drew it; the switch when another page flipped it."""
+        version, on = queue.store.version(), queue.running.is_set()
         progress, preview, video = queue.live_view()
-        if version == seen["version"]:
-            return gr.skip(), gr.skip(), progress, preview, video
-        seen["version"] = version
-        return queue.rows(), queue.thumbnails(), progress, preview, video
+        old_version, old_on = last or (None, None)
+        rows = (queue.rows(), queue.thumbnails()) if version != old_version else (gr.skip(), gr.skip())
+        return *rows, progress, preview, video, on if on != old_on else gr.skip(), (version, on)
 
     def redraw():
-        seen["version"] = None
-        return refresh()
+        return refresh(None)
 
-    tab.timer.tick(refresh, None, listing, show_progress="hidden", queue=False, api_visibility="private")
+    tab.timer.tick(refresh, seen, listing, show_progress="hidden", queue=False, api_visibility="private")
+    tab.tab.select(redraw, None, listing, show_progress="hidden", queue=False, api_visibility="private")
 
     def pick(event: gr.SelectData):
         row = event.row_value if event.row_value else None
@@ -83,7 +85,7 @@ def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNa
     tab.clear.click(queue.clear_finished, None, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
     tab.export.click(lambda: gr.update(value=queue.export(), visible=True), None, tab.exported, queue=False, api_visibility="private")
     tab.import_button.click(queue.import_, tab.upload, message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
-    working.change(queue.set_running, working, None, queue=False, api_visibility="private")
+    working.input(queue.set_running, working, None, queue=False, api_visibility="private")  # a person's click only
 
     def add(values: dict):
         return queue.add({name: values[component] for name, component in form.items()})
