@@ -78,6 +78,18 @@ class Handlers:
         """The last run the page `page` started (a page's session id; "" for callers without one)."""
         return self._page_runs.get(page)
 
+    def machine_note(self, page: str = "") -> tuple[str, bool | None]:
+        """(what makes a video now when it is not page `page`'s own run, "" else; whether its Stop should be on:
+        True for another's run, which Stop ends; None while the page's own run is going: its run says).
+        The Generate tab shows it, so nobody presses Start without knowing the machine is taken."""
+        submission = self.worker.running()
+        if submission is None:
+            return "", False
+        if submission.run is self.page_last(page):
+            return "", None
+        return (f"{submission.label} is making a video on this machine now. Start is refused until "
+                "it ends: Add to queue to make yours after it, or press Stop to end it."), True
+
     def _refused_if_busy(self):
         """A PageUpdate saying what makes a video now (Stop on, to end it), or None when a run may start."""
         try:

@@ -47,9 +47,10 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...] = MODEL_SETS, 
                         form, parts = _inputs(handlers, model_choices, queue is not None)
                     with gr.Column(scale=6, min_width=380):
                         parts |= _results()
+                parts["machine_timer"] = gr.Timer(2.0)  # inside the tab: any other child of gr.Tabs shows as a tab
         with tabs:  # Generate, Queue, Outputs
             if queue is not None:
-                build_queue_tab(queue, form, parts["add_queue"])
+                build_queue_tab(queue, form, parts["add_queue"], parts["progress"])
             build_outputs_tab(OutputsHandlers(handlers), form, _run_outputs(form, parts), _to_outputs, tabs,
                               GENERATE_TAB)
         _wire_helpers(page, form, parts, s.lora_dir)
@@ -111,6 +112,7 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
 def _results() -> dict:
     """The right column: progress, the live preview, the video, its download and the summary."""
     return dict(
+        machine=gr.Markdown("", elem_id="fp-machine"),  # what else makes a video now (a queue job, another page)
         progress=gr.HTML(idle_html(), elem_id="fp-progress"),
         preview=gr.Image(label="Current section (live preview)", interactive=False, height=230,
                          elem_id="fp-preview", buttons=[], format="png"),
@@ -178,6 +180,22 @@ def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
 
     parts["bridge"].click(bridge_run, [parts["source_video"], parts["bridge_into"], parts["extend_seconds"],
                                        form["prompt"]], outputs, **running)
+    _wire_machine_note(handlers, parts)
+
+
+def _wire_machine_note(handlers: Handlers, parts: dict) -> None:
+    """The Generate tab says when another run (a queue job, another page's) holds the machine, with Stop on to end
+    it; sent only when it changes for this page (its own gr.State)."""
+    shown = gr.State(None)
+
+    def note(last, request: gr.Request):
+        text, stop = handlers.machine_note(page_id(request))
+        if (text, stop) == last:
+            return gr.skip(), gr.skip(), last
+        return text, gr.skip() if stop is None else gr.update(interactive=stop), (text, stop)
+
+    parts["machine_timer"].tick(note, shown, [parts["machine"], parts["stop"], shown], queue=False,
+                                show_progress="hidden", api_visibility="private")
 
 
 def _api(handlers: Handlers, prompt) -> None:

@@ -53,7 +53,10 @@ class QueueHandlers:
             job_id = add_job(self.store, self.handlers.request_fields(form))
         except ValueError as error:
             return f"Not queued: {error}"
-        return f"Queued as job {job_id}."
+        waiting = [job.id for job in self.store.jobs() if job.status == Status.QUEUED]
+        place = f", number {waiting.index(job_id) + 1} in line" if job_id in waiting else ""
+        state = "" if self.running.is_set() else " (the queue is paused: tick \"Work through the queue\" to start it)"
+        return f"Queued as job {job_id}{place}; see the Queue tab{state}."
 
     def act(self, action: str, job_id) -> str:
         try:

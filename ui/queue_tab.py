@@ -9,12 +9,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from .progress import idle_html
 from .queue_handlers import ACTIONS, COLUMNS, QueueHandlers
 
 
-def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> None:
+def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button, notice=None) -> None:
     """Inside the page's gr.Tabs. `form`: the page's inputs by name (as Start takes them); `add_button`: "Add to
-    queue" beside Start."""
+    queue" beside Start; `notice`: where the Generate tab shows what Add to queue did (its progress box)."""
     with gr.Tab("Queue", id="queue", elem_id="fp-queue") as tab:
         with gr.Column():
             message = gr.Markdown("", elem_id="fp-queue-message")
@@ -48,10 +49,10 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button) -> 
                     picked_video = gr.Video(label="Picked job's video", interactive=False, height=240,
                                             elem_id="fp-queue-video")
             timer = gr.Timer(1.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
-    _wire(queue, form, add_button, SimpleNamespace(**locals()))
+    _wire(queue, form, add_button, SimpleNamespace(**locals()), notice)
 
 
-def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNamespace) -> None:
+def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNamespace, notice=None) -> None:
     """What the tab's parts (`tab`, by name) do."""
     message, table, picked, buttons, working = tab.message, tab.table, tab.picked, tab.buttons, tab.working
     # What the poll redraws; `seen` is this page's own (gr.State: one per browser session), so one page reading a
@@ -88,6 +89,8 @@ def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNa
     working.input(queue.set_running, working, None, queue=False, api_visibility="private")  # a person's click only
 
     def add(values: dict):
-        return queue.add({name: values[component] for name, component in form.items()})
+        text = queue.add({name: values[component] for name, component in form.items()})
+        return (text, idle_html(text, error=text.startswith("Not queued"))) if notice is not None else text
 
-    add_button.click(add, set(form.values()), message, queue=False, api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")
+    add_button.click(add, set(form.values()), [message, notice] if notice is not None else message, queue=False,
+                     api_visibility="private").then(redraw, None, listing, queue=False, api_visibility="private")

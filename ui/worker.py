@@ -105,10 +105,10 @@ class Worker:
         if submission is not None and not submission.finished.is_set() and not submission.cancel.is_set():
             raise WorkerBusy(busy_message(submission.label))
 
-    def running_label(self) -> str | None:
-        """What is making a video now ("Queue job 3"), None when nothing is."""
+    def running(self) -> Submission | None:
+        """The submission making a video now (its `label` says whose: "Queue job 3"), None when nothing is."""
         submission = self._submitted
-        return submission.label if submission is not None and not submission.finished.is_set() else None
+        return submission if submission is not None and not submission.finished.is_set() else None
 
     def submit(self, run, wait: float = 30.0, label: str = "A page's run") -> Submission:
         """Start a run (framepack_core.run.Run). A run being stopped gets `wait` seconds to end; one still

@@ -55,6 +55,9 @@ def test_two_pages_one_queue_and_one_line_of_work(server, page):  # noqa: F811 (
     expect(page.locator("#fp-image img")).to_be_visible()
     set_slider(page, "fp-seconds", 1)
     start, stop, progress = page.locator("#fp-start"), page.locator("#fp-stop"), page.locator("#fp-progress")
+    # The Generate tab says who holds the machine before anyone presses Start, and its Stop is on.
+    expect(page.locator("#fp-machine")).to_contain_text(f"Queue job {job} (Queue tab) is making a video")
+    expect(stop).to_be_enabled()
     start.click()
     expect(progress).to_contain_text(f"Queue job {job} (Queue tab) is making a video", timeout=FEW_SECONDS)
     expect(start).to_be_enabled()
@@ -64,6 +67,7 @@ def test_two_pages_one_queue_and_one_line_of_work(server, page):  # noqa: F811 (
 
     stop.click()  # ends the queue's job, from the page that was refused
     expect(stop).to_be_disabled()
+    expect(page.locator("#fp-machine")).to_have_text("", timeout=FEW_SECONDS)
     _tab(page, "Queue").click()
     for p in (page, other):
         expect(_row(p, TERMINAL_PROMPT)).to_contain_text("stopped", timeout=60_000)
