@@ -49,6 +49,7 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button, not
                     picked_video = gr.Video(label="Picked job's video", interactive=False, height=240,
                                             elem_id="fp-queue-video")
             timer = gr.Timer(1.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
+            seen = gr.State(None)  # (the store's version, the switch) as this page last drew them: its own
     _wire(queue, form, add_button, SimpleNamespace(**locals()), notice)
 
 
@@ -57,7 +58,7 @@ def _wire(queue: QueueHandlers, form: dict, add_button: gr.Button, tab: SimpleNa
     message, table, picked, buttons, working = tab.message, tab.table, tab.picked, tab.buttons, tab.working
     # What the poll redraws; `seen` is this page's own (gr.State: one per browser session), so one page reading a
     # change does not use it up for the others.
-    seen = gr.State(None)
+    seen = tab.seen
     listing = [table, tab.gallery, tab.live_progress, tab.live_preview, tab.live_video, working, seen]
 
     def refresh(last):
