@@ -7,7 +7,6 @@ files only.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,10 @@ from framepack_core.run_files import RunFiles
 
 from .creative import lora_rows
 from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, refused, summary_markdown
+from .outputs_view import RESUMABLE, available, bridgeable, lineage, settings_table, sources, thumbnail, title
 
-COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
-RESUMABLE = (Status.STOPPED, Status.FAILED, Status.RUNNING)  # running without a live owner: a killed run
+# The list's columns (outputs_view.title names a run by its prompt and time; File is the name actions take).
+COLUMNS = ["Run", "Length", "Status", "Made from", "File"]
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,25 @@ class OutputsHandlers:
     def runs(self) -> list[OutputRun]:
         return list_runs(self.folder)
 
-    def rows(self) -> list[list]:
-        return [run.row() for run in self.runs()] or [[""] * len(COLUMNS)]
+    def rows(self, runs: list[OutputRun] | None = None) -> list[list]:
+        """The list's rows (COLUMNS) of `runs` (None: the folder's), the file name last: what a picked row acts on."""
+        runs = self.runs() if runs is None else runs
+        return [[title(run), run.row()[2], run.status, lineage(run.record), run.name] for run in runs] or \
+            [[""] * len(COLUMNS)]
 
-    def thumbnails(self) -> list[tuple[str, str]]:
-        return [(str(run.files.picture), run.caption()) for run in self.runs() if run.files.picture.is_file()]
+    def thumbnails(self, runs: list[OutputRun] | None = None) -> list[tuple[str, str]]:
+        """(a frame of each run's own video, else its picture; its title and, unless finished, its status)."""
+        return self.gallery(runs)[0]
+
+    def gallery(self, runs: list[OutputRun] | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+        """The thumbnails, and the names of their runs in the same order (what a click on one picks)."""
+        shown, names = [], []
+        for run in self.runs() if runs is None else runs:
+            picture = thumbnail(run, self.handlers.worker.scratch / "thumbnails")
+            if picture is not None:
+                shown.append((str(picture), title(run) + ("" if run.status == Status.FINISHED else f" ({run.status})")))
+                names.append(run.name)
+        return shown, names
 
     def find(self, name) -> OutputRun:
         """The run called `name` in the outputs folder; ValueError when there is none."""
@@ -134,9 +148,28 @@ class OutputsHandlers:
             run = self.find(name)
         except ValueError as error:
             return None, str(error)
-        settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
+        made_from = lineage(run.record)
+        heading = f"**{title(run)}**" + (f" · {made_from}" if made_from else "")
         return (str(run.video) if run.video else None,
-                f"{summary_markdown(run.record)}\n\n```json\n{settings}\n```")
+                f"{heading}\n\n{summary_markdown(run.record)}\n\n{settings_table(run.record)}")
+
+    def actions(self, name) -> dict[str, bool]:
+        """Which of the tab's buttons apply to run `name` (all off when there is no such run)."""
+        try:
+            run = self.find(name)
+        except ValueError:
+            return available(None)
+        live = self.handlers.worker.busy and self.handlers.last_run is not None and \
+            self.handlers.last_run.files == run.files
+        return available(run, live)
+
+    def sources(self, name) -> list[str]:
+        """The runs of this folder that run `name`'s video continues (its lineage), by name."""
+        try:
+            record = self.find(name).record
+        except ValueError:
+            return []
+        return [source for source in sources(record) if RunFiles(self.folder, source).record.is_file()]
 
     def remake_form(self, name) -> dict:
         """The Generate form's values (by FORM_FIELDS name) that make the picked run again.
@@ -227,9 +260,13 @@ class OutputsHandlers:
         return run.files.video
 
     def bridge_choices(self, picked=None) -> list[tuple[str, str]]:
-        """The runs Bridge can lead into, as (label, name): the finished ones but the picked run, newest first."""
-        return [(f"{run.name} · {run.prompt[:40]}" if run.prompt else run.name, run.name) for run in self.runs()
-                if run.name != picked and run.status == Status.FINISHED and run.files.video.is_file()]
+        """The runs Bridge can lead into, as (label, name), newest first: with a run picked, the finished ones of
+        its size but itself (a bridge joins clips of one size); none when it has no finished video."""
+        runs = self.runs()
+        first = next((run for run in runs if run.name == picked), None) if picked else None
+        return [(f"{title(run)} · {run.name}", run.name) for run in runs
+                if (bridgeable(first, run) if first is not None else
+                    run.name != picked and run.status == Status.FINISHED and run.files.video.is_file())]
 
     def delete(self, name) -> str:
         """Delete the picked run's files (pictures, videos, latents, record) and nothing else."""

@@ -12,6 +12,9 @@ import gradio as gr
 
 from .handlers import KEEP, page_id
 from .outputs import COLUMNS, OutputsHandlers
+from .outputs_view import ACTIONS
+
+GALLERY = 40  # thumbnails of the newest runs; the list has them all
 
 
 def build_outputs_tab(outputs: OutputsHandlers, form: dict, run_outputs: list, to_outputs, tabs: gr.Tabs,
@@ -41,35 +44,40 @@ def _layout(outputs: OutputsHandlers) -> SimpleNamespace:
         message = gr.Markdown("", elem_id="fp-out-message")
         with gr.Row(equal_height=False):
             with gr.Column(scale=6, min_width=380):
-                gallery = gr.Gallery(outputs.thumbnails(), label="Runs (newest first)", columns=8, rows=1, height=120,
-                                     object_fit="cover", allow_preview=False, elem_id="fp-out-gallery")
-                table = gr.Dataframe(outputs.rows(), headers=COLUMNS, interactive=False, wrap=True,
+                # Both filled by the first tick of the timer (this page's own `seen` starts empty).
+                gallery = gr.Gallery([], label="Runs (newest first; a frame of each video)", columns=8, rows=1,
+                                     height=130, object_fit="cover", allow_preview=False, elem_id="fp-out-gallery")
+                table = gr.Dataframe([[""] * len(COLUMNS)], headers=COLUMNS, interactive=False, wrap=True,
+                                     column_widths=["38%", "11%", "13%", "20%", "18%"],
                                      elem_id="fp-out-table", label="Runs in the outputs folder (click one to pick it)")
             with gr.Column(scale=5, min_width=340):
                 picked = gr.Textbox("", label="Picked run", interactive=False, elem_id="fp-out-picked")
+                # Lineage: the runs this one's video continues, one click to pick them.
+                made_from = gr.Radio([], label="Made from (click to pick it)", visible=False, elem_id="fp-out-sources")
                 video = gr.Video(label="Video", interactive=False, height=280, elem_id="fp-out-video")
+                # Off until a run is picked, then on where they apply (outputs_view.available).
                 with gr.Row():
-                    remake = gr.Button("Remake", size="sm", elem_id="fp-out-remake")
-                    resume = gr.Button("Resume", size="sm", elem_id="fp-out-resume")
-                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="fp-out-delete")
-                with gr.Row():
-                    seconds = gr.Number(2, minimum=0.5, label="Seconds to add", min_width=100,
-                                        elem_id="fp-out-seconds")
-                    extend = gr.Button("Extend", size="sm", elem_id="fp-out-extend")
-                    branch = gr.Button("Branch here", size="sm", elem_id="fp-out-branch")
-                with gr.Row():
-                    # The finished runs but the picked one; redrawn with the list and on picking.
-                    into = gr.Dropdown(outputs.bridge_choices(), value=None, label="Bridge into", min_width=200,
-                                       elem_id="fp-out-bridge-into")
-                    bridge = gr.Button("Bridge", size="sm", elem_id="fp-out-bridge")
-                # The player's time when Branch here is pressed: filled in by the browser (PLAYER_TIME).
-                branch_at = gr.Number(None, visible="hidden", elem_id="fp-out-branch-at")
-                with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:
+                    remake = gr.Button("Remake", size="sm", interactive=False, elem_id="fp-out-remake")
+                    resume = gr.Button("Resume", size="sm", interactive=False, elem_id="fp-out-resume")
+                    delete = gr.Button("Delete", size="sm", variant="stop", interactive=False, elem_id="fp-out-delete")
+                with gr.Row(visible=False, elem_id="fp-out-confirm") as confirm_row:  # right under Delete
                     confirm_text = gr.Markdown("")
                     really = gr.Button("Yes, delete its files", size="sm", variant="stop", elem_id="fp-out-really")
                     keep = gr.Button("Keep it", size="sm", elem_id="fp-out-keep")
+                with gr.Row():
+                    seconds = gr.Number(2, minimum=0.5, label="Seconds to add", min_width=100,
+                                        elem_id="fp-out-seconds")
+                    extend = gr.Button("Extend", size="sm", interactive=False, elem_id="fp-out-extend")
+                    branch = gr.Button("Branch here", size="sm", interactive=False, elem_id="fp-out-branch")
+                with gr.Row():
+                    # The finished runs of the picked one's size; redrawn with the list and on picking.
+                    into = gr.Dropdown([], value=None, label="Bridge into", min_width=200,
+                                       elem_id="fp-out-bridge-into")
+                    bridge = gr.Button("Bridge", size="sm", interactive=False, elem_id="fp-out-bridge")
+                # The player's time when Branch here is pressed: filled in by the browser (PLAYER_TIME).
+                branch_at = gr.Number(None, visible="hidden", elem_id="fp-out-branch-at")
                 settings = gr.Markdown("", elem_id="fp-out-settings")
-        names = gr.State([run.name for run in outputs.runs()])  # the gallery's pictures, by run
+        names = gr.State([])  # the gallery's pictures, by run
         seen = gr.State(None)  # the folder's version this page last drew
         timer = gr.Timer(2.0)  # inside the tab: any other child of the page's gr.Tabs shows as a tab
     return SimpleNamespace(**{k: v for k, v in locals().items() if k != "outputs"})
@@ -83,15 +91,16 @@ def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):
 
         version = hash(folder_version(outputs.folder))
         if version == seen:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * (5 + len(ACTIONS))
         runs = outputs.runs()
-        return ([r.row() for r in runs] or outputs.rows(), outputs.thumbnails(),
-                [r.name for r in runs if r.files.picture.is_file()], bridge_targets(outputs, picked, into), version)
+        pictures, names = outputs.gallery(runs[:GALLERY])
+        return (outputs.rows(runs), pictures, names, bridge_targets(outputs, picked, into), version,
+                *action_states(outputs, picked))
 
     def redraw(picked, into):
         return refresh(picked, into, None)
 
-    listing = [ui.table, ui.gallery, ui.names, ui.into, ui.seen]
+    listing = [ui.table, ui.gallery, ui.names, ui.into, ui.seen, *(getattr(ui, name) for name in ACTIONS)]
     ui.timer.tick(refresh, [ui.picked, ui.into, ui.seen], listing, **_PRIVATE)
     ui.tab.select(redraw, [ui.picked, ui.into], listing, **_PRIVATE)
     return listing, redraw
@@ -103,20 +112,28 @@ def bridge_targets(outputs: OutputsHandlers, picked, into) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=into if into in {name for _, name in choices} else None)
 
 
+def action_states(outputs: OutputsHandlers, picked) -> list:
+    """The buttons of ACTIONS on where they apply to the picked run, off when none is picked."""
+    return [gr.update(interactive=on) for on in outputs.actions(picked).values()]
+
+
 def _wire_picking(outputs: OutputsHandlers, ui: SimpleNamespace) -> None:
     def show(name, into):
         path, text = outputs.details(name)
-        return name, path, text, bridge_targets(outputs, name, into)
+        came_from = outputs.sources(name)
+        return (name, path, text, bridge_targets(outputs, name, into),
+                gr.Radio(choices=came_from, value=None, visible=bool(came_from)), *action_states(outputs, name))
 
     def pick_row(into, event: gr.SelectData):
-        return show(event.row_value[0] if event.row_value else "", into)
+        return show(event.row_value[-1] if event.row_value else "", into)  # the File column: the run's name
 
     def pick_picture(shown, into, event: gr.SelectData):
         return show(shown[event.index] if 0 <= event.index < len(shown) else "", into)
 
-    details = [ui.picked, ui.video, ui.settings, ui.into]
+    details = [ui.picked, ui.video, ui.settings, ui.into, ui.made_from, *(getattr(ui, name) for name in ACTIONS)]
     ui.table.select(pick_row, ui.into, details, **_PRIVATE)
     ui.gallery.select(pick_picture, [ui.names, ui.into], details, **_PRIVATE)
+    ui.made_from.input(show, [ui.made_from, ui.into], details, **_PRIVATE)
 
 
 def _wire_actions(outputs: OutputsHandlers, ui: SimpleNamespace, form: dict, run_outputs: list, to_outputs,
