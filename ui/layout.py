@@ -90,9 +90,8 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
         parts["stop"] = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop", scale=1)
         parts["add_queue"] = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
                                        visible=with_queue)
-    with gr.Row():
-        parts["resume"] = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
-        parts["extend"] = gr.Button("Extend", size="sm", elem_id="fp-extend")
+    # This page's own stopped run (others' are resumed from the Outputs tab).
+    parts["resume"] = gr.Button("Resume the run stopped here", size="sm", elem_id="fp-resume")
     gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[form["prompt"]], label="Example prompts")
     with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
         parts["source_video"] = gr.Video(label="Video to extend (optional: else the last finished one)",
@@ -102,7 +101,9 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
         parts["bridge_into"] = gr.Video(label="Bridge into this video (optional): Bridge makes the seconds that lead "
                                               "from the video above (else the last finished one) into this one",
                                         sources=["upload"], height=200, elem_id="fp-bridge-into")
-        parts["bridge"] = gr.Button("Bridge", size="sm", elem_id="fp-bridge")
+        with gr.Row():  # Extend beside Bridge: both act on the video above (the Outputs tab has its own)
+            parts["extend"] = gr.Button("Extend it", size="sm", elem_id="fp-extend")
+            parts["bridge"] = gr.Button("Bridge", size="sm", elem_id="fp-bridge")
     for group, title, open_, elem_id in _ACCORDIONS:
         with gr.Accordion(title, open=open_, elem_classes="fp-settings", elem_id=elem_id):
             place(group)

@@ -59,14 +59,17 @@ def bridgeable(first, second) -> bool:
 
 def settings_table(record: dict) -> str:
     """The run's settings as a two-column markdown table, in the settings table's words; empty ones left out."""
-    rows = ["| setting | value |", "|---|---|"]
+    rows, labels = ["| setting | value |", "|---|---|"], set()
     for name, value in record.get("settings", {}).items():
         if value in (None, "", [], {}, ()):
             continue
         setting = SETTINGS.get(name)
         label = setting.widget.label if setting is not None and setting.widget is not None else \
             (setting.words if setting is not None else name.replace("_", " "))
-        rows.append(f"| {_cell(label)} | {_cell(_value_text(value))} |")
+        if label in labels:  # two settings in the same words (step cache on, and its method): the name tells them
+            label = name.replace("_", " ")
+        labels.add(label)
+        rows.append(f"| {_cell(label[:1].upper() + label[1:])} | {_cell(_value_text(value))} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
 

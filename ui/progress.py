@@ -114,7 +114,9 @@ def stages_markdown(stages: list[dict] | None) -> str:
     """What each stage of a run cost (the record's `stages`), as a table; "" when there is none."""
     if not stages:
         return ""
-    rows = ["| stage | seconds | VRAM peak, allocated / reserved | streamed | RAM peak (RssAnon) | pinned | planned |",
+    # Short headings (one word or two): long ones broke mid-word in the page's narrow column; the note below says
+    # what the two peaks are.
+    rows = ["| stage | seconds | VRAM peak | streamed | RAM peak | pinned | planned |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for s in stages:
         name = s["stage"].replace("_", " ") + (f" {s['section'] + 1}" if s.get("section") is not None else "")
@@ -122,7 +124,7 @@ def stages_markdown(stages: list[dict] | None) -> str:
                     f"{bytes_text(s['vram_peak_reserved'])} | {bytes_text(s['bytes_streamed'])} | "
                     f"{bytes_text(s['rss_anon_peak'])} | {bytes_text(s['pinned_bytes'])} | "
                     f"{bytes_text(s['planned_bytes'])} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\nVRAM peak: allocated / reserved. RAM peak: the process's own memory (RssAnon)."
 
 
 def bytes_text(count: int | None) -> str:

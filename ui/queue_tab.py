@@ -38,8 +38,8 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button, not
                         import_button = gr.Button("Import", size="sm")
                     working = gr.Checkbox(queue.running.is_set(), label="Work through the queue on this machine",
                                           elem_id="fp-queue-running")
-                    gallery = gr.Gallery(queue.thumbnails(), label="Pictures", columns=6, height=160,
-                                         allow_preview=False)
+                    gallery = gr.Gallery(queue.thumbnails(), label="Pictures", columns=8, rows=1, height=130,
+                                         object_fit="cover", allow_preview=False)
                 with gr.Column(scale=5, min_width=340):
                     live_progress = gr.HTML(elem_id="fp-queue-progress")
                     live_preview = gr.Image(label="Running job (live preview)", interactive=False, height=200,
