@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, StageName, Status, Step
+from framepack_core.run_progress import CostedProgress
 
 IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
 
@@ -33,8 +34,10 @@ class RunProgress:
         self.error = ""
         self.ended: float | None = None
         self._sampling_started: float | None = None  # ETA counts from here: loading is not repeated
+        self.work = CostedProgress(clock)  # decode and write counted with the steps, by their cost
 
     def update(self, event) -> None:
+        self.work.update(event)
         if isinstance(event, Stage):
             self.stage = event.message
             if event.name == StageName.SAMPLING and self._sampling_started is None:
@@ -65,12 +68,11 @@ class RunProgress:
     def fraction(self) -> float:
         if self.state == Status.FINISHED:
             return 1.0
-        total = self.sections * self.steps
-        return ((self.section - 1) * self.steps + self.step) / total if total else 0.0
+        return self.work.fraction
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, from the pace so far (decoding between sections included); None if unknown."""
+        """Seconds left, from the pace so far over the work's expected cost (decodes included); None if unknown."""
         if self.state not in _GOING or self._sampling_started is None:
             return None
         done = self.fraction

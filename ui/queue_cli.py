@@ -145,7 +145,14 @@ def executor_from_args(store, args):
     from .cli import TerminalProgress
 
     progress = TerminalProgress()
-    return LocalExecutor(store, Session(config), on_event=lambda job, event: progress(event), on_job=_announce), ()
+
+    def on_event(job, event) -> None:
+        progress(event)
+        from framepack_core.events import Finished
+
+        if isinstance(event, Finished) and event.video is not None:  # which file each job wrote
+            progress.say(f"job {job.id}: wrote {event.video}")
+    return LocalExecutor(store, Session(config), on_event=on_event, on_job=_announce), ()
 
 
 def _job_line(job, event) -> None:
