@@ -250,7 +250,8 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
 # The settings' groups below the Start button: (group, accordion title, open at first, element id).
 _ACCORDIONS = (("settings", "Settings", True, "fp-settings"), ("model", "Model and quality", False, None),
                ("creative", "Timed prompts and LoRA", False, None),
-               ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"))
+               ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"),
+               ("advanced", "Advanced: guidance, window, step cache, attention, FP8, VAE tiling", False, "fp-advanced"))
 _WIDE = ("text", "image", "loras", "keyframes")  # widgets that take a row of their own; the others go two to a row
 
 
@@ -308,6 +309,9 @@ def _widget(setting: Setting, value, model_choices, lora_dir):
         labels = w.options.get("choice_labels", {})
         choices = model_choices if setting.name == "model" else setting.choices
         return gr.Dropdown([(labels.get(c, c), c) for c in choices], value=value, **common)
+    if w.kind == "radio" and setting.flag_values:  # words for values (VAE tiling: auto, on, off)
+        return gr.Radio([(word, w.auto if v is None else v) for word, v in setting.flag_values.items()],
+                        value=value, **common)
     if w.kind == "radio":
         choices = ([("auto", w.auto)] if setting.optional else []) + [(c, c) for c in setting.choices]
         return gr.Radio(choices, value=value, **common)
