@@ -115,7 +115,7 @@ SETTINGS_LIST = (
             widget=Widget("dropdown", "Model set", "model", options={"choice_labels": {
                 "framepack": "FramePack I2V", "framepack-f1": "FramePack F1", "tiny": "tiny (test set, noise)"}})),
     Setting("image", _T, "picture", None, flag="--image", scope=Scope.RUN, extends=False, label="picture",
-            help="the start picture (needed unless --resume or --extend)",
+            help="the start picture (needed unless --resume, --extend or --bridge)",
             widget=Widget("image", "Start picture", "start", options=dict(
                 height=320, placeholder="Drop a picture here, paste one, or click to upload"))),
     Setting("end_image", _T, "picture", None, flag="--end-image", scope=Scope.RUN, extends=False,
