@@ -23,6 +23,25 @@ def _pick(page, text: str) -> None:
     page.locator("#fp-out-table [role=gridcell]").filter(has_text=text).first.click()
 
 
+def _thumbnail_is_its_own_frame(page, url, video) -> None:
+    """The newest run's thumbnail (the gallery's first) is the middle frame of its own video, not its picture."""
+    import io
+    from urllib.parse import urljoin
+
+    import numpy as np
+    from PIL import Image
+
+    from mp4info import mp4_info
+
+    thumb = page.locator("#fp-out-gallery img").first
+    expect(thumb).to_be_visible()
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(urljoin(url, thumb.get_attribute("src"))).body()))
+                       .convert("RGB"), dtype=int)
+    frames = mp4_info(video)[1].astype(int)
+    errors = [np.abs(shown - frame).mean() for frame in frames]
+    assert int(np.argmin(errors)) == len(frames) // 2 and min(errors) < 0.5 * np.median(errors), errors
+
+
 def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  # noqa: F811 (fixtures)
     url, outputs = server
     page.goto(url)
@@ -58,6 +77,7 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  
     _pick(page, CLI_PROMPT)
     expect(page.locator("#fp-out-picked textarea")).to_have_value(re.compile(r"_4242$"))
     expect(page.locator("#fp-out-video video")).to_be_visible()
+    _thumbnail_is_its_own_frame(page, url, outputs / (page.locator("#fp-out-picked textarea").input_value() + ".mp4"))
     page.locator("#fp-out-remake").click()
     expect(page.locator("#fp-prompt textarea")).to_have_value(CLI_PROMPT)
     expect(page.locator("#fp-seed input")).to_have_value("4242")
