@@ -113,20 +113,25 @@ def render(p: RunProgress) -> str:
 
 
 def stages_markdown(stages: list[dict] | None) -> str:
-    """What each stage of a run cost (the record's `stages`), as a table; "" when there is none."""
+    """What each stage of a run cost (the record's `stages`), as a table; "" when there is none. Columns that no
+    stage has a figure for (device peaks on a CPU, say) are left out, so the table fits the page's column."""
     if not stages:
         return ""
     # Short headings (one word or two): long ones broke mid-word in the page's narrow column; the note below says
     # what the two peaks are.
-    rows = ["| stage | seconds | VRAM peak | streamed | RAM peak | pinned | planned |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    columns = [("VRAM peak", ("vram_peak_allocated", "vram_peak_reserved")), ("streamed", ("bytes_streamed",)),
+               ("RAM peak", ("rss_anon_peak",)), ("pinned", ("pinned_bytes",)), ("planned", ("planned_bytes",))]
+    columns = [(head, keys) for head, keys in columns if any(s.get(key) is not None for s in stages for key in keys)]
+    rows = ["| " + " | ".join(["stage", "seconds"] + [head for head, _ in columns]) + " |",
+            "|---|" + "---:|" * (1 + len(columns))]
     for s in stages:
         name = s["stage"].replace("_", " ") + (f" {s['section'] + 1}" if s.get("section") is not None else "")
-        rows.append(f"| {name} | {s['seconds']:.2f} | {bytes_text(s['vram_peak_allocated'])} / "
-                    f"{bytes_text(s['vram_peak_reserved'])} | {bytes_text(s['bytes_streamed'])} | "
-                    f"{bytes_text(s['rss_anon_peak'])} | {bytes_text(s['pinned_bytes'])} | "
-                    f"{bytes_text(s['planned_bytes'])} |")
-    return "\n".join(rows) + "\n\nVRAM peak: allocated / reserved. RAM peak: the process's own memory (RssAnon)."
+        cells = [" / ".join(bytes_text(s.get(key)) for key in keys) for _, keys in columns]
+        rows.append("| " + " | ".join([name, f"{s['seconds']:.2f}", *cells]) + " |")
+    notes = [note for head, note in (("VRAM peak", "VRAM peak: allocated / reserved."),
+                                     ("RAM peak", "RAM peak: the process's own memory (RssAnon).")) if
+             head in {h for h, _ in columns}]
+    return "\n".join(rows) + (f"\n\n{' '.join(notes)}" if notes else "")
 
 
 def bytes_text(count: int | None) -> str:
