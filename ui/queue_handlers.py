@@ -24,7 +24,7 @@ from .progress import RunProgress, idle_html
 from .worker import WorkerBusy
 
 log = logging.getLogger(__name__)
-COLUMNS = ["#", "status", "progress", "picture", "prompt", "video / message"]
+COLUMNS = ["#", "status", "done", "picture", "prompt", "video / message"]  # short headings: no mid-word breaks
 ACTIONS = ("up", "down", "cancel", "retry", "delete")
 
 

@@ -39,7 +39,7 @@ def build_queue_tab(queue: QueueHandlers, form: dict, add_button: gr.Button, not
                     working = gr.Checkbox(queue.running.is_set(), label="Work through the queue on this machine",
                                           elem_id="fp-queue-running")
                     gallery = gr.Gallery(queue.thumbnails(), label="Pictures", columns=8, rows=1, height=130,
-                                         object_fit="cover", allow_preview=False)
+                                         object_fit="cover", allow_preview=False, elem_id="fp-queue-gallery")
                 with gr.Column(scale=5, min_width=340):
                     live_progress = gr.HTML(elem_id="fp-queue-progress")
                     live_preview = gr.Image(label="Running job (live preview)", interactive=False, height=200,
