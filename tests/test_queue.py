@@ -248,6 +248,8 @@ def test_two_queue_runs_on_one_store_run_every_job_exactly_once(tmp_path, pictur
     assert codes == [0, 0], logs
     started = [int(n) for log in logs for n in re.findall(r"^job (\d+): ", log, re.MULTILINE)]
     assert sorted(started) == ids  # each job started by one process, once
+    wrote = [int(n) for log in logs for n in re.findall(r"^job (\d+) wrote \S+\.mp4$", log, re.MULTILINE)]
+    assert sorted(wrote) == ids  # and each says which file it wrote
     jobs = store.jobs()
     assert [(j.status, j.attempts, j.finishes) for j in jobs] == [("finished", 1, 1)] * 6
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(j.video for j in jobs)

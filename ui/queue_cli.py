@@ -190,7 +190,7 @@ def executor_from_args(store, args):
         from framepack_core.events import Finished
 
         if isinstance(event, Finished) and event.video is not None:  # which file each job wrote
-            progress.say(f"job {job.id}: wrote {event.video}")
+            progress.say(f"job {job.id} wrote {event.video}")
     return LocalExecutor(store, Session(config), on_event=on_event, on_job=_announce), ()
 
 
