@@ -19,12 +19,16 @@ DECODING_CAP = 0.95  # a decode taking longer than expected waits here, not at 1
 
 
 class CostedProgress:
+    # The last decode cost measured in this process (same machine, usually the same model and size): the next
+    # run's first section is expected to cost that instead of DECODE_PRIOR.
+    learned: float | None = None
+
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.sections = self.steps = 0
         self.done_sections = 0  # sampled, decoded and written
         self.step = 0  # steps of the current section
-        self.decode_steps: float | None = None  # a decode and write, in steps (measured)
+        self.decode_steps: float | None = None  # a decode and write, in steps (measured on this run)
         self._step_times: list[float] = []  # when each step of the current section ended
         self._section_started: float | None = None
         self._decode_started: float | None = None
@@ -51,7 +55,7 @@ class CostedProgress:
             return
         per_step = self._per_step()
         if per_step:
-            self.decode_steps = (now - self._decode_started) / per_step
+            self.decode_steps = CostedProgress.learned = (now - self._decode_started) / per_step
 
     def _per_step(self) -> float | None:
         if self._section_started is None or not self._step_times:
@@ -61,7 +65,14 @@ class CostedProgress:
     @property
     def decode_cost(self) -> float:
         """A section's decode and write, in steps."""
-        return self.decode_steps if self.decode_steps is not None else DECODE_PRIOR * self.steps
+        if self.decode_steps is not None:
+            return self.decode_steps
+        return CostedProgress.learned if CostedProgress.learned is not None else DECODE_PRIOR * self.steps
+
+    @property
+    def overdue(self) -> bool:
+        """A decode running past what it was expected to take: no honest time left can be given."""
+        return self._decode_started is not None and self._decoding_share() >= DECODING_CAP
 
     @property
     def fraction(self) -> float:

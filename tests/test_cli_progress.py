@@ -16,7 +16,10 @@ def _percents(text: str) -> list[int]:
     return [int(p) for p in re.findall(r"section \d/\d: +(\d+)%", text)]
 
 
-def test_the_bar_counts_the_decode_and_ctrl_c_answers_above_it():
+def test_the_bar_counts_the_decode_and_ctrl_c_answers_above_it(monkeypatch):
+    from framepack_core.run_progress import CostedProgress
+
+    monkeypatch.setattr(CostedProgress, "learned", None)  # no decode measured by earlier runs of this process
     screen = Terminal()
     progress = TerminalProgress(screen)
     progress(Stage("sampling", "Sampling section 1 of 1"))

@@ -6,6 +6,11 @@ from framepack_core.events import SectionDone, Stage, Step
 from framepack_core.run_progress import DECODING_CAP, CostedProgress
 
 
+@pytest.fixture(autouse=True)
+def nothing_learned(monkeypatch):
+    monkeypatch.setattr(CostedProgress, "learned", None)  # what earlier runs of this process measured
+
+
 def test_decoding_counts_by_its_measured_cost_and_moves_while_it_runs():
     now = [0.0]
     p = CostedProgress(clock=lambda: now[0])
@@ -17,8 +22,9 @@ def test_decoding_counts_by_its_measured_cost_and_moves_while_it_runs():
     p.update(Stage("decoding", "Decoding section 1 of 2"))
     now[0] += 4  # half the expected 8 s of decode
     assert p.fraction == pytest.approx(6 / 16)
-    now[0] += 8  # longer than expected: held below the section's end
-    assert p.fraction == pytest.approx((4 + DECODING_CAP * 4) / 16)
+    assert not p.overdue
+    now[0] += 8  # longer than expected: held below the section's end, and said to be overdue
+    assert p.fraction == pytest.approx((4 + DECODING_CAP * 4) / 16) and p.overdue
     p.update(Stage("writing", "Writing the video so far"))
     now[0] += 4  # 16 s of decode and write in all: 8 steps' worth
     p.update(SectionDone(0, 2, 37, None, 24.0))
@@ -34,6 +40,10 @@ def test_decoding_counts_by_its_measured_cost_and_moves_while_it_runs():
     assert p.fraction == pytest.approx((12 + 4 + 4) / 24)
     p.update(SectionDone(1, 2, 73, None, 48.0))
     assert p.fraction == 1.0
+    # The next run of this process expects its first decode to cost what this one measured: 8 steps, not 4.
+    following = CostedProgress(clock=lambda: now[0])
+    following.update(Step(0, 1, 4, 4))
+    assert following.fraction == pytest.approx(4 / 12)
 
 
 def test_a_resumed_run_starts_past_its_finished_sections():

@@ -114,7 +114,10 @@ def test_api_run_returns_the_mp4_and_reports_failures(handlers, picture):
         h.api_run(picture, "waves", seconds=1, seed=3, steps=0)
 
 
-def test_progress_counts_steps_over_all_sections_and_estimates_the_rest():
+def test_progress_counts_steps_over_all_sections_and_estimates_the_rest(monkeypatch):
+    from framepack_core.run_progress import CostedProgress
+
+    monkeypatch.setattr(CostedProgress, "learned", None)  # no decode measured by earlier runs of this process
     now = [100.0]
     p = RunProgress(clock=lambda: now[0])
     p.update(Stage("loading", "loading VAE…"))

@@ -94,8 +94,9 @@ def _wire_listing(outputs: OutputsHandlers, ui: SimpleNamespace):
             return (gr.skip(),) * (5 + len(ACTIONS))
         runs = outputs.runs()
         pictures, names = outputs.gallery(runs[:GALLERY])
-        return (outputs.rows(runs), pictures, names, bridge_targets(outputs, picked, into), version,
-                *action_states(outputs, picked))
+        # Nothing picked: the buttons are left as they are (a pick made since this tick began has set them).
+        states = action_states(outputs, picked) if picked else [gr.skip()] * len(ACTIONS)
+        return (outputs.rows(runs), pictures, names, bridge_targets(outputs, picked, into), version, *states)
 
     def redraw(picked, into):
         return refresh(picked, into, None)
@@ -201,7 +202,9 @@ def _wire_delete(outputs: OutputsHandlers, ui: SimpleNamespace, listing: list, r
             text = outputs.delete(name)
         except (ValueError, OSError) as error:
             text = str(error)
-        return (text, gr.Row(visible=False), "", None, "", *redraw("", into))
+        listing_values = list(redraw("", into))
+        listing_values[-len(ACTIONS):] = [gr.update(interactive=False)] * len(ACTIONS)  # nothing picked now
+        return (text, gr.Row(visible=False), "", None, "", *listing_values)
 
     ui.delete.click(ask, ui.picked, [ui.message, ui.confirm_row, ui.confirm_text], **_PRIVATE)
     ui.keep.click(lambda: gr.Row(visible=False), None, ui.confirm_row, **_PRIVATE)

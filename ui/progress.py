@@ -73,8 +73,8 @@ class RunProgress:
     @property
     def eta(self) -> float | None:
         """Seconds left, from the pace so far over the work's expected cost (decodes included); None if unknown."""
-        if self.state not in _GOING or self._sampling_started is None:
-            return None
+        if self.state not in _GOING or self._sampling_started is None or self.work.overdue:
+            return None  # an overdue decode: "about 0:00 left" would be a guess, and wrong
         done = self.fraction
         if done <= 0:
             return None
