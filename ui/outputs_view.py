@@ -45,7 +45,10 @@ def available(run, live: bool = False) -> dict[str, bool]:
     if run is None:
         return dict.fromkeys(ACTIONS, False)
     finished = run.status == Status.FINISHED and run.files.video.is_file()
-    return {"remake": not sources(run.record), "resume": run.status in RESUMABLE and not live, "delete": not live,
+    # A record read as running still has a live owner (a dead one's reads as failed): not resumable, not deletable.
+    made_now = live or (run.status == Status.RUNNING and bool(run.record.get("owner")))
+    return {"remake": not sources(run.record), "resume": run.status in RESUMABLE and not made_now,
+            "delete": not made_now,
             "extend": finished, "branch": finished, "bridge": finished}
 
 

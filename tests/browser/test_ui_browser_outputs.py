@@ -33,7 +33,9 @@ def _thumbnail_is_its_own_frame(page, url, video) -> None:
 
     from mp4info import mp4_info
 
-    thumb = page.locator("#fp-out-gallery img").first
+    gallery = page.locator("#fp-out-gallery")
+    expect(gallery).to_contain_text(CLI_PROMPT, timeout=20_000)  # redrawn since the run came (its caption)
+    thumb = gallery.locator("img").first
     expect(thumb).to_be_visible()
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(urljoin(url, thumb.get_attribute("src"))).body()))
                        .convert("RGB"), dtype=int)
@@ -199,6 +201,12 @@ def test_bridge_joins_two_runs_with_the_way_between_them(server, page):  # noqa:
     expect(page.locator("#fp-out-table")).to_contain_text("the second clip of a bridge", timeout=20_000)
     _pick(page, "the first clip of a bridge")
     expect(page.locator("#fp-out-picked textarea")).to_have_value(first.stem)
+
+    # Bridge with no run chosen to bridge into: refused on the Outputs tab, which stays open, and nothing written.
+    page.locator("#fp-out-bridge").click()
+    expect(page.locator("#fp-out-message")).to_have_text("Choose the run to bridge into first.")
+    expect(tabs.get_by_role("tab", name="Outputs")).to_have_attribute("aria-selected", "true")
+    assert {p.name for p in outputs.iterdir()} == before
 
     # "Bridge into" lists the other finished runs (not the picked one); choose the second clip.
     page.locator("#fp-out-bridge-into input").click()
