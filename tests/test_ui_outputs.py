@@ -8,6 +8,7 @@ import pytest
 from framepack_core.events import SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.request import remake_fields
+from framepack_core.settings import SETTINGS
 from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
@@ -78,7 +79,7 @@ def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_p
     name = _make(tab, picture, "2026-01-02T10:00:00", prompt="[0s: a] [1s: b]", seconds=2.5, seed=77, steps=4,
                  gs=7.5, step_cache=False, crf=20, prompt_blend=1, mode="inverted")
     form = tab.remake_form(name)
-    assert set(form) <= set(FORM_FIELDS)  # the advanced ones left out: their defaults
+    assert set(form) == set(FORM_FIELDS)
     assert {k: form[k] for k in ("prompt", "seconds", "seed", "steps", "gs", "step_cache", "crf", "prompt_blend",
                                  "mode", "model", "resolution", "randomize", "end_image", "loras")} == \
         {"prompt": "[0s: a] [1s: b]", "seconds": 2.5, "seed": 77, "steps": 4, "gs": 7.5, "step_cache": False,
@@ -87,7 +88,10 @@ def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_p
     assert form["image"] == str(tab.folder / f"{name}.png")
     record = json.loads((tab.folder / f"{name}.json").read_text())
     fields = remake_fields(record)
-    assert all(form[key] == fields[key] for key in form if key in fields and key != "vram_budget_gb")
+    # A setting left automatic (None) shows as its widget's "auto" value (VRAM budget 0, shift 0, VAE tiling auto).
+    automatic = {key for key in form if key in SETTINGS and SETTINGS[key].optional and fields.get(key) is None}
+    assert all(form[key] == SETTINGS[key].widget.auto for key in automatic)
+    assert all(form[key] == fields[key] for key in form if key in fields and key not in automatic)
 
 
 def test_remake_of_a_run_that_continues_a_video_says_how_to_make_it_again(outputs, picture):
