@@ -151,7 +151,7 @@ SETTINGS_LIST = (
             help="distilled guidance", widget=Widget("slider", "Guidance (gs)", "settings", step=0.5)),
     Setting("window", _M, "int", 9, low=1, high=33, flag="--window", label="Window",
             help="latent frames per section",
-            widget=Widget("slider", "Latent window (frames per section)", "advanced", step=1)),
+            widget=Widget("slider", "Window (latent frames)", "advanced", step=1, info="per section; 9 is the trained size")),
     Setting("cfg", _M, "float", 1.0, low=1, high=32, flag="--cfg", label="CFG",
             help="real CFG; 1 = off and twice as fast",
             widget=Widget("slider", "CFG (real guidance)", "advanced", high=10, step=0.1, info="1 = off, and twice as fast")),
