@@ -3,7 +3,7 @@
     python app.py                      serve the page (see --help)
     python app.py generate --image PATH --prompt TEXT [...]   headless, to an MP4
     python app.py check [--vram-budget GB] [--ram-budget GB] [--rehearse] [...]   the memory plan, before any download
-    python app.py queue add|import|add-folder|list|run [...]  the job queue (see queue --help)
+    python app.py queue add|import|add-folder|list|run|cancel|retry|delete|clear [...]  the job queue (see queue --help)
     python app.py upscale VIDEO --scale 2|4 [--model NAME_OR_PATH]   a made video bigger, into a new MP4
     python app.py interpolate VIDEO --factor 2|4 [--model PATH]      smoother (RIFE, or ffmpeg's minterpolate)
 """
@@ -21,11 +21,44 @@ MODEL_CHOICES = MODEL_SETS
 _SERVE_SETTINGS = ("model", "resolution", "vram_budget_gb")
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, names=None, **changes) -> None:
-    """The flags of the settings table (all that have one, or `names`); `changes`: argparse keywords by name."""
+# `generate --help` in the groups a person looks for (argparse argument groups); a setting not named here shows
+# under "more settings". Also where generate's own flags (--resume, --json, ...) go.
+GENERATE_GROUPS = {
+    "input": ("image", "end_image", "keyframes", "prompt", "negative_prompt", "loras", "model"),
+    "length and quality": ("seconds", "steps", "seed", "gs", "cfg", "rs", "window", "mode", "resolution",
+                           "prompt_blend", "loop", "variant", "shift"),
+    "speed": ("step_cache", "cache_method", "cache_threshold", "cache_calibrate", "attention_requested", "fp8",
+              "compile"),
+    "memory": ("vram_budget_gb", "vae_tiling"),
+    "continuing a video": (),
+    "output": ("folder", "path", "crf"),
+    "more settings": (),
+}
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names=None, groups: dict | None = None, **changes) -> None:
+    """The flags of the settings table (all that have one, or `names`); `changes`: argparse keywords by name;
+    `groups`: argument groups by GENERATE_GROUPS' titles, each flag into its own."""
+    where = {name: title for title, names_ in GENERATE_GROUPS.items() for name in names_}
     for setting in SETTINGS_LIST if names is None else [SETTINGS[name] for name in names]:
         if setting.flag is not None:
-            parser.add_argument(setting.flag, **_flag_keywords(setting) | changes.get(setting.name, {}))
+            target = groups[where.get(setting.name, "more settings")] if groups else parser
+            target.add_argument(setting.flag, **_flag_keywords(setting) | changes.get(setting.name, {}))
+
+
+def _metavar(setting: Setting) -> str | None:
+    """What a flag's value is, from the table: its range for a number ("1..100"), FILE for a path, TEXT for
+    words; None where argparse shows the choices itself."""
+    if setting.choices:
+        return None
+    if setting.metavar:
+        return setting.metavar
+    if setting.name in ("folder", "path"):
+        return {"folder": "DIR", "path": "FILE.mp4"}[setting.name]
+    if setting.kind in ("int", "float") and setting.low is not None and setting.high is not None \
+            and setting.high < 10**6:
+        return f"{setting.low:g}..{setting.high:g}"
+    return {"int": "N", "float": "NUMBER", "path": "FILE", "picture": "PICTURE", "text": "TEXT"}.get(setting.kind)
 
 
 def _flag_keywords(setting: Setting) -> dict:
@@ -44,16 +77,17 @@ def _flag_keywords(setting: Setting) -> dict:
     kind = {"int": int, "float": float}.get(setting.kind, str)
     default = str(default) if setting.kind == "path" and default is not None else default
     optional = dict(nargs="?", const=setting.flag_const) if setting.flag_const is not None else {}
-    return dict(type=kind, default=default, choices=setting.choices or None, metavar=setting.metavar, help=help_,
+    return dict(type=kind, default=default, choices=setting.choices or None, metavar=_metavar(setting), help=help_,
                 **optional)
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    add_setting_flags(parser, _SERVE_SETTINGS)
-    parser.add_argument("--models-dir", default=None,
+def add_model_flags(parser: argparse.ArgumentParser, groups: dict | None = None) -> None:
+    add_setting_flags(parser, _SERVE_SETTINGS, groups)
+    memory = groups["memory"] if groups else parser
+    memory.add_argument("--models-dir", default=None, metavar="DIR",
                         help="local copy of the weights, laid out as DIR/<owner>/<repository>/... "
                              "(default: the Hugging Face cache; env FRAMEPACK_MODELS_DIR)")
-    parser.add_argument("--ram-budget", type=float, default=None, metavar="GB",
+    memory.add_argument("--ram-budget", type=float, default=None, metavar="GB",
                         help="system memory the app may use, in GiB (default: what is available less 2 GiB); "
                              "streamed blocks beyond it are read from their files on disk instead of pinned RAM")
 
@@ -82,26 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_flags(commands.add_parser("serve", help="serve the browser page (the default)", allow_abbrev=False))
 
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
-    add_model_flags(gen)
-    add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in _SERVE_SETTINGS])
-    gen.add_argument("--resume", default=None, metavar="PATH",
+    groups = {title: gen.add_argument_group(title) for title in GENERATE_GROUPS}
+    add_model_flags(gen, groups)
+    add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in _SERVE_SETTINGS], groups)
+    continuing = groups["continuing a video"]
+    continuing.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a stopped, failed or killed run from its last finished section "
                           "(its MP4, in-progress MP4 or JSON; one killed before its first section starts over "
                           "under the same name); the other flags are ignored")
-    gen.add_argument("--extend", default=None, metavar="PATH",
+    continuing.add_argument("--extend", default=None, metavar="PATH",
                      help="continue a finished video (any H.264 MP4) by --seconds more at its own frame rate, "
                           "sampling forward, into a new MP4; the settings are the video's own unless given "
                           "(a video not made here needs --prompt)")
-    gen.add_argument("--from", dest="from_seconds", type=float, default=None, metavar="SECONDS",
+    continuing.add_argument("--from", dest="from_seconds", type=float, default=None, metavar="SECONDS",
                      help="with --extend: branch the video instead, keeping it up to SECONDS and continuing from "
                           "there into a new MP4 (the cut moves to a keyframe within a second, so the frames before it "
                           "are copied exactly; with none that near they are encoded again)")
-    gen.add_argument("--bridge", nargs=2, default=None, metavar=("A", "B"),
+    continuing.add_argument("--bridge", nargs=2, default=None, metavar=("A", "B"),
                      help="make about --seconds (whole sections) leading from video A's last frame into video B's "
                           "first, and write "
                           "A, the bridge, then B (A and B copied, not re-encoded; same size and frame rate) into a "
                           "new MP4; the settings are A's own unless given (videos not made here need --prompt)")
-    gen.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    groups["output"].add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)

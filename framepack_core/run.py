@@ -22,7 +22,7 @@ from typing import Callable
 from PIL import Image
 
 from .events import Event, Failed, Finished, StageName, Status
-from .failures import Cancelled, disk_message, user_message
+from .failures import Cancelled, ModelsUnavailableError, disk_message, user_message
 from .media.pictures import crop_to_bucket, resize_and_center_crop
 from .media.video_files import stream_frames
 from .settings import FPS
@@ -131,6 +131,17 @@ class Run:
         self.outcome = Failed(message)
         self.files.write_record(self.record())
 
+    def discard(self, message: str) -> None:
+        """The run will not be made and never started: a new run's files (what `start` wrote) are removed, so
+        nothing shows for it; a resumed run's belong to its earlier run and stay, its record saying why."""
+        if self.files.latents.exists() or self.files.video.exists() or self.files.in_progress.exists():
+            self.refuse(message)
+            return
+        self.outcome = Failed(message)
+        keyframes = [self.files.keyframe(n) for n in range(1, len(self.request.keyframes) + 1)]
+        for path in (self.files.picture, self.files.end_picture, *keyframes, self.files.record):  # the claim last
+            path.unlink(missing_ok=True)
+
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """Make the video with the session's models and engine. Every failure ends this run only, as a
         Failed event and a failed record."""
@@ -141,7 +152,7 @@ class Run:
         started = time.monotonic()
         meter = _usage_meter(session.device)
         emit = _sampling(meter, emit)
-        manager = None
+        manager, never_started = None, False
         try:
             meter.begin(StageName.LOADING)
             models, manager = session.prepare(self.request, emit)
@@ -163,6 +174,7 @@ class Run:
             log.info("generation failed", exc_info=True)
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
+            never_started = isinstance(error, ModelsUnavailableError)  # refused before its first stage
         finally:
             self.stages = meter.close()
             session.release(manager)
@@ -177,7 +189,10 @@ class Run:
 
             self.finishing = kept(self.files, self.request)
         self.outcome = outcome
-        self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
+        if isinstance(outcome, Failed) and never_started:
+            self.discard(outcome.message)  # nothing made and nothing to resume: no failed run in the outputs
+        else:
+            self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
         emit(outcome)
         return outcome
 

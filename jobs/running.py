@@ -13,6 +13,7 @@ from pathlib import Path
 
 from framepack_core.events import Failed, SectionDone, Status, Step
 from framepack_core.run_files import RunFiles, claim_files, release_claim
+from framepack_core.run_progress import CostedProgress
 
 from .intake import job_request
 
@@ -70,14 +71,14 @@ def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emi
         release_claim(files)  # refused before it started: no "{}" left in the outputs folder
         return JobResult(Status.FAILED, str(error))
     state = {"sections": 0, "cancelled": False}
+    work = CostedProgress()  # decodes and writes counted with the steps: not "100%" through the last decode
 
     def watch(event) -> None:
-        if isinstance(event, Step):
-            fraction = (event.section + event.step / event.steps) / event.sections
-            stop = on_progress(min(fraction, 0.999), state["sections"])
-        elif isinstance(event, SectionDone):
+        work.update(event)
+        if isinstance(event, SectionDone):
             state["sections"] = event.section + 1
-            stop = on_progress(min(state["sections"] / event.sections, 0.999), state["sections"])
+        if isinstance(event, (Step, SectionDone)):
+            stop = on_progress(min(work.fraction, 0.999), state["sections"])
         else:
             stop = False
         if stop:

@@ -1,5 +1,6 @@
 """`python app.py generate` end to end, as a user runs it: a real process on the tiny set."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -36,8 +37,8 @@ def test_generate_tiny(tiny_models, picture, tmp_path, seconds, frames, sections
     assert "\r" not in result.stderr
 
 
-def test_generate_on_a_terminal_draws_one_bar_per_section(tiny_models, picture, tmp_path):
-    """stderr on a pseudo-terminal: each section's bar is drawn on one line and redrawn in place
+def test_generate_on_a_terminal_draws_one_bar_for_the_run(tiny_models, picture, tmp_path):
+    """stderr on a pseudo-terminal: the run's bar is drawn on one line and redrawn in place
     (carriage returns) at every step, never a new line per step. Two sections of the smallest useful
     window (2 latent frames each): the bars are the point, not the length of the video."""
     import fcntl
@@ -71,12 +72,16 @@ def test_generate_on_a_terminal_draws_one_bar_per_section(tiny_models, picture, 
     reader.join(timeout=30)
     os.close(leader)
     text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
-    bars = [line for line in text.split("\n") if "section " in line and "|" in line]
-    assert len(bars) == 2, text
-    for index, line in enumerate(bars, start=1):
-        drawn = [part for part in line.split("\r") if part.strip()]
-        assert all(part.startswith(f"section {index}/2") for part in drawn)
-        assert len(drawn) >= 2 and "4/4" in drawn[-1]  # redrawn in place, ending full
+    # One bar for the run, redrawn in place; each "section i/2 done" line is written above it (the bar moves down
+    # a line), never a line per step.
+    bars = [line for line in text.split("\n") if "section " in line and "%|" in line]
+    assert len(bars) <= 3, text
+    drawn = [part for line in bars for part in line.split("\r") if "%|" in part]
+    percents = [int(re.match(r"section \d/2: +(\d+)%", part).group(1)) for part in drawn]
+    assert len(drawn) >= 8 and percents == sorted(percents) and percents[-1] == 100, text
+    # All of the last section's steps drawn before its decode and write: not yet full (they are work too).
+    last_steps = [pct for part, pct in zip(drawn, percents) if part.startswith("section 2/2") and "step 4/4" in part]
+    assert last_steps and max(last_steps) < 100, text
 
 
 @pytest.mark.parametrize("args,message", [
@@ -114,6 +119,7 @@ def test_offline_message_names_what_to_download(picture, tmp_path):
     for needle in ("hunyuanvideo-community/HunyuanVideo", "lllyasviel/FramePackI2V_HY", "lllyasviel/flux_redux_bfl",
                    "GB", "--models-dir", "--model tiny"):
         assert needle in result.stderr, needle
+    assert list(tmp_path.glob("o.*")) == []  # refused before it started: no failed record, no picture
 
 
 def test_ctrl_c_stops_and_keeps_the_video_so_far(tiny_models, picture, tmp_path):

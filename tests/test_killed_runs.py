@@ -124,6 +124,7 @@ def test_nothing_at_all_to_resume_is_one_sentence(tmp_path):
 
 def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture, tmp_path):
     from ui.handlers import Handlers, ServerSettings
+    from ui.outputs import OutputsHandlers
     from ui.worker import Worker
 
     from helpers import fixed_session
@@ -132,6 +133,9 @@ def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture,
     files = run.files
     files.write_record(run.record() | {"owner": _dead_owner()})
     handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, tmp_path))
-    final = list(handlers.page_resume())[-1]
+    # The Generate tab's Resume is only for its own page's runs: a run from before the restart is not this
+    # page's, so it says where to go; the Outputs tab's Resume takes the killed run by name.
+    assert "pick one in the Outputs tab" in list(handlers.page_resume())[-1].refused
+    final = list(OutputsHandlers(handlers).resume(files.name))[-1]
     assert final.download == str(files.video) and files.read_record()["status"] == "finished"
     assert files.read_record()["frames"] == 25

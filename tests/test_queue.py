@@ -248,6 +248,8 @@ def test_two_queue_runs_on_one_store_run_every_job_exactly_once(tmp_path, pictur
     assert codes == [0, 0], logs
     started = [int(n) for log in logs for n in re.findall(r"^job (\d+): ", log, re.MULTILINE)]
     assert sorted(started) == ids  # each job started by one process, once
+    wrote = [int(n) for log in logs for n in re.findall(r"^job (\d+) wrote \S+\.mp4$", log, re.MULTILINE)]
+    assert sorted(wrote) == ids  # and each says which file it wrote
     jobs = store.jobs()
     assert [(j.status, j.attempts, j.finishes) for j in jobs] == [("finished", 1, 1)] * 6
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(j.video for j in jobs)
@@ -273,8 +275,9 @@ def test_page_adds_the_form_and_arranges_jobs(queue_page, picture):
     form = dict(image=Image.open(picture), prompt="from the page", seconds=1, seed=9, randomize=False, steps=2,
                 gs=10, step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128, crf=16,
                 vram_budget_gb=0)
-    assert queue_page.add(form) == "Queued as job 1."
-    assert queue_page.add(form | {"seed": 10}) == "Queued as job 2."
+    paused = ' (the queue is paused: tick "Work through the queue" to start it)'
+    assert queue_page.add(form) == f"Queued as job 1, number 1 in line; see the Queue tab{paused}."
+    assert queue_page.add(form | {"seed": 10}) == f"Queued as job 2, number 2 in line; see the Queue tab{paused}."
     assert queue_page.add(form | {"image": None}).startswith("Not queued: Please give a picture")
     assert queue_page.act("down", 1) == "Job 1: down done."
     assert [row[0] for row in queue_page.rows()] == [2, 1]

@@ -34,8 +34,24 @@ def page_form(picture, **change):
     form = dict(model="tiny", image=image, end_image=None, keyframes=None, prompt="waves roll in", seconds=2,
                 steps=3.0, seed=5.0, gs=10, mode="model default", resolution=128.0, prompt_blend=0, loop=False,
                 loras=None, crf=16.0, step_cache=True, vram_budget_gb=0, randomize=False, keyframe_times="")
-    assert tuple(form) == FORM_FIELDS
+    # The advanced settings as their widgets give them (sliders as floats, "auto" for a setting left automatic).
+    form |= dict(negative_prompt="", window=9.0, cfg=1.0, rs=0.0, variant="bh1", shift=0, cache_method="magcache",
+                 cache_threshold=0.15, cache_calibrate=False, attention_requested="auto", fp8="off", compile=False,
+                 vae_tiling="auto")
+    form = {name: form[name] for name in FORM_FIELDS}  # every field of the page's form, in its order
     return form | change
+
+
+def test_the_advanced_widgets_reach_the_request(handlers, picture, tmp_path):
+    from framepack_core.request import Request
+
+    fields = handlers().request_fields(page_form(picture, negative_prompt="blurry", window=5.0, cfg=3.0, rs=0.5,
+                                                 shift=0, cache_method="teacache", fp8="storage", vae_tiling=True))
+    request = Request.from_fields(**fields, folder=tmp_path).validated()
+    method, speed = request.method, request.speed
+    assert (method.negative_prompt, method.window, method.cfg, method.rs, method.shift) == ("blurry", 5, 3.0, 0.5, None)
+    assert (speed.cache_method, speed.fp8, speed.vae_tiling, speed.attention_requested) == (
+        "teacache", "storage", True, "auto")
 
 
 def test_page_run_streams_preview_progress_and_video_then_offers_the_download(handlers, picture, tmp_path):
@@ -98,18 +114,23 @@ def test_api_run_returns_the_mp4_and_reports_failures(handlers, picture):
         h.api_run(picture, "waves", seconds=1, seed=3, steps=0)
 
 
-def test_progress_counts_steps_over_all_sections_and_estimates_the_rest():
+def test_progress_counts_steps_over_all_sections_and_estimates_the_rest(monkeypatch):
+    from framepack_core.run_progress import CostedProgress
+
+    monkeypatch.setattr(CostedProgress, "learned", None)  # no decode measured by earlier runs of this process
     now = [100.0]
     p = RunProgress(clock=lambda: now[0])
     p.update(Stage("loading", "loading VAE…"))
     now[0] = 110.0
     p.update(Stage("sampling", "Sampling section 1 of 2"))
     now[0] = 130.0
-    p.update(Step(0, 2, 10, 10))  # half of all steps in 20 s of sampling
-    assert p.fraction == 0.5 and p.eta == pytest.approx(20.0) and clock_text(p.elapsed) == "0:30"
+    # Half of all steps in 20 s of sampling; each section's decode is expected to cost its sampling until one is
+    # measured: a quarter of the work done, three quarters (60 s) left.
+    p.update(Step(0, 2, 10, 10))
+    assert p.fraction == 0.25 and p.eta == pytest.approx(60.0) and clock_text(p.elapsed) == "0:30"
     p.update(Notice("The prompt was cut <short>."))
     html = p.html()
-    assert "Section 1 of 2 · Step 10 of 10" in html and "about 0:20 left" in html and "&lt;short&gt;" in html
+    assert "Section 1 of 2 · Step 10 of 10" in html and "about 1:00 left" in html and "&lt;short&gt;" in html
     p.update(Finished(None, 0, 30, 0, 0, 0, 1, 30.0, stopped=True))
     assert p.eta is None and "Stopped before the first section" in p.html()
     assert clock_text(3725) == "1:02:05"

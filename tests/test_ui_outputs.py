@@ -8,6 +8,7 @@ import pytest
 from framepack_core.events import SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.request import remake_fields
+from framepack_core.settings import SETTINGS
 from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
@@ -36,7 +37,7 @@ def _make(tab: OutputsHandlers, picture, created: str, **fields) -> str:
     form = dict(image=str(picture), prompt="waves roll in", seconds=2, seed=5, randomize=False, steps=3, gs=10,
                 step_cache=True, model="tiny", mode="model default", end_image=None, resolution=128, crf=16,
                 vram_budget_gb=0, prompt_blend=0, loras=None, keyframes=None, keyframe_times="", loop=False) | fields
-    assert set(form) == set(FORM_FIELDS)
+    assert set(form) <= set(FORM_FIELDS)  # the advanced ones left out: their defaults
     list(tab.handlers.page_run(form))
     files = tab.handlers.last_run.files
     files.write_record(files.read_record() | {"created": created})
@@ -51,13 +52,15 @@ def test_runs_are_listed_newest_first_from_their_records(outputs, picture):
     (tab.folder / "broken.json").write_text("{")
     (tab.folder / "claimed.json").write_text("{}\n")  # a name being claimed right now
 
-    assert tab.rows() == [[newer, "second", "2.47 s", "finished", "2026-03-04 11:12"],  # 74 frames at 30 fps
-                          [older, "first", "2.47 s", "finished", "2026-01-02 10:00"]]
-    assert [caption for _, caption in tab.thumbnails()] == ["finished · 2.47 s · 2026-03-04 11:12",
-                                                            "finished · 2.47 s · 2026-01-02 10:00"]
+    # Named by prompt and time; the file name last (what a picked row acts on).
+    assert tab.rows() == [["second · 03-04 11:12", "2.47 s", "finished", "", newer],  # 74 frames at 30 fps
+                          ["first · 01-02 10:00", "2.47 s", "finished", "", older]]
+    assert [caption for _, caption in tab.thumbnails()] == ["second · 03-04 11:12", "first · 01-02 10:00"]
+    # The scripted engine's "videos" are not MP4s: the start picture stands in for a frame of them.
     assert tab.thumbnails()[0][0] == str(tab.folder / f"{newer}.png")
     video, settings = tab.details(newer)
-    assert video == str(tab.folder / f"{newer}.mp4") and '"prompt": "second"' in settings
+    assert video == str(tab.folder / f"{newer}.mp4") and "| What should happen | second |" in settings
+    assert "| Seed | 2 |" in settings and "```json" not in settings
 
 
 def test_the_listing_follows_the_folder(outputs, picture, tmp_path):
@@ -85,7 +88,10 @@ def test_remake_fills_the_form_with_the_records_settings(outputs, picture, tmp_p
     assert form["image"] == str(tab.folder / f"{name}.png")
     record = json.loads((tab.folder / f"{name}.json").read_text())
     fields = remake_fields(record)
-    assert all(form[key] == fields[key] for key in form if key in fields and key != "vram_budget_gb")
+    # A setting left automatic (None) shows as its widget's "auto" value (VRAM budget 0, shift 0, VAE tiling auto).
+    automatic = {key for key in form if key in SETTINGS and SETTINGS[key].optional and fields.get(key) is None}
+    assert all(form[key] == SETTINGS[key].widget.auto for key in automatic)
+    assert all(form[key] == fields[key] for key in form if key in fields and key not in automatic)
 
 
 def test_remake_of_a_run_that_continues_a_video_says_how_to_make_it_again(outputs, picture):
@@ -298,8 +304,17 @@ def test_bridge_into_lists_the_other_finished_runs(outputs, picture):
     stopped = _make(tab, picture, "2026-01-02T10:00:02", seed=3)
     files = tab.find(stopped).files
     files.write_record(files.read_record() | {"status": "stopped"})
-    assert tab.bridge_choices() == [(f"{second} · two", second), (f"{first} · one", first)]
-    assert tab.bridge_choices(first) == [(f"{second} · two", second)]
+    assert tab.bridge_choices() == [(f"two · 01-02 10:00 · {second}", second), (f"one · 01-02 10:00 · {first}", first)]
+    assert tab.bridge_choices(first) == [(f"two · 01-02 10:00 · {second}", second)]
+    # Another size cannot be bridged into: it is not offered; a run without a finished video offers none.
+    wide = tab.find(second).files
+    wide.write_record(wide.read_record() | {"width": 320})
+    assert tab.bridge_choices(first) == [] and tab.bridge_choices(stopped) == []
+    # The buttons that apply: all off with nothing picked; a stopped run resumes but does not extend.
+    assert not any(tab.actions("").values())
+    assert tab.actions(first) == dict(remake=True, resume=False, delete=True, extend=True, branch=True, bridge=True)
+    assert tab.actions(stopped) == dict(remake=True, resume=True, delete=True, extend=False, branch=False,
+                                        bridge=False)
 
 
 def test_a_bad_bridge_is_the_run_paths_one_sentence_and_writes_nothing(outputs, tiny_models, picture):

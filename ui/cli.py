@@ -92,8 +92,9 @@ def generate_command(args) -> int:
     session = Session(SessionConfig.from_args(args))
     if args.vram_budget is not None and session.device.type != "cuda":
         _say("note: --vram-budget applies to a CUDA GPU; there is none, so everything runs on the CPU")
-    _stop_on_ctrl_c(run)
-    outcome = run.execute(session, TerminalProgress())
+    progress = TerminalProgress()
+    _stop_on_ctrl_c(run, progress.say)
+    outcome = run.execute(session, progress)
     record = run.record()
     if record["status"] == Status.FAILED:
         if record.get("partial_video"):
@@ -123,36 +124,56 @@ def told_stage(event) -> bool:
 
 
 class TerminalProgress:
-    """The run's events on stderr: a line per stage worth telling, and one progress bar per section.
+    """The run's events on stderr: a line per stage worth telling, and one progress bar for the run.
 
-    On a terminal the bar is drawn once and updated in place at every step (the preview that follows
-    each step leaves it alone). In a log (not a terminal) carriage returns would pile up, so each
+    On a terminal the bar is drawn once and updated in place: it is the run's work done, each section's
+    decode and write counted with its steps by their cost (framepack_core.run_progress), so it is not full
+    while the last section decodes; the stage under way is written beside it. Lines (a finished section, a
+    notice, Ctrl+C's answer) go above it. In a log (not a terminal) carriage returns would pile up, so each
     section gets one plain line when its sampling ends.
     """
 
     def __init__(self, stream=None):
+        from framepack_core.run_progress import CostedProgress
+
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty()
         self.bar = None
         self.section_started = time.monotonic()
+        self.work = CostedProgress()
 
     def __call__(self, event) -> None:
-        from framepack_core.events import Failed, Notice, Preview, SectionDone, Stage, Step
+        from framepack_core.events import Failed, Finished, Notice, Preview, SectionDone, Stage, Step
 
+        self.work.update(event)
         if isinstance(event, Step):
             self._step(event)
         elif isinstance(event, Notice):
             self._say(event.message)
-        elif not isinstance(event, Preview):
+        elif isinstance(event, Stage):
+            self.section_started = time.monotonic()  # "sampling" comes right before a section's steps
+            if told_stage(event):
+                self._close()
+                self._say(event.message)
+            elif self.bar is not None:
+                self.bar.set_postfix_str(event.message, refresh=False)
+                self._advance()
+        elif isinstance(event, SectionDone):
+            self._advance()
+            self._say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")
+        elif isinstance(event, (Finished, Failed)):
             self._close()
-            if isinstance(event, Stage):
-                self.section_started = time.monotonic()  # "sampling" comes right before a section's steps
-                if told_stage(event):
-                    self._say(event.message)
-            elif isinstance(event, SectionDone):
-                self._say(f"section {event.section + 1}/{event.sections} done: {event.frames} frames")
-            elif isinstance(event, Failed):
+            if isinstance(event, Failed):
                 self._say(f"error: {event.message}")
+
+    def say(self, message: str) -> None:
+        """A line above the bar (Ctrl+C's answer), or a plain line when there is none."""
+        self._say(message)
+
+    def _advance(self) -> None:
+        if self.bar is not None:
+            self.bar.n = round(100 * self.work.fraction, 1)
+            self.bar.refresh()
 
     def _step(self, event) -> None:
         label = f"section {event.section + 1}/{event.sections}"
@@ -160,10 +181,11 @@ class TerminalProgress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=event.steps, desc=label, file=self.stream, leave=True)
-            self.bar.update(1)
-            if event.step == event.steps:
-                self._close()
+                self.bar = tqdm(total=100, desc=label, file=self.stream, leave=True,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+            self.bar.set_description_str(label, refresh=False)
+            self.bar.set_postfix_str(f"step {event.step}/{event.steps}", refresh=False)
+            self._advance()
         elif event.step == event.steps:
             seconds = time.monotonic() - self.section_started
             self._say(f"{label}: {event.steps} steps in {seconds:.1f} s ({seconds / event.steps:.2f} s/step)")
@@ -180,11 +202,12 @@ class TerminalProgress:
             print(message, file=self.stream, flush=True)
 
 
-def _stop_on_ctrl_c(run) -> None:
-    """The first Ctrl+C stops at the next step and keeps the video so far; a second one quits at once."""
+def _stop_on_ctrl_c(run, say=None) -> None:
+    """The first Ctrl+C stops at the next step and keeps the video so far; a second one quits at once. `say`:
+    where its answer goes (the progress's, above its bar)."""
 
     def stop(signum, frame):
-        _say("stopping after the current step (the video so far is kept; Ctrl+C again to quit now)…")
+        (say or _say)("stopping after the current step (the video so far is kept; Ctrl+C again to quit now)…")
         run.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

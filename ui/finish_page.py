@@ -24,8 +24,6 @@ DEFAULT_MODEL = "default for the scale"
 class FinishHandlers:
     def __init__(self, outputs, upscalers: Path = UPSCALERS, rife_folder: Path = RIFE):
         self.outputs, self.upscalers, self.rife_folder = outputs, Path(upscalers), Path(rife_folder)
-        # the Generate tab's Resume, on a finishing run, resumes it here (handlers.py cannot import this module)
-        outputs.handlers.resume_finishing = lambda path: resume_finishing(outputs.handlers, path)
 
     def model_choices(self) -> list[str]:
         from framepack_core.finishing.upscalers import choices
@@ -39,6 +37,10 @@ class FinishHandlers:
         from framepack_core.finishing.placement import device_and_budget
         from framepack_core.finishing.request import FinishRequest
 
+        busy = self.outputs.handlers.busy_refusal()  # one line of work: refused before anything is written
+        if busy is not None:
+            yield busy
+            return
         try:
             video = self.outputs.finished_video(name, operation)
             request = FinishRequest(operation, video, int(factor), model=None if model in (None, "", DEFAULT_MODEL)
@@ -56,12 +58,16 @@ class FinishHandlers:
 
 
 def resume_finishing(handlers, path):
-    """Resume pressed on a finishing run (the Outputs tab's, or the Generate tab's on the newest unfinished run):
+    """Resume pressed on a finishing run (the Outputs tab's):
     continued after its last whole part, followed as a new one is; one red line when it cannot be."""
     from framepack_core.failures import ModelsUnavailableError
     from framepack_core.finishing.finishing_run import FinishingRun
     from framepack_core.finishing.placement import device_and_budget
 
+    busy = handlers.busy_refusal()
+    if busy is not None:
+        yield busy
+        return
     try:
         run = FinishingRun.resume(path, *device_and_budget(handlers.worker.config.vram_budget_gb))
     except (ValueError, ModelsUnavailableError) as error:
@@ -78,7 +84,7 @@ def follow_finishing(handlers, run):
         run.refuse(str(error))
         yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
         return
-    handlers.last_run = None  # the Generate tab's Resume then finds this run as the newest unfinished one
+    handlers.last_run = None  # not a generation: nothing for the Generate tab's Resume or Extend
     progress = RunProgress(frames=True)
     yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="", running=True)
     try:

@@ -16,7 +16,6 @@ from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
 from framepack_core.run import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
-from framepack_core.run_files import latest_unfinished
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
 from .progress import RunProgress, idle_html, stages_markdown
@@ -34,6 +33,13 @@ class PageUpdate:
     summary: object = KEEP  # markdown of the settings and seed used
     seed: object = KEEP  # the seed actually used (written back when randomized)
     running: object = KEEP  # True: Start off, Stop on
+    stoppable: object = KEEP  # Stop on while Start stays on: a Start refused because something else runs
+    refused: object = KEEP  # the sentence of a run refused before it started (the Outputs tab shows it in place)
+
+
+def refused(message: str, **fields) -> PageUpdate:
+    """The one update of a run that did not start: its sentence in red, Start on."""
+    return PageUpdate(progress=idle_html(message, error=True), running=False, refused=message, **fields)
 
 
 @dataclass
@@ -53,6 +59,11 @@ PAGE_SETTINGS = tuple(setting for setting in SETTINGS_LIST if setting.widget is 
 FORM_FIELDS = tuple(setting.name for setting in PAGE_SETTINGS) + ("randomize", "keyframe_times")
 
 
+def page_id(request) -> str:
+    """The browser page's own key (a gradio.Request's session): whose Resume and Extend act on which run."""
+    return getattr(request, "session_hash", None) or ""
+
+
 def random_seed() -> int:
     return random.SystemRandom().randrange(0, 2**31)  # small enough to read and retype
 
@@ -61,64 +72,85 @@ class Handlers:
     def __init__(self, worker: Worker, settings: ServerSettings):
         self.worker = worker
         self.settings = settings
-        self.last_run: Run | None = None  # what Resume and Extend (without an upload) act on
-        self.resume_finishing = None  # Resume of an upscale or interpolation: set by ui/finish_page.py's handlers
+        self.last_run: Run | None = None  # the newest run any page started
+        self._page_runs: dict[str, Run] = {}  # by page (gradio's session): what its Resume and Extend act on
+
+    def page_last(self, page: str = "") -> Run | None:
+        """The last run the page `page` started (a page's session id; "" for callers without one)."""
+        return self._page_runs.get(page)
+
+    def machine_note(self, page: str = "") -> tuple[str, bool | None]:
+        """(what makes a video now when it is not page `page`'s own run, "" else; whether its Stop should be on:
+        True for another's run, which Stop ends; None while the page's own run is going: its run says).
+        The Generate tab shows it, so nobody presses Start without knowing the machine is taken."""
+        submission = self.worker.running()
+        if submission is None:
+            return "", False
+        if submission.run is self.page_last(page):
+            return "", None
+        return (f"{submission.label} is making a video on this machine now. Start is refused until "
+                "it ends: Add to queue to make yours after it, or press Stop to end it."), True
+
+    def busy_refusal(self):
+        """A PageUpdate saying what makes a video now (Stop on, to end it), or None when a run may start."""
+        try:
+            self.worker.check_free()
+        except WorkerBusy as error:
+            return refused(str(error), stoppable=True)
+        return None
 
     def stop(self) -> None:
         self.worker.stop()
 
-    def page_run(self, form: dict):
-        """Start pressed: `form` holds the page's inputs by name (FORM_FIELDS)."""
+    def page_run(self, form: dict, page: str = ""):
+        """Start pressed on page `page`: `form` holds the page's inputs by name (FORM_FIELDS)."""
+        busy = self.busy_refusal()  # before anything is written: a refused Start leaves no files
+        if busy is not None:
+            yield busy
+            return
         try:
             form = self.request_fields(form)
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
         seed = form["seed"]
         try:
             run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
+            yield refused(str(error), seed=seed)
             return
-        yield from self._follow(run, seed)
+        yield from self._follow(run, seed, page)
 
-    def page_resume(self):
-        """Resume pressed: the last run of this page, if it was stopped or failed, from its last section; on a
-        page that has made nothing yet, the newest stopped, failed or killed run in the outputs folder."""
-        last = self.last_run
-        try:
-            found = latest_unfinished(self.settings.outputs) if last is None else None
-            if found is None and (last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED)):
-                raise ValueError("There is no stopped or failed run on this page to resume.")
-            from framepack_core.finishing.finishing_run import is_finishing
+    def page_resume(self, page: str = ""):
+        """Resume pressed: the last run of this page, if it was stopped or failed, from its last section. Only
+        this page's: any other run (another page's, or one from before a restart) is the Outputs tab's Resume."""
+        last = self.page_last(page)
 
-            if found is not None and is_finishing(found.record) and self.resume_finishing is not None:
-                yield from self.resume_finishing(found.record)  # an upscale or interpolation
-                return
-            run = Run.resume(found.record if found is not None else last.files.record)
-        except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
-            return
-        yield from self._follow(run, run.request.method.seed)
+        def resumed() -> Run:
+            if last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED):
+                raise ValueError("There is no stopped or failed run of this page to resume; pick one in the "
+                                 "Outputs tab and press Resume there.")
+            return Run.resume(last.files.record)
+        yield from self._follow_new(resumed, page)
 
-    def page_extend(self, upload, seconds, prompt, from_seconds=None):
+    def page_extend(self, upload, seconds, prompt, from_seconds=None, page: str = ""):
         """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer. With
         `from_seconds` (the Outputs tab's Branch here) the video is kept up to about that time and continued
         from there, into a new file."""
-        source = upload or self._last_finished_video()
+        source = upload or self._last_finished_video(page)
 
         def extended() -> Run:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
             return Run.extend(source, seconds, prompt=prompt or None, folder=self.settings.outputs,
                               from_seconds=from_seconds)
-        yield from self._follow_new(extended)
+        yield from self._follow_new(extended, page)
 
-    def page_bridge(self, first, second, seconds, prompt):
+    def page_bridge(self, first, second, seconds, prompt, page: str = ""):
         """Bridge pressed (the Outputs tab, or Continue a video's): video `first` (None: this page's last
         finished one), about `seconds` leading from its last frame into video `second`'s first, then `second`,
         into a new run; with the prompt given, else `first`'s own."""
-        first = first or self._last_finished_video()
+        first = first or self._last_finished_video(page)
 
         def bridged() -> Run:
             if not first:
@@ -126,30 +158,34 @@ class Handlers:
             if not second:
                 raise ValueError("Upload the video to bridge into.")
             return Run.bridge(first, second, seconds, prompt=prompt or None, folder=self.settings.outputs)
-        yield from self._follow_new(bridged)
+        yield from self._follow_new(bridged, page)
 
-    def _last_finished_video(self):
-        last = self.last_run
+    def _last_finished_video(self, page: str):
+        last = self.page_last(page)
         return last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None
 
-    def _follow_new(self, start):
+    def _follow_new(self, start, page: str = ""):
         """The run `start()` makes, followed; its ValueError (bad input, nothing written) as one sentence."""
+        busy = self.busy_refusal()
+        if busy is not None:
+            yield busy
+            return
         try:
             run = start()
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
-        yield from self._follow(run, run.request.method.seed)
+        yield from self._follow(run, run.request.method.seed, page)
 
-    def _follow(self, run: Run, seed):
+    def _follow(self, run: Run, seed, page: str = ""):
         """Submit the run to the worker and turn its events into page updates until it ends."""
-        self.last_run = run
         try:
             submission = self.worker.submit(run)
-        except WorkerBusy as error:
-            run.refuse(str(error))
-            yield PageUpdate(progress=idle_html(str(error), error=True), seed=seed, running=False)
+        except WorkerBusy as error:  # the queue took the machine since busy_refusal looked
+            run.discard(str(error))
+            yield refused(str(error), seed=seed, stoppable=True)
             return
+        self.last_run = self._page_runs[page] = run
         progress = RunProgress()
         yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="",
                          seed=seed, running=True)
@@ -206,12 +242,8 @@ class Handlers:
                 loop=DEFAULTS["loop"]) -> str:
         """One video with the server's model, resolution and defaults; the MP4's path.
 
-        `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder.
-        While the worker makes another video (the page's, a queue job's) the call is refused at once, before
-        anything is written: waiting for it could take hours, and a refused call must leave no record."""
-        if self.worker.busy:
-            raise WorkerBusy("A video is being made (on the page or from the queue); call again when it is done, "
-                             "or queue this one (python app.py queue add).")
+        `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
+        self.worker.check_free()
         run = Run.start(Request.from_fields(
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
@@ -219,9 +251,9 @@ class Handlers:
             prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
             loop=bool(loop)))
         try:
-            submission = self.worker.submit(run, wait=0)  # the API's own runs end before the next call is taken
+            submission = self.worker.submit(run)
         except WorkerBusy as error:  # the queue took the worker just now
-            run.refuse(str(error))
+            run.discard(str(error))
             raise
         try:
             for _ in submission.batches():

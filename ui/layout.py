@@ -8,7 +8,7 @@ import gradio as gr
 from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting
 
 from .creative import keyframe_timeline_html, lora_rows, timeline_html
-from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate
+from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate, page_id
 from .outputs import OutputsHandlers
 from .outputs_tab import build_outputs_tab
 from .progress import idle_html
@@ -47,9 +47,10 @@ def build_page(handlers: Handlers, model_choices: tuple[str, ...] = MODEL_SETS, 
                         form, parts = _inputs(handlers, model_choices, queue is not None)
                     with gr.Column(scale=6, min_width=380):
                         parts |= _results()
+                parts["machine_timer"] = gr.Timer(2.0)  # inside the tab: any other child of gr.Tabs shows as a tab
         with tabs:  # Generate, Queue, Outputs
             if queue is not None:
-                build_queue_tab(queue, form, parts["add_queue"])
+                build_queue_tab(queue, form, parts["add_queue"], parts["progress"])
             build_outputs_tab(OutputsHandlers(handlers), form, _run_outputs(form, parts), _to_outputs, tabs,
                               GENERATE_TAB)
         _wire_helpers(page, form, parts, s.lora_dir)
@@ -89,9 +90,8 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
         parts["stop"] = gr.Button("Stop", variant="stop", size="lg", interactive=False, elem_id="fp-stop", scale=1)
         parts["add_queue"] = gr.Button("Add to queue", size="lg", elem_id="fp-add-queue", scale=1,
                                        visible=with_queue)
-    with gr.Row():
-        parts["resume"] = gr.Button("Resume stopped run", size="sm", elem_id="fp-resume")
-        parts["extend"] = gr.Button("Extend", size="sm", elem_id="fp-extend")
+    # This page's own stopped run (others' are resumed from the Outputs tab).
+    parts["resume"] = gr.Button("Resume the run stopped here", size="sm", elem_id="fp-resume")
     gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[form["prompt"]], label="Example prompts")
     with gr.Accordion("Continue a video", open=False, elem_classes="fp-settings"):
         parts["source_video"] = gr.Video(label="Video to extend (optional: else the last finished one)",
@@ -101,7 +101,9 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
         parts["bridge_into"] = gr.Video(label="Bridge into this video (optional): Bridge makes the seconds that lead "
                                               "from the video above (else the last finished one) into this one",
                                         sources=["upload"], height=200, elem_id="fp-bridge-into")
-        parts["bridge"] = gr.Button("Bridge", size="sm", elem_id="fp-bridge")
+        with gr.Row():  # Extend beside Bridge: both act on the video above (the Outputs tab has its own)
+            parts["extend"] = gr.Button("Extend it", size="sm", elem_id="fp-extend")
+            parts["bridge"] = gr.Button("Bridge", size="sm", elem_id="fp-bridge")
     for group, title, open_, elem_id in _ACCORDIONS:
         with gr.Accordion(title, open=open_, elem_classes="fp-settings", elem_id=elem_id):
             place(group)
@@ -111,6 +113,7 @@ def _inputs(handlers: Handlers, model_choices, with_queue: bool) -> tuple[dict, 
 def _results() -> dict:
     """The right column: progress, the live preview, the video, its download and the summary."""
     return dict(
+        machine=gr.Markdown("", elem_id="fp-machine"),  # what else makes a video now (a queue job, another page)
         progress=gr.HTML(idle_html(), elem_id="fp-progress"),
         preview=gr.Image(label="Current section (live preview)", interactive=False, height=230,
                          elem_id="fp-preview", buttons=[], format="png"),
@@ -148,34 +151,52 @@ def _wire_runs(handlers: Handlers, form: dict, parts: dict) -> None:
     """Start, Stop, Resume and Extend: each run's updates go to the same outputs."""
     outputs = _run_outputs(form, parts)
 
-    def run(values: dict):  # gradio hands a set of inputs over as one dict, keyed by component
-        for update in handlers.page_run({name: values[component] for name, component in form.items()}):
+    # Each page's runs as their own events, not one line of gradio's: a Start while something runs is refused at
+    # once (the worker makes one video at a time) instead of waiting unseen in gradio's queue.
+    running = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+    def run(values: dict, request: gr.Request):  # gradio hands a set of inputs over as one dict, keyed by component
+        form_values = {name: values[component] for name, component in form.items()}
+        for update in handlers.page_run(form_values, page=page_id(request)):
             yield _to_outputs(update)
 
-    def resume_run():
-        for update in handlers.page_resume():
+    def resume_run(request: gr.Request):
+        for update in handlers.page_resume(page=page_id(request)):
             yield _to_outputs(update)
 
-    def extend_run(upload, seconds, text):
-        for update in handlers.page_extend(upload, seconds, text):
+    def extend_run(upload, seconds, text, request: gr.Request):
+        for update in handlers.page_extend(upload, seconds, text, page=page_id(request)):
             yield _to_outputs(update)
 
-    parts["start"].click(run, set(form.values()), outputs, concurrency_id="gpu", show_progress="hidden",
-                         api_visibility="private")
+    parts["start"].click(run, set(form.values()), outputs, **running)
     parts["stop"].click(_stopping(handlers), None, [parts["stop"]], queue=False, show_progress="hidden",
                         api_visibility="private")
-    parts["resume"].click(resume_run, None, outputs, concurrency_id="gpu", show_progress="hidden",
-                          api_visibility="private")
+    parts["resume"].click(resume_run, None, outputs, **running)
     parts["extend"].click(extend_run, [parts["source_video"], parts["extend_seconds"], form["prompt"]], outputs,
-                          concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+                          **running)
 
-    def bridge_run(first, second, seconds, text):
-        for update in handlers.page_bridge(first, second, seconds, text):
+    def bridge_run(first, second, seconds, text, request: gr.Request):
+        for update in handlers.page_bridge(first, second, seconds, text, page=page_id(request)):
             yield _to_outputs(update)
 
     parts["bridge"].click(bridge_run, [parts["source_video"], parts["bridge_into"], parts["extend_seconds"],
-                                       form["prompt"]], outputs, concurrency_id="gpu", show_progress="hidden",
-                          api_visibility="private")
+                                       form["prompt"]], outputs, **running)
+    _wire_machine_note(handlers, parts)
+
+
+def _wire_machine_note(handlers: Handlers, parts: dict) -> None:
+    """The Generate tab says when another run (a queue job, another page's) holds the machine, with Stop on to end
+    it; sent only when it changes for this page (its own gr.State)."""
+    shown = gr.State(None)
+
+    def note(last, request: gr.Request):
+        text, stop = handlers.machine_note(page_id(request))
+        if (text, stop) == last:
+            return gr.skip(), gr.skip(), last
+        return text, gr.skip() if stop is None else gr.update(interactive=stop), (text, stop)
+
+    parts["machine_timer"].tick(note, shown, [parts["machine"], parts["stop"], shown], queue=False,
+                                show_progress="hidden", api_visibility="private")
 
 
 def _api(handlers: Handlers, prompt) -> None:
@@ -229,7 +250,8 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
 # The settings' groups below the Start button: (group, accordion title, open at first, element id).
 _ACCORDIONS = (("settings", "Settings", True, "fp-settings"), ("model", "Model and quality", False, None),
                ("creative", "Timed prompts and LoRA", False, None),
-               ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"))
+               ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"),
+               ("advanced", "Advanced: guidance, window, step cache, attention, FP8, VAE tiling", False, "fp-advanced"))
 _WIDE = ("text", "image", "loras", "keyframes")  # widgets that take a row of their own; the others go two to a row
 
 
@@ -287,6 +309,9 @@ def _widget(setting: Setting, value, model_choices, lora_dir):
         labels = w.options.get("choice_labels", {})
         choices = model_choices if setting.name == "model" else setting.choices
         return gr.Dropdown([(labels.get(c, c), c) for c in choices], value=value, **common)
+    if w.kind == "radio" and setting.flag_values:  # words for values (VAE tiling: auto, on, off)
+        return gr.Radio([(word, w.auto if v is None else v) for word, v in setting.flag_values.items()],
+                        value=value, **common)
     if w.kind == "radio":
         choices = ([("auto", w.auto)] if setting.optional else []) + [(c, c) for c in setting.choices]
         return gr.Radio(choices, value=value, **common)
@@ -315,6 +340,7 @@ def _to_outputs(u: PageUpdate) -> tuple:
         return gr.skip() if value is KEEP else convert(value)
 
     running = u.running
+    stop = running if u.stoppable is KEEP else u.stoppable
     return (
         keep_or(u.progress),
         keep_or(u.preview),
@@ -323,7 +349,7 @@ def _to_outputs(u: PageUpdate) -> tuple:
         keep_or(u.summary),
         keep_or(u.seed),
         keep_or(running, lambda r: gr.update(interactive=not r, value="Generating…" if r else "Start")),
-        keep_or(running, lambda r: gr.update(interactive=r)),
+        keep_or(stop, lambda r: gr.update(interactive=r)),
     )
 
 

@@ -7,7 +7,6 @@ files only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -23,12 +22,12 @@ from framepack_core.run_files import NotARecord, RunFiles, live_owner
 from framepack_core.run_owner import owner_words
 
 from .creative import lora_rows
-from .handlers import PAGE_SETTINGS, Handlers, PageUpdate, summary_markdown
-from .progress import idle_html
+from .handlers import PAGE_SETTINGS, Handlers, refused, summary_markdown
+from .outputs_view import RESUMABLE, available, bridgeable, lineage, settings_table, sources, thumbnail, title
 
 log = logging.getLogger(__name__)
-COLUMNS = ["Run", "Prompt", "Length", "Status", "Date"]
-RESUMABLE = (Status.STOPPED, Status.FAILED, Status.RUNNING)  # running without a live owner: a killed run
+# The list's columns (outputs_view.title names a run by its prompt and time; File is the name actions take).
+COLUMNS = ["Run", "Length", "Status", "Made from", "File"]
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,25 @@ class OutputsHandlers:
     def runs(self) -> list[OutputRun]:
         return list_runs(self.folder)
 
-    def rows(self) -> list[list]:
-        return [run.row() for run in self.runs()] or [[""] * len(COLUMNS)]
+    def rows(self, runs: list[OutputRun] | None = None) -> list[list]:
+        """The list's rows (COLUMNS) of `runs` (None: the folder's), the file name last: what a picked row acts on."""
+        runs = self.runs() if runs is None else runs
+        return [[title(run), run.row()[2], run.status, lineage(run.record), run.name] for run in runs] or \
+            [[""] * len(COLUMNS)]
 
-    def thumbnails(self) -> list[tuple[str, str]]:
-        return [(str(run.files.picture), run.caption()) for run in self.runs() if run.files.picture.is_file()]
+    def thumbnails(self, runs: list[OutputRun] | None = None) -> list[tuple[str, str]]:
+        """(a frame of each run's own video, else its picture; its title and, unless finished, its status)."""
+        return self.gallery(runs)[0]
+
+    def gallery(self, runs: list[OutputRun] | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+        """The thumbnails, and the names of their runs in the same order (what a click on one picks)."""
+        shown, names = [], []
+        for run in self.runs() if runs is None else runs:
+            picture = thumbnail(run, self.handlers.worker.scratch / "thumbnails")
+            if picture is not None:
+                shown.append((str(picture), title(run) + ("" if run.status == Status.FINISHED else f" ({run.status})")))
+                names.append(run.name)
+        return shown, names
 
     def find(self, name) -> OutputRun:
         """The run called `name` in the outputs folder; ValueError when there is none."""
@@ -174,12 +187,31 @@ class OutputsHandlers:
             from .finish_page import summary
 
             return str(run.video) if run.video else None, f"{summary(run.record)}\n- source: `{run.record['source']}`"
-        settings = json.dumps(run.record.get("settings", {}), indent=1, default=str)
+        made_from = lineage(run.record)
+        heading = f"**{title(run)}**" + (f" · {made_from}" if made_from else "")
         try:
             summary = summary_markdown(run.record)
         except (KeyError, TypeError, ValueError, AttributeError):  # an older or hand-edited record lacks a field
             summary = f"**{run.name}** · {run.status}"
-        return str(run.video) if run.video else None, f"{summary}\n\n```json\n{settings}\n```"
+        return (str(run.video) if run.video else None, f"{heading}\n\n{summary}\n\n{settings_table(run.record)}")
+
+    def actions(self, name) -> dict[str, bool]:
+        """Which of the tab's buttons apply to run `name` (all off when there is no such run)."""
+        try:
+            run = self.find(name)
+        except ValueError:
+            return available(None)
+        live = self.handlers.worker.busy and self.handlers.last_run is not None and \
+            self.handlers.last_run.files == run.files
+        return available(run, live)
+
+    def sources(self, name) -> list[str]:
+        """The runs of this folder that run `name`'s video continues (its lineage), by name."""
+        try:
+            record = self.find(name).record
+        except ValueError:
+            return []
+        return [source for source in sources(record) if RunFiles(self.folder, source).record.is_file()]
 
     def remake_form(self, name) -> dict:
         """The Generate form's values (by FORM_FIELDS name) that make the picked run again.
@@ -219,34 +251,42 @@ class OutputsHandlers:
                              f"{'are' if len(missing) > 1 else 'is'} not in the LoRA folder.")
         return [[row[0], weights.get(row[0], 0.0)] for row in rows]
 
-    def resume(self, name):
-        """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section."""
-        try:
+    def resume(self, name, page: str = ""):
+        """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section
+        (a finishing run after its last whole part)."""
+        def resumable() -> OutputRun:
             run = self.find(name)
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
-            if run.finishing:
-                from .finish_page import resume_finishing
+            return run
 
-                yield from resume_finishing(self.handlers, run.files.record)
+        try:
+            finishing = self.find(name).finishing
+        except ValueError:
+            finishing = False
+        if finishing:
+            from .finish_page import resume_finishing
+
+            try:
+                run = resumable()
+            except ValueError as error:
+                yield refused(str(error))
                 return
-            resumed = Run.resume(run.files.record)
-        except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield from resume_finishing(self.handlers, run.files.record)
             return
-        yield from self.handlers._follow(resumed, resumed.request.method.seed)
+        yield from self.handlers._follow_new(lambda: Run.resume(resumable().files.record), page)
 
-    def extend(self, name, seconds, prompt):
+    def extend(self, name, seconds, prompt, page: str = ""):
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""
-        yield from self._continue(name, seconds, prompt)
+        yield from self._continue(name, seconds, prompt, page=page)
 
-    def branch(self, name, at_seconds, seconds, prompt):
+    def branch(self, name, at_seconds, seconds, prompt, page: str = ""):
         """Branch here pressed: the picked run's finished video kept up to about `at_seconds` (the player's
         time) and continued from there for `seconds` more, into a new run; the source stays as it is."""
-        yield from self._continue(name, seconds, prompt, branching=True, from_seconds=at_seconds)
+        yield from self._continue(name, seconds, prompt, branching=True, from_seconds=at_seconds, page=page)
 
-    def _continue(self, name, seconds, prompt, branching=False, from_seconds=None):
+    def _continue(self, name, seconds, prompt, branching=False, from_seconds=None, page: str = ""):
         """Extend or branch the picked run's finished video, through the page's one extend path; one
         sentence on the Generate tab, and nothing written, when it cannot be done."""
         try:
@@ -254,11 +294,11 @@ class OutputsHandlers:
             if branching and from_seconds is None:  # the browser found no player to read the time from
                 raise ValueError("Show the picked run's video and seek it to the moment to branch from.")
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
-        yield from self.handlers.page_extend(str(video), seconds, prompt, from_seconds=from_seconds)
+        yield from self.handlers.page_extend(str(video), seconds, prompt, from_seconds=from_seconds, page=page)
 
-    def bridge(self, name, into_name, seconds, prompt):
+    def bridge(self, name, into_name, seconds, prompt, page: str = ""):
         """Bridge pressed: the picked run's finished video, about `seconds` leading from its last frame into
         the finished video of run `into_name`, then that video, as a new run (bridge.py); both stay as they are."""
         try:
@@ -267,9 +307,9 @@ class OutputsHandlers:
                 raise ValueError("Choose the run to bridge into first.")
             second = self.finished_video(into_name, "bridge into")
         except ValueError as error:
-            yield PageUpdate(progress=idle_html(str(error), error=True), running=False)
+            yield refused(str(error))
             return
-        yield from self.handlers.page_bridge(str(first), str(second), seconds, prompt)
+        yield from self.handlers.page_bridge(str(first), str(second), seconds, prompt, page=page)
 
     def finished_video(self, name, use: str) -> Path:
         """The finished video of run `name`; ValueError naming `use` ("extend", ...) when it has none."""
@@ -279,9 +319,13 @@ class OutputsHandlers:
         return run.files.video
 
     def bridge_choices(self, picked=None) -> list[tuple[str, str]]:
-        """The runs Bridge can lead into, as (label, name): the finished ones but the picked run, newest first."""
-        return [(f"{run.name} · {run.prompt[:40]}" if run.prompt else run.name, run.name) for run in self.runs()
-                if run.name != picked and run.status == Status.FINISHED and run.files.video.is_file()]
+        """The runs Bridge can lead into, as (label, name), newest first: with a run picked, the finished ones of
+        its size but itself (a bridge joins clips of one size); none when it has no finished video."""
+        runs = self.runs()
+        first = next((run for run in runs if run.name == picked), None) if picked else None
+        return [(f"{title(run)} · {run.name}", run.name) for run in runs
+                if (bridgeable(first, run) if first is not None else
+                    run.name != picked and run.status == Status.FINISHED and run.files.video.is_file())]
 
     def delete(self, name) -> str:
         """Delete the picked run's files (pictures, videos, latents, record) and nothing else."""

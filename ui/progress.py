@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, StageName, Status, Step
+from framepack_core.run_progress import CostedProgress
 
 IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
 
@@ -36,8 +37,10 @@ class RunProgress:
         self.ended: float | None = None
         self._sampling_started: float | None = None  # ETA counts from here: loading is not repeated
         self._done_at_start = 0.0  # what a resumed finishing run had done before: not this run's pace
+        self.work = CostedProgress(clock)  # decode and write counted with the steps, by their cost
 
     def update(self, event) -> None:
+        self.work.update(event)
         if isinstance(event, Stage):
             self.stage = event.message
             if event.name == StageName.SAMPLING and self._sampling_started is None:
@@ -70,14 +73,13 @@ class RunProgress:
     def fraction(self) -> float:
         if self.state == Status.FINISHED:
             return 1.0
-        total = self.sections * self.steps
-        return ((self.section - 1) * self.steps + self.step) / total if total else 0.0
+        return self.work.fraction
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, from the pace so far (decoding between sections included); None if unknown."""
-        if self.state not in _GOING or self._sampling_started is None:
-            return None
+        """Seconds left, from the pace so far over the work's expected cost (decodes included); None if unknown."""
+        if self.state not in _GOING or self._sampling_started is None or self.work.overdue:
+            return None  # an overdue decode: "about 0:00 left" would be a guess, and wrong
         done = self.fraction
         if done <= self._done_at_start:
             return None
@@ -121,18 +123,25 @@ def render(p: RunProgress) -> str:
 
 
 def stages_markdown(stages: list[dict] | None) -> str:
-    """What each stage of a run cost (the record's `stages`), as a table; "" when there is none."""
+    """What each stage of a run cost (the record's `stages`), as a table; "" when there is none. Columns that no
+    stage has a figure for (device peaks on a CPU, say) are left out, so the table fits the page's column."""
     if not stages:
         return ""
-    rows = ["| stage | seconds | VRAM peak, allocated / reserved | streamed | RAM peak (RssAnon) | pinned | planned |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    # Short headings (one word or two): long ones broke mid-word in the page's narrow column; the note below says
+    # what the two peaks are.
+    columns = [("VRAM peak", ("vram_peak_allocated", "vram_peak_reserved")), ("streamed", ("bytes_streamed",)),
+               ("RAM peak", ("rss_anon_peak",)), ("pinned", ("pinned_bytes",)), ("planned", ("planned_bytes",))]
+    columns = [(head, keys) for head, keys in columns if any(s.get(key) is not None for s in stages for key in keys)]
+    rows = ["| " + " | ".join(["stage", "seconds"] + [head for head, _ in columns]) + " |",
+            "|---|" + "---:|" * (1 + len(columns))]
     for s in stages:
         name = s["stage"].replace("_", " ") + (f" {s['section'] + 1}" if s.get("section") is not None else "")
-        rows.append(f"| {name} | {s['seconds']:.2f} | {bytes_text(s['vram_peak_allocated'])} / "
-                    f"{bytes_text(s['vram_peak_reserved'])} | {bytes_text(s['bytes_streamed'])} | "
-                    f"{bytes_text(s['rss_anon_peak'])} | {bytes_text(s['pinned_bytes'])} | "
-                    f"{bytes_text(s['planned_bytes'])} |")
-    return "\n".join(rows)
+        cells = [" / ".join(bytes_text(s.get(key)) for key in keys) for _, keys in columns]
+        rows.append("| " + " | ".join([name, f"{s['seconds']:.2f}", *cells]) + " |")
+    notes = [note for head, note in (("VRAM peak", "VRAM peak: allocated / reserved."),
+                                     ("RAM peak", "RAM peak: the process's own memory (RssAnon).")) if
+             head in {h for h, _ in columns}]
+    return "\n".join(rows) + (f"\n\n{' '.join(notes)}" if notes else "")
 
 
 def bytes_text(count: int | None) -> str:

@@ -4,6 +4,8 @@
     queue import FILE                                    JSON Lines or CSV, one job a row
     queue add-folder DIR --prompt T [flags]              one job per picture
     queue list [--json]
+    queue cancel|retry|delete JOB [JOB ...]              one or more jobs, by number
+    queue clear                                          the finished jobs off the list (videos stay)
     queue run [--ray [auto|ADDRESS]]                     until the queue is empty
 
 Model libraries (and Ray) are imported only by `run`.
@@ -23,11 +25,46 @@ def queue_command(args) -> int:
 
     store = JobStore(args.outputs)  # writes nothing until a job is added: a refused one leaves no folder
     try:
-        return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run}[
-            args.queue_command](store, args)
+        return {"add": _add, "import": _import, "add-folder": _add_folder, "list": _list, "run": _run,
+                "cancel": _act, "retry": _act, "delete": _act, "clear": _clear}[args.queue_command](store, args)
     except StoreError as error:  # a damaged, read-only or foreign queue file: its one sentence
         _say(f"error: {error}")
         return 2
+
+
+# What each action did, read back from the job (the store changes nothing where an action does not apply).
+_DONE = {"cancel": "cancelled", "retry": "queued again", "delete": "deleted (its video stays)"}
+
+
+def _act(store, args) -> int:
+    """cancel, retry or delete the jobs named; exit 2 if any was not there or the action did not apply."""
+    action, bad = args.queue_command, 0
+    for job_id in args.jobs:
+        before = store.get(job_id)
+        if before is None:
+            _say(f"job {job_id}: there is no such job")
+            bad += 1
+            continue
+        getattr(store, action)(job_id)
+        after = store.get(job_id)
+        if action == "delete" and after is not None:
+            _say(f"job {job_id} is running: cancel it first")
+        elif action == "cancel" and after.status == "running":
+            _say(f"job {job_id} stops after its current step")
+            continue
+        elif action != "delete" and (after.status, after.message) == (before.status, before.message):
+            _say(f"job {job_id} is {after.status}: nothing to {action}")
+        else:
+            _say(f"job {job_id} {_DONE[action]}")
+            continue
+        bad += 1
+    return 2 if bad else 0
+
+
+def _clear(store, args) -> int:
+    removed = store.clear_finished()
+    _say(f"removed {removed} finished job{'s' if removed != 1 else ''} from the list (their videos stay)")
+    return 0
 
 
 def _add(store, args) -> int:
@@ -91,6 +128,10 @@ def _list(store, args) -> int:
     if args.json:
         print(json.dumps([job.summary() for job in jobs]), flush=True)
         return 0
+    if not jobs:
+        print("the queue is empty", flush=True)
+        return 0
+    print(f"{'#':>4}  {'status':<8} {'done':>6}  {'picture':<24} {'prompt':<40} video / message", flush=True)
     for job in jobs:
         extra = job.video or job.message
         print(f"{job.id:>4}  {job.status:<8} {job.progress * 100:5.1f}%  {job.label[:24]:<24} "
@@ -157,7 +198,14 @@ def executor_from_args(store, args):
     from .cli import TerminalProgress
 
     progress = TerminalProgress()
-    return LocalExecutor(store, Session(config), on_event=lambda job, event: progress(event), on_job=_announce), ()
+
+    def on_event(job, event) -> None:
+        progress(event)
+        from framepack_core.events import Finished
+
+        if isinstance(event, Finished) and event.video is not None:  # which file each job wrote
+            progress.say(f"job {job.id} wrote {event.video}")
+    return LocalExecutor(store, Session(config), on_event=on_event, on_job=_announce), ()
 
 
 def _job_line(job, event) -> None:
@@ -174,7 +222,8 @@ def _job_line(job, event) -> None:
 
 def add_queue_parser(commands, generate) -> None:
     """The `queue` sub-commands; `add` and `add-folder` take every flag of `generate` (its parser, as parent)."""
-    queue = commands.add_parser("queue", help="a job queue that survives restarts: add, import, list, run",
+    queue = commands.add_parser("queue", help="a job queue that survives restarts: add, import, list, run, "
+                                "cancel, retry, delete, clear",
                                 allow_abbrev=False)
     sub = queue.add_subparsers(dest="queue_command", required=True)
     sub.add_parser("add", parents=[generate], conflict_handler="resolve", allow_abbrev=False,
@@ -202,7 +251,16 @@ def add_queue_parser(commands, generate) -> None:
     run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")
     run.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="as for generate")
     run.add_argument("--ram-budget", type=float, default=None, metavar="GB", help="as for generate")
-    for parser in (imp, listing, run):
+    acts = []
+    for name, words in (("cancel", "stop jobs (a running one after its current step; it keeps what it made)"),
+                        ("retry", "queue stopped or failed jobs again (they resume where they stopped)"),
+                        ("delete", "remove jobs from the list (not a running one; their videos stay)")):
+        act = sub.add_parser(name, allow_abbrev=False, help=words)
+        act.add_argument("jobs", type=int, nargs="+", metavar="JOB", help="the job's number (queue list's #)")
+        acts.append(act)
+    acts.append(sub.add_parser("clear", allow_abbrev=False, help="remove the finished jobs from the list "
+                               "(their videos stay)"))
+    for parser in (imp, listing, run, *acts):
         parser.add_argument("--outputs", default="outputs", help="the queue's folder (videos and queue.sqlite3)")
 
 

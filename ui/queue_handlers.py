@@ -24,7 +24,7 @@ from .progress import RunProgress, idle_html
 from .worker import WorkerBusy
 
 log = logging.getLogger(__name__)
-COLUMNS = ["#", "status", "progress", "picture", "prompt", "video / message"]
+COLUMNS = ["#", "status", "done", "picture", "prompt", "video / message"]  # short headings: no mid-word breaks
 ACTIONS = ("up", "down", "cancel", "retry", "delete")
 
 
@@ -53,7 +53,10 @@ class QueueHandlers:
             job_id = add_job(self.store, self.handlers.request_fields(form))
         except ValueError as error:
             return f"Not queued: {error}"
-        return f"Queued as job {job_id}."
+        waiting = [job.id for job in self.store.jobs() if job.status == Status.QUEUED]
+        place = f", number {waiting.index(job_id) + 1} in line" if job_id in waiting else ""
+        state = "" if self.running.is_set() else " (the queue is paused: tick \"Work through the queue\" to start it)"
+        return f"Queued as job {job_id}{place}; see the Queue tab{state}."
 
     def act(self, action: str, job_id) -> str:
         try:
@@ -178,7 +181,7 @@ class QueueHandlers:
     def _on_worker(self, run, emit):
         """A job's run on the page's worker thread: Start and the queue never make two videos at once."""
         try:
-            submission = self.handlers.worker.submit(run, wait=0)
+            submission = self.handlers.worker.submit(run, wait=0, label=f"Queue job {self.live.job_id} (Queue tab)")
         except WorkerBusy:
             # Start was pressed in between: the job goes back to the queue, untouched.
             raise NotNow("waiting for the page's own video") from None

@@ -23,13 +23,20 @@ class WorkerBusy(RuntimeError):
     """A run is still going; the page says so instead of starting a second one."""
 
 
+def busy_message(label: str) -> str:
+    """The one sentence for a Start refused because `label` (e.g. "Queue job 3") is making a video."""
+    return (f"{label} is making a video on this machine now: press Stop (Generate tab) to end it, or Add to queue to make "
+            "yours after it. Nothing was started.")
+
+
 class Submission:
     """One run handed to the worker: its events as they come. (Not a queue's job, jobs.store.Job: a request
     waiting in the queue's database; a queued job that runs on the page is submitted like any run.)"""
 
-    def __init__(self, number: int, run):
+    def __init__(self, number: int, run, label: str = "A page's run"):
         self.number = number
         self.run = run
+        self.label = label  # what is making the video, in the words of a refused Start ("Queue job 3")
         self.events: queue.Queue = queue.Queue()
         self.finished = threading.Event()  # set once the thread has released everything
 
@@ -91,14 +98,28 @@ class Worker:
         submission = self._submitted
         return submission is not None and not submission.finished.is_set()
 
-    def submit(self, run, wait: float = 30.0) -> Submission:
-        """Start a run (framepack_core.run.Run). A run being stopped gets `wait` seconds to end."""
+    def check_free(self) -> None:
+        """WorkerBusy, naming what runs, unless a new run could start now (nothing runs, or it is stopping).
+        Asked before a run writes anything, so that a refused Start leaves no files behind."""
+        submission = self._submitted
+        if submission is not None and not submission.finished.is_set() and not submission.cancel.is_set():
+            raise WorkerBusy(busy_message(submission.label))
+
+    def running(self) -> Submission | None:
+        """The submission making a video now (its `label` says whose: "Queue job 3"), None when nothing is."""
+        submission = self._submitted
+        return submission if submission is not None and not submission.finished.is_set() else None
+
+    def submit(self, run, wait: float = 30.0, label: str = "A page's run") -> Submission:
+        """Start a run (framepack_core.run.Run). A run being stopped gets `wait` seconds to end; one still
+        going is refused at once (WorkerBusy): the page says what runs instead of waiting for it."""
         with self._lock:
             previous = self._submitted
-            if previous is not None and not previous.finished.wait(wait):
-                raise WorkerBusy("A video is still being made; press Stop or wait for it to finish.")
+            if previous is not None and not previous.finished.is_set():
+                if not previous.cancel.is_set() or not previous.finished.wait(wait):
+                    raise WorkerBusy(busy_message(previous.label))
             self._count += 1
-            submission = self._submitted = Submission(self._count, run)
+            submission = self._submitted = Submission(self._count, run, label)
         shutil.rmtree(self.scratch / str(submission.number - 1), ignore_errors=True)
         thread = threading.Thread(target=self._work, args=(submission,), name=f"framepack-run-{submission.number}", daemon=True)
         thread.start()

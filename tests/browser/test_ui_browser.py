@@ -202,8 +202,8 @@ def test_a_person_works_the_queue_tab(server, page):
         prompt.fill(text)
         page.locator("#fp-add-queue").click()
         queue.click()
-        expect(message).to_have_text(re.compile(r"Queued as job \d+\.") if not ids else
-                                     re.compile(rf"Queued as job (?!{ids[-1]}\.)\d+\."))
+        expect(message).to_have_text(re.compile(r"Queued as job \d+, number \d in line") if not ids else
+                                     re.compile(rf"Queued as job (?!{ids[-1]},)\d+, number \d in line"))
         ids.append(int(re.search(r"job (\d+)", message.inner_text()).group(1)))
     kite, balloon = ids
     row = lambda text: table.get_by_role("row").filter(has_text=text)  # gradio's grid rows, as read aloud

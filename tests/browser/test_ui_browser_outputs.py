@@ -23,6 +23,27 @@ def _pick(page, text: str) -> None:
     page.locator("#fp-out-table [role=gridcell]").filter(has_text=text).first.click()
 
 
+def _thumbnail_is_its_own_frame(page, url, video) -> None:
+    """The newest run's thumbnail (the gallery's first) is the middle frame of its own video, not its picture."""
+    import io
+    from urllib.parse import urljoin
+
+    import numpy as np
+    from PIL import Image
+
+    from mp4info import mp4_info
+
+    gallery = page.locator("#fp-out-gallery")
+    expect(gallery).to_contain_text(CLI_PROMPT, timeout=20_000)  # redrawn since the run came (its caption)
+    thumb = gallery.locator("img").first
+    expect(thumb).to_be_visible()
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(urljoin(url, thumb.get_attribute("src"))).body()))
+                       .convert("RGB"), dtype=int)
+    frames = mp4_info(video)[1].astype(int)
+    errors = [np.abs(shown - frame).mean() for frame in frames]
+    assert int(np.argmin(errors)) == len(frames) // 2 and min(errors) < 0.5 * np.median(errors), errors
+
+
 def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  # noqa: F811 (fixtures)
     url, outputs = server
     page.goto(url)
@@ -58,6 +79,7 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  
     _pick(page, CLI_PROMPT)
     expect(page.locator("#fp-out-picked textarea")).to_have_value(re.compile(r"_4242$"))
     expect(page.locator("#fp-out-video video")).to_be_visible()
+    _thumbnail_is_its_own_frame(page, url, outputs / (page.locator("#fp-out-picked textarea").input_value() + ".mp4"))
     page.locator("#fp-out-remake").click()
     expect(page.locator("#fp-prompt textarea")).to_have_value(CLI_PROMPT)
     expect(page.locator("#fp-seed input")).to_have_value("4242")
@@ -179,6 +201,12 @@ def test_bridge_joins_two_runs_with_the_way_between_them(server, page):  # noqa:
     expect(page.locator("#fp-out-table")).to_contain_text("the second clip of a bridge", timeout=20_000)
     _pick(page, "the first clip of a bridge")
     expect(page.locator("#fp-out-picked textarea")).to_have_value(first.stem)
+
+    # Bridge with no run chosen to bridge into: refused on the Outputs tab, which stays open, and nothing written.
+    page.locator("#fp-out-bridge").click()
+    expect(page.locator("#fp-out-message")).to_have_text("Choose the run to bridge into first.")
+    expect(tabs.get_by_role("tab", name="Outputs")).to_have_attribute("aria-selected", "true")
+    assert {p.name for p in outputs.iterdir()} == before
 
     # "Bridge into" lists the other finished runs (not the picked one); choose the second clip.
     page.locator("#fp-out-bridge-into input").click()
