@@ -70,16 +70,19 @@ def stopped_upscale(page, stop_at: int = 5) -> FinishingRun:
     return run
 
 
-def test_a_finishing_run_is_listed_and_resumed_from_either_tab(page):
-    """Listed in Outputs with what it finished from; Resume (Outputs tab, then the Generate tab's) continues it
-    after its whole parts to the bytes of an uninterrupted upscale, its progress in frames."""
+def test_a_finishing_run_is_listed_with_its_source_and_resumed_from_the_outputs_tab(page):
+    """Listed in Outputs with what it finished from; the Outputs tab's Resume continues it after its whole parts
+    to the bytes of an uninterrupted upscale, its progress in frames. The Generate tab's Resume is only for
+    that page's own run, so it points there (issue 28)."""
     whole = FinishingRun.start(FinishRequest("upscale", page.outputs.folder / "run1.mp4", 2, model="tiny-x2",
                                              folder=page.outputs.folder.parent / "whole", upscalers=page.upscalers,
                                              part_frames=4))
     whole.execute(None, lambda event: None)
     stopped = stopped_upscale(page)
-    rows = {row[0]: row for row in page.outputs.rows()}
-    assert rows[stopped.files.name][1:4] == ["upscale x2 of run1.mp4", "0.27 s", "stopped"]  # 8 frames at 30 fps
+    rows = {row[-1]: row for row in page.outputs.rows()}  # by file name, the list's last column
+    title, length, status, made_from, _ = rows[stopped.files.name]
+    assert title.startswith("upscale x2 of run1.mp4") and (length, status) == ("0.27 s", "stopped")  # 8 at 30 fps
+    assert "run1" in made_from
     video, details = page.outputs.details(stopped.files.name)
     assert video == str(stopped.files.in_progress) and "**upscale x2** of `run1.mp4`: stopped" in details
     updates = list(page.outputs.resume(stopped.files.name))
@@ -89,6 +92,8 @@ def test_a_finishing_run_is_listed_and_resumed_from_either_tab(page):
     assert stopped.files.video.read_bytes() == whole.files.video.read_bytes()
     again = stopped_upscale(page, stop_at=6)  # a fresh name beside the finished one
     assert again.files.name != stopped.files.name
-    updates = list(page.outputs.handlers.page_resume())  # the Generate tab's Resume: the newest unfinished run
+    (refusal,) = list(page.outputs.handlers.page_resume())  # the Generate tab's Resume: not this page's run
+    assert "Outputs tab" in refusal.refused
+    updates = list(page.outputs.resume(again.files.name))
     assert updates[-1].download == str(again.files.video)
     assert again.files.video.read_bytes() == whole.files.video.read_bytes()

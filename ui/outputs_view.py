@@ -27,6 +27,8 @@ def title(run) -> str:
 def sources(record: dict) -> list[str]:
     """The runs (by name) whose videos this one continues: the one it extends or branches, the two it bridges."""
     named = record.get("extends") or record.get("branches") or record.get("bridges") or []
+    if record.get("kind") == "finishing":  # an upscale or interpolation of one run's video
+        named = record.get("source") or []
     return [Path(str(video)).stem for video in ([named] if isinstance(named, str) else named)]
 
 
@@ -37,6 +39,8 @@ def lineage(record: dict) -> str:
         return f"branch of {names[0]} at {record.get('from_seconds', 0):g} s"
     if record.get("bridges"):
         return "bridges " + " → ".join(names)
+    if record.get("kind") == "finishing" and names:
+        return f"{record.get('operation') or 'finishing'} of {names[0]}"
     return f"extends {names[0]}" if names else ""
 
 
