@@ -89,6 +89,8 @@ def test_the_command_line_and_the_page_resume_a_killed_bridge_and_extension(tiny
     extension = STARTS["extension"](a, b, page)
     _killed_before_its_first_section(extension)
     handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, page))
-    final = list(handlers.page_resume())[-1]
+    from ui.outputs import OutputsHandlers
+
+    final = list(OutputsHandlers(handlers).resume(extension.files.name))[-1]  # the Outputs tab's Resume
     assert final.download == str(extension.files.video)
     assert extension.files.video.read_bytes() == whole["extension"].video.read_bytes()

@@ -71,7 +71,7 @@ def test_foreign_and_broken_records_are_passed_over_with_one_notice_each(tab, pi
     QueueHandlers(tab.handlers).export()  # the Queue tab's Export JSON: not among the runs' records
     with caplog.at_level(logging.WARNING, logger="ui.outputs"):
         for _ in range(2):
-            assert [row[0] for row in tab.rows()] == [name]
+            assert [row[-1] for row in tab.rows()] == [name]  # the file name: the list's last column
             assert [run.name for run in list_runs(tab.folder)] == [name]
     told = sorted(r.getMessage().split(" is passed over")[0].removeprefix("Outputs: ") for r in caplog.records
                   if r.name == "ui.outputs")  # the scripted engine's videos are not MP4s: run.py says so, elsewhere
@@ -253,8 +253,9 @@ def test_the_page_starts_over_a_damaged_queue_and_foreign_json(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
-    told = "".join(lines)
-    assert "queue-export-20260101-000000.json is passed over" in told and "cannot be used" in told
+    # The damaged queue is told at start; the Outputs tab reads the folder only when a page opens it (issue 28),
+    # where the export is passed over with its notice (test_foreign_and_broken_records_are_passed_over...).
+    assert "cannot be used" in "".join(lines)
 
 
 def _live_owner_elsewhere() -> tuple[subprocess.Popen, dict]:

@@ -21,7 +21,7 @@ def test_generate_while_a_queue_job_runs_is_refused_at_once_and_writes_nothing(t
     try:
         job = worker.submit(Run.start(tiny_request(picture, folder=outputs)))  # what the page's queue hands it
         before = sorted(p.name for p in outputs.iterdir())
-        with pytest.raises(WorkerBusy, match="A video is being made"):
+        with pytest.raises(WorkerBusy, match="is making a video on this machine now"):
             handlers.api_run(str(picture), "waves", seconds=1, seed=3, steps=2)
         assert sorted(p.name for p in outputs.iterdir()) == before  # no record, no picture: nothing written
         gate.set()

@@ -28,13 +28,13 @@ def test_a_job_on_two_gpus_holds_both_and_one_on_three_is_refused(tmp_path):
     ray.init(num_cpus=1, num_gpus=2, **init_options())
     try:
         store = JobStore(tmp_path / "outputs")
-        refused = store.add({"prompt": "a red balloon", "gpus": 3})
+        refused = store.add({"prompt": "a red balloon", "image": "balloon.png", "gpus": 3})
         executor = RayExecutor(store, address="local")
         assert executor.run_until_empty() == 0  # returns: nothing waits for a third GPU
         job = store.get(refused)
         assert (job.status, job.message) == ("failed", TOO_MANY)
 
-        store.add({"prompt": "a red balloon", "gpus": 2})
+        store.add({"prompt": "a red balloon", "image": "balloon.png", "gpus": 2})
         job = store.claim(executor.owner)
         executor.actor_class = ray.remote(**worker_options(1, 2), max_concurrency=2, max_restarts=0)(JobWorker)
         worker = executor._worker_for(job, free=[])

@@ -45,12 +45,14 @@ def test_bad_api_input_is_one_clear_message_and_writes_nothing(server, picture, 
     assert set(outputs.iterdir()) == before
 
 
-def test_runs_share_one_queue_of_one(server):
+def test_the_api_waits_its_turn_and_a_page_start_is_answered_at_once(server):
+    """/generate calls queue behind each other (one at a time); the page's Start is not held in gradio's queue,
+    where it would wait unseen: the worker refuses it at once while anything runs (issue 28)."""
     page, _, _ = server
-    runs = [fn for fn in page.fns.values() if fn.name in ("run", "generate")]
-    assert len(runs) == 2
-    assert {fn.concurrency_id for fn in runs} == {"gpu"}
-    assert all(fn.concurrency_limit in (1, "default") for fn in runs)
+    runs = {fn.name: fn for fn in page.fns.values() if fn.name in ("run", "generate")}
+    assert set(runs) == {"run", "generate"}
+    assert runs["generate"].concurrency_id == "gpu" and runs["generate"].concurrency_limit in (1, "default")
+    assert runs["run"].concurrency_limit is None
     assert page._queue.default_concurrency_limit == 1
 
 

@@ -124,7 +124,7 @@ def test_cli_summary_reports_kernel_and_cache(tiny_models, square_picture, tmp_p
     import app
     import ui.cli
 
-    monkeypatch.setattr(ui.cli, "_stop_on_ctrl_c", lambda cancel: None)  # pytest keeps its own Ctrl+C
+    monkeypatch.setattr(ui.cli, "_stop_on_ctrl_c", lambda run, say: None)  # pytest keeps its own Ctrl+C
     code = app.main(["generate", "--model", "tiny", "--resolution", "128", "--seconds", "1", "--steps", "4",
                      "--image", str(square_picture), "--prompt", "a kite", "--output", str(tmp_path / "v.mp4"), "--json",
                      *flags])

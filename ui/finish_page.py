@@ -152,7 +152,7 @@ def wire_finish(finishing: FinishHandlers, controls: SimpleNamespace, picked, ta
     def interpolate(name, factor):
         yield from follow(finishing.finish(name, "interpolate", factor))
 
-    running = dict(concurrency_id="gpu", show_progress="hidden", api_visibility="private")
+    running = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")  # refused at once when busy
     controls.upscale.click(upscale, [picked, controls.scale, controls.model], [tabs, *run_outputs], **running)
     controls.interpolate.click(interpolate, [picked, controls.factor], [tabs, *run_outputs], **running)
     controls.model.focus(lambda: gr.Dropdown(choices=finishing.model_choices()), None, controls.model,

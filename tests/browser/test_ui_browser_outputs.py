@@ -37,6 +37,8 @@ def _thumbnail_is_its_own_frame(page, url, video) -> None:
     expect(gallery).to_contain_text(CLI_PROMPT, timeout=20_000)  # redrawn since the run came (its caption)
     thumb = gallery.locator("img").first
     expect(thumb).to_be_visible()
+    # Drawn while the run was going it shows the run's picture; the next redraw (within the tab's 2 s timer) a frame.
+    expect(thumb).to_have_attribute("src", re.compile(r"\.jpg$"), timeout=20_000)
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(urljoin(url, thumb.get_attribute("src"))).body()))
                        .convert("RGB"), dtype=int)
     frames = mp4_info(video)[1].astype(int)
