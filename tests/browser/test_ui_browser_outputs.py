@@ -60,9 +60,10 @@ def test_three_tabs_outputs_lists_remakes_and_resumes(server, page, tmp_path):  
     expect(page.locator("#fp-image img")).to_be_visible()
     page.locator("#fp-prompt textarea").fill("waves roll in and out")
     set_slider(page, "fp-seconds", 3)  # two sections: Stop lands in the second, Resume makes only it
-    set_slider(page, "fp-steps", 10)
+    set_slider(page, "fp-steps", 20)  # a second section long enough that Stop lands inside it on a fast machine
     page.locator("#fp-start").click()
     expect(page.locator("#fp-video video")).to_be_visible(timeout=60_000)
+    expect(progress).to_contain_text("Section 2 of 2", timeout=30_000)
     page.locator("#fp-stop").click()
     expect(progress).to_contain_text("Stopped; the video so far is kept", timeout=30_000)
 
