@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from framepack_core.events import SectionDone, Status
 
-from .handlers import KEEP, PageUpdate
+from .handlers import KEEP, PageUpdate, followed
 from .progress import RunProgress, idle_html
 from .worker import WorkerBusy
 
@@ -87,20 +87,11 @@ def follow_finishing(handlers, run):
     handlers.last_run = None  # not a generation: nothing for the Generate tab's Resume or Extend
     progress = RunProgress(frames=True)
     yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="", running=True)
-    try:
-        for batch in submission.batches():
-            update = PageUpdate()
-            for event in batch:
-                progress.update(event)
-                if isinstance(event, SectionDone):
-                    update.video = str(event.video)
-            if submission.cancel.is_set():
-                progress.stopping()
-            update.progress = progress.html()
-            yield update
-    finally:
-        submission.stop()
-    submission.finished.wait()
+    def shown(event, update: PageUpdate) -> None:
+        if isinstance(event, SectionDone):  # a whole part, joined: the video so far
+            update.video = str(event.video)
+
+    yield from followed(submission, progress, shown)
     record = run.record()
     video = str(run.files.video) if record["status"] == Status.FINISHED else None
     yield PageUpdate(progress=progress.html(), video=video or KEEP, download=video,

@@ -9,6 +9,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -35,6 +36,24 @@ class PageUpdate:
     running: object = KEEP  # True: Start off, Stop on
     stoppable: object = KEEP  # Stop on while Start stays on: a Start refused because something else runs
     refused: object = KEEP  # the sentence of a run refused before it started (the Outputs tab shows it in place)
+
+
+def followed(submission, progress, shown: Callable[[object, PageUpdate], None]):
+    """A submitted run's page updates until it has ended: its progress after each batch of events, plus what
+    `shown(event, update)` puts in (a preview, the video so far). Leaving early (the browser went away) stops it."""
+    try:
+        for batch in submission.batches():
+            update = PageUpdate()
+            for event in batch:
+                progress.update(event)
+                shown(event, update)
+            if submission.cancel.is_set():
+                progress.stopping()
+            update.progress = progress.html()
+            yield update
+    finally:
+        submission.stop()  # a no-op after the end; ends the run when the browser went away mid-run
+    submission.finished.wait()
 
 
 def refused(message: str, **fields) -> PageUpdate:
@@ -189,22 +208,13 @@ class Handlers:
         progress = RunProgress()
         yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="",
                          seed=seed, running=True)
-        try:
-            for batch in submission.batches():
-                update = PageUpdate()
-                for event in batch:
-                    progress.update(event)
-                    if isinstance(event, Preview):
-                        update.preview = contact_sheet(event.image, run.request.method.window)
-                    elif isinstance(event, SectionDone):
-                        update.video = str(event.video)
-                if submission.cancel.is_set():
-                    progress.stopping()
-                update.progress = progress.html()
-                yield update
-        finally:
-            submission.stop()  # a no-op after the end; ends the run when the browser went away mid-run
-        submission.finished.wait()
+        def shown(event, update: PageUpdate) -> None:
+            if isinstance(event, Preview):
+                update.preview = contact_sheet(event.image, run.request.method.window)
+            elif isinstance(event, SectionDone):
+                update.video = str(event.video)
+
+        yield from followed(submission, progress, shown)
         record = run.record()
         video = None
         if record["status"] != Status.FAILED and record["video"]:

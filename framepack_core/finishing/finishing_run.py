@@ -143,7 +143,7 @@ class FinishingRun:
         self.parts_done = streams.done_parts(self.parts)
         per_part, total = self.request.part_frames, self.facts.frames
         index = self.parts_done * per_part
-        pairs = _with_following(streams.read_frames(self.request.source, skip=index))
+        pairs = streams.with_following(streams.read_frames(self.request.source, skip=index))
         for number in range(self.parts_done + 1, self.parts_total + 1):
             writer = streams.PartWriter(streams.part_path(self.parts, number), width, height, self._fps(),
                                         self.request.crf)
@@ -250,14 +250,3 @@ def _result_shape(method, request: FinishRequest, facts) -> tuple[int, int, int]
         return facts.width, facts.height, (facts.frames - 1) * request.factor + 1
     width, height = method.size(facts.width, facts.height)
     return width, height, method.frames(facts.frames)
-
-
-def _with_following(frames):
-    """(frame, the next frame or None at the end), reading one frame ahead."""
-    previous = None
-    for frame in frames:
-        if previous is not None:
-            yield previous, frame
-        previous = frame
-    if previous is not None:
-        yield previous, None

@@ -71,3 +71,18 @@ def done_parts(folder: Path) -> int:
     while part_path(folder, count + 1).exists():
         count += 1
     return count
+
+
+def with_following(frames):
+    """(frame, the next frame or None at the end), reading one frame ahead (an interpolation needs both);
+    closing it closes the reader."""
+    previous = None
+    try:
+        for frame in frames:
+            if previous is not None:
+                yield previous, frame
+            previous = frame
+        if previous is not None:
+            yield previous, None
+    finally:
+        frames.close()

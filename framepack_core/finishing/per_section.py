@@ -63,7 +63,7 @@ class SectionFinishing:
         width, height = self.method.size(self.facts.width, self.facts.height)
         fps = self.facts.fps * (factor if operation == "interpolate" else 1)
         emit(Stage(StageName.WRITING, f"{operation} x{factor} of the frames made so far"))
-        pairs = _with_following(streams.read_frames(video, skip=done * PART_FRAMES))
+        pairs = streams.with_following(streams.read_frames(video, skip=done * PART_FRAMES))
         try:
             while (done + 2) * PART_FRAMES <= final:
                 writer = streams.PartWriter(streams.part_path(folder, done + 1), width, height, fps,
@@ -151,17 +151,3 @@ def _model_of(folder: Path) -> dict | None:
         return json.loads((folder / MODEL).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _with_following(frames):
-    """(frame, the next frame or None at the end), reading one frame ahead; closing it closes the reader."""
-    previous = None
-    try:
-        for frame in frames:
-            if previous is not None:
-                yield previous, frame
-            previous = frame
-        if previous is not None:
-            yield previous, None
-    finally:
-        frames.close()
