@@ -194,13 +194,19 @@ SETTINGS_LIST = (
             widget=Widget("slider", "MP4 quality (CRF)", "model", step=1, info="0 lossless · 23 smaller")),
     # After the video is made: finishing runs on it (framepack_core/finishing), each into a file of its own.
     Setting("upscale", _O, "int", 1, low=1, high=4, choices=(1, 2, 4), flag="--upscale", metavar="2|4",
-            help="when the video is made, also write it upscaled x2 or x4 (NAME.upscaled-x2.mp4; 1: not)"),
+            help="when the video is made, also write it upscaled x2 or x4 (NAME.upscaled-x2.mp4; 1: not)",
+            widget=Widget("dropdown", "Upscale it when made", "advanced",
+                          options={"choice_labels": {1: "no", 2: "x2", 4: "x4"}})),
     Setting("upscaler", _O, "text", None, optional=True, flag="--upscaler", metavar="NAME_OR_PATH",
             help="the upscaler for --upscale: a file, a file's name in upscalers/, or a named default "
-                 "(default: realesrgan-x2plus for x2, realesrgan-x4plus for x4)"),
+                 "(default: realesrgan-x2plus for x2, realesrgan-x4plus for x4)",
+            widget=Widget("text", "Upscaler (a file in upscalers/, or a named default)", "advanced", auto="",
+                          options={"lines": 1, "placeholder": "empty: realesrgan-x2plus or -x4plus"})),
     Setting("interpolate", _O, "int", 1, low=1, high=4, choices=(1, 2, 4), flag="--interpolate", metavar="2|4",
             help="when the video is made (and upscaled), also write it at 2 or 4 times the frame rate "
-                 "(RIFE from rife/, else ffmpeg's minterpolate; 1: not)"),
+                 "(RIFE from rife/, else ffmpeg's minterpolate; 1: not)",
+            widget=Widget("dropdown", "Smooth it when made (frame rate x)", "advanced",
+                          options={"choice_labels": {1: "no", 2: "x2", 4: "x4"}})),
     # --- speed: how fast it is made ---
     Setting("step_cache", _S, "bool", True, flag="--no-step-cache",
             help="compute every block on every step (slower; by default MagCache skips blocks on steps "
@@ -242,7 +248,9 @@ SETTINGS_LIST = (
     # One video on several devices (framepack_core/parallel/): the packed tokens split across N processes.
     Setting("gpus", _S, "int", 1, low=1, high=64, flag="--gpus", metavar="N", label="GPUs",
             help="make one video on N GPUs at once, one process each (sequence parallel; on a computer "
-                 "without CUDA, N processes on the CPU)"),
+                 "without CUDA, N processes on the CPU)",
+            widget=Widget("number", "GPUs for this video", "advanced", info="1: this process alone; N: one "
+                                                                             "process per GPU")),
     Setting("vae_tiling", _S, "bool", None, optional=True, flag="--vae-tiling", used="vae_tiling_used",
             flag_values={"auto": None, "on": True, "off": False}, label="VAE tiling",
             help="decode the VAE in tiles: auto (when GPU memory is short), on, off",

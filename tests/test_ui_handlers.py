@@ -37,7 +37,7 @@ def page_form(picture, **change):
     # The advanced settings as their widgets give them (sliders as floats, "auto" for a setting left automatic).
     form |= dict(negative_prompt="", window=9.0, cfg=1.0, rs=0.0, variant="bh1", shift=0, cache_method="magcache",
                  cache_threshold=0.15, cache_calibrate=False, attention_requested="auto", fp8="off", compile=False,
-                 vae_tiling="auto")
+                 vae_tiling="auto", gpus=1.0, upscale=1, upscaler="", interpolate=1)
     form = {name: form[name] for name in FORM_FIELDS}  # every field of the page's form, in its order
     return form | change
 
@@ -46,12 +46,14 @@ def test_the_advanced_widgets_reach_the_request(handlers, picture, tmp_path):
     from framepack_core.request import Request
 
     fields = handlers().request_fields(page_form(picture, negative_prompt="blurry", window=5.0, cfg=3.0, rs=0.5,
-                                                 shift=0, cache_method="teacache", fp8="storage", vae_tiling=True))
+                                                 shift=0, cache_method="teacache", fp8="storage", vae_tiling=True,
+                                                 gpus=2.0, upscale=2, upscaler="x2.pth", interpolate=4))
     request = Request.from_fields(**fields, folder=tmp_path).validated()
     method, speed = request.method, request.speed
     assert (method.negative_prompt, method.window, method.cfg, method.rs, method.shift) == ("blurry", 5, 3.0, 0.5, None)
-    assert (speed.cache_method, speed.fp8, speed.vae_tiling, speed.attention_requested) == (
-        "teacache", "storage", True, "auto")
+    assert (speed.cache_method, speed.fp8, speed.vae_tiling, speed.attention_requested, speed.gpus) == (
+        "teacache", "storage", True, "auto", 2)
+    assert (request.output.upscale, request.output.upscaler, request.output.interpolate) == (2, "x2.pth", 4)
 
 
 def test_page_run_streams_preview_progress_and_video_then_offers_the_download(handlers, picture, tmp_path):

@@ -251,7 +251,7 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
 _ACCORDIONS = (("settings", "Settings", True, "fp-settings"), ("model", "Model and quality", False, None),
                ("creative", "Timed prompts and LoRA", False, None),
                ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"),
-               ("advanced", "Advanced: guidance, window, step cache, attention, FP8, VAE tiling", False, "fp-advanced"))
+               ("advanced", "Advanced: guidance, window, step cache, attention, FP8, VAE tiling, GPUs, upscale and smooth", False, "fp-advanced"))
 _WIDE = ("text", "image", "loras", "keyframes")  # widgets that take a row of their own; the others go two to a row
 
 
