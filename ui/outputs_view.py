@@ -104,7 +104,9 @@ def thumbnail(run, cache: Path) -> Path | None:
     if video is None:
         return run.files.picture if run.files.picture.is_file() else None
     stamp = video.stat().st_mtime_ns
-    path = Path(cache) / f"{video.name}.{stamp}.jpg"
+    # The frame count is in the name too: a video renamed into place keeps its time, and one drawn before its record
+    # counted its frames shows its first frame; the finished record's count then makes the middle frame anew.
+    path = Path(cache) / f"{video.name}.{stamp}.{run.record.get('frames') or 0}.jpg"
     if not path.is_file():
         try:
             frame = middle_frame(video, run.record)
