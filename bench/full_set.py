@@ -186,7 +186,7 @@ def run_check(args, rehearse: bool = False) -> dict | None:
     if plan is None:
         return {"error": done.stderr.strip()[-500:]}
     if rehearse:
-        from framepack_core.rehearsal import CONTEXT_RESERVE_BYTES
+        from framepack_core.engine.rehearsal import CONTEXT_RESERVE_BYTES
 
         return {"peak_bytes": plan.get("peak_bytes"), "context_reserve_bytes": CONTEXT_RESERVE_BYTES,
                 "fits": plan.get("fits"), "problems": plan.get("problems"), "refusal": plan.get("refusal"),

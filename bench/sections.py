@@ -28,9 +28,9 @@ from framepack_core.events import Failed, Finished, SectionDone, Stage, StageNam
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.settings import FPS  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
-from framepack_core.run import Run  # noqa: E402
-from framepack_core.session import Session  # noqa: E402
-from framepack_core.session_config import SessionConfig  # noqa: E402
+from framepack_core.run.lifecycle import Run  # noqa: E402
+from framepack_core.engine.session import Session  # noqa: E402
+from framepack_core.engine.session_config import SessionConfig  # noqa: E402
 
 
 def main() -> int:

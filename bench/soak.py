@@ -28,8 +28,8 @@ from PIL import Image  # noqa: E402
 
 from framepack_core.models.loading import load_models  # noqa: E402
 from memory.host import anonymous_resident_bytes, limit_heap_arenas  # noqa: E402
-from framepack_core.session import Session  # noqa: E402
-from framepack_core.session_config import SessionConfig  # noqa: E402
+from framepack_core.engine.session import Session  # noqa: E402
+from framepack_core.engine.session_config import SessionConfig  # noqa: E402
 from ui.handlers import Handlers, ServerSettings  # noqa: E402
 from ui.worker import Worker  # noqa: E402
 

@@ -28,9 +28,9 @@ from PIL import Image  # noqa: E402
 
 from framepack_core.events import Finished  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
-from framepack_core.run import Run  # noqa: E402
-from framepack_core.session import Session  # noqa: E402
-from framepack_core.session_config import SessionConfig  # noqa: E402
+from framepack_core.run.lifecycle import Run  # noqa: E402
+from framepack_core.engine.session import Session  # noqa: E402
+from framepack_core.engine.session_config import SessionConfig  # noqa: E402
 from framepack_core.method.buckets import nearest_bucket  # noqa: E402
 from framepack_core.media.pictures import crop_to_bucket  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402

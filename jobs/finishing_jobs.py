@@ -4,7 +4,7 @@ queue's listings show); its run is a `FinishingRun` named by the job's claimed r
 from __future__ import annotations
 
 from framepack_core.events import Status
-from framepack_core.run_files import RunFiles
+from framepack_core.run.files import RunFiles
 
 from .store import JobStore
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import psutil
 
-from framepack_core.run_owner import START_SLACK  # one slack for runs and leases: see there
+from framepack_core.run.owner import START_SLACK  # one slack for runs and leases: see there
 
 LEASE_SECONDS = 60.0  # how long a lease lasts unrenewed: several missed renewals before a job is given away
 RENEW_EVERY = 10.0

@@ -28,7 +28,7 @@ from pathlib import Path
 import ray
 
 from framepack_core.events import Preview, Status
-from framepack_core.session_config import SessionConfig
+from framepack_core.engine.session_config import SessionConfig
 
 from .executor import apply_result, prepare
 from .leases import LeaseKeeper
@@ -122,7 +122,7 @@ class JobWorker:
     so that `progress` and `stop` are answered while `run` is busy."""
 
     def __init__(self, config: SessionConfig | None = None):
-        from framepack_core.session import Session
+        from framepack_core.engine.session import Session
 
         self.session = Session(config)
         self._progress = (0.0, 0)

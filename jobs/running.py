@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from framepack_core.events import Failed, SectionDone, Status, Step
-from framepack_core.run_files import RunFiles, claim_files, release_claim
-from framepack_core.run_progress import CostedProgress
+from framepack_core.run.files import RunFiles, claim_files, release_claim
+from framepack_core.run.progress import CostedProgress
 
 from .intake import job_request
 
@@ -42,7 +42,7 @@ def start_run(request, files: RunFiles, resuming: bool):
     """The one place a job's run begins. A job that was interrupted (process killed, worker lost, Ctrl+C)
     resumes from its last finished section (Run.resume, from the latents kept beside the run); one
     with nothing kept yet (stopped before its first section) starts again under the same name."""
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     if resuming and files.latents.exists():
         try:

@@ -11,9 +11,9 @@ import numpy as np
 
 from framepack_core.events import Preview, SectionDone, Stage, Step
 from framepack_core.request import Request
-from framepack_core.run import Run
-from framepack_core.session import Session
-from framepack_core.session_config import SessionConfig
+from framepack_core.run.lifecycle import Run
+from framepack_core.engine.session import Session
+from framepack_core.engine.session_config import SessionConfig
 
 
 def tiny_request(picture, **fields) -> Request:
@@ -74,7 +74,7 @@ class ScriptedEngine:
         self.models_seen = []
 
     def __call__(self, work, models, manager):
-        from framepack_core.work import Made
+        from framepack_core.engine.work import Made
 
         self.models_seen.append(models)
         emit, cancel, progress_video = work.emit, work.cancel, work.video

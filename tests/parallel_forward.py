@@ -67,14 +67,14 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
     from pathlib import Path
 
     from framepack_core.events import SectionDone, Step
-    from framepack_core.generation import VideoPipeline
+    from framepack_core.engine.generation import VideoPipeline
     from framepack_core.media.latents import load_latents
     from framepack_core.parallel.group import SharedStop, end_group, start_group
     from framepack_core.parallel.guidance import layout_for, parallel
-    from framepack_core.run import mp4_tags
-    from framepack_core.session import Session
-    from framepack_core.session_config import SessionConfig
-    from framepack_core.work import Work
+    from framepack_core.run.lifecycle import mp4_tags
+    from framepack_core.engine.session import Session
+    from framepack_core.engine.session_config import SessionConfig
+    from framepack_core.engine.work import Work
     from memory.usage import UsageMeter
 
     torch.set_num_threads(1)

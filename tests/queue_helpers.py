@@ -6,7 +6,7 @@ from pathlib import Path
 from helpers import fixed_session
 from mp4info import mp4_info
 
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from jobs.intake import job_request
 
 TINY = dict(model="tiny", resolution=128, seconds=1, steps=2)

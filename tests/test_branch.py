@@ -13,11 +13,11 @@ from PIL import Image
 
 from app import main
 from framepack_core.events import Finished, Notice, SectionDone
-from framepack_core.extension import latents_before
+from framepack_core.starts.extension import latents_before
 from framepack_core.media.latents import load_latents
 from framepack_core.media.video_files import cut_points
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info, write_clip
 

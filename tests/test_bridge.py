@@ -13,7 +13,7 @@ from app import main
 from framepack_core.events import Finished, SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info, write_clip
 
@@ -129,7 +129,7 @@ def test_bad_bridges_are_one_line_and_write_nothing(clips, tmp_path, capsys):
 
 
 def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
-    from framepack_core.bridge import bridge_seconds
+    from framepack_core.starts.bridge import bridge_seconds
     # (seconds asked, clips' fps, window) -> the request's seconds (sections x 4 x window frames at 30 fps)
     assert bridge_seconds(1, 24, 9) == 36 / 30  # 24 frames asked: one section of 36 (1.5 s at 24 fps)
     assert bridge_seconds(3, 24, 9) == 72 / 30  # 72 frames: two sections, exactly 3 s at 24 fps
@@ -140,7 +140,7 @@ def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
 
 def test_a_bridge_made_here_is_a_clip_from_elsewhere_at_its_ends(tiny_models, clips, tmp_path):
     """Its latents are only its middle: bridging from it (or branching it) must use its frames."""
-    from framepack_core.continuation import own_latents
+    from framepack_core.starts.continuation import own_latents
 
     run, events = _bridge(tiny_models, *clips, tmp_path)
     assert load_latents(run.files.latents).complete

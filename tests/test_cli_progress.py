@@ -17,7 +17,7 @@ def _percents(text: str) -> list[int]:
 
 
 def test_the_bar_counts_the_decode_and_ctrl_c_answers_above_it(monkeypatch):
-    from framepack_core.run_progress import CostedProgress
+    from framepack_core.run.progress import CostedProgress
 
     monkeypatch.setattr(CostedProgress, "learned", None)  # no decode measured by earlier runs of this process
     screen = Terminal()

@@ -6,11 +6,11 @@ import errno
 
 import pytest
 
-import framepack_core.run_files as run_files
+import framepack_core.run.files as run_files
 from app import main
 from framepack_core.events import Finished
 from framepack_core.request import Request
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import run_events, tiny_request
 from mp4info import write_clip
 

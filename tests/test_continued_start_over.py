@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from framepack_core.events import Finished
-from framepack_core.run import Run
-from framepack_core.run_owner import this_process
+from framepack_core.run.lifecycle import Run
+from framepack_core.run.owner import this_process
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 

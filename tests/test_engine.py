@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-import framepack_core.generation as generation
+import framepack_core.engine.generation as generation
 from framepack_core.events import Failed, Finished, Preview, SectionDone, Stage, Step
 from framepack_core.request import Request, remake_fields
 from helpers import run_events as collect, tiny_request as request

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from framepack_core.events import Finished
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import fixed_session
 from mp4info import mp4_info, write_clip
 

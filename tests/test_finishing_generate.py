@@ -88,7 +88,7 @@ def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture
     from helpers import executed, run_events, tiny_request
 
     from framepack_core.finishing import per_section
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     monkeypatch.setattr(per_section, "PART_FRAMES", 4)
     threads = torch.get_num_threads()

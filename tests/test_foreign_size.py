@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from framepack_core.events import Finished
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import fixed_session
 from mp4info import mp4_info, write_clip
 
 
 def test_the_working_size_is_the_clips_own_up_to_the_runs_bucket():
-    from framepack_core.extension import working_size
+    from framepack_core.starts.extension import working_size
 
     assert working_size(170, 100, 640) == (176, 96)  # small: its own size, each side to 16
     assert working_size(4096, 2160, 640) == (880, 464)  # big: about 640 x 640 pixels, its shape kept

@@ -7,10 +7,10 @@ import pytest
 
 import framepack_core.media.latents as latents_module
 import framepack_core.media.segments as segments_module
-import framepack_core.run_files as run_files
+import framepack_core.run.files as run_files
 from framepack_core.events import Failed, Finished
 from framepack_core.media.latents import load_latents
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from framepack_core.run_files import RunFiles, latest_unfinished, remove_dead_scratch
-from framepack_core.run_owner import owner_alive, this_process
+from framepack_core.run.files import RunFiles, latest_unfinished, remove_dead_scratch
+from framepack_core.run.owner import owner_alive, this_process
 from helpers import ScriptedEngine, cpu_session
 from jobs.intake import add_job
 from jobs.store import JobStore, StoreError

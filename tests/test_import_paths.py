@@ -118,7 +118,7 @@ def test_a_path_edited_in_a_latents_file_is_not_read_on_resume(tmp_path):
     bytes are those the run started from, so an edited path cannot splice another file's frames in."""
     import hashlib
 
-    from framepack_core.continuation import first_origin
+    from framepack_core.starts.continuation import first_origin
 
     source, other = _clip(tmp_path / "source.mp4", 10), _clip(tmp_path / "private.mp4", 200)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()

@@ -13,7 +13,7 @@ from framepack_core.events import Failed, Finished, SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.media.pictures import crop_to_bucket, resize_and_center_crop
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info, mp4_metadata
 

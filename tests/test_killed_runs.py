@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from framepack_core.run import Run
-from framepack_core.run_files import RunFiles, remove_dead_scratch
-from framepack_core.run_owner import owner_alive, this_process
+from framepack_core.run.lifecycle import Run
+from framepack_core.run.files import RunFiles, remove_dead_scratch
+from framepack_core.run.owner import owner_alive, this_process
 from helpers import run_events, tiny_request
 
 ROOT = Path(__file__).resolve().parents[1]

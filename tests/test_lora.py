@@ -18,7 +18,7 @@ from framepack_core.media.latents import load_latents
 from framepack_core.models.lora import applied_loras
 from framepack_core.models.lora_files import check_lora
 from framepack_core.request import Request
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import executed, run_events, tiny_request
 from mp4info import mp4_info
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from framepack_core.memory_plan import model_bytes, plan_run
+from framepack_core.engine.memory_plan import model_bytes, plan_run
 from memory import GiB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_the_page_line_says_the_same_plan():
 def test_what_check_plans_is_what_the_manager_places(tiny_models, picture, tmp_path, streams):
     """The run's memory plan (plan_stages, what `check` prints) against what the manager then placed."""
     from framepack_core.events import Finished
-    from framepack_core.memory_plan import make_manager, memory_terms, model_plan, plan_stages, transformer_width
+    from framepack_core.engine.memory_plan import make_manager, memory_terms, model_plan, plan_stages, transformer_width
     from framepack_core.models.loading import load_models
     from helpers import run_events, tiny_request
     from memory import SimulatedDevice, model_sizes

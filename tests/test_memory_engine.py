@@ -5,8 +5,8 @@ import torch
 
 from framepack_core.events import Finished, SectionDone
 from framepack_core.models.loading import load_models
-from framepack_core.memory_plan import untiled_decode_bytes
-from framepack_core.session import make_manager
+from framepack_core.engine.memory_plan import untiled_decode_bytes
+from framepack_core.engine.session import make_manager
 from framepack_core.speed.precision import tensor_bytes
 from helpers import run_events, tiny_request
 from memory import ModelManager, SimulatedDevice

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from framepack_core.events import Finished
 from framepack_core.media.latents import load_latents
 from framepack_core.parallel.group import free_port
-from framepack_core.run_files import RunFiles
+from framepack_core.run.files import RunFiles
 from helpers import run_events, tiny_request
 from parallel_forward import ranks_main
 from test_lora import write_lora

@@ -10,7 +10,7 @@ import pytest
 from app import main
 from framepack_core.events import Finished
 from framepack_core.method.prompts import parse_prompt
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import executed, run_events, tiny_request
 from mp4info import mp4_info
 

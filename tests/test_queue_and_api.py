@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from framepack_core.memory_plan import model_bytes, plan_run
-from framepack_core.rehearsal import CONTEXT_RESERVE_BYTES, rehearse
+from framepack_core.engine.memory_plan import model_bytes, plan_run
+from framepack_core.engine.rehearsal import CONTEXT_RESERVE_BYTES, rehearse
 from memory import GiB
 from memory.rehearsal import LiveBytes, MetaDevice, replayed
 from memory.usage import StageUsage
@@ -120,7 +120,7 @@ def test_live_bytes_count_a_storage_once_and_let_it_go_when_collected():
 
 
 def test_a_lora_adds_its_matrices_to_the_sampling_stage_and_keeps_them_for_the_run_without_a_leak():
-    from framepack_core.rehearsal import _models
+    from framepack_core.engine.rehearsal import _models
 
     linears = [m for n, m in _models("framepack").transformer.named_modules()
                if isinstance(m, torch.nn.Linear) and "blocks" in n]

@@ -3,11 +3,11 @@ on the real tiny model set: each ends its run with a clear message, and the next
 import pytest
 import torch
 
-import framepack_core.generation as generation
-import framepack_core.session as session_module
+import framepack_core.engine.generation as generation
+import framepack_core.engine.session as session_module
 from framepack_core.events import Failed, Finished, SectionDone, Stage, Step
-from framepack_core.run import Run
-from framepack_core.session import make_manager
+from framepack_core.run.lifecycle import Run
+from framepack_core.engine.session import make_manager
 from helpers import cpu_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import Handlers, ServerSettings

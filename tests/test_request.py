@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from framepack_core.generation import section_settings
+from framepack_core.engine.generation import section_settings
 from framepack_core.media.pictures import load_picture
 from framepack_core.request import MethodSettings, OutputSettings, Request, SpeedSettings
 

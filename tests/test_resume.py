@@ -11,7 +11,7 @@ import pytest
 
 from framepack_core.events import Finished, SectionDone
 from framepack_core.media.latents import load_latents
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 

@@ -3,7 +3,7 @@ work, measured on the run's first section; the figure moves through a decode and
 import pytest
 
 from framepack_core.events import SectionDone, Stage, Step
-from framepack_core.run_progress import DECODING_CAP, CostedProgress
+from framepack_core.run.progress import DECODING_CAP, CostedProgress
 
 
 @pytest.fixture(autouse=True)

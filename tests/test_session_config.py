@@ -2,8 +2,8 @@
 from types import SimpleNamespace
 
 import app
-from framepack_core.session import Session
-from framepack_core.session_config import SessionConfig
+from framepack_core.engine.session import Session
+from framepack_core.engine.session_config import SessionConfig
 from helpers import tiny_request
 from jobs.store import JobStore
 from memory import GiB, weight_ram_budget

@@ -7,7 +7,7 @@ from PIL import Image
 
 from framepack_core.events import Finished, Notice, Stage, Step
 from framepack_core.method.buckets import nearest_bucket
-from framepack_core.run_files import claim_files
+from framepack_core.run.files import claim_files
 from helpers import ScriptedEngine, cpu_session
 from ui.handlers import FORM_FIELDS, KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.progress import RunProgress, clock_text
@@ -117,7 +117,7 @@ def test_api_run_returns_the_mp4_and_reports_failures(handlers, picture):
 
 
 def test_progress_counts_steps_over_all_sections_and_estimates_the_rest(monkeypatch):
-    from framepack_core.run_progress import CostedProgress
+    from framepack_core.run.progress import CostedProgress
 
     monkeypatch.setattr(CostedProgress, "learned", None)  # no decode measured by earlier runs of this process
     now = [100.0]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from framepack_core.failures import ModelsUnavailableError
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from ui.handlers import KEEP, Handlers, ServerSettings
 from ui.outputs import OutputsHandlers

@@ -184,7 +184,7 @@ def _files(folder) -> dict:
 
 
 def test_branch_here_passes_the_players_time_to_the_run(outputs, picture, monkeypatch):
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs()
     name = _make(tab, picture, "2026-01-02T10:00:00")
@@ -206,7 +206,7 @@ def test_branch_here_passes_the_players_time_to_the_run(outputs, picture, monkey
     (1.0, "stopped", "has no finished video to branch from; resume it first"),
 ])
 def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, at, status, message):
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs()
     name = _make(tab, picture, "2026-01-02T10:00:00")
@@ -221,7 +221,7 @@ def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, 
 
 
 def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs(session=fixed_session(tiny_models))
     name = _make(tab, picture, "2026-01-02T10:00:00", seconds=1, steps=1)
@@ -251,7 +251,7 @@ class _BridgeCalls:
 
 def test_bridge_runs_the_two_videos_into_a_new_run_followed_as_extend_is(outputs, picture, monkeypatch):
     from framepack_core.request import Request
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs()
     first = _make(tab, picture, "2026-01-02T10:00:00", seed=1)
@@ -280,7 +280,7 @@ def test_bridge_runs_the_two_videos_into_a_new_run_followed_as_extend_is(outputs
     ("first", "second", "second", "{second} has no finished video to bridge into; resume it first."),
 ])
 def test_bridge_refuses_before_the_run_path(outputs, picture, monkeypatch, pick, into, stopped, message):
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs()
     names = {"first": _make(tab, picture, "2026-01-02T10:00:00", seed=1),
@@ -318,7 +318,7 @@ def test_bridge_into_lists_the_other_finished_runs(outputs, picture):
 
 
 def test_a_bad_bridge_is_the_run_paths_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     tab = outputs(session=fixed_session(tiny_models))
     for name, resolution in (("small", 128), ("large", 160)):  # one section each, at two sizes

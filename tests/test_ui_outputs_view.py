@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from framepack_core.media.video import write_mp4
-from framepack_core.run_files import RunFiles
+from framepack_core.run.files import RunFiles
 from framepack_core.settings import SETTINGS
 from mp4info import mp4_info
 from ui.outputs import OutputRun

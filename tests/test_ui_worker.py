@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from framepack_core.events import Failed, Finished, SectionDone, Step
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from ui.worker import Worker, WorkerBusy
 

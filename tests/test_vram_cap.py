@@ -7,9 +7,9 @@ import types
 import pytest
 import torch
 
-import framepack_core.memory_plan as memory_plan
+import framepack_core.engine.memory_plan as memory_plan
 from framepack_core.failures import user_message
-from framepack_core.memory_plan import LABELS, WORKSPACE_BYTES, make_manager, plan_stages
+from framepack_core.engine.memory_plan import LABELS, WORKSPACE_BYTES, make_manager, plan_stages
 from framepack_core.request import Request
 from memory import BudgetError, GiB, SimulatedDevice, allocator_cap, configure_allocator, model_sizes
 from memory.cap import CONTEXT_GROWTH_BYTES

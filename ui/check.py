@@ -1,4 +1,4 @@
-"""`python app.py check`: the memory plan of a run, before any weight is read (framepack_core.memory_plan)."""
+"""`python app.py check`: the memory plan of a run, before any weight is read (framepack_core.engine.memory_plan)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import sys
 def check_command(args) -> int:
     if getattr(args, "rehearse", False):
         return rehearse_command(args)
-    from framepack_core.memory_plan import plan_run
+    from framepack_core.engine.memory_plan import plan_run
 
     try:
         plan = plan_run(args.model, args.vram_budget, args.ram_budget, args.resolution, args.seconds, args.fp8,
@@ -24,8 +24,8 @@ def check_command(args) -> int:
 
 
 def rehearse_command(args) -> int:
-    """`check --rehearse`: the run's stages at full size with no data (framepack_core.rehearsal)."""
-    from framepack_core.rehearsal import rehearse, rehearsal_budget_gb
+    """`check --rehearse`: the run's stages at full size with no data (framepack_core.engine.rehearsal)."""
+    from framepack_core.engine.rehearsal import rehearse, rehearsal_budget_gb
 
     if args.fp8 not in ("off", False, None):
         print("error: --rehearse covers --fp8 off only: the FP8 weights' conversion has not been rehearsed yet.",

@@ -1,6 +1,6 @@
 """`python app.py generate`: one video from the command line, progress on stderr.
 
-The run path is the page's (framepack_core.run); this module only shows its events in a
+The run path is the page's (framepack_core.run.lifecycle); this module only shows its events in a
 terminal. Model libraries are imported when a video is made, never for `--help`.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def request_from_args(args):
 def run_from_args(args):
     """A new run, a resumed one (--resume), an extension or branch (--extend [--from]) or a bridge
     (--bridge); ValueError for bad input."""
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
 
     starts = [flag for flag, value in (("--resume", args.resume), ("--extend", args.extend),
                                        ("--bridge", getattr(args, "bridge", None))) if value]
@@ -77,8 +77,8 @@ def _given_settings(args) -> dict:
 
 def generate_command(args) -> int:
     from framepack_core.events import Status
-    from framepack_core.session import Session
-    from framepack_core.session_config import SessionConfig
+    from framepack_core.engine.session import Session
+    from framepack_core.engine.session_config import SessionConfig
 
     from .finish_cli import finish_command, resumes_finishing
 
@@ -127,14 +127,14 @@ class TerminalProgress:
     """The run's events on stderr: a line per stage worth telling, and one progress bar for the run.
 
     On a terminal the bar is drawn once and updated in place: it is the run's work done, each section's
-    decode and write counted with its steps by their cost (framepack_core.run_progress), so it is not full
+    decode and write counted with its steps by their cost (framepack_core.run.progress), so it is not full
     while the last section decodes; the stage under way is written beside it. Lines (a finished section, a
     notice, Ctrl+C's answer) go above it. In a log (not a terminal) carriage returns would pile up, so each
     section gets one plain line when its sampling ends.
     """
 
     def __init__(self, stream=None):
-        from framepack_core.run_progress import CostedProgress
+        from framepack_core.run.progress import CostedProgress
 
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty()

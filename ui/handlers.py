@@ -15,7 +15,7 @@ import numpy as np
 
 from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
-from framepack_core.run import Run
+from framepack_core.run.lifecycle import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text

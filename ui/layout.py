@@ -239,7 +239,7 @@ def memory_plan_line(model: str, vram_gb, resolution) -> str:
     """The memory plan of a run with these settings, as `app.py check` makes it (real sets only)."""
     if model not in PUBLISHED_MODEL_SETS:
         return ""
-    from framepack_core.memory_plan import plan_run
+    from framepack_core.engine.memory_plan import plan_run
 
     try:
         return plan_run(model, vram_gb or None, None, int(resolution)).line()

@@ -15,11 +15,11 @@ from glob import escape as _glob_escape
 from pathlib import Path
 
 from framepack_core.events import Status
-from framepack_core.record_shape import record_problem
+from framepack_core.run.record_shape import record_problem
 from framepack_core.request import remake_fields
-from framepack_core.run import Run
-from framepack_core.run_files import NotARecord, RunFiles, live_owner
-from framepack_core.run_owner import owner_words
+from framepack_core.run.lifecycle import Run
+from framepack_core.run.files import NotARecord, RunFiles, live_owner
+from framepack_core.run.owner import owner_words
 
 from .creative import lora_rows
 from .handlers import PAGE_SETTINGS, Handlers, refused, summary_markdown

@@ -11,7 +11,7 @@ import time
 from typing import Callable
 
 from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, StageName, Status, Step
-from framepack_core.run_progress import CostedProgress
+from framepack_core.run.progress import CostedProgress
 
 IDLE_MESSAGE = "Drop in a picture, describe what should happen, and press Start."
 

@@ -178,7 +178,7 @@ def executor_from_args(store, args):
     """(what works through the queue, the errors it reports in one line): Ray workers (--ray) or this
     process, with the flags' session configuration either way. ValueError when --ray is asked for and
     Ray is not installed."""
-    from framepack_core.session_config import SessionConfig
+    from framepack_core.engine.session_config import SessionConfig
 
     config = SessionConfig.from_args(args)
     if args.ray is not None:
@@ -192,7 +192,7 @@ def executor_from_args(store, args):
         executor = RayExecutor(store, address=args.ray, cpu_workers=args.workers, config=config, on_job=_announce,
                                say=_say, on_event=lambda job, event: _job_line(job, event))
         return executor, (RayUnavailable, RayError)  # one line each, never a traceback
-    from framepack_core.session import Session
+    from framepack_core.engine.session import Session
     from jobs.executor import LocalExecutor
 
     from .cli import TerminalProgress

@@ -11,7 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from framepack_core.session_config import SessionConfig  # noqa: E402
+from framepack_core.engine.session_config import SessionConfig  # noqa: E402
 
 from .handlers import Handlers, ServerSettings  # noqa: E402
 from .layout import CSS, THEME, build_page  # noqa: E402

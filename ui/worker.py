@@ -1,6 +1,6 @@
 """The page's runs, on a background thread, one at a time; their events cross a queue to the page.
 
-The run itself is synchronous (framepack_core.run); the command line calls it on its main thread.
+The run itself is synchronous (framepack_core.run.lifecycle); the command line calls it on its main thread.
 The page's runs (Start, Resume, Extend, the API, and the page's queue's jobs) all come through here,
 so one model set and one GPU serve them in turn.
 """
@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from framepack_core.events import SectionDone
-from framepack_core.session_config import SessionConfig
+from framepack_core.engine.session_config import SessionConfig
 
 _DONE = object()  # put on the queue after the last event of a run
 
@@ -88,7 +88,7 @@ class Worker:
     @property
     def session(self):
         if self._session is None:
-            from framepack_core.session import Session  # torch and the memory manager: on first use
+            from framepack_core.engine.session import Session  # torch and the memory manager: on first use
 
             self._session = Session(self.config)
         return self._session
@@ -111,7 +111,7 @@ class Worker:
         return submission if submission is not None and not submission.finished.is_set() else None
 
     def submit(self, run, wait: float = 30.0, label: str = "A page's run") -> Submission:
-        """Start a run (framepack_core.run.Run). A run being stopped gets `wait` seconds to end; one still
+        """Start a run (framepack_core.run.lifecycle.Run). A run being stopped gets `wait` seconds to end; one still
         going is refused at once (WorkerBusy): the page says what runs instead of waiting for it."""
         with self._lock:
             previous = self._submitted

@@ -59,7 +59,7 @@ def finish_made_video(video: Path, request, emit, cancel) -> list[dict]:
     cannot run or fails is a Notice (the generated video stays, finished) and ends the chain."""
     from framepack_core.failures import ModelsUnavailableError
 
-    from framepack_core.run_files import files_of
+    from framepack_core.run.files import files_of
 
     from . import per_section
     from .finishing_run import FinishingRun

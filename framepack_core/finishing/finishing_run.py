@@ -21,8 +21,8 @@ from typing import Callable
 
 from framepack_core.events import Event, Failed, Finished, SectionDone, Stage, StageName, Status, Step
 from framepack_core.failures import Cancelled, disk_message, user_message
-from framepack_core.run_files import RunFiles, claim_files, files_of
-from framepack_core.run_owner import this_process
+from framepack_core.run.files import RunFiles, claim_files, files_of
+from framepack_core.run.owner import this_process
 
 from . import frames as streams
 from .request import FinishRequest, check_disk
@@ -199,8 +199,8 @@ class FinishingRun:
 
     def tags(self) -> dict[str, str]:
         """The MP4's tags: the source's own settings (so a remake still works) and every finishing step so far."""
-        from framepack_core.continuation import metadata_settings
-        from framepack_core.mp4_tags import mp4_tags
+        from framepack_core.starts.continuation import metadata_settings
+        from framepack_core.run.mp4_tags import mp4_tags
 
         settings = metadata_settings(self.request.source)
         return mp4_tags(settings | {"finishing": list(settings.get("finishing", [])) + [self.applied()]})

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from framepack_core.events import SectionDone, Stage, StageName
-from framepack_core.run_files import RunFiles
+from framepack_core.run.files import RunFiles
 
 from . import frames as streams
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 
 from ..failures import Cancelled, RankLost
-from ..work import Made, Work
+from ..engine.work import Made, Work
 from .group import RUN_TIMEOUT, SharedStop, end_group, free_port, start_group
 from .guidance import layout_for, parallel
 from .worker import WorkerJob, worker_main
@@ -41,7 +41,7 @@ def make_video_parallel(work: Work, models, manager, config, session_type) -> Ma
     sessions."""
     import torch.multiprocessing as mp
 
-    from ..generation import VideoPipeline
+    from ..engine.generation import VideoPipeline
 
     world = work.request.speed.gpus
     device = torch.device(getattr(manager, "device", None) or config.device or "cpu")

@@ -50,9 +50,9 @@ def _run(job: WorkerJob, messages) -> None:
 
     from memory.usage import UsageMeter
 
-    from ..generation import VideoPipeline
-    from ..run import mp4_tags
-    from ..work import Work
+    from ..engine.generation import VideoPipeline
+    from ..run.lifecycle import mp4_tags
+    from ..engine.work import Work
     from .group import SharedStop, end_group, start_group
     from .guidance import layout_for, parallel
 

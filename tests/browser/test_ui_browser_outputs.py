@@ -122,7 +122,7 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
     import numpy as np
 
     from framepack_core.media.video_files import cut_points
-    from framepack_core.run import Run
+    from framepack_core.run.lifecycle import Run
     from mp4info import mp4_info
 
     url, outputs = server

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .continuation import continued_settings, copyable_video, own_latents, prompt_clock, refuse_unhonoured
-from .media.video_files import last_frames
-from .method.prompts import continued_prompt
-from .same_file import same_file
-from .settings import DEFAULTS, FPS, SETTINGS
+from ..media.video_files import last_frames
+from ..method.prompts import continued_prompt
+from ..run.same_file import same_file
+from ..settings import DEFAULTS, FPS, SETTINGS
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
@@ -27,7 +27,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     from PIL import Image
 
     from .origins import BridgedClips, Clip
-    from .request import Request, check_value
+    from ..request import Request, check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     first, second = Path(first), Path(second)

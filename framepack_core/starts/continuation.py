@@ -23,16 +23,16 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from .events import Status
-from .media.latents import load_latents
+from ..events import Status
+from ..media.latents import load_latents
 from .extension import frames_of_latents
-from .media.video_files import cut_points, first_frame, probe_video
-from .method.prompts import continued_prompt
+from ..media.video_files import cut_points, first_frame, probe_video
+from ..method.prompts import continued_prompt
 from .new_part import check_timed_prompt, foreign_settings, new_part
-from .run_files import files_of
+from ..run.files import files_of
 from .source_check import trusted_source
 from .run_restart import check_resumable, restart_of, start_over
-from .settings import DEFAULTS, SETTINGS, canonical_name
+from ..settings import DEFAULTS, SETTINGS, canonical_name
 
 def resume_parts(path) -> tuple:
     """(request, files, origin) of the stopped, failed or killed run that `path` belongs to, the origin
@@ -40,7 +40,7 @@ def resume_parts(path) -> tuple:
     nothing to resume.
     """
     from .origins import ResumedRun
-    from .request import Request, job_fields
+    from ..request import Request, job_fields
 
     files = files_of(Path(path))
     status = check_resumable(files)  # also marks a killed run's record and clears its scratch files
@@ -113,7 +113,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     from PIL import Image
 
     from .origins import ExtendedVideo
-    from .request import Request, check_value
+    from ..request import Request, check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     source = Path(path)
@@ -167,7 +167,7 @@ def continued_settings(source: Path, facts, saved, overrides: dict, folder, outp
     """The settings of a run that continues `source` (an extension, a branch, a bridge from it): its own
     (from its saved latents, else its MP4's metadata), then `overrides`, and where the new MP4 goes. A
     video from elsewhere works at its own size, needs a prompt, and gets a CRF its stream can join."""
-    from .request import job_fields
+    from ..request import job_fields
 
     made_here = job_fields(saved.settings if saved else metadata_settings(source))
     settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .events import Event
-from .request import Request
+from ..events import Event
+from ..request import Request
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,23 @@ import torch
 
 from memory import ModelManager, release_free_host_memory
 
-from .events import Notice, Preview, SectionDone, Stage, StageName, Step
-from .failures import Cancelled
-from .media.latents import LatentsKeeper
-from .media.segments import SegmentedVideo
-from .media.video import decode_latents, latent_preview
-from .method.prompts import distinct_prompts, parse_prompt, section_prompts
-from .method.schedule import overlap_frames
-from .method.sections import Conditioning, Section, SectionSettings, run_sections
+from ..events import Notice, Preview, SectionDone, Stage, StageName, Step
+from ..failures import Cancelled
+from ..media.latents import LatentsKeeper
+from ..media.segments import SegmentedVideo
+from ..media.video import decode_latents, latent_preview
+from ..method.prompts import distinct_prompts, parse_prompt, section_prompts
+from ..method.schedule import overlap_frames
+from ..method.sections import Conditioning, Section, SectionSettings, run_sections
 from .keyframe_inputs import KeyframeInputs, encode_keyframes
-from .models.encoders import encode_siglip, set_vae_tiling
-from .models.lora import applied_loras
-from .models.prompt_cache import cached_prompt
-from .origins import Beginning, NewPicture
-from .request import Request
-from .speed.magcache import ratios_for, save_calibration
-from .speed.prepare import prepare_transformer
-from .speed.step_cache import step_cache
+from ..models.encoders import encode_siglip, set_vae_tiling
+from ..models.lora import applied_loras
+from ..models.prompt_cache import cached_prompt
+from ..starts.origins import Beginning, NewPicture
+from ..request import Request
+from ..speed.magcache import ratios_for, save_calibration
+from ..speed.prepare import prepare_transformer
+from ..speed.step_cache import step_cache
 from .work import Made, Work
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .events import SectionDone, Stage, StageName, Step
+from ..events import SectionDone, Stage, StageName, Step
 
 DECODE_PRIOR = 1.0  # a section's decode and write, in sections' sampling, until one is measured
 DECODING_CAP = 0.95  # a decode taking longer than expected waits here, not at 100%

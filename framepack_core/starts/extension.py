@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .media.pictures import crop_to_bucket
-from .media.video_files import first_frame, last_frames
-from .method.schedule import CONTEXT_FRAMES
-from .models.encoders import encode_latent
+from ..media.pictures import crop_to_bucket
+from ..media.video_files import first_frame, last_frames
+from ..method.schedule import CONTEXT_FRAMES
+from ..models.encoders import encode_latent
 
 
 @dataclass

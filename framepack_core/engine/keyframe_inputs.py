@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .media.pictures import resize_and_center_crop
-from .method.keyframes import Keyframe, KeyframeLatents, keyframe_image_embeds, plan_keyframes
-from .models.encoders import encode_latent, encode_siglip
+from ..media.pictures import resize_and_center_crop
+from ..method.keyframes import Keyframe, KeyframeLatents, keyframe_image_embeds, plan_keyframes
+from ..models.encoders import encode_latent, encode_siglip
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numbers import Real
 
-from .settings import SETTINGS
+from ..settings import SETTINGS
 
 _TEXT = (str, type(None))
 _NUMBER = (int, float, type(None))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .run_files import RunFiles, files_of
+from .files import RunFiles, files_of
 
 
 def same_file(a, b) -> bool:

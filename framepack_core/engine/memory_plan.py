@@ -36,10 +36,10 @@ from memory import (
 from memory.cap import allocator_cap, cap_allocator
 from memory.device import STAGING_BYTES
 
-from .events import StageName
-from .models.sets import MODEL_SETS, MODELS_DIR_ENV
-from .request import check_value
-from .settings import DEFAULTS, SETTINGS
+from ..events import StageName
+from ..models.sets import MODEL_SETS, MODELS_DIR_ENV
+from ..request import check_value
+from ..settings import DEFAULTS, SETTINGS
 
 LABELS = {"text_encoder": "text encoder (Llama)", "text_encoder_2": "text encoder (CLIP-L)",
           "image_encoder": "image encoder (SigLIP)", "vae": "VAE", "transformer": "transformer"}
@@ -130,7 +130,7 @@ def make_manager(device: torch.device | Device, budget_gb: float | None, models,
 
 
 def _meta_model(key: str, model_set: str) -> torch.nn.Module:
-    from .models.published import meta_model
+    from ..models.published import meta_model
 
     return meta_model(key, model_set)
 
@@ -349,8 +349,8 @@ def _plan_notes(plan: RunPlan, ram: int, t: ModelPlan | None) -> None:
 
 
 def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:
-    from .models.loading import hub_cache_dir
-    from .models.tiny import default_cache_dir
+    from ..models.loading import hub_cache_dir
+    from ..models.tiny import default_cache_dir
 
     spec = MODEL_SETS[plan.model_set]
     sizes = {key: model_bytes(key, plan.model_set).total_bytes for key in LABELS}

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 
-from .events import ENDED, Status
+from ..events import ENDED, Status
 from .record_shape import record_problem
-from .run_owner import owner_alive, owner_words
+from .owner import owner_alive, owner_words
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from .extension import ExtensionBase, extension_base, resized, to_size, working_size
-from .media.latents import SavedLatents
-from .media.pictures import crop_to_bucket, resize_and_center_crop
-from .media.segments import Copied
-from .media.video_files import VideoFacts, cut_points, first_frame, last_frames
-from .method.schedule import decode_span
-from .method.sections import SavedSections, SectionSettings
-from .models.encoders import encode_latent, set_vae_tiling
+from ..media.latents import SavedLatents
+from ..media.pictures import crop_to_bucket, resize_and_center_crop
+from ..media.segments import Copied
+from ..media.video_files import VideoFacts, cut_points, first_frame, last_frames
+from ..method.schedule import decode_span
+from ..method.sections import SavedSections, SectionSettings
+from ..models.encoders import encode_latent, set_vae_tiling
 from .source_check import source_digest
 
 

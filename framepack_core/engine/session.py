@@ -23,9 +23,9 @@ from memory import (
     weight_ram_budget,
 )
 
-from .events import Event, Stage, StageName
+from ..events import Event, Stage, StageName
 from .memory_plan import make_manager
-from .request import Request
+from ..request import Request
 from .session_config import SessionConfig
 
 
@@ -54,7 +54,7 @@ class Session:
         gc.collect()
         loader = self._loader
         if loader is None:
-            from .models.loading import load_models as loader
+            from ..models.loading import load_models as loader
         emit(Stage(StageName.LOADING, f"Loading the {name} models"))
         models = loader(name, models_dir=self.config.models_dir, progress=lambda message: emit(Stage(StageName.LOADING, message)))
         self._loaded = (name, models)
@@ -83,7 +83,7 @@ class Session:
 def _make_video(work, models, manager, session: Session):
     """generation.make_video, on as many processes (one per device) as the request asks for."""
     if work.request.speed.gpus > 1:
-        from .parallel.launch import make_video_parallel
+        from ..parallel.launch import make_video_parallel
 
         return make_video_parallel(work, models, manager, session.config, type(session))
     from .generation import make_video  # the model libraries, only when a video is made

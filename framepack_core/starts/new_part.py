@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .method.prompts import parse_prompt
-from .method.schedule import section_count
-from .settings import DEFAULTS, FPS, MAX_RESOLUTION, MIN_RESOLUTION
+from ..method.prompts import parse_prompt
+from ..method.schedule import section_count
+from ..settings import DEFAULTS, FPS, MAX_RESOLUTION, MIN_RESOLUTION
 
 
 @dataclass(frozen=True)

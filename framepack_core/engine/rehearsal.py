@@ -25,7 +25,7 @@ from memory import GiB, BudgetError
 from memory.rehearsal import LiveBytes, MetaDevice, replayed
 from memory.swap import PIN_AFTER_PASSES
 
-from .events import StageName
+from ..events import StageName
 from .memory_plan import (
     LABELS,
     NO_GPU_CARD_BYTES,
@@ -34,15 +34,15 @@ from .memory_plan import (
     placement_budget,
     plan_run,
 )
-from .method.buckets import nearest_bucket
-from .method.schedule import decode_span
-from .method.sections import Conditioning, SectionSettings, _history_and_layouts, make_denoiser
-from .models.encoders import CLIP_TOKENS, LLAMA_TOKENS, PROMPT_LENGTH, set_vae_tiling
-from .models.lora import LoraHook
-from .models.sets import MODEL_SETS
+from ..method.buckets import nearest_bucket
+from ..method.schedule import decode_span
+from ..method.sections import Conditioning, SectionSettings, _history_and_layouts, make_denoiser
+from ..models.encoders import CLIP_TOKENS, LLAMA_TOKENS, PROMPT_LENGTH, set_vae_tiling
+from ..models.lora import LoraHook
+from ..models.sets import MODEL_SETS
 # The report is its own module; CONTEXT_RESERVE_BYTES is named here too for the callers of rehearse().
 from .rehearsal_report import CONTEXT_RESERVE_BYTES, Rehearsal, StageRow  # noqa: F401
-from .settings import DEFAULTS
+from ..settings import DEFAULTS
 
 LATENT_CHANNELS = 16
 SIGLIP_SIZE = 384
@@ -61,7 +61,7 @@ def rehearsal_budget_gb(vram_budget_gb: float | None) -> float:
 def _models(model_set: str) -> SimpleNamespace:
     """The published models on meta, as a run loads them (mapped, in their dtypes). Reused: a rehearsal
     leaves them as it found them (every placement evicted, hooks removed)."""
-    from .models.published import meta_model
+    from ..models.published import meta_model
 
     return SimpleNamespace(spec=MODEL_SETS[model_set], **{key: meta_model(key, model_set) for key in LABELS})
 

@@ -21,15 +21,15 @@ from typing import Callable
 
 from PIL import Image
 
-from .events import Event, Failed, Finished, StageName, Status
-from .failures import Cancelled, ModelsUnavailableError, disk_message, user_message
-from .media.pictures import crop_to_bucket, resize_and_center_crop
-from .media.video_files import stream_frames
-from .settings import FPS
-from .request import Request
-from .run_files import RunFiles, claim_files, write_atomically
+from ..events import Event, Failed, Finished, StageName, Status
+from ..failures import Cancelled, ModelsUnavailableError, disk_message, user_message
+from ..media.pictures import crop_to_bucket, resize_and_center_crop
+from ..media.video_files import stream_frames
+from ..settings import FPS
+from ..request import Request
+from .files import RunFiles, claim_files, write_atomically
 from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
-from .run_owner import this_process
+from .owner import this_process
 from .same_file import check_output_apart, request_inputs
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Run:
     def resume(cls, path) -> Run:
         """The stopped, failed or killed run that `path` (its MP4, in-progress MP4, JSON or latents) belongs
         to, continued from its last finished section under the same name. ValueError if there is none."""
-        from .continuation import resume_parts
+        from ..starts.continuation import resume_parts
 
         request, files, origin = resume_parts(path)
         run = cls(request, files, origin)
@@ -64,7 +64,7 @@ class Run:
         """A new run continuing the video at `path` by `seconds` (forward sampling); with `from_seconds`, a
         branch: from that moment of it (its nearest cut point) instead of its end. `overrides` are flat
         request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
-        from .continuation import extension_parts
+        from ..starts.continuation import extension_parts
 
         request, origin = extension_parts(path, seconds, from_seconds=from_seconds, **overrides)
         return cls.start(request, origin=origin)
@@ -73,7 +73,7 @@ class Run:
     def bridge(cls, first, second, seconds: float, **overrides) -> Run:
         """A new run: clip `first`, about `seconds` leading from its last frame into clip `second`'s first,
         then `second` (bridge.py). `overrides` as for `extend`. ValueError on bad input."""
-        from .bridge import bridge_parts
+        from ..starts.bridge import bridge_parts
 
         request, origin = bridge_parts(first, second, seconds, **overrides)
         return cls.start(request, origin=origin)
@@ -88,7 +88,7 @@ class Run:
         request = request.validated()
         _check_writable(request.output.folder)
         if request.output.upscale > 1 or request.output.interpolate > 1:
-            from .finishing.after_run import check
+            from ..finishing.after_run import check
 
             check(request)  # an upscaler that is nowhere: refused before anything is written
         # Nothing is made yet, so a full disk here leaves nothing to resume: what was written is removed again.
@@ -147,7 +147,7 @@ class Run:
         Failed event and a failed record."""
         from memory.usage import device_usage  # torch: the session has it loaded already
 
-        from .work import Made, Work
+        from ..engine.work import Made, Work
 
         started = time.monotonic()
         meter = _usage_meter(session.device)
@@ -161,7 +161,7 @@ class Run:
                 raise Cancelled()
             sections_emit = emit
             if self.request.output.upscale > 1 or self.request.output.interpolate > 1:
-                from .finishing.after_run import as_made
+                from ..finishing.after_run import as_made
 
                 sections_emit = as_made(self.files, self.request, emit)  # the first step, per finished section
             work = Work(self.request, self.origin, self.files.in_progress, self.files.latents, self._tags,
@@ -181,11 +181,11 @@ class Run:
         output = self.request.output
         if isinstance(outcome, Finished) and outcome.video and not outcome.stopped and (
                 output.upscale > 1 or output.interpolate > 1):
-            from .finishing.after_run import finish_made_video
+            from ..finishing.after_run import finish_made_video
 
             self.finishing = finish_made_video(outcome.video, self.request, emit, self.cancel)
         elif output.upscale > 1 or output.interpolate > 1:  # stopped or failed: the finished part, joined
-            from .finishing.after_run import kept
+            from ..finishing.after_run import kept
 
             self.finishing = kept(self.files, self.request)
         self.outcome = outcome

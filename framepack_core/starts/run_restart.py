@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .events import Status
-from .record_shape import record_problem
-from .run_files import RunFiles, remove_dead_scratch
-from .run_owner import owner_alive, owner_words
+from ..events import Status
+from ..run.record_shape import record_problem
+from ..run.files import RunFiles, remove_dead_scratch
+from ..run.owner import owner_alive, owner_words
 
 
 def check_resumable(files: RunFiles) -> str:
@@ -30,7 +30,7 @@ def check_resumable(files: RunFiles) -> str:
 def start_over(files: RunFiles, fields: Callable[[dict], dict]):
     """(request, files): the run as its record asked for it, to be made from the start under the same name.
     `fields` keeps only the names a request takes."""
-    from .request import Request
+    from ..request import Request
 
     record = _record(files)
     record = record if record_problem(record) is None else {}  # a record this version cannot read: none

@@ -1,0 +1,1 @@
+"""How a run starts: one module per kind of start."""
