@@ -28,9 +28,9 @@ from framepack_core.events import Failed, Finished, SectionDone, Stage, StageNam
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.settings import FPS  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
-from framepack_core.run.lifecycle import Run  # noqa: E402
 from framepack_core.engine.session import Session  # noqa: E402
 from framepack_core.engine.session_config import SessionConfig  # noqa: E402
+from framepack_core.starts import FromPicture, begin
 
 
 def main() -> int:
@@ -80,7 +80,7 @@ def main() -> int:
             outcome["event"] = event
 
     session = Session(SessionConfig(device="cpu"), loader=lambda name, models_dir=None, progress=None: models)
-    Run.start(request).execute(session, on_event)
+    begin(FromPicture(request)).execute(session, on_event)
     finished = outcome.get("event")
     if not isinstance(finished, Finished):
         print(getattr(finished, "detail", "no result"), file=sys.stderr)

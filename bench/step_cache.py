@@ -30,9 +30,9 @@ from PIL import Image  # noqa: E402
 from framepack_core.events import Failed, Stage, StageName, Step  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
-from framepack_core.run.lifecycle import Run  # noqa: E402
 from framepack_core.engine.session import Session  # noqa: E402
 from framepack_core.engine.session_config import SessionConfig  # noqa: E402
+from framepack_core.starts import FromPicture, begin
 from memory import default_device  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def run(request: Request, session: Session, models) -> dict:
         elif isinstance(event, Step) and event.step == event.steps:
             clock["sampling"] += now - clock["section_start"]
 
-    finished = Run.start(request).execute(session, timed)
+    finished = begin(FromPicture(request)).execute(session, timed)
     if isinstance(finished, Failed):
         raise SystemExit(f"step_cache.py: the run failed: {finished.message}\n{finished.detail}")
     sampling = clock["sampling"]

@@ -28,7 +28,6 @@ from PIL import Image  # noqa: E402
 
 from framepack_core.events import Finished  # noqa: E402
 from framepack_core.request import Request  # noqa: E402
-from framepack_core.run.lifecycle import Run  # noqa: E402
 from framepack_core.engine.session import Session  # noqa: E402
 from framepack_core.engine.session_config import SessionConfig  # noqa: E402
 from framepack_core.method.buckets import nearest_bucket  # noqa: E402
@@ -36,6 +35,7 @@ from framepack_core.media.pictures import crop_to_bucket  # noqa: E402
 from framepack_core.models.loading import load_models  # noqa: E402
 from framepack_core.method.schedule import FPS  # noqa: E402
 from framepack_core.media.video import write_mp4  # noqa: E402
+from framepack_core.starts import FromPicture, begin
 
 
 def their_pipeline(models):
@@ -73,7 +73,7 @@ def run_ours(models, picture_path: Path, args, output: Path) -> float:
                                   step_cache=False)  # theirs has none: the same transformer work on both sides
     session = Session(SessionConfig(device="cpu"), loader=lambda name, models_dir=None, progress=None: models)
     started = time.perf_counter()
-    finished = Run.start(request).execute(session, lambda event: None)
+    finished = begin(FromPicture(request)).execute(session, lambda event: None)
     if not isinstance(finished, Finished) or finished.video is None:
         raise SystemExit("our engine did not finish")
     return time.perf_counter() - started, finished.frames

@@ -1,6 +1,6 @@
 """One job through the one run path, wherever it runs (this process or a Ray worker).
 
-    Request.from_fields(job settings) -> Run.start (or resume) -> run.execute(session, emit)
+    Request.from_fields(job settings) -> begin(FromPicture or Resume) -> run.execute(session, emit)
 
 The run's name is claimed once, by the process that owns the queue, and kept in the job: a
 retry or a resume after a crash writes the same files, so a job never leaves two videos.
@@ -40,16 +40,12 @@ def claim_run_name(outputs: Path, settings: dict) -> str:
 
 def start_run(request, files: RunFiles, resuming: bool):
     """The one place a job's run begins. A job that was interrupted (process killed, worker lost, Ctrl+C)
-    resumes from its last finished section (Run.resume, from the latents kept beside the run); one
-    with nothing kept yet (stopped before its first section) starts again under the same name."""
-    from framepack_core.run.lifecycle import Run
+    resumes from its last finished section (from the latents kept beside the run); one with nothing usable
+    kept (stopped before its first section) starts again under the same name (starts/resume.py)."""
+    from framepack_core.starts import FromPicture, Resume, begin
 
-    if resuming and files.latents.exists():
-        try:
-            return Run.resume(files.video)
-        except ValueError:
-            pass  # nothing usable to resume from: made again from the start
-    return Run.start(request)
+    start = FromPicture(request)
+    return begin(Resume(files.video, otherwise=start) if resuming else start)
 
 
 def run_job(settings: dict, run_name: str, outputs: Path, execute: Callable, emit: Callable,

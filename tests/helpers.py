@@ -11,9 +11,9 @@ import numpy as np
 
 from framepack_core.events import Preview, SectionDone, Stage, Step
 from framepack_core.request import Request
-from framepack_core.run.lifecycle import Run
 from framepack_core.engine.session import Session
 from framepack_core.engine.session_config import SessionConfig
+from framepack_core.starts import FromPicture, begin
 
 
 def tiny_request(picture, **fields) -> Request:
@@ -42,7 +42,7 @@ def run_events(request: Request, models, output: str | Path, manager=None,
 
     request = replace(request, output=replace(request.output, path=Path(output)))
     try:
-        run = Run.start(request)
+        run = begin(FromPicture(request))
     except ValueError as error:
         return [Failed(str(error))]
     return executed(run, models, manager, on_event)

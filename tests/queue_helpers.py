@@ -6,7 +6,7 @@ from pathlib import Path
 from helpers import fixed_session
 from mp4info import mp4_info
 
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import FromPicture, begin
 from jobs.intake import job_request
 
 TINY = dict(model="tiny", resolution=128, seconds=1, steps=2)
@@ -25,7 +25,7 @@ def reference_frames(jobs, outputs: Path, models, folder: Path) -> dict:
         if key in frames:
             continue
         path = folder / f"reference-{len(frames)}.mp4"
-        run = Run.start(job_request(job.settings, outputs, path=path))
+        run = begin(FromPicture(job_request(job.settings, outputs, path=path)))
         outcome = run.execute(fixed_session(models), lambda event: None)
         assert outcome.video is not None and not outcome.stopped
         frames[key] = mp4_info(path)[1]

@@ -13,11 +13,11 @@ from PIL import Image
 
 from app import main
 from framepack_core.events import Finished, Notice, SectionDone
-from framepack_core.starts.extension import latents_before
+from framepack_core.starts.extend import latents_before
 from framepack_core.media.latents import load_latents
 from framepack_core.media.video_files import cut_points
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Extend, Resume, begin
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info, write_clip
 
@@ -46,7 +46,7 @@ def _recording(transformer):
 
 
 def _branch(models, source, seconds, folder, on_event=None, **fields):
-    run = Run.extend(source, 0.8, from_seconds=seconds, steps=1, folder=folder, **fields)
+    run = begin(Extend(source, 0.8, from_seconds=seconds, steps=1, folder=folder, **fields))
     return run, executed(run, models, on_event=on_event)
 
 
@@ -98,7 +98,7 @@ def test_a_stopped_branch_resumes_to_the_same_bytes(tiny_models, sources, tmp_pa
     stop = lambda event, run: isinstance(event, SectionDone) and run.stop()  # noqa: E731
     part, events = _branch(tiny_models, sources["forward"], 1.0, tmp_path / "part", on_event=stop)
     assert events[-1].stopped and events[-1].sections == 1
-    resumed = Run.resume(part.files.in_progress if part.files.in_progress.exists() else part.files.video)
+    resumed = begin(Resume(part.files.in_progress if part.files.in_progress.exists() else part.files.video))
     outcome = resumed.execute(fixed_session(tiny_models), lambda event: None)
     assert isinstance(outcome, Finished) and outcome.sections == 2
     assert outcome.video.read_bytes() == whole.files.video.read_bytes()

@@ -13,7 +13,7 @@ from app import main
 from framepack_core.events import Finished, SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Bridge, Resume, begin
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info, write_clip
 
@@ -42,7 +42,7 @@ def _recording(transformer):
 
 
 def _bridge(models, first, second, folder, on_event=None, **fields):
-    run = Run.bridge(first, second, 0.8, steps=1, folder=folder, **fields)
+    run = begin(Bridge(first, second, 0.8, steps=1, folder=folder, **fields))
     return run, executed(run, models, on_event=on_event)
 
 
@@ -104,7 +104,7 @@ def test_a_stopped_bridge_resumes_to_the_same_bytes(tiny_models, clips, tmp_path
     stop = lambda event, run: isinstance(event, SectionDone) and run.stop()  # noqa: E731
     part, events = _bridge(tiny_models, *clips, tmp_path / "part", on_event=stop)
     assert events[-1].stopped and events[-1].sections == 1
-    outcome = Run.resume(part.files.video).execute(fixed_session(tiny_models), lambda event: None)
+    outcome = begin(Resume(part.files.video)).execute(fixed_session(tiny_models), lambda event: None)
     assert isinstance(outcome, Finished) and outcome.sections == 2
     assert outcome.video.read_bytes() == whole.files.video.read_bytes()
 
@@ -140,7 +140,7 @@ def test_a_bridge_is_the_whole_sections_nearest_the_seconds_at_the_clips_rate():
 
 def test_a_bridge_made_here_is_a_clip_from_elsewhere_at_its_ends(tiny_models, clips, tmp_path):
     """Its latents are only its middle: bridging from it (or branching it) must use its frames."""
-    from framepack_core.starts.continuation import own_latents
+    from framepack_core.starts.continued import own_latents
 
     run, events = _bridge(tiny_models, *clips, tmp_path)
     assert load_latents(run.files.latents).complete

@@ -10,7 +10,7 @@ import framepack_core.run.files as run_files
 from app import main
 from framepack_core.events import Finished
 from framepack_core.request import Request
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Extend, FromPicture, begin
 from helpers import run_events, tiny_request
 from mp4info import write_clip
 
@@ -94,7 +94,7 @@ def test_flags_a_continuation_cannot_honour_are_refused_not_dropped(clips, pictu
         assert line.startswith(f"error: {words}"), line
     assert not out.exists()
     # what they keep anyway is no conflict
-    run = Run.extend(a, 0.4, mode="forward", resolution=128, folder=out)
+    run = begin(Extend(a, 0.4, mode="forward", resolution=128, folder=out))
     assert run.request.method.mode == "forward" and run.request.method.resolution == 128
 
 
@@ -105,8 +105,8 @@ def test_a_full_disk_at_the_start_says_start_again_and_leaves_nothing(picture, t
 
     monkeypatch.setattr(run_files, "write_atomically", full)
     with pytest.raises(ValueError) as refused:
-        Run.start(Request.from_fields(image=picture, model="tiny", prompt="p", resolution=128, seconds=0.4,
-                                      folder=tmp_path / "out"))
+        begin(FromPicture(Request.from_fields(image=picture, model="tiny", prompt="p", resolution=128, seconds=0.4,
+                                      folder=tmp_path / "out")))
     message = str(refused.value)
     assert message.startswith(f"The disk is full: nothing more could be written to {tmp_path / 'out'}; the run had "
                               "not begun")

@@ -14,6 +14,7 @@ import pytest
 from framepack_core.events import Finished
 from framepack_core.run.lifecycle import Run
 from framepack_core.run.owner import this_process
+from framepack_core.starts import Bridge, Extend, Resume, begin
 from helpers import executed, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
@@ -46,9 +47,9 @@ def _killed_before_its_first_section(run: Run) -> None:
 
 
 STARTS = {
-    "bridge": lambda a, b, folder: Run.bridge(a, b, 0.8, steps=1, folder=folder),
-    "extension": lambda a, b, folder: Run.extend(a, 0.4, steps=1, folder=folder, prompt="a kite"),
-    "branch": lambda a, b, folder: Run.extend(a, 0.4, steps=1, folder=folder, from_seconds=0.4),
+    "bridge": lambda a, b, folder: begin(Bridge(a, b, 0.8, steps=1, folder=folder)),
+    "extension": lambda a, b, folder: begin(Extend(a, 0.4, steps=1, folder=folder, prompt="a kite")),
+    "branch": lambda a, b, folder: begin(Extend(a, 0.4, steps=1, folder=folder, from_seconds=0.4)),
 }
 FRAMES = {"bridge": 25 + 2 * 4 * K + 25, "extension": 25 + 4 * K, "branch": None}
 
@@ -60,7 +61,7 @@ def test_killed_before_its_first_section_resumes_as_the_same_kind_of_run(kind, t
     assert isinstance(whole, Finished)
     killed = STARTS[kind](a, b, tmp_path / "killed")
     _killed_before_its_first_section(killed)
-    outcome = Run.resume(killed.files.video).execute(fixed_session(tiny_models), lambda event: None)
+    outcome = begin(Resume(killed.files.video)).execute(fixed_session(tiny_models), lambda event: None)
     assert isinstance(outcome, Finished) and not outcome.stopped
     frames = mp4_info(outcome.video)[1]
     assert len(frames) == len(mp4_info(whole.video)[1]) == (FRAMES[kind] or len(frames))

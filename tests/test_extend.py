@@ -9,7 +9,7 @@ import pytest
 
 from framepack_core.events import Finished
 from framepack_core.media.latents import load_latents
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Extend, begin
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info, mp4_metadata
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def extend(tiny_models, path, seconds, **overrides):
-    run = Run.extend(path, seconds, **overrides)
+    run = begin(Extend(path, seconds, **overrides))
     outcome = run.execute(fixed_session(tiny_models), lambda event: None)
     assert isinstance(outcome, Finished) and not outcome.stopped, outcome
     return run, outcome
@@ -69,7 +69,7 @@ def test_bad_sources_are_refused_in_one_sentence(tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
     for path, message in ((tmp_path / "missing.mp4", "no video"), (tmp_path / "notes.mp4", "not a video")):
         with pytest.raises(ValueError, match=message):
-            Run.extend(path, 2)
+            begin(Extend(path, 2))
     result = subprocess.run([sys.executable, "app.py", "generate", "--extend", str(tmp_path / "missing.mp4"),
                              "--seconds", "2"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "no video" in result.stderr

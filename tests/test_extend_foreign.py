@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from framepack_core.events import Finished
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Extend, begin
 from helpers import fixed_session
 from mp4info import mp4_info, write_clip
 
@@ -23,7 +23,7 @@ def phone_clip(tmp_path_factory):
 
 
 def test_a_24fps_170x100_clip_extended_by_one_second(tiny_models, phone_clip, tmp_path):
-    run = Run.extend(phone_clip, 1, prompt="the colours keep flowing", steps=1, window=3, folder=tmp_path)
+    run = begin(Extend(phone_clip, 1, prompt="the colours keep flowing", steps=1, window=3, folder=tmp_path))
     outcome = run.execute(fixed_session(tiny_models), lambda event: None)
     assert isinstance(outcome, Finished) and not outcome.stopped
     frames = mp4_info(outcome.video)[1]
@@ -37,7 +37,7 @@ def test_a_24fps_170x100_clip_extended_by_one_second(tiny_models, phone_clip, tm
 
 def test_a_clip_not_made_here_needs_a_prompt(phone_clip, tmp_path):
     with pytest.raises(ValueError, match="not made here.*--prompt"):
-        Run.extend(phone_clip, 1, folder=tmp_path)
+        begin(Extend(phone_clip, 1, folder=tmp_path))
     result = subprocess.run([sys.executable, "app.py", "generate", "--extend", str(phone_clip), "--seconds", "1",
                              "--outputs", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -47,5 +47,5 @@ def test_a_clip_not_made_here_needs_a_prompt(phone_clip, tmp_path):
 
 def test_timed_prompts_of_an_extension_count_from_the_new_part(phone_clip, tmp_path):
     with pytest.raises(ValueError) as error:
-        Run.extend(phone_clip, 1, prompt="[0s: a] [1.5s: b]", window=3, folder=tmp_path)
+        begin(Extend(phone_clip, 1, prompt="[0s: a] [1.5s: b]", window=3, folder=tmp_path))
     assert "past the new part's end" in str(error.value) and "begins at 2.00s of the whole video" in str(error.value)

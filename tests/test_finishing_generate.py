@@ -16,6 +16,7 @@ from finishing_models import esrgan_state, rife_state, save
 from mp4info import mp4_info, mp4_metadata
 
 from framepack_core.request import remake_fields
+from framepack_core.starts import Resume, begin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +89,6 @@ def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture
     from helpers import executed, run_events, tiny_request
 
     from framepack_core.finishing import per_section
-    from framepack_core.run.lifecycle import Run
 
     monkeypatch.setattr(per_section, "PART_FRAMES", 4)
     threads = torch.get_num_threads()
@@ -107,7 +107,7 @@ def test_a_stopped_generation_keeps_its_finished_upscaled_part(tmp_path, picture
     assert (meta["size"], so_far.shape[0]) == ((2 * record["width"], 2 * record["height"]), 8)
     staged = tmp_path / ".g.upscale-x2.parts"
     shutil.copyfile(staged / "part-00002.mp4", staged / "part-00001.mp4")  # marked: taken over, or made again?
-    executed(Run.resume(tmp_path / "g.json"), tiny_models)
+    executed(begin(Resume(tmp_path / "g.json")), tiny_models)
     assert json.loads((tmp_path / "g.json").read_text())["finishing"][0]["status"] == "finished"
     _, whole = mp4_info(tmp_path / "g.upscaled-x2.mp4")
     assert whole.shape[0] == 25 and np.array_equal(whole[4:8], so_far[4:8])

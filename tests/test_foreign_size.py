@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from framepack_core.events import Finished
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Bridge, Extend, begin
 from helpers import fixed_session
 from mp4info import mp4_info, write_clip
 
 
 def test_the_working_size_is_the_clips_own_up_to_the_runs_bucket():
-    from framepack_core.starts.extension import working_size
+    from framepack_core.starts.continued import working_size
 
     assert working_size(170, 100, 640) == (176, 96)  # small: its own size, each side to 16
     assert working_size(4096, 2160, 640) == (880, 464)  # big: about 640 x 640 pixels, its shape kept
@@ -38,10 +38,10 @@ def test_a_big_clip_runs_at_the_runs_resolution(how, tiny_models, big_clip, tmp_
     handle = _latent_sizes(tiny_models.transformer, seen)
     try:
         if how == "extend":
-            run = Run.extend(big_clip, 0.4, prompt="more", steps=1, window=3, resolution=128, folder=tmp_path)
+            run = begin(Extend(big_clip, 0.4, prompt="more", steps=1, window=3, resolution=128, folder=tmp_path))
         else:
             other = write_clip(tmp_path / "other.mp4", 512, 288, fps=30, frames=30, seed=4)
-            run = Run.bridge(big_clip, other, 0.4, prompt="between", steps=1, window=3, resolution=128, folder=tmp_path)
+            run = begin(Bridge(big_clip, other, 0.4, prompt="between", steps=1, window=3, resolution=128, folder=tmp_path))
         outcome = run.execute(fixed_session(tiny_models), lambda event: None)
     finally:
         handle.remove()

@@ -10,7 +10,7 @@ import framepack_core.media.segments as segments_module
 import framepack_core.run.files as run_files
 from framepack_core.events import Failed, Finished
 from framepack_core.media.latents import load_latents
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import FromPicture, Resume, begin
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
@@ -77,7 +77,7 @@ def test_a_full_disk_at_each_write_ends_in_one_line_and_resumes(tiny_models, pic
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert run_files.RunFiles(tmp_path, "v").read_record()["status"] == "failed" and not output.exists()
 
-    outcome = Run.resume(output).execute(fixed_session(tiny_models), lambda event: None)  # room again
+    outcome = begin(Resume(output)).execute(fixed_session(tiny_models), lambda event: None)  # room again
     assert isinstance(outcome, Finished) and outcome.frames == 25
     assert output.read_bytes() == uninterrupted.read_bytes()
 
@@ -85,6 +85,6 @@ def test_a_full_disk_at_each_write_ends_in_one_line_and_resumes(tiny_models, pic
 def test_a_full_disk_before_the_run_begins_is_one_sentence(picture, tmp_path, monkeypatch):
     monkeypatch.setattr(run_files, "write_atomically", _fail_from(1, run_files.write_atomically, FULL))
     with pytest.raises(ValueError, match="The disk is full: nothing more could be written to .*start it again"):
-        Run.start(_request(picture).__class__.from_fields(image=picture, model="tiny", prompt="p", resolution=128,
-                                                           path=tmp_path / "a.mp4"))
+        begin(FromPicture(_request(picture).__class__.from_fields(image=picture, model="tiny", prompt="p", resolution=128,
+                                                           path=tmp_path / "a.mp4")))
     assert not list(tmp_path.iterdir())  # nothing to resume is left, not a picture without its run

@@ -118,15 +118,15 @@ def test_a_path_edited_in_a_latents_file_is_not_read_on_resume(tmp_path):
     bytes are those the run started from, so an edited path cannot splice another file's frames in."""
     import hashlib
 
-    from framepack_core.starts.continuation import first_origin
+    from framepack_core.starts.kinds import recalled
 
     source, other = _clip(tmp_path / "source.mp4", 10), _clip(tmp_path / "private.mp4", 200)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     kept = {"video": str(source), "frames": 9, "latents": 3, "sha256": digest}
-    assert first_origin(kept).source == source  # the very file: read
+    assert recalled(kept).source == source  # the very file: read
     with pytest.raises(ValueError, match="is not the file this run started from"):
-        first_origin(kept | {"video": str(other)})
+        recalled(kept | {"video": str(other)})
     with pytest.raises(ValueError, match="is not the file this run started from"):
-        first_origin({"bridge": [str(source), str(other)], "bridge_sha256": [digest, digest]})
+        recalled({"bridge": [str(source), str(other)], "bridge_sha256": [digest, digest]})
     with pytest.raises(ValueError, match="is missing"):
-        first_origin(kept | {"video": str(tmp_path / "nothing.mp4")})
+        recalled(kept | {"video": str(tmp_path / "nothing.mp4")})

@@ -13,7 +13,7 @@ from framepack_core.events import Failed, Finished, SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.media.pictures import crop_to_bucket, resize_and_center_crop
 from framepack_core.models.encoders import encode_latent, encode_siglip
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Resume, begin
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info, mp4_metadata
 
@@ -88,7 +88,7 @@ def test_the_transformer_receives_what_the_note_says(tiny_models, picture, keyfr
     # Stopped after two sections and resumed: the keyframes come back from the run's own files.
     stop = lambda event, run: isinstance(event, SectionDone) and event.section == 1 and run.stop()  # noqa: E731
     run_events(_request(picture, keyframes=keyframes), tiny_models, tmp_path / "part.mp4", on_event=stop)
-    resumed = Run.resume(tmp_path / "part.json").execute(fixed_session(tiny_models), lambda e: None)
+    resumed = begin(Resume(tmp_path / "part.json")).execute(fixed_session(tiny_models), lambda e: None)
     assert resumed.frames == 49
     assert np.array_equal(mp4_info(tmp_path / "part.mp4")[1], mp4_info(tmp_path / "keys.mp4")[1])
 

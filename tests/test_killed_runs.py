@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from framepack_core.run.lifecycle import Run
 from framepack_core.run.files import RunFiles, remove_dead_scratch
 from framepack_core.run.owner import owner_alive, this_process
+from framepack_core.starts import FromPicture, Resume, begin
 from helpers import run_events, tiny_request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_a_run_still_going_elsewhere_is_not_resumed(tmp_path, picture):
                  "host": this_process()["host"]}
         files.write_record({"status": "running", "owner": owner, "settings": {}})
         with pytest.raises(ValueError, match="still being made"):
-            Run.resume(files.video)
+            begin(Resume(files.video))
     finally:
         holder.kill()
         holder.wait()
@@ -119,7 +119,7 @@ def test_a_run_still_going_elsewhere_is_not_resumed(tmp_path, picture):
 
 def test_nothing_at_all_to_resume_is_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="Nothing to resume for 'nothing'"):
-        Run.resume(tmp_path / "nothing.mp4")
+        begin(Resume(tmp_path / "nothing.mp4"))
 
 
 def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture, tmp_path):
@@ -129,7 +129,7 @@ def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture,
 
     from helpers import fixed_session
 
-    run = Run.start(tiny_request(picture, steps=1, window=3, folder=tmp_path))  # then killed while loading
+    run = begin(FromPicture(tiny_request(picture, steps=1, window=3, folder=tmp_path)))  # then killed while loading
     files = run.files
     files.write_record(run.record() | {"owner": _dead_owner()})
     handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, tmp_path))

@@ -18,7 +18,7 @@ from framepack_core.media.latents import load_latents
 from framepack_core.models.lora import applied_loras
 from framepack_core.models.lora_files import check_lora
 from framepack_core.request import Request
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Resume, begin
 from helpers import executed, run_events, tiny_request
 from mp4info import mp4_info
 
@@ -226,7 +226,7 @@ def test_lora_with_block_streaming_stopped_and_resumed_changes_no_byte(picture, 
     stopped = run_events(request, models, tmp_path / "part.mp4", manager=manager, on_event=watch(manager, 1))[-1]
     assert stopped.stopped and stopped.sections == 1
     manager = streaming_manager()
-    resumed = executed(Run.resume(tmp_path / "part.mp4"), models, manager, watch(manager))[-1]
+    resumed = executed(begin(Resume(tmp_path / "part.mp4")), models, manager, watch(manager))[-1]
     assert isinstance(resumed, Finished) and not resumed.stopped and resumed.sections == 2
     assert streamed and all(streamed)
     assert torch.equal(load_latents(tmp_path / "part.latents.safetensors").video, whole_latents)

@@ -10,7 +10,7 @@ import pytest
 from app import main
 from framepack_core.events import Finished
 from framepack_core.method.prompts import parse_prompt
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Extend, begin
 from helpers import executed, run_events, tiny_request
 from mp4info import mp4_info
 
@@ -52,8 +52,8 @@ def timed_source(tiny_models, picture, tmp_path_factory):
 
 def test_extending_a_timed_video_with_no_new_prompt_continues_its_last_prompt(tiny_models, timed_source, tmp_path,
                                                                                capsys):
-    inherited = executed(Run.extend(timed_source, 0.4, steps=1, folder=tmp_path / "a"), tiny_models)[-1]
-    told = executed(Run.extend(timed_source, 0.4, steps=1, prompt="night falls", folder=tmp_path / "b"),
+    inherited = executed(begin(Extend(timed_source, 0.4, steps=1, folder=tmp_path / "a")), tiny_models)[-1]
+    told = executed(begin(Extend(timed_source, 0.4, steps=1, prompt="night falls", folder=tmp_path / "b")),
                     tiny_models)[-1]
     assert isinstance(inherited, Finished) and isinstance(told, Finished)
     frames = mp4_info(inherited.video)[1]
@@ -68,6 +68,6 @@ def test_extending_a_timed_video_with_no_new_prompt_continues_its_last_prompt(ti
 
 
 def test_a_branch_of_a_timed_video_gets_the_prompts_from_its_cut(timed_source, tmp_path):
-    run = Run.extend(timed_source, 0.8, from_seconds=0.2, steps=1, folder=tmp_path)
+    run = begin(Extend(timed_source, 0.8, from_seconds=0.2, steps=1, folder=tmp_path))
     assert run.origin.cut == 4  # the source's cut point nearest 0.2 s: 0.133 s
     assert run.request.method.prompt == "[0s: day] [0.2667s: night falls]"  # 'night falls' still from 0.4 s

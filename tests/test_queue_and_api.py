@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import FromPicture, begin
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job
@@ -19,7 +19,7 @@ def test_generate_while_a_queue_job_runs_is_refused_at_once_and_writes_nothing(t
     outputs = tmp_path / "out"
     handlers = Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=outputs))
     try:
-        job = worker.submit(Run.start(tiny_request(picture, folder=outputs)))  # what the page's queue hands it
+        job = worker.submit(begin(FromPicture(tiny_request(picture, folder=outputs))))  # what the page's queue hands it
         before = sorted(p.name for p in outputs.iterdir())
         with pytest.raises(WorkerBusy, match="is making a video on this machine now"):
             handlers.api_run(str(picture), "waves", seconds=1, seed=3, steps=2)

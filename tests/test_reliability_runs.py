@@ -6,8 +6,8 @@ import torch
 import framepack_core.engine.generation as generation
 import framepack_core.engine.session as session_module
 from framepack_core.events import Failed, Finished, SectionDone, Stage, Step
-from framepack_core.run.lifecycle import Run
 from framepack_core.engine.session import make_manager
+from framepack_core.starts import FromPicture, begin
 from helpers import cpu_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import Handlers, ServerSettings
@@ -116,7 +116,7 @@ def test_out_of_memory_while_preparing_is_actionable_too(tiny_models, picture, t
     worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: tiny_models,
                                         manager_factory=oom_factory))
     try:
-        events = list(_drain(worker.submit(Run.start(request(picture, seconds=1, path=tmp_path / "a.mp4")))))
+        events = list(_drain(worker.submit(begin(FromPicture(request(picture, seconds=1, path=tmp_path / "a.mp4"))))))
         assert isinstance(events[-1], Failed) and "ran out of memory" in events[-1].message
     finally:
         worker.close()
@@ -137,7 +137,7 @@ def test_stop_while_loading_the_real_models_makes_nothing(tiny_models, picture, 
 
     worker = Worker(session=cpu_session(loader=loader))
     try:
-        jobs.append(worker.submit(Run.start(request(picture, seconds=1, path=tmp_path / "a.mp4"))))
+        jobs.append(worker.submit(begin(FromPicture(request(picture, seconds=1, path=tmp_path / "a.mp4")))))
         events = list(_drain(jobs[0]))
         assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].video is None
         assert not any(isinstance(e, (Step, SectionDone)) for e in events)

@@ -11,7 +11,7 @@ import pytest
 
 from framepack_core.events import Finished, SectionDone
 from framepack_core.media.latents import load_latents
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import Resume, begin
 from helpers import fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 
@@ -47,7 +47,7 @@ def test_stopped_after_two_of_five_then_resumed_is_the_uninterrupted_video(tiny_
     assert (saved.done, saved.sections, saved.settings["mode"], saved.settings["seed"]) == (2, 5, mode, 5)
     assert saved.video.shape[2] == (1 + 2 * WINDOW if mode == "forward" else 2 * WINDOW)
 
-    run = Run.resume(tmp_path / "part.mp4")
+    run = begin(Resume(tmp_path / "part.mp4"))
     events = []
     outcome = run.execute(fixed_session(tiny_models), events.append)
     assert isinstance(outcome, Finished) and not outcome.stopped and outcome.sections == 5
@@ -68,12 +68,12 @@ def torch_equal(a, b):
 def test_a_finished_run_is_not_resumed(tiny_models, picture, tmp_path):
     run_events(tiny_request(picture, steps=2), tiny_models, tmp_path / "done.mp4")
     with pytest.raises(ValueError, match="finished"):
-        Run.resume(tmp_path / "done.json")
+        begin(Resume(tmp_path / "done.json"))
 
 
 def test_nothing_to_resume_is_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="Nothing to resume"):
-        Run.resume(tmp_path / "nothing.mp4")
+        begin(Resume(tmp_path / "nothing.mp4"))
 
 
 _GENERATE = [sys.executable, "app.py", "generate", "--model", "tiny", "--resolution", "128", "--steps", "2",

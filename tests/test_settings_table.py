@@ -129,7 +129,7 @@ MADE_UP = textwrap.dedent('''
     widget = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "fp-sparkle")
     start = next(f for f in page.fns.values() if f.name == "run")
     form = handlers.request_fields({"image": Image.open(picture), "prompt": "p", "sparkle": True})
-    run = Run.start(Request.from_fields(**form, folder=out))
+    run = begin(FromPicture(Request.from_fields(**form, folder=out)))
     record = json.loads(run.files.record.read_text())
     worker.close()
     print(json.dumps(dict(

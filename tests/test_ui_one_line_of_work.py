@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from framepack_core.failures import ModelsUnavailableError
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import FromPicture, begin
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from ui.handlers import KEEP, Handlers, ServerSettings
 from ui.outputs import OutputsHandlers
@@ -22,7 +22,7 @@ def busy(tmp_path, picture):
     worker = Worker(session=cpu_session(loader=lambda name, models_dir=None, progress=None: "models",
                                         engine=ScriptedEngine(sections=1, steps=2, gate=gate)))
     outputs = tmp_path / "out"
-    job = worker.submit(Run.start(tiny_request(picture, path=tmp_path / "job" / "job.mp4")), label="Queue job 7 (Queue tab)")
+    job = worker.submit(begin(FromPicture(tiny_request(picture, path=tmp_path / "job" / "job.mp4"))), label="Queue job 7 (Queue tab)")
     handlers = Handlers(worker, ServerSettings(model="tiny", resolution=128, outputs=outputs))
     yield handlers, job, gate, outputs
     gate.set()

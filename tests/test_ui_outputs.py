@@ -9,6 +9,7 @@ from framepack_core.events import SectionDone
 from framepack_core.media.latents import load_latents
 from framepack_core.request import remake_fields
 from framepack_core.settings import SETTINGS
+from framepack_core.starts import Bridge, Extend, FromPicture, begin
 from helpers import ScriptedEngine, cpu_session, fixed_session, run_events, tiny_request
 from mp4info import mp4_info
 from ui.handlers import FORM_FIELDS, Handlers, ServerSettings
@@ -169,13 +170,14 @@ def test_extend_needs_a_finished_video(outputs, picture):
 
 
 class _ExtendCalls:
-    """Stands in for Run.extend: records how it was called and refuses, as the real one does bad input."""
+    """Stands in for Extend.parts: records the start the page built and refuses, as the real one does bad input."""
 
     def __init__(self, message: str):
         self.calls, self.message = [], message
 
-    def __call__(self, path, seconds, **overrides):
-        self.calls.append((path, seconds, overrides))
+    def __call__(self, start):
+        self.calls.append((start.path, start.seconds,
+                           start.settings | {"folder": start.folder, "from_seconds": start.from_seconds}))
         raise ValueError(self.message)
 
 
@@ -184,12 +186,10 @@ def _files(folder) -> dict:
 
 
 def test_branch_here_passes_the_players_time_to_the_run(outputs, picture, monkeypatch):
-    from framepack_core.run.lifecycle import Run
-
     tab = outputs()
     name = _make(tab, picture, "2026-01-02T10:00:00")
     extend = _ExtendCalls("Branch at 1.2345678 s: recorded.")
-    monkeypatch.setattr(Run, "extend", extend)
+    monkeypatch.setattr(Extend, "parts", lambda start: extend(start))
     before = _files(tab.folder)
     update = list(tab.branch(name, 1.2345678, 1.5, "it turns left"))[-1]
     list(tab.extend(name, 2, ""))  # Extend: the same path, without a time
@@ -206,14 +206,12 @@ def test_branch_here_passes_the_players_time_to_the_run(outputs, picture, monkey
     (1.0, "stopped", "has no finished video to branch from; resume it first"),
 ])
 def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, at, status, message):
-    from framepack_core.run.lifecycle import Run
-
     tab = outputs()
     name = _make(tab, picture, "2026-01-02T10:00:00")
     files = tab.find(name).files
     files.write_record(files.read_record() | {"status": status})
     extend = _ExtendCalls("not reached")
-    monkeypatch.setattr(Run, "extend", extend)
+    monkeypatch.setattr(Extend, "parts", lambda start: extend(start))
     before = _files(tab.folder)
     update = list(tab.branch(name, at, 2, ""))[-1]
     assert message in update.progress and update.running is False
@@ -221,7 +219,6 @@ def test_branch_here_refuses_before_the_run_path(outputs, picture, monkeypatch, 
 
 
 def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
-    from framepack_core.run.lifecycle import Run
 
     tab = outputs(session=fixed_session(tiny_models))
     name = _make(tab, picture, "2026-01-02T10:00:00", seconds=1, steps=1)
@@ -230,20 +227,21 @@ def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_mode
     # The start, the end and past it.
     for at in (0.0, record["frames"] / record["fps"], 9.0):
         with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
-            Run.extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at)
+            begin(Extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at))
         update = list(tab.branch(name, at, 1, ""))[-1]
         assert update.progress == idle_html(str(refused.value), error=True) and update.running is False
         assert "\n" not in str(refused.value) and _files(tab.folder) == before, at
 
 
 class _BridgeCalls:
-    """Stands in for Run.bridge: records how it was called, then starts `then(...)` (a run) or refuses."""
+    """Stands in for Bridge.parts: records the start the page built, then gives `then(...)`'s parts or refuses."""
 
     def __init__(self, then=None):
         self.calls, self.then = [], then
 
-    def __call__(self, first, second, seconds, **overrides):
-        self.calls.append((first, second, seconds, overrides))
+    def __call__(self, start):
+        overrides = start.settings | {"folder": start.folder}
+        self.calls.append((start.first, start.second, start.seconds, overrides))
         if self.then is None:
             raise ValueError("not reached")
         return self.then(**overrides)
@@ -251,15 +249,13 @@ class _BridgeCalls:
 
 def test_bridge_runs_the_two_videos_into_a_new_run_followed_as_extend_is(outputs, picture, monkeypatch):
     from framepack_core.request import Request
-    from framepack_core.run.lifecycle import Run
-
     tab = outputs()
     first = _make(tab, picture, "2026-01-02T10:00:00", seed=1)
     second = _make(tab, picture, "2026-01-02T10:00:01", seed=2)
-    made = lambda prompt, folder: Run.start(Request.from_fields(  # noqa: E731 (a run as the real one would start)
-        image=picture, model="tiny", prompt=prompt or "own", seconds=2, seed=8, resolution=128, folder=folder))
+    made = lambda prompt, folder: FromPicture(Request.from_fields(  # noqa: E731 (a run as the real one would start)
+        image=picture, model="tiny", prompt=prompt or "own", seconds=2, seed=8, resolution=128, folder=folder)).parts()
     bridge = _BridgeCalls(then=made)
-    monkeypatch.setattr(Run, "bridge", bridge)
+    monkeypatch.setattr(Bridge, "parts", lambda start: bridge(start))
     updates = list(tab.bridge(first, second, 1.5, "it crosses over"))
     list(tab.bridge(first, second, 2, ""))  # no prompt: the first clip's own (the run path's default)
     assert bridge.calls == [
@@ -280,8 +276,6 @@ def test_bridge_runs_the_two_videos_into_a_new_run_followed_as_extend_is(outputs
     ("first", "second", "second", "{second} has no finished video to bridge into; resume it first."),
 ])
 def test_bridge_refuses_before_the_run_path(outputs, picture, monkeypatch, pick, into, stopped, message):
-    from framepack_core.run.lifecycle import Run
-
     tab = outputs()
     names = {"first": _make(tab, picture, "2026-01-02T10:00:00", seed=1),
              "second": _make(tab, picture, "2026-01-02T10:00:01", seed=2)}
@@ -289,7 +283,7 @@ def test_bridge_refuses_before_the_run_path(outputs, picture, monkeypatch, pick,
         files = tab.find(names[stopped]).files
         files.write_record(files.read_record() | {"status": "stopped"})
     bridge = _BridgeCalls()
-    monkeypatch.setattr(Run, "bridge", bridge)
+    monkeypatch.setattr(Bridge, "parts", lambda start: bridge(start))
     before = _files(tab.folder)
     updates = list(tab.bridge(names.get(pick, pick), names.get(into, into), 2, ""))
     assert len(updates) == 1 and updates[0].running is False
@@ -318,7 +312,6 @@ def test_bridge_into_lists_the_other_finished_runs(outputs, picture):
 
 
 def test_a_bad_bridge_is_the_run_paths_one_sentence_and_writes_nothing(outputs, tiny_models, picture):
-    from framepack_core.run.lifecycle import Run
 
     tab = outputs(session=fixed_session(tiny_models))
     for name, resolution in (("small", 128), ("large", 160)):  # one section each, at two sizes
@@ -330,7 +323,7 @@ def test_a_bad_bridge_is_the_run_paths_one_sentence_and_writes_nothing(outputs, 
     for pair, words in ((("small", "large"), "a bridge joins clips of the same size and frame rate"),
                         (("small", "small"), "A bridge joins two different clips")):
         with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
-            Run.bridge(*(tab.folder / f"{name}.mp4" for name in pair), 1.0, folder=tab.folder)
+            begin(Bridge(*(tab.folder / f"{name}.mp4" for name in pair), 1.0, folder=tab.folder))
         update = list(tab.bridge(*pair, 1, ""))[-1]
         assert words in str(refused.value) and "\n" not in str(refused.value)
         assert update.progress == idle_html(str(refused.value), error=True) and update.running is False

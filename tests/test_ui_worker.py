@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from framepack_core.events import Failed, Finished, SectionDone, Step
-from framepack_core.run.lifecycle import Run
+from framepack_core.starts import FromPicture, begin
 from helpers import ScriptedEngine, cpu_session, tiny_request
 from ui.worker import Worker, WorkerBusy
 
 
 def new_run(picture, output, model="tiny"):
-    return Run.start(tiny_request(picture, model=model, path=output))
+    return begin(FromPicture(tiny_request(picture, model=model, path=output)))
 
 
 def collect(job, timeout=10):

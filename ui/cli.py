@@ -37,9 +37,16 @@ def request_from_args(args):
 
 
 def run_from_args(args):
-    """A new run, a resumed one (--resume), an extension or branch (--extend [--from]) or a bridge
-    (--bridge); ValueError for bad input."""
-    from framepack_core.run.lifecycle import Run
+    """The run `generate`'s flags ask for, begun (its first files written); ValueError for bad input."""
+    from framepack_core.starts import begin
+
+    return begin(start_from_args(args))
+
+
+def start_from_args(args):
+    """The start `generate`'s flags name: a new picture, a resumed run (--resume), an extension or branch
+    (--extend [--from]) or a bridge (--bridge)."""
+    from framepack_core.starts import Bridge, Extend, FromPicture, Resume
 
     starts = [flag for flag, value in (("--resume", args.resume), ("--extend", args.extend),
                                        ("--bridge", getattr(args, "bridge", None))) if value]
@@ -49,15 +56,15 @@ def run_from_args(args):
     if from_seconds is not None and not args.extend:
         raise ValueError("--from says where to branch a video given with --extend.")
     if args.resume:
-        return Run.resume(args.resume)
+        return Resume(args.resume)
     if args.extend:
-        return Run.extend(args.extend, args.seconds, from_seconds=from_seconds, output=args.output,
-                          **_given_settings(args))
+        return Extend(args.extend, args.seconds, from_seconds=from_seconds, output=args.output,
+                      **_given_settings(args))
     if getattr(args, "bridge", None):
-        return Run.bridge(*args.bridge, args.seconds, output=args.output, **_given_settings(args))
+        return Bridge(*args.bridge, args.seconds, output=args.output, **_given_settings(args))
     if not args.image or args.prompt is None:
         raise ValueError("Give --image and --prompt for a new video (or --resume / --extend / --bridge).")
-    return Run.start(request_from_args(args))
+    return FromPicture(request_from_args(args))
 
 
 def _given_settings(args) -> dict:
@@ -67,7 +74,7 @@ def _given_settings(args) -> dict:
 
     explicit = getattr(args, "given", set())
     flags = settings_from_args(args)
-    # All of them: what a continuation cannot honour it refuses (continuation.refuse_unhonoured), never drops.
+    # All of them: what a continuation cannot honour it refuses (starts/continued.refuse_unhonoured), never drops.
     given = {s.name: flags[s.name] for s in SETTINGS_LIST
              if s.flag and s.dest in explicit and s.name in flags and s.name not in ("seconds", "folder", "path")}
     if "outputs" in explicit:
@@ -143,7 +150,7 @@ class TerminalProgress:
         self.work = CostedProgress()
 
     def __call__(self, event) -> None:
-        from framepack_core.events import Failed, Finished, Notice, Preview, SectionDone, Stage, Step
+        from framepack_core.events import Failed, Finished, Notice, SectionDone, Stage, Step
 
         self.work.update(event)
         if isinstance(event, Step):

@@ -6,7 +6,6 @@ events. argparse only at import: `--help` loads no torch.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys

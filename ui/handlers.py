@@ -9,18 +9,21 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
-from framepack_core.run.lifecycle import Run
+from framepack_core.run import Run
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
 from .progress import RunProgress, idle_html, stages_markdown
 from .worker import Worker, WorkerBusy
+
+if TYPE_CHECKING:  # the kinds of start bring the model library: imported when a button is pressed
+    from framepack_core.starts import Start
 
 KEEP = object()  # a PageUpdate field left as it is on the page
 
@@ -123,34 +126,26 @@ class Handlers:
 
     def page_run(self, form: dict, page: str = ""):
         """Start pressed on page `page`: `form` holds the page's inputs by name (FORM_FIELDS)."""
-        busy = self.busy_refusal()  # before anything is written: a refused Start leaves no files
-        if busy is not None:
-            yield busy
-            return
         try:
             form = self.request_fields(form)
         except ValueError as error:
             yield refused(str(error))
             return
-        seed = form["seed"]
-        try:
-            run = Run.start(Request.from_fields(**form, folder=self.settings.outputs))
-        except ValueError as error:
-            yield refused(str(error), seed=seed)
-            return
-        yield from self._follow(run, seed, page)
+        yield from self.follow_start(
+            lambda: starts().FromPicture(Request.from_fields(**form, folder=self.settings.outputs)), page,
+            seed=form["seed"])
 
     def page_resume(self, page: str = ""):
         """Resume pressed: the last run of this page, if it was stopped or failed, from its last section. Only
         this page's: any other run (another page's, or one from before a restart) is the Outputs tab's Resume."""
         last = self.page_last(page)
 
-        def resumed() -> Run:
+        def resumed() -> Start:
             if last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED):
                 raise ValueError("There is no stopped or failed run of this page to resume; pick one in the "
                                  "Outputs tab and press Resume there.")
-            return Run.resume(last.files.record)
-        yield from self._follow_new(resumed, page)
+            return starts().Resume(last.files.record)
+        yield from self.follow_start(resumed, page)
 
     def page_extend(self, upload, seconds, prompt, from_seconds=None, page: str = ""):
         """Extend pressed: the uploaded video, else this page's last finished one, `seconds` longer. With
@@ -158,12 +153,12 @@ class Handlers:
         from there, into a new file."""
         source = upload or self._last_finished_video(page)
 
-        def extended() -> Run:
+        def extended() -> Start:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
-            return Run.extend(source, seconds, prompt=prompt or None, folder=self.settings.outputs,
-                              from_seconds=from_seconds)
-        yield from self._follow_new(extended, page)
+            return starts().Extend(source, seconds, from_seconds=from_seconds, folder=self.settings.outputs,
+                          prompt=prompt or None)
+        yield from self.follow_start(extended, page)
 
     def page_bridge(self, first, second, seconds, prompt, page: str = ""):
         """Bridge pressed (the Outputs tab, or Continue a video's): video `first` (None: this page's last
@@ -171,28 +166,29 @@ class Handlers:
         into a new run; with the prompt given, else `first`'s own."""
         first = first or self._last_finished_video(page)
 
-        def bridged() -> Run:
+        def bridged() -> Start:
             if not first:
                 raise ValueError("Upload the video to bridge from, or finish one here first.")
             if not second:
                 raise ValueError("Upload the video to bridge into.")
-            return Run.bridge(first, second, seconds, prompt=prompt or None, folder=self.settings.outputs)
-        yield from self._follow_new(bridged, page)
+            return starts().Bridge(first, second, seconds, folder=self.settings.outputs, prompt=prompt or None)
+        yield from self.follow_start(bridged, page)
 
     def _last_finished_video(self, page: str):
         last = self.page_last(page)
         return last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None
 
-    def _follow_new(self, start, page: str = ""):
-        """The run `start()` makes, followed; its ValueError (bad input, nothing written) as one sentence."""
-        busy = self.busy_refusal()
+    def follow_start(self, make_start: Callable[[], Start], page: str = "", seed=None):
+        """The run the start `make_start()` names, begun and followed: every page's button ends here. Its
+        ValueError (bad input, nothing written) is one sentence (with the seed the form chose, if any)."""
+        busy = self.busy_refusal()  # before anything is written: a refused Start leaves no files
         if busy is not None:
             yield busy
             return
         try:
-            run = start()
+            run = starts().begin(make_start())
         except ValueError as error:
-            yield refused(str(error))
+            yield refused(str(error), **({} if seed is None else {"seed": seed}))
             return
         yield from self._follow(run, run.request.method.seed, page)
 
@@ -254,12 +250,12 @@ class Handlers:
 
         `loras`: "name.safetensors:0.8; other.safetensors", names of files in the server's LoRA folder."""
         self.worker.check_free()
-        run = Run.start(Request.from_fields(
+        run = starts().begin(starts().FromPicture(Request.from_fields(
             image=image, model=self.settings.model, prompt=prompt or "", seconds=seconds, steps=steps,
             seed=random_seed() if seed is None else seed, resolution=self.settings.resolution,
             folder=self.settings.outputs, loras=parse_lora_text(loras, self.settings.lora_dir),
             prompt_blend=_whole(prompt_blend or 0), keyframes=page_keyframes(keyframes, keyframe_times),
-            loop=bool(loop)))
+            loop=bool(loop))))
         try:
             submission = self.worker.submit(run)
         except WorkerBusy as error:  # the queue took the worker just now
@@ -277,6 +273,14 @@ class Handlers:
         if outcome is None or outcome.video is None:
             raise RuntimeError("The run was stopped before the first section was done; no video was made.")
         return str(outcome.video)
+
+
+def starts():
+    """framepack_core.starts, imported when first used: it brings the model library, which the page's server
+    loads only with the first browser or run."""
+    from framepack_core import starts
+
+    return starts
 
 
 def summary_markdown(record: dict) -> str:

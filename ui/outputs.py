@@ -17,12 +17,11 @@ from pathlib import Path
 from framepack_core.events import Status
 from framepack_core.run.record_shape import record_problem
 from framepack_core.request import remake_fields
-from framepack_core.run.lifecycle import Run
 from framepack_core.run.files import NotARecord, RunFiles, live_owner
 from framepack_core.run.owner import owner_words
 
 from .creative import lora_rows
-from .handlers import PAGE_SETTINGS, Handlers, refused, summary_markdown
+from .handlers import PAGE_SETTINGS, Handlers, refused, starts, summary_markdown
 from .outputs_view import RESUMABLE, available, bridgeable, lineage, settings_table, sources, thumbnail, title
 
 log = logging.getLogger(__name__)
@@ -275,7 +274,7 @@ class OutputsHandlers:
                 return
             yield from resume_finishing(self.handlers, run.files.record)
             return
-        yield from self.handlers._follow_new(lambda: Run.resume(resumable().files.record), page)
+        yield from self.handlers.follow_start(lambda: starts().Resume(resumable().files.record), page)
 
     def extend(self, name, seconds, prompt, page: str = ""):
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""

@@ -1,7 +1,7 @@
 """The work of one video as named stages, read top to bottom (`VideoPipeline.__call__`):
 
     1. encode the prompts      each distinct prompt once, cached
-    2. encode the start        the origin (origins.py): a picture, saved latents, a video's end; SigLIP
+    2. encode the start        the origin (starts/): a picture, saved latents, a video's end; SigLIP
     3. prepare the transformer FP8 storage, attention kernel, compile
     4. rebuild what is done    a resumed run's finished sections, decoded again exactly
     5. sample the sections     and after each: decode what it changed, write the video so far
@@ -29,7 +29,7 @@ from .keyframe_inputs import KeyframeInputs, encode_keyframes
 from ..models.encoders import encode_siglip, set_vae_tiling
 from ..models.lora import applied_loras
 from ..models.prompt_cache import cached_prompt
-from ..starts.origins import Beginning, NewPicture
+from .beginning import Beginning
 from ..request import Request
 from ..speed.magcache import ratios_for, save_calibration
 from ..speed.prepare import prepare_transformer
@@ -51,7 +51,7 @@ def section_settings(request: Request) -> SectionSettings:
 class VideoPipeline:
     def __init__(self, work: Work, models, manager: ModelManager):
         self.work, self.models, self.manager = work, models, manager
-        self.origin = work.origin or NewPicture()
+        self.origin = work.origin
         self.request, self.emit = work.request, work.emit
         self.settings = section_settings(work.request)
         self.count = self.settings.sections

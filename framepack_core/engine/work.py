@@ -1,6 +1,6 @@
 """What the run path hands the engine (`Work`) and what the engine hands back (`Made`).
 
-Plain data, no model library: the run path (run.py) builds and reads these without importing the
+Plain data, no model library: the run path (run/lifecycle.py) builds and reads these without importing the
 pipeline (generation.py), which a test's scripted engine never needs.
 """
 from __future__ import annotations
@@ -8,17 +8,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..events import Event
 from ..request import Request
+
+if TYPE_CHECKING:  # the origins hold tensors: torch, which this plain data never needs
+    from .beginning import Origin
 
 
 @dataclass(frozen=True)
 class Work:
     """One video's part of a run: what to make, from where, into which files, and whom to tell."""
     request: Request
-    origin: object  # how the run starts (an origins.Origin); None: the request's picture (origins.NewPicture)
+    origin: Origin  # how the run starts (beginning.Origin; each kind of start has one: starts/)
     video: Path  # the in-progress MP4, rewritten after each section
     latents: Path | None  # where the section latents are kept (None: not kept)
     tags: Callable[[dict], dict[str, str]]  # the MP4's tags, given what the run used

@@ -199,8 +199,7 @@ class FinishingRun:
 
     def tags(self) -> dict[str, str]:
         """The MP4's tags: the source's own settings (so a remake still works) and every finishing step so far."""
-        from framepack_core.starts.continuation import metadata_settings
-        from framepack_core.run.mp4_tags import mp4_tags
+        from framepack_core.run.mp4_tags import metadata_settings, mp4_tags
 
         settings = metadata_settings(self.request.source)
         return mp4_tags(settings | {"finishing": list(settings.get("finishing", [])) + [self.applied()]})

@@ -1,11 +1,11 @@
 """The one run path: a request in, events out, files on disk.
 
-    run = Run.start(request)        # validated, names claimed, picture and a first record written
+    run = begin(start)              # starts/: a kind of start's request and origin -> Run.start (or Run.again)
     outcome = run.execute(session, emit)   # models from the session; every event to `emit`
     run.stop()                      # from any thread: ends after the current step
 
 The command line, the page, the API and the job queue all go through here and differ only in
-how they show the events. Naming and the in-progress file are `run_files.py`'s; the record of
+how they show the events. Naming and the in-progress file are `files.py`'s; the record of
 settings and status is built here, once, for the JSON file, the MP4's metadata and summaries.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager, suppress
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from PIL import Image
 
@@ -32,15 +32,18 @@ from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP
 from .owner import this_process
 from .same_file import check_output_apart, request_inputs
 
+if TYPE_CHECKING:  # origins hold tensors; the run reads them only through their methods
+    from ..engine.beginning import Origin
+
 log = logging.getLogger(__name__)
 APP = "FramePack desktop"
 
 
 class Run:
-    def __init__(self, request: Request, files: RunFiles, origin=None):
+    def __init__(self, request: Request, files: RunFiles, origin: Origin):
         self.request = request  # validated
         self.files = files
-        self.origin = origin  # how the run starts (origins.py); None: a new picture
+        self.origin = origin  # how the run starts (a kind of start's origin: starts/)
         self.cancel = threading.Event()
         self.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.outcome: Finished | Failed | None = None
@@ -48,38 +51,15 @@ class Run:
         self.finishing: list[dict] = []  # what the finishing steps asked for applied (finishing/after_run.py)
 
     @classmethod
-    def resume(cls, path) -> Run:
-        """The stopped, failed or killed run that `path` (its MP4, in-progress MP4, JSON or latents) belongs
-        to, continued from its last finished section under the same name. ValueError if there is none."""
-        from ..starts.continuation import resume_parts
-
-        request, files, origin = resume_parts(path)
+    def again(cls, request: Request, files: RunFiles, origin: Origin) -> Run:
+        """The run `files` belong to, made on under its own name (starts/resume.py): a first record written."""
         run = cls(request, files, origin)
         with _disk_refusal(files.folder):
             files.write_record(run.record())
         return run
 
     @classmethod
-    def extend(cls, path, seconds: float, from_seconds: float | None = None, **overrides) -> Run:
-        """A new run continuing the video at `path` by `seconds` (forward sampling); with `from_seconds`, a
-        branch: from that moment of it (its nearest cut point) instead of its end. `overrides` are flat
-        request fields (prompt=…, seed=…, model=…, folder=…, output=…). ValueError on bad input."""
-        from ..starts.continuation import extension_parts
-
-        request, origin = extension_parts(path, seconds, from_seconds=from_seconds, **overrides)
-        return cls.start(request, origin=origin)
-
-    @classmethod
-    def bridge(cls, first, second, seconds: float, **overrides) -> Run:
-        """A new run: clip `first`, about `seconds` leading from its last frame into clip `second`'s first,
-        then `second` (bridge.py). `overrides` as for `extend`. ValueError on bad input."""
-        from ..starts.bridge import bridge_parts
-
-        request, origin = bridge_parts(first, second, seconds, **overrides)
-        return cls.start(request, origin=origin)
-
-    @classmethod
-    def start(cls, request: Request, origin=None) -> Run:
+    def start(cls, request: Request, origin: Origin) -> Run:
         """Validate, claim the names, and write the cropped picture and a first record (a crash keeps them).
 
         Raises ValueError, with one sentence for the user, before anything is written.
@@ -208,10 +188,9 @@ class Run:
                   "end_frame": files.end_picture.name if request.end_image is not None else None,
                   "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
                   "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
-        if self.origin is not None:  # the video it extends, branches or bridges
-            record |= self.origin.described()
-            if self.origin.restarts():  # a run killed before its first latents starts over from it
-                record["continues"] = self.origin.restarts()
+        record |= self.origin.described()  # the video it extends, branches or bridges
+        if self.origin.restarts():  # a run killed before its first latents starts over from it
+            record["continues"] = self.origin.restarts()
         if outcome is None:  # who makes it: a record whose process is gone is marked when next read
             record["owner"] = this_process()
         if isinstance(outcome, Failed):
@@ -247,7 +226,7 @@ class Run:
             os.replace(self.files.in_progress, self.files.video)
             video = self.files.video
         fps, width, height = FPS, made.width, made.height
-        facts = getattr(getattr(self.origin, "origin", self.origin), "facts", None)  # a resumed run: its first origin
+        facts = self.origin.stream()
         if facts is not None and made.sections_done:  # an extension joins its source's stream, size and rate
             fps, width, height = facts.fps, facts.width, facts.height
         frames = made.frames

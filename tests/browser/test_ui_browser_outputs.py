@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from framepack_core.starts import Extend, begin
 
 from test_ui_browser import ROOT, drop_file, page, screenshot, server, set_slider  # noqa: F401 (fixtures)
 
@@ -122,7 +123,6 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
     import numpy as np
 
     from framepack_core.media.video_files import cut_points
-    from framepack_core.run.lifecycle import Run
     from mp4info import mp4_info
 
     url, outputs = server
@@ -146,7 +146,7 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
 
     # At the start (the player not moved yet): the run path's one sentence, and nothing is written.
     with pytest.raises(ValueError) as refused:
-        Run.extend(source.with_suffix(".mp4"), 0.8, from_seconds=0.0, folder=outputs)
+        begin(Extend(source.with_suffix(".mp4"), 0.8, from_seconds=0.0, folder=outputs))
     assert _seek(page, 0) == 0
     page.locator("#fp-out-branch").click()
     expect(progress.locator(".fp-failed")).to_have_text(str(refused.value))
