@@ -24,7 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-sys.path.insert(0, str(ROOT / "tests"))  # the published-layout builders live with the tests
 
 
 def main() -> None:
@@ -50,8 +49,8 @@ def main() -> None:
 
 
 def parent(args, scratch: Path) -> dict:
-    from finishing_models import esrgan_state, save
-    from mp4info import write_clip
+    from tests.support.finishing_models import esrgan_state, save
+    from tests.support.mp4info import write_clip
 
     model = Path(args.model) if args.model else save(esrgan_state(2, args.features, args.blocks),
                                                      scratch / "x2.pth")

@@ -53,7 +53,7 @@ def square_picture(tmp_path_factory):
 @pytest.fixture
 def tiny_files_as_real_set(monkeypatch):
     """For tests that lay the tiny set's files out as a real set's to exercise loading: the tiny
-    tokenizer is not Llama 3's, which the load-time check (tests/test_real_tokenizers.py) rightly
+    tokenizer is not Llama 3's, which the load-time check (tests/models/test_real_tokenizers.py) rightly
     refuses, so that check is passed over here and only here."""
     import framepack_core.models.loading as loading
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # The tiny set's own tokenizer and template (tiny.py builds the tokenizer).
 TINY_PROMPT_TEMPLATE = "<|system|>Describe the video.<|user|>{}<|end|>"
 # Tokens before '{}': BOS, <|system|>, 17 for "Describe the video.", <|user|>.
-# tests/test_models.py recomputes it from the tokenizer.
+# tests/models/test_models.py recomputes it from the tokenizer.
 TINY_CROP_START = 20
 
 MODELS_DIR_ENV = "FRAMEPACK_MODELS_DIR"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mp4info import mp4_info
+from tests.support.mp4info import mp4_info
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -11,7 +11,7 @@ import sys
 import pytest
 from framepack_core.starts import Extend, begin
 
-from test_ui_browser import ROOT, drop_file, page, screenshot, server, set_slider  # noqa: F401 (fixtures)
+from tests.browser.test_ui_browser import ROOT, drop_file, page, screenshot, server, set_slider  # noqa: F401 (fixtures)
 
 from playwright.sync_api import expect
 
@@ -32,7 +32,7 @@ def _thumbnail_is_its_own_frame(page, url, video) -> None:
     import numpy as np
     from PIL import Image
 
-    from mp4info import mp4_info
+    from tests.support.mp4info import mp4_info
 
     gallery = page.locator("#fp-out-gallery")
     expect(gallery).to_contain_text(CLI_PROMPT, timeout=20_000)  # redrawn since the run came (its caption)
@@ -123,7 +123,7 @@ def test_branch_here_continues_from_the_players_time(server, page):  # noqa: F81
     import numpy as np
 
     from framepack_core.media.video_files import cut_points
-    from mp4info import mp4_info
+    from tests.support.mp4info import mp4_info
 
     url, outputs = server
     # 1.6 s in sections of 3 latent frames (inverted: 49 frames, cut points at frames 25 and 37, where
@@ -192,7 +192,7 @@ def test_bridge_joins_two_runs_with_the_way_between_them(server, page):  # noqa:
 
     import numpy as np
 
-    from mp4info import mp4_info
+    from tests.support.mp4info import mp4_info
 
     url, outputs = server
     first = _generate(outputs, 6161, "the first clip of a bridge")  # same picture and size, other seeds

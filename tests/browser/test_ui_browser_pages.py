@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
+from tests.browser.test_ui_browser import ROOT, drop_file, page, server, set_slider  # noqa: F401 (fixtures)
 
 from playwright.sync_api import expect
 

@@ -1,0 +1,1 @@
+"""Tests, one folder per package they test; shared helpers in tests/support."""

@@ -1,0 +1,1 @@
+"""framepack_core's top-level modules: the request, the settings table, the events."""

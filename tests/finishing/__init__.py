@@ -1,0 +1,1 @@
+"""framepack_core/finishing/: upscaling and interpolation, alone, after a generation and on the page."""

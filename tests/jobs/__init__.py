@@ -1,0 +1,1 @@
+"""jobs/: the queue, its intake, its runner and Ray."""

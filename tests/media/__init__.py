@@ -1,0 +1,1 @@
+"""framepack_core/media/: pictures, video writing and segments."""

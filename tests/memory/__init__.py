@@ -1,0 +1,1 @@
+"""memory/: the budget, the manager, streaming, the host and the caps."""

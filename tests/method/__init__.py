@@ -1,0 +1,1 @@
+"""framepack_core/method/: the published arithmetic (sections, sampler, schedule, prompts, keyframes)."""

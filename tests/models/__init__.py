@@ -1,0 +1,1 @@
+"""framepack_core/models/: model sets, download, loading, LoRA, tokenizers."""

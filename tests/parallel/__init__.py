@@ -1,0 +1,1 @@
+"""framepack_core/parallel/: one video on several processes."""

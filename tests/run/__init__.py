@@ -1,0 +1,1 @@
+"""framepack_core/run/: the run, its record, its files, remakes and reliability."""

@@ -1,0 +1,1 @@
+"""framepack_core/speed/: attention kernels, FP8, step caches."""

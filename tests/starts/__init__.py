@@ -1,0 +1,1 @@
+"""framepack_core/starts/: resume, extend, branch, bridge and what continued runs check."""

@@ -1,0 +1,1 @@
+"""ui/: the command line, the page's handlers, the Outputs tab, the API and the server."""
