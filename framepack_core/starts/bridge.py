@@ -20,13 +20,11 @@ from ..engine.beginning import Beginning, Origin
 from ..media.latents import SavedLatents
 from ..media.segments import Copied
 from ..media.video_files import VideoFacts, first_frame, last_frames, probe_video
-from ..method.prompts import continued_prompt
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent, set_vae_tiling
 from ..run.same_file import same_file
 from ..settings import DEFAULTS, FPS, SETTINGS
-from .continued import (continued_settings, copyable_video, own_latents, prompt_clock, refuse_unhonoured, resized,
-                        to_size, working_size)
+from .continued import continued_prompt_of, own_latents, read_clip, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
 
@@ -46,39 +44,33 @@ class Bridge:
 
 
 def bridge_parts(first, second, seconds: float, folder: Path | None = None, output: Path | None = None,
-                 **overrides) -> tuple:
-    """(request, origin) of the run that bridges clip `first` into clip `second`; `Bridge.parts`.
-    ValueError (one sentence) for bad input, before anything is written."""
+                 **given) -> tuple:
+    """(request, origin) of the run that bridges clip `first` into clip `second` (`Bridge.parts`). ValueError
+    (one sentence) for bad input, before anything is written."""
     from PIL import Image
 
     from ..request import Request, check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
-    first, second = Path(first), Path(second)
-    facts = [copyable_video(clip, "bridged") for clip in (first, second)]
     if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
         raise ValueError("A bridge joins two different clips; for a video that leads back into its own start, "
                          "use --loop.")
-    (a, b) = facts
+    clip = read_source(first, "bridged", "A bridge (--bridge)", "inverted", given, folder, output)  # MODE-ENUM
+    b, into = read_clip(Path(second), "bridged", from_start=True)
+    a = clip.facts
     if (a.width, a.height) != (b.width, b.height) or abs(a.fps - b.fps) > 0.01:
-        raise ValueError(f"{first.name} is {a.width}x{a.height} at {a.fps:g} fps and {second.name} is "
+        raise ValueError(f"{Path(first).name} is {a.width}x{a.height} at {a.fps:g} fps and {Path(second).name} is "
                          f"{b.width}x{b.height} at {b.fps:g} fps; a bridge joins clips of the same size and frame "
                          "rate.")
-    saved = own_latents(first, a)
-    refuse_unhonoured(overrides, "A bridge (--bridge)", "inverted", saved)  # MODE-ENUM
-    settings = continued_settings(first, a, saved, overrides, folder, output)
-    window = int(settings.get("window") or DEFAULTS["window"])
-    settings |= {"seconds": bridge_seconds(seconds, a.fps, window), "mode": "inverted"}  # MODE-ENUM
-    if not overrides.get("prompt"):  # the first clip's own timed prompts, on the bridge's timeline
-        settings["prompt"] = continued_prompt(settings.get("prompt") or "", prompt_clock(saved, a.frames, a.fps),
-                                              settings["seconds"], window)
-    for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end; the first, the start
-        settings.pop(fixed, None)
-    request = Request.from_fields(image=Image.fromarray(last_frames(first, 1)[0]), image_name=first.name,
+    window = int(clip.settings.get("window") or DEFAULTS["window"])
+    length = bridge_seconds(seconds, a.fps, window)
+    # The second clip is the end, the first the start: no end frame, loop or keyframes of their own.
+    settings = {k: v for k, v in clip.settings.items() if k not in ("end_image", "loop", "keyframes")}
+    settings |= {"seconds": length, "mode": "inverted",  # MODE-ENUM
+                 "prompt": continued_prompt_of(clip, given, a.frames, length, window)}
+    request = Request.from_fields(image=Image.fromarray(last_frames(clip.path, 1)[0]), image_name=Path(first).name,
                                   **settings)
-    origin = BridgedClips(Clip(first.resolve(), a, saved),
-                          Clip(second.resolve(), b, own_latents(second, b, from_start=True)))
-    return request, origin
+    return request, BridgedClips(Clip(clip.path, a, clip.saved), Clip(Path(second).resolve(), b, into))
 
 
 def bridge_seconds(seconds: float, fps: float, window: int) -> float:

@@ -8,18 +8,63 @@ and must be told what happens next (a prompt).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..media.latents import load_latents
-from ..media.video_files import probe_video
-from ..method.prompts import parse_prompt
+from ..media.latents import SavedLatents, load_latents
+from ..media.video_files import VideoFacts, probe_video
+from ..method.prompts import continued_prompt, parse_prompt
 from ..run.files import files_of
 from ..run.mp4_tags import metadata_settings
 from ..settings import DEFAULTS, MAX_RESOLUTION, MIN_RESOLUTION, SETTINGS, canonical_name
+
+
+@dataclass(frozen=True)
+class Source:
+    """A video a continuing start reads, as it reads it."""
+    path: Path  # resolved
+    facts: VideoFacts  # its stream
+    saved: SavedLatents | None  # its latents, when this app made it (own_latents)
+    settings: dict  # its own settings, then those given, and where the new MP4 goes (continued_settings)
+
+
+def read_source(path, what: str, start: str, mode: str, given: dict, folder, output, from_start: bool = False,
+                whole: bool = False) -> Source:
+    """The video at `path` as a start that continues it reads it (`what` it is: "extended", "bridged"; `start`:
+    the start's words, its sampling `mode`); ValueError (one sentence) for a video whose frames cannot be
+    copied, or a setting given that the start cannot honour. `from_start`, `whole`: as for `read_clip`."""
+    source = Path(path)
+    facts, saved = read_clip(source, what, from_start, whole)
+    refuse_unhonoured(given, start, mode, saved)
+    return Source(source.resolve(), facts, saved, continued_settings(source, facts, saved, given, folder, output))
+
+
+def read_clip(source: Path, what: str, from_start: bool = False, whole: bool = False):
+    """(its stream's facts, its saved latents or None) of a video whose frames are copied into a new one
+    (own_latents: `from_start`); `whole`: a run of this app's stopped before its end is refused."""
+    facts = copyable_video(source, what)
+    files = files_of(source)
+    if whole and files.latents.exists() and source.resolve() == files.video.resolve() and not load_latents(
+            files.latents).complete:
+        raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
+    return facts, own_latents(source, facts, from_start)
+
+
+def continued_prompt_of(source: Source, given: dict, frame: int, seconds: float, window: int,
+                        checked: bool = False) -> str:
+    """The prompt of the new part: the one given, else the source's own timed prompts from frame `frame` on,
+    on the new part's timeline. `checked`: its times are checked as counting from the new part's start (an
+    extension's), and refused in those words."""
+    prompt = source.settings.get("prompt") or ""
+    if not given.get("prompt"):
+        prompt = continued_prompt(prompt, prompt_clock(source.saved, frame, source.facts.fps), seconds, window)
+    if checked:
+        parse_prompt(prompt, seconds, window, extends=frame / source.facts.fps)
+    return prompt
 
 
 def copyable_video(source: Path, what: str):
@@ -101,12 +146,6 @@ def foreign_settings(settings: dict, facts, source_name: str, prompt_given: bool
     # The bucket whose area is the working size's (resolution R: about R x R pixels), within the valid range.
     own = min(MAX_RESOLUTION, max(MIN_RESOLUTION, math.ceil(math.sqrt(width * height))))  # own area fits it
     return settings | {"resolution": min(own, int(settings.get("resolution") or DEFAULTS["resolution"]))}
-
-
-def check_timed_prompt(settings: dict, facts) -> None:
-    """Timed prompts of an extension count from the start of the new part: refused here in those words."""
-    parse_prompt(settings.get("prompt") or "", settings["seconds"], settings.get("window") or DEFAULTS["window"],
-                 extends=facts.frames / facts.fps)
 
 
 def working_size(width: int, height: int, resolution: int) -> tuple[int, int]:

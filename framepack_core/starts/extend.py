@@ -23,25 +23,23 @@ cut from the end.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..engine.beginning import Beginning, Origin
-from ..media.latents import SavedLatents, load_latents
+from ..media.latents import SavedLatents
 from ..media.pictures import crop_to_bucket
 from ..media.segments import Copied
 from ..media.video_files import VideoFacts, cut_points, first_frame, last_frames, probe_video
-from ..method.prompts import continued_prompt
 from ..method.schedule import CONTEXT_FRAMES, section_count
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent
 from ..run.files import files_of
 from ..settings import DEFAULTS, FPS, SETTINGS
-from .continued import (check_timed_prompt, continued_settings, copyable_video, own_latents, prompt_clock,
-                        refuse_unhonoured, resized, to_size, working_size)
+from .continued import continued_prompt_of, own_latents, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
 
@@ -61,42 +59,32 @@ class Extend:
 
 
 def extension_parts(path, seconds: float, folder: Path | None = None, output: Path | None = None,
-                    from_seconds: float | None = None, **overrides) -> tuple:
-    """(request, origin) of a new run that continues the video at `path` by `seconds`, sampling
-    forward (`Extend.parts`). `from_seconds`: a branch, continuing from that moment instead of
-    the end (the source's nearest cut point).
-
-    Settings come from the source's saved latents (or its MP4 metadata, or defaults), then
-    `overrides` (flat request fields, e.g. prompt=…, model=…, seed=…).
-    """
+                    from_seconds: float | None = None, **given) -> tuple:
+    """(request, origin) of a new run that continues the video at `path` by `seconds`, sampling forward
+    (`Extend.parts`). `from_seconds`: a branch, continuing from that moment instead of the end (the source's
+    nearest cut point). Settings come from the source's saved latents (or its MP4 metadata, or defaults),
+    then `given` (flat request fields, e.g. prompt=…, model=…, seed=…)."""
     from PIL import Image
 
     from ..request import Request, check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
-    source = Path(path)
-    facts = copyable_video(source, "extended")
-    files = files_of(source)
-    if files.latents.exists() and source.resolve() == files.video.resolve() and not load_latents(files.latents).complete:
-        raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
-    cut = None if from_seconds is None else branch_cut(source, facts, from_seconds)
-    saved = own_latents(source, facts, from_start=cut is not None)
-    refuse_unhonoured(overrides, "A branch (--extend with --from)" if cut is not None else "An extension (--extend)",
-                      "forward", saved)  # MODE-ENUM
-    settings = continued_settings(source, facts, saved, overrides, folder, output)
-    window = int(settings.get("window") or DEFAULTS["window"])
+    branch = from_seconds is not None
+    source = read_source(path, "extended", "A branch (--extend with --from)" if branch else "An extension (--extend)",
+                         "forward", given, folder, output, from_start=branch, whole=True)  # MODE-ENUM
+    facts = source.facts
+    cut = branch_cut(source.path, facts, from_seconds) if branch else None
+    window = int(source.settings.get("window") or DEFAULTS["window"])
     part = new_part(seconds, facts.fps, window)
-    settings |= {"seconds": part.seconds, "mode": "forward"}  # MODE-ENUM
-    if not overrides.get("prompt"):  # the source's own timed prompts, on the new part's timeline
-        begins = prompt_clock(saved, facts.frames if cut is None else cut, facts.fps)
-        settings["prompt"] = continued_prompt(settings.get("prompt") or "", begins, part.seconds, window)
-    settings.pop("end_image", None)
-    settings.pop("loop", None)  # forward sampling continues the video; it aims at no end frame
-    check_timed_prompt(settings, facts if cut is None else replace(facts, frames=cut))
-    image = files.picture if saved and files.picture.exists() else first_frame(source)
+    prompt = continued_prompt_of(source, given, facts.frames if cut is None else cut, part.seconds, window, checked=True)
+    # Forward sampling continues the video: it aims at no end frame and loops to nothing.
+    settings = {k: v for k, v in source.settings.items() if k not in ("end_image", "loop")}
+    settings |= {"seconds": part.seconds, "mode": "forward", "prompt": prompt}  # MODE-ENUM
+    files = files_of(Path(path))
+    image = files.picture if source.saved and files.picture.exists() else first_frame(Path(path))
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
-                                  image_name=source.name, **settings)
-    return request, ExtendedVideo(source.resolve(), facts, saved, part.frames, cut)
+                                  image_name=Path(path).name, **settings)
+    return request, ExtendedVideo(source.path, facts, source.saved, part.frames, cut)
 
 
 def branch_cut(source: Path, facts, seconds: float) -> int:
