@@ -1,7 +1,7 @@
 """Host memory of a streamed model that does not fit the RAM budget: flat in the model's size.
 
-    python bench/host_memory.py --json                 # real width (3072), 4 and 25 single blocks: 1.8 and 7.4 GiB
-    python bench/host_memory.py --heads 2 --blocks 4,16 --json   # a small width, for tests
+    python bench/cpu/host_memory.py --json                 # real width (3072), 4 and 25 single blocks: 1.8 and 7.4 GiB
+    python bench/cpu/host_memory.py --heads 2 --blocks 4,16 --json   # a small width, for tests
 
 For each size: FramePack's transformer class (diffusers' HunyuanVideoFramepackTransformer3DModel,
 the real configuration but for the number of blocks) is written with random bf16 weights as a
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
