@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import torch  # noqa: E402
 
+from bench.support.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 from memory.host import anonymous_resident_bytes  # noqa: E402
-
-from framepack_core.models.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20

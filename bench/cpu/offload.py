@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import torch  # noqa: E402
 
 from bench.support.cuda_timing import SyncPageableBaseline, time_steps  # noqa: E402
-from framepack_core.models.synthetic import (FULL_CONFIG, SMALL_CONFIG, full_size_transformer,  # noqa: E402,F401
+from bench.support.synthetic import (FULL_CONFIG, SMALL_CONFIG, full_size_transformer,  # noqa: E402,F401
                                              section_inputs, small_transformer, token_count)
 from framepack_core.speed.precision import tensor_bytes  # noqa: E402
 from memory import ModelManager, SimulatedDevice, activation_bytes  # noqa: E402

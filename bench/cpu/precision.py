@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import torch  # noqa: E402
 
 from bench.support.cuda_timing import time_steps  # noqa: E402
-from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
+from bench.support.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
 from framepack_core.speed.precision import store_fp8, tensor_bytes  # noqa: E402
 from framepack_core.speed.prepare import transformer_blocks  # noqa: E402
 from memory import GiB, ModelManager, SimulatedDevice, activation_bytes, plan_blocks  # noqa: E402

@@ -147,7 +147,7 @@ def _mapped_modes(model, inputs, steps: int, reserve: int, folder: Path, attempt
 @torch.no_grad()
 def report(steps: int, folder: Path, skip: frozenset[str] = frozenset()) -> dict:
     from bench.support.cuda_timing import SyncPageableBaseline
-    from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
+    from bench.support.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
     from framepack_core.speed.precision import store_fp8, tensor_bytes
     from memory import activation_bytes
 

@@ -5,7 +5,7 @@
     python bench/gpu/kernels.py --layers 1 --resolution 128 --steps 2 --json   # any machine: full width, 1+1 blocks
 
 One section (the app's section loop, `run_sections`: the same inputs, seed and steps for every
-combination) with random weights (models/synthetic.py: the 13B architecture, or the small one
+combination) with random weights (bench/support/synthetic.py: the 13B architecture, or the small one
 with --tiny), per combination: SDPA bf16 (the reference), SageAttention, FP8 storage (today's
 `--fp8`, for scale), FP8 arithmetic (`--fp8 fast`) and Sage + FP8 fast, each with and without
 `--compile`. Each is set up by the app's own `prepare_transformer`, so what cannot run on this
@@ -67,7 +67,7 @@ class Setup:
 def build(tiny: bool, layers: int | None, resolution: int, steps: int, budget_gb: float) -> Setup:
     from framepack_core.method.buckets import nearest_bucket
     from framepack_core.method.sections import Conditioning, SectionSettings
-    from framepack_core.models.synthetic import (FULL_CONFIG, REAL_PROMPT_TOKENS, SIGLIP_TOKENS, SMALL_CONFIG,
+    from bench.support.synthetic import (FULL_CONFIG, REAL_PROMPT_TOKENS, SIGLIP_TOKENS, SMALL_CONFIG,
                                                  full_size_transformer, small_transformer, token_count)
     from memory import ModelManager, activation_bytes, cuda_device
 

@@ -13,7 +13,7 @@ import torch
 
 from bench.gpu import full_set, gpu_verdict
 from bench.support.sharded_fill import Pattern
-from framepack_core.models.synthetic import SMALL_CONFIG, full_size_transformer
+from bench.support.synthetic import SMALL_CONFIG, full_size_transformer
 from memory import cap
 
 ROOT = Path(__file__).resolve().parents[2]
