@@ -12,7 +12,7 @@ The allocator runs with `expandable_segments:True` (set before CUDA initialises,
 set PYTORCH_CUDA_ALLOC_CONF): segments grow in place instead of a new segment per size class, so a
 streamer's slots and a stage's activations freed and allocated again leave little reserved but
 unused memory, which under a hard cap is memory the run cannot have. FRAMEPACK_EXPANDABLE_SEGMENTS=0
-leaves torch's default (for measuring both; bench/gpu_session.sh).
+leaves torch's default (for measuring both; bench/gpu/gpu_session.sh).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def configure_allocator(environ=os.environ) -> str | None:
     environ[ALLOC_CONF] = EXPANDABLE  # for child processes, and for a torch that reads it lazily
     # This module is imported after torch, and a torch may have read the variable when it loaded: the
     # setting is also handed to the allocator itself, which takes it at any time before CUDA starts.
-    # (bench/gpu_session.sh's machine step reads back whether the segments are expandable.)
+    # (bench/gpu/gpu_session.sh's machine step reads back whether the segments are expandable.)
     apply = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
     if apply is not None and torch.cuda.is_available():
         try:

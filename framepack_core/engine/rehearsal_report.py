@@ -9,7 +9,7 @@ from memory import size_text
 from .memory_plan import TYPICAL_CONTEXT_BYTES
 
 # What the CUDA context takes outside the allocator, beside the budget's weights and activations.
-# The GPU session measures it (bench/full_set.py `context_bytes`); until then CUDA 12's typical size.
+# The GPU session measures it (bench/gpu/full_set.py `context_bytes`); until then CUDA 12's typical size.
 CONTEXT_RESERVE_BYTES = TYPICAL_CONTEXT_BYTES
 # What a stage may leave on the device for the next: the sampler holds a section's conditioning on the
 # device while that section decodes (run_sections' denoiser, 9.3 MiB at 640). More is a leak.

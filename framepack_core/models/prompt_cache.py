@@ -25,7 +25,6 @@ from .weight_cache import cache_root
 MEMORY_ENTRIES = 64
 VERSION = 1  # raise when encode_prompt's output changes: older cached embeddings are then ignored
 _memory: OrderedDict[str, EncodedPrompt] = OrderedDict()
-encoder_calls = 0  # prompts that went through the text encoders in this process (for tests)
 
 
 def _weights_fingerprint(model) -> list[str]:
@@ -52,7 +51,6 @@ def cache_folder(models, cache_dir: Path | None = None) -> Path:
 
 def cached_prompt(models, prompt: str, manager=None, cache_dir: Path | None = None) -> EncodedPrompt:
     """`prompt` encoded, from memory, disk, or (once) the text encoders placed by `manager`."""
-    global encoder_calls
     key = prompt_key(models, prompt)
     if key in _memory:
         _memory.move_to_end(key)
@@ -63,7 +61,6 @@ def cached_prompt(models, prompt: str, manager=None, cache_dir: Path | None = No
         use = manager.use(models.text_encoder, models.text_encoder_2) if manager is not None else nullcontext()
         with use:
             encoded = encode_prompt(models, prompt)
-        encoder_calls += 1
         _write(path, encoded)
     _memory[key] = encoded
     while len(_memory) > MEMORY_ENTRIES:
@@ -97,7 +94,3 @@ def _write(path: Path, encoded: EncodedPrompt) -> None:
         partial.replace(path)
     except OSError:  # a read-only cache folder: the memory cache still works
         pass
-
-
-def clear_memory() -> None:
-    _memory.clear()

@@ -149,10 +149,6 @@ def _build_tiny(key: str) -> torch.nn.Module:
     return tiny._seeded(builders[key])
 
 
-def parameter_count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def parameter_bytes(module: torch.nn.Module) -> int:
     """Bytes of the parameters in their dtype: what the weights take in memory and, near enough, on disk."""
     return sum(p.numel() * p.element_size() for p in module.parameters())

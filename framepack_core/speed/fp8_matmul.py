@@ -10,7 +10,7 @@ to one scale for the whole input.
 
 Why not torchao's float8 inference config: it swaps each weight for a tensor subclass with its
 own scales, which the memory manager cannot pack into a block's buffer or stream through a slot,
-and which the FP8 weight cache (a plain safetensors file) cannot hold; bench/kernels.py measures
+and which the FP8 weight cache (a plain safetensors file) cannot hold; bench/gpu/kernels.py measures
 it resident beside this one where torchao is installed.
 
 `_scaled_mm`'s rules (CUDA; the CPU kernel accepts more, so `check_operands` states them for the

@@ -6,7 +6,7 @@ blocks are 97% of FramePack's weights; the fixed part, embedders and output laye
 Which layers: every Linear inside the blocks, weights only (biases stay in the compute dtype).
 diffusers' enable_layerwise_casting would also skip the blocks' modulation projections (its
 "norm" pattern matches `norm1.linear`): 17% of the weights, which leaves FP8 at 65% of bf16.
-FramePack's FP8 ports cast those too; bench/precision.py reports both selections.
+FramePack's FP8 ports cast those too; bench/cpu/precision.py reports both selections.
 
 How: a diffusers hook on each layer, registered under the name of diffusers' layerwise casting
 so that `model.dtype` still answers the compute dtype. It differs from diffusers'

@@ -1,6 +1,6 @@
-"""bench/full_set.py's pieces: the stand-in's files as the app's loader reads them, its folder layout,
+"""bench/gpu/full_set.py's pieces: the stand-in's files as the app's loader reads them, its folder layout,
 and the terminal's line per section that it reads seconds per step from. (The whole bench, build
-and run, is `python bench/full_set.py --dir DIR --layers 1 --resolution 128 --steps 2`: minutes on a
+and run, is `python bench/gpu/full_set.py --dir DIR --layers 1 --resolution 128 --steps 2`: minutes on a
 CPU, too long for the suite.)"""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bench import full_set
-from bench.sharded_fill import Pattern, shard_names, write_sharded
+from bench.gpu import full_set
+from bench.support.sharded_fill import Pattern, shard_names, write_sharded
 from framepack_core.models.loading import _load_component, _local_roots
 from framepack_core.models.published import meta_model, published
 from framepack_core.models.sets import MODEL_SETS
@@ -110,7 +110,7 @@ def test_seconds_per_step_come_from_the_terminals_line_per_section():
 
 
 def test_the_verdict_reads_each_criterion_from_the_sessions_results(tmp_path):
-    from bench.gpu_verdict import main, verdict
+    from bench.gpu.gpu_verdict import main, verdict
 
     GiB = 1 << 30
 

@@ -1,4 +1,4 @@
-"""The GPU session (bench/gpu_session.sh and its steps) on a CPU: each finding of issue 25 fixed, and the
+"""The GPU session (bench/gpu/gpu_session.sh and its steps) on a CPU: each finding of issue 25 fixed, and the
 whole session run to its verdict with the tiny models."""
 import json
 import os
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import full_set, gpu_verdict
-from bench.sharded_fill import Pattern
-from framepack_core.models.synthetic import SMALL_CONFIG, full_size_transformer
+from bench.gpu import full_set, gpu_verdict
+from bench.support.sharded_fill import Pattern
+from bench.support.synthetic import SMALL_CONFIG, full_size_transformer
 from memory import cap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ ORDER = ["machine", "build", "run_1s_6gb", "run_1s_free", "run_1s_4gb", "gpu_rep
 def session(tmp_path, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "OUT": str(tmp_path / "out"), "FRAMEPACK_CACHE": str(tmp_path / "cache"),
                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
-    return subprocess.run(["bash", "bench/gpu_session.sh"], cwd=ROOT, env=environ, capture_output=True, text=True,
+    return subprocess.run(["bash", "bench/gpu/gpu_session.sh"], cwd=ROOT, env=environ, capture_output=True, text=True,
                           timeout=1500)
 
 
@@ -58,7 +58,7 @@ def test_the_tiny_session_runs_every_step_in_order_to_its_verdict(tmp_path):
 
 
 def assert_kernels_tiny_ran_every_combination(stdout: str) -> None:
-    """`bench/kernels.py --tiny --json` (the session's kernels step, run once here for both claims): each
+    """`bench/gpu/kernels.py --tiny --json` (the session's kernels step, run once here for both claims): each
     combination runs or is skipped with the app's reason, and a JSON line comes as each one ends."""
     lines = [json.loads(line) for line in stdout.strip().splitlines() if line.startswith("{")]
     partial, final = lines[:-1], lines[-1]

@@ -1,4 +1,4 @@
-"""bench/finishing_memory.py in its smallest mode: the same code path as the 544x704 run, in seconds."""
+"""bench/cpu/finishing_memory.py in its smallest mode: the same code path as the 544x704 run, in seconds."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_finishing_memory_bench_small(tmp_path):
-    done = subprocess.run([sys.executable, "bench/finishing_memory.py", "--width", "160", "--height", "96",
+    done = subprocess.run([sys.executable, "bench/cpu/finishing_memory.py", "--width", "160", "--height", "96",
                            "--frames", "9,45", "--part-frames", "8", "--dir", str(tmp_path), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=os.environ | {"OMP_NUM_THREADS": "1"})

@@ -1,7 +1,7 @@
 """A step cache that skips blocks saves their copies: the streamer asks the run's gates (memory/gates.py)."""
 import torch
 
-from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+from bench.support.synthetic import section_inputs, SMALL_CONFIG, small_transformer
 from framepack_core.speed.precision import tensor_bytes
 from framepack_core.speed.step_cache import step_cache
 from memory import ModelManager, SimulatedDevice

@@ -1,4 +1,4 @@
-"""bench/host_memory.py at a small width: the same code path as the full-size run, in a minute."""
+"""bench/cpu/host_memory.py at a small width: the same code path as the full-size run, in a minute."""
 import json
 import subprocess
 import sys
@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_host_memory_bench_small(tmp_path):
-    done = subprocess.run([sys.executable, "bench/host_memory.py", "--heads", "2", "--blocks", "4,12",
+    done = subprocess.run([sys.executable, "bench/cpu/host_memory.py", "--heads", "2", "--blocks", "4,12",
                            "--ram-budget", "0.07", "--dir", str(tmp_path), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -7,6 +7,7 @@ from framepack_core.models import mapped_loading
 from framepack_core.models.loading import load_models
 from framepack_core.speed.precision import FP8, is_fp8, store_fp8_cached
 from memory import is_mapped
+from tests.support.prompt_memory import clear_prompt_memory
 
 KEYS = ("transformer", "text_encoder", "text_encoder_2", "vae", "image_encoder")
 
@@ -60,7 +61,7 @@ def test_fp8_is_converted_once_then_mapped_from_the_cache(tiny_models, tmp_path)
 
 @torch.no_grad()
 def test_a_prompt_seen_before_never_touches_the_text_encoders(tiny_models, tmp_path, monkeypatch):
-    prompt_cache.clear_memory()
+    clear_prompt_memory()
     calls = []
     hook = tiny_models.text_encoder.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
@@ -68,7 +69,7 @@ def test_a_prompt_seen_before_never_touches_the_text_encoders(tiny_models, tmp_p
         assert len(calls) == 1
         again = prompt_cache.cached_prompt(tiny_models, "a cat turns its head", cache_dir=tmp_path)
         assert again is first and len(calls) == 1  # from memory
-        prompt_cache.clear_memory()  # a new session: from disk
+        clear_prompt_memory()  # a new session: from disk
         disk = prompt_cache.cached_prompt(tiny_models, "a cat turns its head", cache_dir=tmp_path)
         assert len(calls) == 1
         for a, b in zip(disk.conditioning, first.conditioning):
@@ -79,4 +80,4 @@ def test_a_prompt_seen_before_never_touches_the_text_encoders(tiny_models, tmp_p
         assert len(list((tmp_path / "prompts" / "tiny").glob("*.safetensors"))) == 2
     finally:
         hook.remove()
-        prompt_cache.clear_memory()
+        clear_prompt_memory()

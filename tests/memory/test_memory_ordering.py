@@ -5,7 +5,7 @@ Each test that breaks a wait on purpose first shows the same run exact with the 
 import pytest
 import torch
 
-from framepack_core.models.synthetic import SMALL_CONFIG, section_inputs, small_transformer
+from bench.support.synthetic import SMALL_CONFIG, section_inputs, small_transformer
 from framepack_core.speed.precision import tensor_bytes
 from memory import BlockStreamer, ModelManager, SimulatedDevice
 from memory.device import POISON

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+from bench.support.synthetic import section_inputs, SMALL_CONFIG, small_transformer
 from framepack_core.speed.precision import tensor_bytes
 from memory import ModelManager, SimulatedDevice, find_block_lists
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from framepack_core.models import published
-from framepack_core.models.published import MODEL_KEYS, meta_model, parameter_bytes, parameter_count
+from framepack_core.models.published import MODEL_KEYS, meta_model, parameter_bytes
 from framepack_core.models.sets import MODEL_SETS
+from tests.support.parameters import parameter_count
 
 # Parameter counts of the real models. Llama: Llama 3 8B's published 8,030,261,248 less its LM head
 # (128256 x 4096, which LlamaModel has not) plus the 64 rows HunyuanVideo pads its vocabulary with.

@@ -1,7 +1,7 @@
 """The real tokenizers (Llama 3 as HunyuanVideo ships it, CLIP-L), rebuilt offline and loaded
 through the project's loader: the crop, the prompt's tokens, CLIP's ids, and the load-time check.
 
-The vocabularies come from two test-only packages (bench/real_tokenizers.py says which files);
+The vocabularies come from two test-only packages (bench/support/real_tokenizers.py says which files);
 the folders are built once per session under pytest's temporary directory.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from bench import real_tokenizers as rt
+from bench.support import real_tokenizers as rt
 
 _MISSING = [name for name in ("llama_models", "open_clip", "tiktoken", "ftfy") if importlib.util.find_spec(name) is None]
 if _MISSING and os.environ.get("CI", "").lower() != "true":  # in CI a missing vocabulary is a failure

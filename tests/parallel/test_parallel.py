@@ -188,7 +188,7 @@ def test_a_killed_process_ends_the_run_in_one_line_and_resume_finishes_it(pictur
 
 
 def test_bench_smallest_mode_counts_the_bytes_each_rank_sends():
-    done = subprocess.run([sys.executable, "bench/sequence_parallel.py", "--smallest"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "bench/cpu/sequence_parallel.py", "--smallest"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])

@@ -138,7 +138,7 @@ def test_tiny_run_with_magcache_and_a_calibration(tiny_models, picture, tmp_path
 
 @torch.no_grad()
 def test_skipped_steps_cost_no_copies_when_streaming():
-    from framepack_core.models.synthetic import section_inputs, SMALL_CONFIG, small_transformer
+    from bench.support.synthetic import section_inputs, SMALL_CONFIG, small_transformer
     from framepack_core.speed.precision import tensor_bytes
     from memory import ModelManager, SimulatedDevice
 

@@ -78,14 +78,14 @@ def test_two_clients_at_once_are_queued_and_get_their_own_videos(server, picture
 
 
 def test_memory_stays_flat_over_back_to_back_runs():
-    """Eight short runs through one worker (bench/soak.py, twenty by default), in a process of their
+    """Eight short runs through one worker (bench/cpu/soak.py, twenty by default), in a process of their
     own: this test session's other servers and threads would otherwise move the figure."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "bench/soak.py", "--runs", "8", "--json"], cwd=root,
+    out = subprocess.run([sys.executable, "bench/cpu/soak.py", "--runs", "8", "--json"], cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

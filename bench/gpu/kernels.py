@@ -1,11 +1,11 @@
 """Attention kernel x FP8 arithmetic x compile, side by side: speed and what each costs in quality.
 
-    python bench/kernels.py --json            # a CUDA GPU: full size, 640 bucket, streamed at 6 GiB
-    python bench/kernels.py --tiny --json     # any machine: a small transformer at 128, two steps
-    python bench/kernels.py --layers 1 --resolution 128 --steps 2 --json   # any machine: full width, 1+1 blocks
+    python bench/gpu/kernels.py --json            # a CUDA GPU: full size, 640 bucket, streamed at 6 GiB
+    python bench/gpu/kernels.py --tiny --json     # any machine: a small transformer at 128, two steps
+    python bench/gpu/kernels.py --layers 1 --resolution 128 --steps 2 --json   # any machine: full width, 1+1 blocks
 
 One section (the app's section loop, `run_sections`: the same inputs, seed and steps for every
-combination) with random weights (models/synthetic.py: the 13B architecture, or the small one
+combination) with random weights (bench/support/synthetic.py: the 13B architecture, or the small one
 with --tiny), per combination: SDPA bf16 (the reference), SageAttention, FP8 storage (today's
 `--fp8`, for scale), FP8 arithmetic (`--fp8 fast`) and Sage + FP8 fast, each with and without
 `--compile`. Each is set up by the app's own `prepare_transformer`, so what cannot run on this
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
@@ -67,7 +67,7 @@ class Setup:
 def build(tiny: bool, layers: int | None, resolution: int, steps: int, budget_gb: float) -> Setup:
     from framepack_core.method.buckets import nearest_bucket
     from framepack_core.method.sections import Conditioning, SectionSettings
-    from framepack_core.models.synthetic import (FULL_CONFIG, REAL_PROMPT_TOKENS, SIGLIP_TOKENS, SMALL_CONFIG,
+    from bench.support.synthetic import (FULL_CONFIG, REAL_PROMPT_TOKENS, SIGLIP_TOKENS, SMALL_CONFIG,
                                                  full_size_transformer, small_transformer, token_count)
     from memory import ModelManager, activation_bytes, cuda_device
 
@@ -76,7 +76,7 @@ def build(tiny: bool, layers: int | None, resolution: int, steps: int, budget_gb
         config.update(num_layers=layers, num_single_layers=layers)
     overrides = {k: config[k] for k in ("num_layers", "num_single_layers")}
     transformer = small_transformer(**overrides).to(torch.bfloat16) if tiny else full_size_transformer(**overrides)
-    # A 640 x 608 picture's bucket at 640: latents 80 x 76, 18,293 tokens a call (bench/gpu_report.py's).
+    # A 640 x 608 picture's bucket at 640: latents 80 x 76, 18,293 tokens a call (bench/gpu/gpu_report.py's).
     height, width = nearest_bucket(640, 608, resolution)
     h, w = height // 8, width // 8
     g = torch.Generator().manual_seed(0)

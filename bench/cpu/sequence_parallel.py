@@ -1,8 +1,8 @@
 """Time per transformer step of one FramePack call on 1, 2 and 4 processes (sequence parallel, gloo, CPU).
 
-    python bench/sequence_parallel.py                    # a model large enough for compute to dominate
-    python bench/sequence_parallel.py --smallest         # the tiny width, 1 and 2 processes: what CI runs
-    python bench/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128   # on 2 GPUs (NCCL)
+    python bench/cpu/sequence_parallel.py                    # a model large enough for compute to dominate
+    python bench/cpu/sequence_parallel.py --smallest         # the tiny width, 1 and 2 processes: what CI runs
+    python bench/cpu/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128   # on 2 GPUs (NCCL)
 
 Each process gets one CPU thread (torch.set_num_threads(1)), so N processes use N cores; on a machine
 with fewer free cores than processes the speedup says more about the machine than the method. The
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402

@@ -1,6 +1,6 @@
 """Cost per section along one long video: it must stay flat, in time and in memory.
 
-    python bench/sections.py --json [--sections 16] [--resolution 256] [--steps 10]
+    python bench/cpu/sections.py --json [--sections 16] [--resolution 256] [--steps 10]
 
 The tiny model set at a size where decoding and writing are not negligible. The last stdout
 line is JSON: per-section wall times, `section_time_ratio` (median of the last four sections
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .published import published
+from framepack_core.models.published import published
 
 # Small enough for the CPU, with more blocks than the 13B's fixed part is big, so a third of the
 # bytes holds the fixed part, three slots and a resident block (the real model is 97% blocks).

@@ -1,6 +1,6 @@
 """Writing a model's weights as sharded safetensors files, filled from one fixed pattern, fast.
 
-For bench/full_set.py, which writes ~40 GB of stand-in weights. Random generators run at a few
+For bench/gpu/full_set.py, which writes ~40 GB of stand-in weights. Random generators run at a few
 hundred MB/s; here every tensor is copied from one pattern of N(0, 0.02) values drawn once (a
 prime count of them, so rows of a matrix do not repeat one another), at the speed of memory.
 Norm scales (1-D `*.weight`) get 1 + pattern, as trained ones sit near 1: activations then keep a

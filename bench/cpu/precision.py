@@ -1,7 +1,7 @@
 """FP8 weight storage: host bytes, and bytes streamed to the GPU per step, against the model's own dtype.
 
-    python bench/precision.py --json            # any machine: the tiny set measured, the 13B config counted
-    python bench/precision.py --json --cuda     # a GPU too: one 640-bucket step of the 13B architecture
+    python bench/cpu/precision.py --json            # any machine: the tiny set measured, the 13B config counted
+    python bench/cpu/precision.py --json --cuda     # a GPU too: one 640-bucket step of the 13B architecture
                                                 #   (random weights), bf16 vs FP8, resident and at 6 GB
 
 - tiny: the tiny set's transformer (float32) before and after `store_fp8`, each run once through
@@ -24,12 +24,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
-from bench.offload import time_steps  # noqa: E402
-from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
+from bench.support.cuda_timing import time_steps  # noqa: E402
+from bench.support.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count  # noqa: E402
 from framepack_core.speed.precision import store_fp8, tensor_bytes  # noqa: E402
 from framepack_core.speed.prepare import transformer_blocks  # noqa: E402
 from memory import GiB, ModelManager, SimulatedDevice, activation_bytes, plan_blocks  # noqa: E402

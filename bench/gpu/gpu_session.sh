@@ -5,25 +5,25 @@
 #
 # On the device machine, from the repository root, after the line that /work/shared/gpu/prepare.sh
 # prints last (it installs the packed wheels: diffusers, the tokenizers' vocabularies, ffmpeg):
-#     <that line> bash bench/gpu_session.sh
+#     <that line> bash bench/gpu/gpu_session.sh
 # Results, under $OUT:
 #   results.jsonl  one line per step: {"step", "rc", "seconds", "result": the step's last JSON line or null}
 #   log.txt        each step's command and the tail of its stderr
-#   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu_verdict.py)
+#   verdict.json   issue 17's criteria read from results.jsonl (bench/gpu/gpu_verdict.py)
 #   STEP.stdout    all that each step printed
 # Steps, in order of what matters most:
 #   machine       the card, driver, libraries; whether the allocator took expandable segments; Sage visible?
-#   build         bench/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
+#   build         bench/gpu/full_set.py: the stand-in set at full size (~40 GB) in /dev/shm (else /tmp)
 #   run_1s_6gb    640, 1 s, --vram-budget 6 --ram-budget 16 (with app.py check's plan and check --rehearse's
 #                 prediction for it: the verdict holds NVML's peak against the rehearsal)
 #   run_1s_free   the same without budgets: the whole-run time ratio
 #   run_1s_4gb    --vram-budget 4: finishes, or refuses up front with the budget's sentence
-#   gpu_report    bench/gpu_report.py, the transformer alone (resident vs streamed at 6 GiB)
-#   kernels       bench/kernels.py (issue 19): s/step and PSNR per kernel combination, SageAttention
+#   gpu_report    bench/gpu/gpu_report.py, the transformer alone (resident vs streamed at 6 GiB)
+#   kernels       bench/gpu/kernels.py (issue 19): s/step and PSNR per kernel combination, SageAttention
 #                 visible to this step only (GPU_SESSION_SAGE), one JSON line per combination as it ends
 #   run_5s_6gb    640, 5 s at 6 / 16
 #   alloc_plain   run_1s_6gb with torch's default allocator (FRAMEPACK_EXPANDABLE_SEGMENTS=0)
-#   finishing     bench/finishing_memory.py (issue 29): x2 upscaling (x2plus's full layout) of 544x704 clips
+#   finishing     bench/cpu/finishing_memory.py (issue 29): x2 upscaling (x2plus's full layout) of 544x704 clips
 #                 of 37 and 145 frames at --vram-budget 6: peak heap per clip, peak VRAM against the cap
 # Every app run has a cache folder of its own (full_set.py), so each encodes its prompt as a first run does.
 #
@@ -33,9 +33,9 @@
 # GPU_SESSION_KEEP_SET=1 keeps the stand-in set for a warm rerun (else it is deleted at the end);
 # GPU_SESSION_SAGE a folder holding the unpacked sageattention package, or its wheel (kernels step only);
 # GPU_REPORT_SKIP gpu_report.py's --skip; GPU_SESSION_LIMIT_SCALE multiplies each step's limit (default 1;
-# 4 with TINY); KERNELS_ARGS bench/kernels.py's flags (default --no-compile; --tiny with TINY).
+# 4 with TINY); KERNELS_ARGS bench/gpu/kernels.py's flags (default --no-compile; --tiny with TINY).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-session-out}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -63,7 +63,7 @@ else
     LONG=5
 fi
 TOTAL=$((${GPU_SESSION_SECONDS:-540} * LIMIT_SCALE))
-FULL_SET=(python3 bench/full_set.py --dir "$SET" "${SIZE[@]}")
+FULL_SET=(python3 bench/gpu/full_set.py --dir "$SET" "${SIZE[@]}")
 BUDGETS=(--vram-budget 6 --ram-budget 16)
 # gpu_report.py's slowest modes, which the runs above already cover or which issue 17 measured before:
 # the published app's synchronous swap (4.82 s/step), diffusers' group offloading, the 12 GiB and
@@ -139,17 +139,17 @@ step build 240 "${FULL_SET[@]}" --build-only
 step run_1s_6gb 150 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}"
 step run_1s_free 120 "${FULL_SET[@]}" --seconds 1
 step run_1s_4gb 150 "${FULL_SET[@]}" --seconds 1 --vram-budget 4 --ram-budget 16
-step gpu_report 180 python3 bench/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
+step gpu_report 180 python3 bench/gpu/gpu_report.py --json --skip "$GPU_REPORT_SKIP"
 if [ "$TINY" = 1 ]; then KERNELS_ARGS=${KERNELS_ARGS:---tiny}; fi
 # shellcheck disable=SC2086  # KERNELS_ARGS is a list of flags
-step kernels 200 env PYTHONPATH="${SAGE_PATH:+$SAGE_PATH:}${PYTHONPATH:-$PWD}" python3 bench/kernels.py --json ${KERNELS_ARGS:---no-compile}
+step kernels 200 env PYTHONPATH="${SAGE_PATH:+$SAGE_PATH:}${PYTHONPATH:-$PWD}" python3 bench/gpu/kernels.py --json ${KERNELS_ARGS:---no-compile}
 step run_5s_6gb 240 "${FULL_SET[@]}" --seconds "$LONG" "${BUDGETS[@]}"
 # The app sets expandable_segments:True itself (run_1s_6gb); its switch back to torch's default:
 step alloc_plain 120 env FRAMEPACK_EXPANDABLE_SEGMENTS=0 "${FULL_SET[@]}" --seconds 1 "${BUDGETS[@]}" --no-check
 # Issue 30: one video on several GPUs, where the machine has them (the transformer at full width, NCCL,
 # then a whole tiny run through the app on 2 GPUs).
 if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/dev/null; then
-    step multi_gpu_bench 150 python3 bench/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128 \
+    step multi_gpu_bench 150 python3 bench/cpu/sequence_parallel.py --cuda --processes 1,2 --heads 24 --head-dim 128 \
         --double 2 --single 4 --latent-height 40 --latent-width 40
     step multi_gpu_run 120 python3 app.py generate --model tiny --gpus 2 --resolution 256 --seconds 1 --steps 4 \
         --prompt "a red balloon rises" --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" \
@@ -159,10 +159,10 @@ if python3 -c "import sys, torch; sys.exit(torch.cuda.device_count() < 2)" 2>/de
         --cfg 1.5 --negative-prompt "blurry" --no-step-cache --prompt "a red balloon rises" \
         --image examples/"$(ls examples | grep -m1 -iE '\.(png|jpg)$')" --outputs "$WORK/multi_gpu_cfg" --json
 fi
-if [ -f bench/finishing_memory.py ]; then  # issue 29: upscaling x2 streamed, tiles under the VRAM budget
+if [ -f bench/cpu/finishing_memory.py ]; then  # issue 29: upscaling x2 streamed, tiles under the VRAM budget
     if [ "$TINY" = 1 ]; then FINISH_SIZE=(--width 160 --height 96 --frames 9,45); else FINISH_SIZE=(--features 64 --blocks 23); fi
-    step finishing 120 python3 bench/finishing_memory.py --json --vram-budget 6 "${FINISH_SIZE[@]}"
+    step finishing 120 python3 bench/cpu/finishing_memory.py --json --vram-budget 6 "${FINISH_SIZE[@]}"
 fi
 # Issue 17's criteria from what ran: each figure, its limit, whether it holds.
-python3 bench/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
+python3 bench/gpu/gpu_verdict.py "$RESULTS" > "$OUT/verdict.json" 2>> "$LOG" || true
 echo "done in $(($(date +%s) - START)) s; results in $RESULTS, criteria in $OUT/verdict.json" >&2

@@ -1,7 +1,7 @@
 """Host memory of a finishing run is flat in the video's length: frames are streamed through ffmpeg both ways.
 
-    python bench/finishing_memory.py --json                        # 544x704, 37 and 145 frames (1 s and 5 s)
-    python bench/finishing_memory.py --width 160 --height 96 --frames 9,33 --json   # the smallest, for CI
+    python bench/cpu/finishing_memory.py --json                        # 544x704, 37 and 145 frames (1 s and 5 s)
+    python bench/cpu/finishing_memory.py --width 160 --height 96 --frames 9,33 --json   # the smallest, for CI
 
 For each length a clip is written (moving gradients, H.264), and a fresh process upscales it x2 with an
 upscaler file in Real-ESRGAN x2plus's published layout (random weights; `--features`/`--blocks` narrower than
@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 

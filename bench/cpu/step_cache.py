@@ -1,8 +1,8 @@
 """What the step caches save, and what they cost in fidelity: one video, uncached, with TeaCache and
 with MagCache (and optionally diffusers' FirstBlockCache), side by side.
 
-    python bench/step_cache.py --json                                   # the tiny set on this machine
-    python bench/step_cache.py --json --model framepack --resolution 640 --seconds 5 [--fp8] [--vram-budget 6]
+    python bench/cpu/step_cache.py --json                                   # the tiny set on this machine
+    python bench/cpu/step_cache.py --json --model framepack --resolution 640 --seconds 5 [--fp8] [--vram-budget 6]
 
 Every run is the whole engine with the same request and seed; only the step cache differs. Per
 run: block evaluations computed and skipped (counted inside the blocks), their ratio, seconds
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402

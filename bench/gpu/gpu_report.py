@@ -1,9 +1,9 @@
 """One GPU, one command, under 8 minutes: the memory manager's figures at FramePack's full size.
 
-    python bench/gpu_report.py --json
+    python bench/gpu/gpu_report.py --json
 
 Needs only torch, transformers, accelerate, safetensors and diffusers, and a CUDA GPU; without
-one it exits at once. Full-size random bf16 weights (the 13B architecture, bench/offload.py), one
+one it exits at once. Full-size random bf16 weights (the 13B architecture, bench/cpu/offload.py), one
 640-bucket section call with its packed context, per mode: seconds per step and peak VRAM.
 
 - resident: the whole transformer on the GPU (where it fits)
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
@@ -40,7 +40,7 @@ GiB = 1 << 30
 def _fail_without_cuda() -> None:
     if not torch.cuda.is_available():
         print("gpu_report.py: this benchmark needs an NVIDIA GPU with CUDA, and none is available here. "
-              "Run bench/offload.py --simulate and bench/host_memory.py on machines without one.", file=sys.stderr)
+              "Run bench/cpu/offload.py --simulate and bench/cpu/host_memory.py on machines without one.", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -51,7 +51,7 @@ def _peak_reset() -> None:
 
 
 def _timed(model, inputs, steps: int) -> float:
-    from bench.offload import time_steps
+    from bench.support.cuda_timing import time_steps
 
     return time_steps(model, inputs, steps)
 
@@ -146,8 +146,8 @@ def _mapped_modes(model, inputs, steps: int, reserve: int, folder: Path, attempt
 
 @torch.no_grad()
 def report(steps: int, folder: Path, skip: frozenset[str] = frozenset()) -> dict:
-    from bench.offload import SyncPageableBaseline
-    from framepack_core.models.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
+    from bench.support.cuda_timing import SyncPageableBaseline
+    from bench.support.synthetic import FULL_CONFIG, full_size_transformer, section_inputs, token_count
     from framepack_core.speed.precision import store_fp8, tensor_bytes
     from memory import activation_bytes
 

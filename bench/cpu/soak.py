@@ -1,6 +1,6 @@
 """Many short runs back to back through the page's worker: the process must not grow.
 
-    python bench/soak.py --json [--runs 20] [--resolution 128] [--seconds 1] [--steps 2]
+    python bench/cpu/soak.py --json [--runs 20] [--resolution 128] [--seconds 1] [--steps 2]
 
 The tiny model set, each run through `Handlers.page_run` as a Start press would make it.
 The last stdout line is JSON: resident memory after every run (MiB), the process's own part of it
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -1,7 +1,7 @@
 """Block streaming benchmark: exact output, device bytes within the budget, and (on a GPU) speed.
 
-    python bench/offload.py --simulate --json           # any machine: a small FramePack-class transformer
-    python bench/offload.py --device cuda --full-size   # a GPU: the 13B architecture, random bf16 weights
+    python bench/cpu/offload.py --simulate --json           # any machine: a small FramePack-class transformer
+    python bench/cpu/offload.py --device cuda --full-size   # a GPU: the 13B architecture, random bf16 weights
 
 The last stdout line is JSON. --simulate runs the small model on the simulated device (CPU
 tensors, the streaming code paths, a byte ledger) at a third of its bytes and compares with the
@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
-from framepack_core.models.synthetic import (FULL_CONFIG, SMALL_CONFIG, full_size_transformer,  # noqa: E402,F401
+from bench.support.cuda_timing import SyncPageableBaseline, time_steps  # noqa: E402
+from bench.support.synthetic import (FULL_CONFIG, SMALL_CONFIG, full_size_transformer,  # noqa: E402,F401
                                              section_inputs, small_transformer, token_count)
 from framepack_core.speed.precision import tensor_bytes  # noqa: E402
 from memory import ModelManager, SimulatedDevice, activation_bytes  # noqa: E402
@@ -76,38 +77,6 @@ def simulate_step_cache(steps: int = 12, threshold: float = 0.15) -> dict:
                 blocks_computed_with_cache=on["blocks_computed"],
                 bytes_moved_ratio=on["bytes_moved"] / off["bytes_moved"],
                 blocks_computed_ratio=on["blocks_computed"] / off["blocks_computed"])
-
-
-class SyncPageableBaseline:
-    """What FramePack apps do today: each block copied from pageable memory, on the compute stream, as it runs."""
-
-    def __init__(self, blocks, device):
-        self.device, self._host = device, {}
-        self.handles = [h for b in blocks for h in (b.register_forward_pre_hook(self.before),
-                                                     b.register_forward_hook(self.after))]
-
-    def before(self, block, args):
-        for p in block.parameters():
-            self._host[p] = p.data
-            p.data = p.data.to(self.device)  # synchronous: the GPU waits for every byte
-
-    def after(self, block, args, output):
-        for p in block.parameters():
-            p.data = self._host.pop(p)
-
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
-
-
-def time_steps(model, inputs, steps: int) -> float:
-    model(**inputs)  # warm-up: kernels chosen, caches filled, prefetch primed
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        model(**inputs)
-    torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps
 
 
 def _bandwidth(device: str, pinned: bool) -> float:

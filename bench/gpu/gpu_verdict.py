@@ -1,7 +1,7 @@
-"""Issue 17's GPU criteria, read from bench/gpu_session.sh's results.jsonl: each figure, its limit, and
+"""Issue 17's GPU criteria, read from bench/gpu/gpu_session.sh's results.jsonl: each figure, its limit, and
 whether it holds (None where a step did not run or a figure is missing).
 
-    python bench/gpu_verdict.py $OUT/results.jsonl
+    python bench/gpu/gpu_verdict.py $OUT/results.jsonl
 
 The last stdout line is JSON.
 """
@@ -122,7 +122,7 @@ def verdict(steps: dict[str, dict]) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python bench/gpu_verdict.py RESULTS.jsonl", file=sys.stderr)
+        print("usage: python bench/gpu/gpu_verdict.py RESULTS.jsonl", file=sys.stderr)
         return 2
     print(json.dumps(verdict(_results(argv[0]))))
     return 0

@@ -1,6 +1,6 @@
 """The real models' tokenizers, rebuilt offline from vocabularies that ship on the package index.
 
-For the tests and bench/full_set.py (a stand-in of the real model folders); the vocabularies come
+For the tests and bench/gpu/full_set.py (a stand-in of the real model folders); the vocabularies come
 from dev-only packages (requirements-dev-nodeps.txt): `llama-models` carries Llama 3's BPE ranks
 (llama_models/llama3/tokenizer.model, tiktoken's format: base64 token, rank), and
 `open-clip-torch` CLIP's BPE merges (open_clip/bpe_simple_vocab_16e6.txt.gz). From them this
