@@ -70,7 +70,9 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
                  "prompt": continued_prompt_of(clip, given, a.frames, length, window)}
     request = Request.from_fields(image=Image.fromarray(last_frames(clip.path, 1)[0]), image_name=Path(first).name,
                                   **settings)
-    return request, BridgedClips(Clip(clip.path, a, clip.saved), Clip(Path(second).resolve(), b, into))
+    second = Path(second).resolve()
+    return request, BridgedClips(Clip(clip.path, a, clip.saved, source_digest(clip.path)),
+                                 Clip(second, b, into, source_digest(second)))
 
 
 def bridge_seconds(seconds: float, fps: float, window: int) -> float:
@@ -88,6 +90,7 @@ class Clip:
     path: Path
     facts: VideoFacts
     latents: SavedLatents | None = None
+    digest: str = ""  # its SHA-256 as the run starts: its record and latents name that very file
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,8 @@ class BridgedClips(Origin):
         digests = part.get("bridge_sha256") or (None, None)
         first, second = (trusted_source(path, digest, "a clip this bridge joins")
                          for path, digest in zip(part["bridge"], digests))
-        return cls(Clip(first, probe_video(first), own_latents(first)),
-                   Clip(second, probe_video(second), own_latents(second, from_start=True)))
+        return cls(Clip(first, probe_video(first), own_latents(first), source_digest(first)),
+                   Clip(second, probe_video(second), own_latents(second, from_start=True), source_digest(second)))
 
     def stream(self) -> VideoFacts:  # the video joins the first clip's stream: its size and frame rate
         return self.first.facts
@@ -147,8 +150,8 @@ class BridgedClips(Origin):
         return (self.first.path, self.second.path)
 
     def restarts(self) -> dict:
-        clips = (self.first.path, self.second.path)
-        return {"bridge": [str(path) for path in clips], "bridge_sha256": [source_digest(path) for path in clips]}
+        clips = (self.first, self.second)
+        return {"bridge": [str(clip.path) for clip in clips], "bridge_sha256": [clip.digest for clip in clips]}
 
 
 @dataclass

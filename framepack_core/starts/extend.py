@@ -84,7 +84,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     image = files.picture if source.saved and files.picture.exists() else first_frame(Path(path))
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
                                   image_name=Path(path).name, **settings)
-    return request, ExtendedVideo(source.path, facts, source.saved, part.frames, cut)
+    return request, ExtendedVideo(source.path, facts, source.saved, part.frames, cut, source_digest(source.path))
 
 
 def branch_cut(source: Path, facts, seconds: float) -> int:
@@ -138,6 +138,7 @@ class ExtendedVideo(Origin):
     source_latents: SavedLatents | None = None  # its saved latents, when this app made it
     new_frames: int | None = None  # frames the new part keeps (None: its whole sections)
     cut: int | None = None  # a branch: the source's frames kept (None: all of them)
+    digest: str = ""  # the source's SHA-256 as the run starts: its record and latents name that very file
 
     @classmethod
     def recalled(cls, part: dict) -> Origin | None:
@@ -148,7 +149,8 @@ class ExtendedVideo(Origin):
         source = trusted_source(part["video"], part.get("sha256"), "the video this run extends")
         facts = probe_video(source)
         cut = part["frames"] if part.get("cut") else None
-        return cls(source, facts, own_latents(source, facts, from_start=cut is not None), part.get("new_frames"), cut)
+        return cls(source, facts, own_latents(source, facts, from_start=cut is not None), part.get("new_frames"), cut,
+                   source_digest(source))
 
     def begin(self, request, models, manager) -> Beginning:
         base = extension_base(self, models, manager, request, request.method.window)
@@ -171,7 +173,7 @@ class ExtendedVideo(Origin):
 
     def restarts(self) -> dict:
         kept = {"video": str(self.source), "frames": self.facts.frames if self.cut is None else self.cut,
-                "sha256": source_digest(self.source)}  # read back only if still this file (source_check.py)
+                "sha256": self.digest}  # read back only if still this file (source_check.py)
         return kept | ({"new_frames": self.new_frames} if self.new_frames is not None else {}) | (
             {"cut": True} if self.cut is not None else {})
 
