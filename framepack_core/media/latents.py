@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from ..run.files import write_atomically
+from ..atomic import write_atomically
 
 FORMAT = "framepack-latents/1"
 
