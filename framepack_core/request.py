@@ -27,6 +27,7 @@ from .settings import (
     SETTINGS,
     SETTINGS_LIST,
     Part,
+    SamplingMode,
     Scope,
     Setting,
     canonical_name,
@@ -71,8 +72,10 @@ def check_value(setting: Setting, value):
     elif setting.kind == "bool" and not isinstance(value, bool):
         choices = "true, false or automatic" if setting.optional else "true or false"
         raise ValueError(f"The {setting.words} option must be {choices}, not {value!r}.")
-    elif setting.kind == "choice" and value not in setting.choices:
-        raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
+    elif setting.kind == "choice":
+        if value not in setting.choices:
+            raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
+        return next(choice for choice in setting.choices if choice == value)  # the table's own (an enum's member)
     elif setting.kind == "text" and not isinstance(value, str):
         raise ValueError(f"The {setting.words} must be text.")
     return value
@@ -91,7 +94,7 @@ class MethodSettings:
 
     def validated(self, model: str) -> MethodSettings:
         checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
-        if checked["loop"] and checked["mode"] != "inverted":
+        if checked["loop"] and checked["mode"] != SamplingMode.INVERTED:
             raise ValueError("A loop needs inverted sampling; forward (F1) sampling cannot aim at an end frame.")
         from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
 
@@ -161,7 +164,7 @@ class Request:
         if self.model not in MODEL_SETS:
             raise ValueError(f"Unknown model set {self.model!r}; choose one of {', '.join(MODEL_SETS)}.")
         method = self.method.validated(self.model)
-        if self.end_image is not None and method.mode != "inverted":
+        if self.end_image is not None and method.mode != SamplingMode.INVERTED:
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
         if self.end_image is not None and method.loop:
             raise ValueError("A loop ends on its start picture; leave out the end picture.")

@@ -13,13 +13,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+
 # --- the vocabulary: what the choices are called ---------------------------------------------------------------
+class SamplingMode(StrEnum):
+    """The order a video's sections are sampled in. str-valued: records, MP4 tags, latents files and the
+    queue keep the same words ("inverted", "forward") as before it was an enum."""
+    INVERTED = "inverted"  # from the end back towards the start picture (anti-drifting; also aims at an end frame)
+    FORWARD = "forward"  # from the start picture on (F1; how a finished video is extended)
+
+
 # Each model set's own sampling order: the I2V checkpoint was trained for inverted sampling,
 # F1 for forward sampling (lllyasviel/FramePack, demo_gradio.py and demo_gradio_f1.py).
-DEFAULT_MODES = {"framepack": "inverted", "framepack-f1": "forward", "tiny": "inverted"}
-MODEL_SETS = tuple(DEFAULT_MODES)
+DEFAULT_MODES = {"framepack": SamplingMode.INVERTED, "framepack-f1": SamplingMode.FORWARD,
+                 "tiny": SamplingMode.INVERTED}
+MODEL_SETS = tuple(DEFAULT_MODES)  # the model sets' names (models/sets.py: what each is made of)
 PUBLISHED_MODEL_SETS = ("framepack", "framepack-f1")  # real weights; `tiny` is built locally, for trying the app
-MODES = ("inverted", "forward")
+MODES = tuple(SamplingMode)
 SAMPLER_VARIANTS = ("bh1", "bh2")
 ATTENTION_KERNELS = ("auto", "sage", "flash", "xformers", "sdpa")
 # storage: the blocks' weights kept in FP8, multiplied in bf16; fast: multiplied in FP8 too

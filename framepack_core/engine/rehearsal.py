@@ -42,7 +42,7 @@ from ..models.lora import LoraHook
 from ..models.sets import MODEL_SETS
 # The report is its own module; CONTEXT_RESERVE_BYTES is named here too for the callers of rehearse().
 from .rehearsal_report import CONTEXT_RESERVE_BYTES, Rehearsal, StageRow  # noqa: F401
-from ..settings import DEFAULTS
+from ..settings import DEFAULTS, SamplingMode
 
 LATENT_CHANNELS = 16
 SIGLIP_SIZE = 384
@@ -221,7 +221,7 @@ def _sections(stages: _Stages, models, settings: SectionSettings, start: torch.T
                     x = _host(denoise(x, torch.ones(1).to(meta)))
                 stages.hook(StageName.SAMPLING, models)
             x = torch.zeros(1, LATENT_CHANNELS, settings.window, h, w)
-            if settings.mode == "inverted" and index == count - 1:
+            if settings.mode == SamplingMode.INVERTED and index == count - 1:
                 x = torch.cat([history.start, x], dim=2)
             history.add(x)
             vae_tiling = _decode(stages, models, settings, index, count, history.video(), vae_tiling)
@@ -238,7 +238,7 @@ def _decode(stages: _Stages, models, settings, index: int, count: int, latents: 
     stages.begin(StageName.DECODING, index, (vae,))
     span = decode_span(index, count, settings.window, settings.mode)
     if span:
-        latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
+        latents = latents[:, :, :span] if settings.mode == SamplingMode.INVERTED else latents[:, :, -span:]
     with _carried(stages), manager.use(vae):
         if tiling is None:
             tiling = manager.short_of_room()

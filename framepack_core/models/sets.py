@@ -12,7 +12,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import (
     DEFAULT_PROMPT_TEMPLATE,
 )
 
-from framepack_core.settings import DEFAULT_MODES
+from framepack_core.settings import DEFAULT_MODES, SamplingMode
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -45,7 +45,7 @@ class Source:
 @dataclass(frozen=True)
 class ModelSetSpec:
     name: str
-    default_mode: str  # 'inverted' or 'forward'
+    default_mode: SamplingMode
     sources: dict[str, Source]
     dtypes: dict[str, torch.dtype]
     prompt_template: str  # one '{}' for the prompt
