@@ -14,7 +14,7 @@ import sys
 
 # Only the settings table here: --help must not wait for torch (see framepack_core/settings.py).
 from framepack_core.reproducible import pin_blas
-from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST, Setting
+from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST, Setting, SettingKind
 
 MODEL_CHOICES = MODEL_SETS
 # What serving the page and checking a plan take from the table: the page's defaults, the session's budget.
@@ -34,6 +34,7 @@ GENERATE_GROUPS = {
     "output": ("folder", "path", "crf"),
     "more settings": (),
 }
+_NUMBERS = (SettingKind.INT, SettingKind.FLOAT)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, names=None, groups: dict | None = None, **changes) -> None:
@@ -55,27 +56,27 @@ def _metavar(setting: Setting) -> str | None:
         return setting.metavar
     if setting.name in ("folder", "path"):
         return {"folder": "DIR", "path": "FILE.mp4"}[setting.name]
-    if setting.kind in ("int", "float") and setting.low is not None and setting.high is not None \
-            and setting.high < 10**6:
+    if setting.kind in _NUMBERS and setting.low is not None and setting.high is not None and setting.high < 10**6:
         return f"{setting.low:g}..{setting.high:g}"
-    return {"int": "N", "float": "NUMBER", "path": "FILE", "picture": "PICTURE", "text": "TEXT"}.get(setting.kind)
+    return {SettingKind.INT: "N", SettingKind.FLOAT: "NUMBER", SettingKind.PATH: "FILE",
+            SettingKind.PICTURE: "PICTURE", SettingKind.TEXT: "TEXT"}.get(setting.kind)
 
 
 def _flag_keywords(setting: Setting) -> dict:
     default, help_ = setting.cli_default, setting.help
-    if setting.kind == "bool" and setting.flag_values is None:  # --compile, --no-step-cache
+    if setting.kind == SettingKind.BOOL and setting.flag_values is None:  # --compile, --no-step-cache
         return dict(dest=setting.dest, action="store_true" if not default else "store_false", help=help_)
     if setting.repeats:  # --lora, --keyframe
         return dict(dest=setting.dest, action="append", default=[], metavar=setting.metavar, help=help_)
     if setting.flag_values is not None:  # words for values: --vae-tiling auto|on|off
         default = next(word for word, value in setting.flag_values.items() if value == default)
         return dict(choices=tuple(setting.flag_values), default=default, help=f"{help_} (default {default})")
-    if setting.kind in ("int", "float") and default is not None:
+    if setting.kind in _NUMBERS and default is not None:
         help_ += f" (default {default:g})"
     elif setting.choices and default is not None:
         help_ += f" (default {default})"
-    kind = {"int": int, "float": float}.get(setting.kind, str)
-    default = str(default) if setting.kind == "path" and default is not None else default
+    kind = {SettingKind.INT: int, SettingKind.FLOAT: float}.get(setting.kind, str)
+    default = str(default) if setting.kind == SettingKind.PATH and default is not None else default
     optional = dict(nargs="?", const=setting.flag_const) if setting.flag_const is not None else {}
     return dict(type=kind, default=default, choices=setting.choices or None, metavar=_metavar(setting), help=help_,
                 **optional)

@@ -30,13 +30,15 @@ from .settings import (
     SamplingMode,
     Scope,
     Setting,
+    SettingKind,
     canonical_name,
     settings_of,
 )
 
 Picture = str | Path | Image.Image
-_ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "text": "str", "choice": "str", "path": "Path",
-                "picture": "Picture", "loras": "tuple", "keyframes": "tuple"}
+_ANNOTATIONS = {SettingKind.INT: "int", SettingKind.FLOAT: "float", SettingKind.BOOL: "bool", SettingKind.TEXT: "str",
+                SettingKind.CHOICE: "str", SettingKind.PATH: "Path", SettingKind.PICTURE: "Picture",
+                SettingKind.LORAS: "tuple", SettingKind.KEYFRAMES: "tuple"}
 
 
 def _from_table(part: Part):
@@ -62,21 +64,21 @@ def check_value(setting: Setting, value):
     if value is None and setting.optional:
         return None
     value = next((new for old, new in setting.legacy if _same(value, old)), value)
-    if setting.kind == "int":
+    if setting.kind == SettingKind.INT:
         value = _integer(setting.words, value, setting.low, setting.high)
         if setting.choices and value not in setting.choices:
             raise ValueError(f"{setting.words} must be one of {', '.join(map(str, setting.choices))}, not {value}.")
         return value
-    if setting.kind == "float":
+    if setting.kind == SettingKind.FLOAT:
         _number(setting.words, value, setting.low, setting.high, setting.low_open)
-    elif setting.kind == "bool" and not isinstance(value, bool):
+    elif setting.kind == SettingKind.BOOL and not isinstance(value, bool):
         choices = "true, false or automatic" if setting.optional else "true or false"
         raise ValueError(f"The {setting.words} option must be {choices}, not {value!r}.")
-    elif setting.kind == "choice":
+    elif setting.kind == SettingKind.CHOICE:
         if value not in setting.choices:
             raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
         return next(choice for choice in setting.choices if choice == value)  # the table's own (an enum's member)
-    elif setting.kind == "text" and not isinstance(value, str):
+    elif setting.kind == SettingKind.TEXT and not isinstance(value, str):
         raise ValueError(f"The {setting.words} must be text.")
     return value
 
