@@ -144,13 +144,14 @@ class Request:
         """A request from flat names (`prompt=..., seconds=..., fp8=True`), each routed to its part.
 
         What forms, flags and saved records speak; an unknown name is a mistake, not ignored. Older
-        names (a setting's aliases) are read too; recorded-only names are dropped (recomputed).
+        names (a setting's aliases) are read too; recorded-only names are dropped (recomputed). The session's
+        settings (--models-dir, --ram-budget) are the process's, never a video's: unknown here.
         """
         by_part = {part: {} for part in Part}
         unknown = []
         for name, value in values.items():
             setting = SETTINGS.get(canonical_name(name))
-            if setting is None:
+            if setting is None or setting.part is Part.SESSION:
                 unknown.append(name)
             elif setting.scope is not Scope.RECORD and (name == setting.name or setting.name not in values):
                 by_part[setting.part][setting.name] = value

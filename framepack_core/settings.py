@@ -37,15 +37,18 @@ FP8_MODES = ("off", "storage", "fast")
 CACHE_METHODS = ("magcache", "teacache", "first-block")  # the first is the default (README: why)
 
 FPS = 30  # the published models' frame rate
+# The published models' sizes: their bucket table's (method/buckets.py) and their latent frames per section.
+TRAINED_RESOLUTION, TRAINED_WINDOW = 640, 9
 MIN_RESOLUTION, MAX_RESOLUTION = 128, 1536
 
 
 class Part(StrEnum):
-    """Where a setting lives in a `Request`: at its top level or in one of its three parts."""
+    """Where a setting lives: at a `Request`'s top level, in one of its three parts, or in the session."""
     TOP = "top"  # the pictures and the model set
     METHOD = "method"  # what decides the pixels
     OUTPUT = "output"  # where the video goes and how it is encoded
     SPEED = "speed"  # how fast it is made (some of these change the pixels a little, so they are recorded)
+    SESSION = "session"  # never in a Request: the process's own (engine/session_config.py), its scope SESSION
 
 
 class Scope(StrEnum):
@@ -53,6 +56,8 @@ class Scope(StrEnum):
     JOB = "job"  # the video's own: recorded, queued with a job, taken back by a remake, a resume or an extension
     RUN = "run"  # given with each run, never a recorded setting: the pictures (kept as files), where the video goes
     RECORD = "record"  # recorded only: follows from the others, never taken back
+    SESSION = "session"  # every run of the process: a flag given once (where the weights are, the RAM budget),
+    #                      never a request's, never recorded or queued
 
 
 class SettingKind(StrEnum):
@@ -147,7 +152,7 @@ class Setting:
         return self.default if self.flag_default is ... else self.flag_default
 
 
-_M, _O, _S, _T = Part.METHOD, Part.OUTPUT, Part.SPEED, Part.TOP
+_M, _O, _S, _T, _X = Part.METHOD, Part.OUTPUT, Part.SPEED, Part.TOP, Part.SESSION
 _K, _W = SettingKind, WidgetKind
 
 SETTINGS_LIST = (
@@ -192,10 +197,10 @@ SETTINGS_LIST = (
             widget=Widget(_W.NUMBER, "Seed", "settings")),
     Setting("gs", _M, _K.FLOAT, 10.0, low=1, high=32, flag="--gs", label="Distilled guidance",
             help="distilled guidance", widget=Widget(_W.SLIDER, "Guidance (gs)", "settings", step=0.5)),
-    Setting("window", _M, _K.INT, 9, low=1, high=33, flag="--window", label="Window",
+    Setting("window", _M, _K.INT, TRAINED_WINDOW, low=1, high=33, flag="--window", label="Window",
             help="latent frames per section",
             widget=Widget(_W.SLIDER, "Window (latent frames)", "advanced", step=1,
-                          info="per section; 9 is the trained size")),
+                          info=f"per section; {TRAINED_WINDOW} is the trained size")),
     Setting("cfg", _M, _K.FLOAT, 1.0, low=1, high=32, flag="--cfg", label="CFG",
             help="real CFG; 1 = off and twice as fast",
             widget=Widget(_W.SLIDER, "CFG (real guidance)", "advanced", high=10, step=0.1,
@@ -206,10 +211,11 @@ SETTINGS_LIST = (
             label="Sampling mode", help="sampling order (default: the model set's own)",
             widget=Widget(_W.RADIO, "Sampling order", "model", auto="model default",
                           info="auto: inverted for FramePack, forward for F1")),
-    Setting("resolution", _M, _K.INT, 640, low=MIN_RESOLUTION, high=MAX_RESOLUTION, flag="--resolution",
+    Setting("resolution", _M, _K.INT, TRAINED_RESOLUTION, low=MIN_RESOLUTION, high=MAX_RESOLUTION, flag="--resolution",
             extends=False, label="Resolution",
-            help=f"bucket size: 640 is the published table; others scale it ({MIN_RESOLUTION}..{MAX_RESOLUTION})",
-            widget=Widget(_W.SLIDER, "Resolution", "model", step=16, info="640: the trained size")),
+            help=f"bucket size: {TRAINED_RESOLUTION} is the published table; others scale it "
+                 f"({MIN_RESOLUTION}..{MAX_RESOLUTION})",
+            widget=Widget(_W.SLIDER, "Resolution", "model", step=16, info=f"{TRAINED_RESOLUTION}: the trained size")),
     Setting("variant", _M, _K.CHOICE, "bh1", choices=SAMPLER_VARIANTS, label="Sampler variant",
             help="UniPC's variant", widget=Widget(_W.RADIO, "Sampler variant (UniPC)", "advanced")),
     Setting("shift", _M, _K.FLOAT, None, low=0, high=100, low_open=True, optional=True, label="Shift",
@@ -304,6 +310,15 @@ SETTINGS_LIST = (
             help="the LoRA files by name, with their SHA-256 and weight"),
     Setting("keyframe_sections", _M, _K.RECORD, None, scope=Scope.RECORD,
             help="which sections each keyframe conditions"),
+    # --- the session: flags for every run of the process (engine/session_config.py); never a request's ---
+    # (The VRAM budget is both: the session's, and a request may ask for less; it is a speed setting above.)
+    Setting("models_dir", _X, _K.PATH, None, optional=True, flag="--models-dir", metavar="DIR", scope=Scope.SESSION,
+            help="local copy of the weights, laid out as DIR/<owner>/<repository>/... "
+                 "(default: the Hugging Face cache; env FRAMEPACK_MODELS_DIR)"),
+    Setting("ram_budget_gb", _X, _K.FLOAT, None, low=0, high=4096, optional=True, flag="--ram-budget", metavar="GB",
+            scope=Scope.SESSION, label="RAM budget (GB)",
+            help="system memory the app may use, in GiB (default: what is available less 2 GiB); "
+                 "streamed blocks beyond it are read from their files on disk instead of pinned RAM"),
 )
 
 SETTINGS = {setting.name: setting for setting in SETTINGS_LIST}

@@ -77,7 +77,7 @@ CHANGED_DEFAULTS = textwrap.dedent('''
         table.DEFAULTS[name] = value
 
     import app
-    from framepack_core.memory_plan import plan_run
+    from framepack_core.engine.memory_plan import plan_run
     from framepack_core.speed.step_cache import make_strategy, step_cache
 
     check = app.build_parser().parse_args(["check"])

@@ -54,7 +54,8 @@ def page_keyframes(pictures, times: str | None) -> list[tuple]:
     return out
 
 
-def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = False, window: int = 9) -> str:
+def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = False,
+                           window: int = DEFAULTS["window"]) -> str:
     """Which sections each keyframe conditions (method/keyframes.py), or what is wrong with the keyframes."""
     from framepack_core.method.keyframes import Keyframe, check_keyframes, keyframe_timeline
     from framepack_core.method.prompts import section_times

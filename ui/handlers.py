@@ -66,7 +66,7 @@ class ServerSettings:
     """What the command line fixed: defaults for the page, and everything the API does not take."""
     model: str = DEFAULTS["model"]
     resolution: int = DEFAULTS["resolution"]
-    outputs: Path = Path("outputs")
+    outputs: Path = DEFAULTS["folder"]
     lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
     import_folders: tuple[Path, ...] = ()  # beside the outputs folder, where an imported file's pictures may be
 

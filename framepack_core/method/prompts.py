@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from framepack_core.settings import FPS, MODES, SamplingMode
+from framepack_core.settings import DEFAULTS, FPS, MODES, SamplingMode
 
 from .schedule import section_count, video_frame_count
 
@@ -53,7 +53,7 @@ def is_timestamped(text: str) -> bool:
     return bool(_TIMESTAMPED.match(text))
 
 
-def parse_prompt(text: str, seconds: float, window: int = 9, extends: float = 0.0) -> list[PromptSpan]:
+def parse_prompt(text: str, seconds: float, window: int = DEFAULTS["window"], extends: float = 0.0) -> list[PromptSpan]:
     """The spans of a prompt for a video of `seconds` (made of `window`-frame sections).
 
     `extends`: the seconds of the video being extended; the times are the new part's, and the
