@@ -5,8 +5,10 @@
 - `SpeedSettings`: how fast it is made (step cache, attention kernel, FP8, compile); some of
   these change the pixels a little, so they are recorded with the rest.
 
-Their fields, defaults and bounds are the settings table's (framepack_core/settings.py); this module
-adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
+Their fields, defaults and bounds are the settings table's (framepack_core/settings.py): each field is
+written out here (a reader and a type checker see `request.method.seed`), its default read from the
+table, and tests/test_settings_table.py holds the two to the same names, order, types and defaults.
+This module adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
 
 Bad values raise ValueError with one clear sentence. No torch at import: the command line builds
 requests before any model library is imported; validating imports the schedule (timed prompts) and,
@@ -23,6 +25,7 @@ from PIL import Image
 
 from .settings import (
     DEFAULT_MODES,
+    DEFAULTS,
     MODEL_SETS,
     SETTINGS,
     SETTINGS_LIST,
@@ -36,21 +39,6 @@ from .settings import (
 )
 
 Picture = str | Path | Image.Image
-_ANNOTATIONS = {SettingKind.INT: "int", SettingKind.FLOAT: "float", SettingKind.BOOL: "bool", SettingKind.TEXT: "str",
-                SettingKind.CHOICE: "str", SettingKind.PATH: "Path", SettingKind.PICTURE: "Picture",
-                SettingKind.LORAS: "tuple", SettingKind.KEYFRAMES: "tuple"}
-
-
-def _from_table(part: Part):
-    """The part's fields, with their types and defaults, from the settings table (framepack_core/settings.py)."""
-    def make(cls):
-        table = {s.name: _ANNOTATIONS[s.kind] + (" | None" if s.optional else "")
-                 for s in settings_of(part) if s.scope is not Scope.RECORD}
-        for name in table:
-            setattr(cls, name, SETTINGS[name].default)
-        cls.__annotations__ = table | cls.__dict__.get("__annotations__", {})
-        return dataclass(frozen=True)(cls)
-    return make
 
 
 def _checked(part) -> dict:
@@ -90,9 +78,25 @@ def _same(value, old) -> bool:
     return type(value) is type(old) and value == old
 
 
-@_from_table(Part.METHOD)
+@dataclass(frozen=True)
 class MethodSettings:
     """What decides the pixels (prompt, length, seed, sampler settings, mode)."""
+    prompt: str = DEFAULTS["prompt"]  # one prompt, or timed ones: "[0s: ...] [2.5s: ...]"
+    negative_prompt: str = DEFAULTS["negative_prompt"]
+    seconds: float = DEFAULTS["seconds"]
+    steps: int = DEFAULTS["steps"]
+    seed: int = DEFAULTS["seed"]
+    gs: float = DEFAULTS["gs"]  # distilled guidance
+    window: int = DEFAULTS["window"]  # latent frames per section
+    cfg: float = DEFAULTS["cfg"]  # real guidance; 1: off
+    rs: float = DEFAULTS["rs"]  # guidance rescale
+    mode: SamplingMode | None = DEFAULTS["mode"]  # None: the model set's own (validated() decides)
+    resolution: int = DEFAULTS["resolution"]  # the bucket table's size
+    variant: str = DEFAULTS["variant"]  # UniPC's
+    shift: float | None = DEFAULTS["shift"]  # None: from the token count
+    prompt_blend: int = DEFAULTS["prompt_blend"]  # sections a change of timed prompt crosses over
+    loop: bool = DEFAULTS["loop"]
+    loras: tuple = DEFAULTS["loras"]  # ("path", weight) pairs, or "PATH[:WEIGHT]" text
 
     def validated(self, model: str) -> MethodSettings:
         checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
@@ -104,9 +108,15 @@ class MethodSettings:
         return replace(self, **checked | {"loras": _loras(self.loras, model)})
 
 
-@_from_table(Part.OUTPUT)
+@dataclass(frozen=True)
 class OutputSettings:
     """Where the video goes (`folder`: fresh names <date>-<time>_<seed>; `path`: an exact MP4) and its quality."""
+    folder: Path = DEFAULTS["folder"]
+    path: Path | None = DEFAULTS["path"]
+    crf: int = DEFAULTS["crf"]
+    upscale: int = DEFAULTS["upscale"]  # when made, also write it upscaled x2 or x4 (1: not)
+    upscaler: str | None = DEFAULTS["upscaler"]  # None: the scale's default upscaler
+    interpolate: int = DEFAULTS["interpolate"]  # when made, also write it at 2 or 4 times the frame rate (1: not)
 
     def validated(self) -> OutputSettings:
         checked = _checked(self)
@@ -120,10 +130,20 @@ class OutputSettings:
         return replace(self, **checked | {"folder": path.parent, "path": path})
 
 
-@_from_table(Part.SPEED)
+@dataclass(frozen=True)
 class SpeedSettings:
     """How fast it is made (step cache, attention kernel, FP8, compile, budgets); some of these change the
     pixels a little, so they are recorded with the rest."""
+    step_cache: bool = DEFAULTS["step_cache"]
+    cache_method: str = DEFAULTS["cache_method"]  # one of settings.CACHE_METHODS
+    cache_threshold: float = DEFAULTS["cache_threshold"]
+    cache_calibrate: bool = DEFAULTS["cache_calibrate"]
+    attention_requested: str = DEFAULTS["attention_requested"]  # auto, or a kernel by name
+    fp8: str = DEFAULTS["fp8"]  # off | storage | fast
+    compile: bool = DEFAULTS["compile"]
+    vram_budget_gb: float | None = DEFAULTS["vram_budget_gb"]  # None: the session's
+    gpus: int = DEFAULTS["gpus"]
+    vae_tiling: bool | None = DEFAULTS["vae_tiling"]  # None: when GPU memory is short
 
     def validated(self) -> SpeedSettings:
         checked = _checked(self)
@@ -132,9 +152,14 @@ class SpeedSettings:
         return replace(self, **checked)
 
 
-@_from_table(Part.TOP)
+@dataclass(frozen=True)
 class Request:
     """A request for one video: the model set and pictures, then three parts, validated in one place."""
+    model: str = DEFAULTS["model"]
+    image: Picture | None = DEFAULTS["image"]  # the start picture (a file or an opened picture)
+    end_image: Picture | None = DEFAULTS["end_image"]
+    keyframes: tuple = DEFAULTS["keyframes"]  # (picture, seconds, weight) triples
+    image_name: str = DEFAULTS["image_name"]  # for records; found from the picture's path when empty
     method: MethodSettings = field(default_factory=MethodSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     speed: SpeedSettings = field(default_factory=SpeedSettings)

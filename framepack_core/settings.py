@@ -1,9 +1,11 @@
 """Every setting a user can name, once: its part, type, default, bounds, help, flag, page widget and scope.
 
-Made from `SETTINGS`: the command line's flags (app.py), the page's widgets and their ranges (ui/layout.py,
-ui/handlers.py), `Request.from_fields` and the part dataclasses with their validation (request.py), the
-queue's import columns (jobs/intake.py), and what a resume, an extension or a remake takes back
-(continuation.py, ui/cli.py, request.py). Adding a setting is one entry here, plus its use in the method.
+Made from `SETTINGS`: every command's flags (ui/flags.py), the page's widgets and their ranges (ui/layout.py,
+ui/handlers.py), `Request.from_fields` and the part dataclasses' validation (request.py, whose fields are
+written out with the defaults read from here; a test holds them equal), the session's flags
+(engine/session_config.py), the queue's import columns (jobs/intake.py), and what a resume, an extension or
+a remake takes back (starts/, ui/cli.py, request.py). Adding a setting is one entry here, its field in
+request.py, plus its use in the method.
 
 Plain Python: the command line's parser imports this before anything heavy (`app.py --help` stays fast).
 """
