@@ -14,82 +14,17 @@ import sys
 
 # Only the settings table here: --help must not wait for torch (see framepack_core/settings.py).
 from framepack_core.reproducible import pin_blas
-from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST, Setting
+from framepack_core.settings import MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, SETTINGS_LIST
+from ui.flags import BUDGET_FLAGS, GENERATE_GROUPS, add_setting_flags
 
 MODEL_CHOICES = MODEL_SETS
-# What serving the page and checking a plan take from the table: the page's defaults, the session's budget.
-_SERVE_SETTINGS = ("model", "resolution", "vram_budget_gb")
-
-
-# `generate --help` in the groups a person looks for (argparse argument groups); a setting not named here shows
-# under "more settings". Also where generate's own flags (--resume, --json, ...) go.
-GENERATE_GROUPS = {
-    "input": ("image", "end_image", "keyframes", "prompt", "negative_prompt", "loras", "model"),
-    "length and quality": ("seconds", "steps", "seed", "gs", "cfg", "rs", "window", "mode", "resolution",
-                           "prompt_blend", "loop", "variant", "shift"),
-    "speed": ("step_cache", "cache_method", "cache_threshold", "cache_calibrate", "attention_requested", "fp8",
-              "compile"),
-    "memory": ("vram_budget_gb", "vae_tiling"),
-    "continuing a video": (),
-    "output": ("folder", "path", "crf"),
-    "more settings": (),
-}
-
-
-def add_setting_flags(parser: argparse.ArgumentParser, names=None, groups: dict | None = None, **changes) -> None:
-    """The flags of the settings table (all that have one, or `names`); `changes`: argparse keywords by name;
-    `groups`: argument groups by GENERATE_GROUPS' titles, each flag into its own."""
-    where = {name: title for title, names_ in GENERATE_GROUPS.items() for name in names_}
-    for setting in SETTINGS_LIST if names is None else [SETTINGS[name] for name in names]:
-        if setting.flag is not None:
-            target = groups[where.get(setting.name, "more settings")] if groups else parser
-            target.add_argument(setting.flag, **_flag_keywords(setting) | changes.get(setting.name, {}))
-
-
-def _metavar(setting: Setting) -> str | None:
-    """What a flag's value is, from the table: its range for a number ("1..100"), FILE for a path, TEXT for
-    words; None where argparse shows the choices itself."""
-    if setting.choices:
-        return None
-    if setting.metavar:
-        return setting.metavar
-    if setting.name in ("folder", "path"):
-        return {"folder": "DIR", "path": "FILE.mp4"}[setting.name]
-    if setting.kind in ("int", "float") and setting.low is not None and setting.high is not None \
-            and setting.high < 10**6:
-        return f"{setting.low:g}..{setting.high:g}"
-    return {"int": "N", "float": "NUMBER", "path": "FILE", "picture": "PICTURE", "text": "TEXT"}.get(setting.kind)
-
-
-def _flag_keywords(setting: Setting) -> dict:
-    default, help_ = setting.cli_default, setting.help
-    if setting.kind == "bool" and setting.flag_values is None:  # --compile, --no-step-cache
-        return dict(dest=setting.dest, action="store_true" if not default else "store_false", help=help_)
-    if setting.repeats:  # --lora, --keyframe
-        return dict(dest=setting.dest, action="append", default=[], metavar=setting.metavar, help=help_)
-    if setting.flag_values is not None:  # words for values: --vae-tiling auto|on|off
-        default = next(word for word, value in setting.flag_values.items() if value == default)
-        return dict(choices=tuple(setting.flag_values), default=default, help=f"{help_} (default {default})")
-    if setting.kind in ("int", "float") and default is not None:
-        help_ += f" (default {default:g})"
-    elif setting.choices and default is not None:
-        help_ += f" (default {default})"
-    kind = {"int": int, "float": float}.get(setting.kind, str)
-    default = str(default) if setting.kind == "path" and default is not None else default
-    optional = dict(nargs="?", const=setting.flag_const) if setting.flag_const is not None else {}
-    return dict(type=kind, default=default, choices=setting.choices or None, metavar=_metavar(setting), help=help_,
-                **optional)
+# What serving the page and making videos take from the table beside the budgets: the page's defaults.
+_SERVE_SETTINGS = ("model", "resolution")
 
 
 def add_model_flags(parser: argparse.ArgumentParser, groups: dict | None = None) -> None:
-    add_setting_flags(parser, _SERVE_SETTINGS, groups)
-    memory = groups["memory"] if groups else parser
-    memory.add_argument("--models-dir", default=None, metavar="DIR",
-                        help="local copy of the weights, laid out as DIR/<owner>/<repository>/... "
-                             "(default: the Hugging Face cache; env FRAMEPACK_MODELS_DIR)")
-    memory.add_argument("--ram-budget", type=float, default=None, metavar="GB",
-                        help="system memory the app may use, in GiB (default: what is available less 2 GiB); "
-                             "streamed blocks beyond it are read from their files on disk instead of pinned RAM")
+    """The model set, the size, where the weights are and the budgets: what every command that loads models takes."""
+    add_setting_flags(parser, (*_SERVE_SETTINGS, *BUDGET_FLAGS), groups)
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="make a video without the browser page", allow_abbrev=False)
     groups = {title: gen.add_argument_group(title) for title in GENERATE_GROUPS}
     add_model_flags(gen, groups)
-    add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in _SERVE_SETTINGS], groups)
+    add_setting_flags(gen, [s.name for s in SETTINGS_LIST if s.name not in (*_SERVE_SETTINGS, *BUDGET_FLAGS)], groups)
     continuing = groups["continuing a video"]
     continuing.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a stopped, failed or killed run from its last finished section "
@@ -142,16 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="print the memory plan of a run (what stays where, peak VRAM and RAM)",
                                 allow_abbrev=False)
     # --fp8 as generate takes it (alone: storage); not given, the table's default (a plan needs a mode).
-    add_setting_flags(check, ("model", "resolution", "seconds", "vram_budget_gb", "fp8", "vae_tiling"),
+    add_setting_flags(check, ("model", "resolution", "seconds", "fp8", "vae_tiling", *BUDGET_FLAGS),
                       model=dict(choices=PUBLISHED_MODEL_SETS, help=f"the published model set to plan: "
                                  f"{', '.join(PUBLISHED_MODEL_SETS)} (default {SETTINGS['model'].default})"),
                       fp8=dict(default=SETTINGS["fp8"].default),
                       vram_budget_gb=dict(metavar="GiB", help="GPU memory in GiB (default: what is free, or 6 without "
                                                               "a GPU)"),
+                      ram_budget_gb=dict(metavar="GiB", help="system memory in GiB (default: what is available less "
+                                                             "2 GiB)"),
+                      models_dir=dict(help="where the weights are, as for generate"),
                       vae_tiling=dict(help="with --rehearse: decode in tiles: auto (as a run decides), on, off"))
-    check.add_argument("--models-dir", default=None, help="where the weights are, as for generate")
-    check.add_argument("--ram-budget", type=float, default=None, metavar="GiB",
-                       help="system memory in GiB (default: what is available less 2 GiB)")
     check.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     check.add_argument("--rehearse", action="store_true",
                        help="run every stage of such a run at full size with shapes only (no weights, no GPU; "

@@ -78,7 +78,7 @@ class SectionDone:
 class Finished:
     video: Path | None  # None when stopped before the first section was done
     frames: int
-    fps: int
+    fps: float  # the video's frame rate: 30 for a new video, an extended or bridged one's own (29.97, 24, ...)
     sections: int  # sections completed
     width: int
     height: int
@@ -88,7 +88,7 @@ class Finished:
     attention: str = ""  # the attention kernel that ran: sage | flash | xformers | sdpa ("" before sampling)
     vae_tiling: bool | None = None  # whether the VAE decoded in tiles (None: nothing decoded)
     fp8: str = "off"  # the FP8 mode that ran: off | storage (FP8 weights) | fast (and FP8 arithmetic)
-    step_cache: str = ""  # the step cache used: teacache | first-block ("" when off)
+    step_cache: str = ""  # the step cache used: one of settings.CACHE_METHODS ("" when off)
     blocks_computed: int = 0  # transformer block evaluations that ran (counted only with a step cache)
     blocks_skipped: int = 0  # and those the step cache skipped
 

@@ -5,8 +5,10 @@
 - `SpeedSettings`: how fast it is made (step cache, attention kernel, FP8, compile); some of
   these change the pixels a little, so they are recorded with the rest.
 
-Their fields, defaults and bounds are the settings table's (framepack_core/settings.py); this module
-adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
+Their fields, defaults and bounds are the settings table's (framepack_core/settings.py): each field is
+written out here (a reader and a type checker see `request.method.seed`), its default read from the
+table, and tests/test_settings_table.py holds the two to the same names, order, types and defaults.
+This module adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
 
 Bad values raise ValueError with one clear sentence. No torch at import: the command line builds
 requests before any model library is imported; validating imports the schedule (timed prompts) and,
@@ -23,31 +25,20 @@ from PIL import Image
 
 from .settings import (
     DEFAULT_MODES,
+    DEFAULTS,
     MODEL_SETS,
     SETTINGS,
     SETTINGS_LIST,
     Part,
+    SamplingMode,
     Scope,
     Setting,
+    SettingKind,
     canonical_name,
     settings_of,
 )
 
 Picture = str | Path | Image.Image
-_ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "text": "str", "choice": "str", "path": "Path",
-                "picture": "Picture", "loras": "tuple", "keyframes": "tuple"}
-
-
-def _from_table(part: Part):
-    """The part's fields, with their types and defaults, from the settings table (framepack_core/settings.py)."""
-    def make(cls):
-        table = {s.name: _ANNOTATIONS[s.kind] + (" | None" if s.optional else "")
-                 for s in settings_of(part) if s.scope is not Scope.RECORD}
-        for name in table:
-            setattr(cls, name, SETTINGS[name].default)
-        cls.__annotations__ = table | cls.__dict__.get("__annotations__", {})
-        return dataclass(frozen=True)(cls)
-    return make
 
 
 def _checked(part) -> dict:
@@ -61,19 +52,21 @@ def check_value(setting: Setting, value):
     if value is None and setting.optional:
         return None
     value = next((new for old, new in setting.legacy if _same(value, old)), value)
-    if setting.kind == "int":
+    if setting.kind == SettingKind.INT:
         value = _integer(setting.words, value, setting.low, setting.high)
         if setting.choices and value not in setting.choices:
             raise ValueError(f"{setting.words} must be one of {', '.join(map(str, setting.choices))}, not {value}.")
         return value
-    if setting.kind == "float":
+    if setting.kind == SettingKind.FLOAT:
         _number(setting.words, value, setting.low, setting.high, setting.low_open)
-    elif setting.kind == "bool" and not isinstance(value, bool):
+    elif setting.kind == SettingKind.BOOL and not isinstance(value, bool):
         choices = "true, false or automatic" if setting.optional else "true or false"
         raise ValueError(f"The {setting.words} option must be {choices}, not {value!r}.")
-    elif setting.kind == "choice" and value not in setting.choices:
-        raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
-    elif setting.kind == "text" and not isinstance(value, str):
+    elif setting.kind == SettingKind.CHOICE:
+        if value not in setting.choices:
+            raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
+        return next(choice for choice in setting.choices if choice == value)  # the table's own (an enum's member)
+    elif setting.kind == SettingKind.TEXT and not isinstance(value, str):
         raise ValueError(f"The {setting.words} must be text.")
     return value
 
@@ -85,13 +78,29 @@ def _same(value, old) -> bool:
     return type(value) is type(old) and value == old
 
 
-@_from_table(Part.METHOD)
+@dataclass(frozen=True)
 class MethodSettings:
     """What decides the pixels (prompt, length, seed, sampler settings, mode)."""
+    prompt: str = DEFAULTS["prompt"]  # one prompt, or timed ones: "[0s: ...] [2.5s: ...]"
+    negative_prompt: str = DEFAULTS["negative_prompt"]
+    seconds: float = DEFAULTS["seconds"]
+    steps: int = DEFAULTS["steps"]
+    seed: int = DEFAULTS["seed"]
+    gs: float = DEFAULTS["gs"]  # distilled guidance
+    window: int = DEFAULTS["window"]  # latent frames per section
+    cfg: float = DEFAULTS["cfg"]  # real guidance; 1: off
+    rs: float = DEFAULTS["rs"]  # guidance rescale
+    mode: SamplingMode | None = DEFAULTS["mode"]  # None: the model set's own (validated() decides)
+    resolution: int = DEFAULTS["resolution"]  # the bucket table's size
+    variant: str = DEFAULTS["variant"]  # UniPC's
+    shift: float | None = DEFAULTS["shift"]  # None: from the token count
+    prompt_blend: int = DEFAULTS["prompt_blend"]  # sections a change of timed prompt crosses over
+    loop: bool = DEFAULTS["loop"]
+    loras: tuple = DEFAULTS["loras"]  # ("path", weight) pairs, or "PATH[:WEIGHT]" text
 
     def validated(self, model: str) -> MethodSettings:
         checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
-        if checked["loop"] and checked["mode"] != "inverted":
+        if checked["loop"] and checked["mode"] != SamplingMode.INVERTED:
             raise ValueError("A loop needs inverted sampling; forward (F1) sampling cannot aim at an end frame.")
         from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
 
@@ -99,9 +108,15 @@ class MethodSettings:
         return replace(self, **checked | {"loras": _loras(self.loras, model)})
 
 
-@_from_table(Part.OUTPUT)
+@dataclass(frozen=True)
 class OutputSettings:
     """Where the video goes (`folder`: fresh names <date>-<time>_<seed>; `path`: an exact MP4) and its quality."""
+    folder: Path = DEFAULTS["folder"]
+    path: Path | None = DEFAULTS["path"]
+    crf: int = DEFAULTS["crf"]
+    upscale: int = DEFAULTS["upscale"]  # when made, also write it upscaled x2 or x4 (1: not)
+    upscaler: str | None = DEFAULTS["upscaler"]  # None: the scale's default upscaler
+    interpolate: int = DEFAULTS["interpolate"]  # when made, also write it at 2 or 4 times the frame rate (1: not)
 
     def validated(self) -> OutputSettings:
         checked = _checked(self)
@@ -115,10 +130,20 @@ class OutputSettings:
         return replace(self, **checked | {"folder": path.parent, "path": path})
 
 
-@_from_table(Part.SPEED)
+@dataclass(frozen=True)
 class SpeedSettings:
     """How fast it is made (step cache, attention kernel, FP8, compile, budgets); some of these change the
     pixels a little, so they are recorded with the rest."""
+    step_cache: bool = DEFAULTS["step_cache"]
+    cache_method: str = DEFAULTS["cache_method"]  # one of settings.CACHE_METHODS
+    cache_threshold: float = DEFAULTS["cache_threshold"]
+    cache_calibrate: bool = DEFAULTS["cache_calibrate"]
+    attention_requested: str = DEFAULTS["attention_requested"]  # auto, or a kernel by name
+    fp8: str = DEFAULTS["fp8"]  # off | storage | fast
+    compile: bool = DEFAULTS["compile"]
+    vram_budget_gb: float | None = DEFAULTS["vram_budget_gb"]  # None: the session's
+    gpus: int = DEFAULTS["gpus"]
+    vae_tiling: bool | None = DEFAULTS["vae_tiling"]  # None: when GPU memory is short
 
     def validated(self) -> SpeedSettings:
         checked = _checked(self)
@@ -127,9 +152,14 @@ class SpeedSettings:
         return replace(self, **checked)
 
 
-@_from_table(Part.TOP)
+@dataclass(frozen=True)
 class Request:
     """A request for one video: the model set and pictures, then three parts, validated in one place."""
+    model: str = DEFAULTS["model"]
+    image: Picture | None = DEFAULTS["image"]  # the start picture (a file or an opened picture)
+    end_image: Picture | None = DEFAULTS["end_image"]
+    keyframes: tuple = DEFAULTS["keyframes"]  # (picture, seconds, weight) triples
+    image_name: str = DEFAULTS["image_name"]  # for records; found from the picture's path when empty
     method: MethodSettings = field(default_factory=MethodSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     speed: SpeedSettings = field(default_factory=SpeedSettings)
@@ -139,13 +169,14 @@ class Request:
         """A request from flat names (`prompt=..., seconds=..., fp8=True`), each routed to its part.
 
         What forms, flags and saved records speak; an unknown name is a mistake, not ignored. Older
-        names (a setting's aliases) are read too; recorded-only names are dropped (recomputed).
+        names (a setting's aliases) are read too; recorded-only names are dropped (recomputed). The session's
+        settings (--models-dir, --ram-budget) are the process's, never a video's: unknown here.
         """
         by_part = {part: {} for part in Part}
         unknown = []
         for name, value in values.items():
             setting = SETTINGS.get(canonical_name(name))
-            if setting is None:
+            if setting is None or setting.part is Part.SESSION:
                 unknown.append(name)
             elif setting.scope is not Scope.RECORD and (name == setting.name or setting.name not in values):
                 by_part[setting.part][setting.name] = value
@@ -161,7 +192,7 @@ class Request:
         if self.model not in MODEL_SETS:
             raise ValueError(f"Unknown model set {self.model!r}; choose one of {', '.join(MODEL_SETS)}.")
         method = self.method.validated(self.model)
-        if self.end_image is not None and method.mode != "inverted":
+        if self.end_image is not None and method.mode != SamplingMode.INVERTED:
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
         if self.end_image is not None and method.loop:
             raise ValueError("A loop ends on its start picture; leave out the end picture.")

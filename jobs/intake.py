@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from framepack_core.request import Request
-from framepack_core.settings import SETTINGS_LIST, Part, Scope
+from framepack_core.settings import SETTINGS_LIST, Part, Scope, SettingKind
 
 from .store import JobStore
 
@@ -25,7 +25,8 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 _NOT_PER_JOB = {name for s in SETTINGS_LIST if s.part is Part.OUTPUT and s.scope is Scope.RUN
                 for name in (s.name, s.dest)}
 # Settings that stay text when read from a CSV cell; every other cell is read as JSON (2, 1.5, true, null).
-_TEXT = {name for s in SETTINGS_LIST if s.kind in ("text", "choice", "picture") for name in (s.name, *s.aliases)}
+_TEXT = {name for s in SETTINGS_LIST if s.kind in (SettingKind.TEXT, SettingKind.CHOICE, SettingKind.PICTURE)
+         for name in (s.name, *s.aliases)}
 
 
 def add_job(store: JobStore, values: dict, base: Path | None = None, allowed: list[Path] | None = None) -> int:

@@ -49,5 +49,3 @@ __all__ = [
     "write_safetensors", "PROCESS_BYTES", "available_ram_bytes", "default_ram_budget", "weight_ram_budget", "TierPlan", "plan_tiers", "plan_pinning",
     "MemoryTerms", "ModelBytes", "plan_use", "allocator_cap", "cap_allocator", "configure_allocator",
 ]
-
-configure_allocator()  # before anything initialises CUDA: the allocator reads its configuration once

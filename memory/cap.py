@@ -9,7 +9,8 @@ torch.OutOfMemoryError at once instead of spilling past the budget. Without a bu
 what is free when the run starts (plus what the allocator already holds).
 
 The allocator runs with `expandable_segments:True` (set before CUDA initialises, unless the user
-set PYTORCH_CUDA_ALLOC_CONF): segments grow in place instead of a new segment per size class, so a
+set PYTORCH_CUDA_ALLOC_CONF; `configure_allocator` is called where a process starts on CUDA: memory's
+CudaDevice, the app's Session, a finishing run's placement; importing `memory` changes nothing): segments grow in place instead of a new segment per size class, so a
 streamer's slots and a stage's activations freed and allocated again leave little reserved but
 unused memory, which under a hard cap is memory the run cannot have. FRAMEPACK_EXPANDABLE_SEGMENTS=0
 leaves torch's default (for measuring both; bench/gpu/gpu_session.sh).

@@ -12,6 +12,8 @@ import weakref
 
 import torch
 
+from .cap import configure_allocator
+
 STAGING_BYTES = 32 << 20  # per staging buffer; two of them alternate
 # torch's pinned allocator rounds every request up to a power of two (a 283 MB block would lock
 # 512 MB), so host copies are carved out of power-of-two arenas instead, first fit.
@@ -224,6 +226,7 @@ class CudaDevice(Device):
     def __init__(self, index: int | None = None, pin_limit_bytes: int | None = None):
         if not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available on this machine")
+        configure_allocator()  # before CUDA starts (current_device starts it): it reads the configuration once
         index = torch.cuda.current_device() if index is None else index
         super().__init__(torch.device("cuda", index),
                          default_pin_limit() if pin_limit_bytes is None else pin_limit_bytes)
@@ -280,6 +283,7 @@ def cuda_device(index: int | None = None) -> CudaDevice:
     """One CudaDevice per GPU, so that every manager in the process shares its ledger and placements."""
     if not torch.cuda.is_available():
         raise RuntimeError("CUDA is not available on this machine")
+    configure_allocator()  # before CUDA starts, as in CudaDevice
     index = torch.cuda.current_device() if index is None else index
     if index not in _cuda_devices:
         _cuda_devices[index] = CudaDevice(index)

@@ -15,11 +15,13 @@ from pathlib import Path
 def settings_from_args(args) -> dict:
     """The request's settings from `generate`'s flags (the settings table's), by their flat names; flags
     not given are left out, so the request's defaults hold. The one translation of flags, for `generate`
-    and `queue`."""
-    from framepack_core.settings import SETTINGS_LIST
+    and `queue`. The session's flags (--models-dir, --ram-budget) are the session's, never a request's."""
+    from framepack_core.settings import SETTINGS_LIST, Part
 
     values = {}
     for setting in SETTINGS_LIST:
+        if setting.part is Part.SESSION:
+            continue
         value = getattr(args, setting.dest, None) if setting.flag else None  # queue add-folder has no --image
         if setting.flag_values is not None:
             value = setting.flag_values.get(value)

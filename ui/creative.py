@@ -6,7 +6,7 @@ import html
 import numbers
 from pathlib import Path
 
-from framepack_core.settings import DEFAULTS
+from framepack_core.settings import DEFAULTS, SamplingMode
 
 _COLOURS = ("#6366f1", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#a855f7", "#14b8a6", "#f97316")
 
@@ -54,7 +54,8 @@ def page_keyframes(pictures, times: str | None) -> list[tuple]:
     return out
 
 
-def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = False, window: int = 9) -> str:
+def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = False,
+                           window: int = DEFAULTS["window"]) -> str:
     """Which sections each keyframe conditions (method/keyframes.py), or what is wrong with the keyframes."""
     from framepack_core.method.keyframes import Keyframe, check_keyframes, keyframe_timeline
     from framepack_core.method.prompts import section_times
@@ -63,7 +64,7 @@ def keyframe_timeline_html(pictures, times: str | None, seconds, loop: bool = Fa
     try:
         keys = [Keyframe(s, w) for _, s, w in sorted(page_keyframes(pictures, times), key=lambda k: k[1])]
         count = section_count(float(seconds or 0), window)
-        check_keyframes(keys, count, window, bool(loop), "inverted")
+        check_keyframes(keys, count, window, bool(loop), SamplingMode.INVERTED)
     except (ValueError, TypeError) as error:
         return f'<div class="fp-timeline fp-timeline-error">{html.escape(str(error), quote=False)}</div>'
     spans = section_times(count, window)

@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from framepack_core.settings import DEFAULTS
+
+from .flags import add_setting_flags
+
 
 def add_finish_parsers(commands) -> None:
     up = commands.add_parser("upscale", help="make a video bigger (x2 or x4) with an upscaler model, into a new MP4",
@@ -38,12 +42,13 @@ def add_finish_parsers(commands) -> None:
         parser.add_argument("--resume", default=None, metavar="PATH",
                             help="continue a stopped, failed or killed finishing run (its JSON, MP4 or in-progress "
                                  "MP4) after its last whole part; the other flags are ignored")
-        parser.add_argument("--outputs", default="outputs", help="folder for the result (default outputs)")
+        add_setting_flags(parser, ("folder",),
+                          folder=dict(help=f"folder for the result (default {DEFAULTS['folder']})"))
         parser.add_argument("--output", default=None, metavar="PATH", help="exact MP4 path for the result")
         parser.add_argument("--part-frames", type=int, default=30, metavar="N",
                             help="source frames per part kept on disk as the run goes (default 30)")
-        parser.add_argument("--vram-budget", type=float, default=None, metavar="GB",
-                            help="GPU memory the run may use, in GiB (default: what is free)")
+        add_setting_flags(parser, ("vram_budget_gb",),
+                          vram_budget_gb=dict(help="GPU memory the run may use, in GiB (default: what is free)"))
         parser.add_argument("--json", action="store_true", help="print the record as one JSON line last")
         parser.add_argument("--queue", action="store_true",
                             help="add it to the job queue of --outputs instead (python app.py queue run runs it)")

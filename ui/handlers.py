@@ -16,7 +16,7 @@ import numpy as np
 from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
 from framepack_core.run import Run
-from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting
+from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting, SettingKind
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
 from .progress import RunProgress, idle_html, stages_markdown
@@ -69,7 +69,7 @@ class ServerSettings:
     """What the command line fixed: defaults for the page, and everything the API does not take."""
     model: str = DEFAULTS["model"]
     resolution: int = DEFAULTS["resolution"]
-    outputs: Path = Path("outputs")
+    outputs: Path = DEFAULTS["folder"]
     lora_dir: Path | None = None  # the LoRA files the page and the API may use (by name, nothing else)
     import_folders: tuple[Path, ...] = ()  # beside the outputs folder, where an imported file's pictures may be
 
@@ -237,11 +237,11 @@ class Handlers:
             return None
         if value is None:
             return setting.default
-        if setting.kind == "loras":
+        if setting.kind == SettingKind.LORAS:
             return chosen_loras(value, self.settings.lora_dir)
-        if setting.kind == "bool":
+        if setting.kind == SettingKind.BOOL:
             return bool(value)
-        return _whole(value) if setting.kind == "int" else value
+        return _whole(value) if setting.kind == SettingKind.INT else value
 
     def api_run(self, image, prompt, seconds=DEFAULTS["seconds"], seed=None, steps=DEFAULTS["steps"], loras="",
                 prompt_blend=DEFAULTS["prompt_blend"], keyframes=None, keyframe_times="",

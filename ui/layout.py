@@ -5,7 +5,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from framepack_core.settings import DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting
+from framepack_core.settings import (DEFAULTS, MODEL_SETS, PUBLISHED_MODEL_SETS, SETTINGS, Setting, SettingKind,
+                                     WidgetKind)
 
 from .creative import keyframe_timeline_html, lora_rows, timeline_html
 from .handlers import FORM_FIELDS, KEEP, PAGE_SETTINGS, Handlers, PageUpdate, page_id
@@ -252,7 +253,8 @@ _ACCORDIONS = (("settings", "Settings", True, "fp-settings"), ("model", "Model a
                ("creative", "Timed prompts and LoRA", False, None),
                ("end", "End frame, keyframes and loop (inverted sampling only)", False, "fp-creative"),
                ("advanced", "Advanced: guidance, window, step cache, attention, FP8, VAE tiling, GPUs, upscale and smooth", False, "fp-advanced"))
-_WIDE = ("text", "image", "loras", "keyframes")  # widgets that take a row of their own; the others go two to a row
+# Widgets that take a row of their own; the others go two to a row.
+_WIDE = (WidgetKind.TEXT, WidgetKind.IMAGE, WidgetKind.LORAS, WidgetKind.KEYFRAMES)
 
 
 class _Placer:
@@ -299,29 +301,29 @@ def _widget(setting: Setting, value, model_choices, lora_dir):
         value = w.auto
     common = dict(label=w.label, elem_id=f"fp-{setting.name.replace('_', '-')}") | ({"info": w.info} if w.info else {})
     options = {k: v for k, v in w.options.items() if k != "choice_labels"}
-    if w.kind == "slider":
+    if w.kind == WidgetKind.SLIDER:
         return gr.Slider(low, high, value=value, step=w.step, **common)
-    if w.kind == "number":
-        return gr.Number(value=value, precision=0 if setting.kind == "int" else None, minimum=low, **common)
-    if w.kind == "checkbox":
+    if w.kind == WidgetKind.NUMBER:
+        return gr.Number(value=value, precision=0 if setting.kind == SettingKind.INT else None, minimum=low, **common)
+    if w.kind == WidgetKind.CHECKBOX:
         return gr.Checkbox(value, **common)
-    if w.kind == "dropdown":
+    if w.kind == WidgetKind.DROPDOWN:
         labels = w.options.get("choice_labels", {})
         choices = model_choices if setting.name == "model" else setting.choices
         return gr.Dropdown([(labels.get(c, c), c) for c in choices], value=value, **common)
-    if w.kind == "radio" and setting.flag_values:  # words for values (VAE tiling: auto, on, off)
+    if w.kind == WidgetKind.RADIO and setting.flag_values:  # words for values (VAE tiling: auto, on, off)
         return gr.Radio([(word, w.auto if v is None else v) for word, v in setting.flag_values.items()],
                         value=value, **common)
-    if w.kind == "radio":
+    if w.kind == WidgetKind.RADIO:
         choices = ([("auto", w.auto)] if setting.optional else []) + [(c, c) for c in setting.choices]
         return gr.Radio(choices, value=value, **common)
-    if w.kind == "text":
+    if w.kind == WidgetKind.TEXT:
         return gr.Textbox(value=value, **common, **options)
-    if w.kind == "image":
+    if w.kind == WidgetKind.IMAGE:
         return gr.Image(type="pil", image_mode=None, sources=["upload", "clipboard"], **common, **options)
-    if w.kind == "keyframes":
+    if w.kind == WidgetKind.KEYFRAMES:
         return gr.File(type="filepath", file_count="multiple", file_types=["image"], **common)
-    if w.kind == "loras":
+    if w.kind == WidgetKind.LORAS:
         return gr.Dataframe(lora_rows(lora_dir), headers=[w.label, "Weight"], datatype=["str", "number"], type="array",
                             interactive=True, column_count=2, static_columns=[0], elem_id=common["elem_id"],
                             label=f"LoRA files in {lora_dir} (weight 0 = off)")

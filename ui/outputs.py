@@ -19,6 +19,7 @@ from framepack_core.run.record_shape import record_problem
 from framepack_core.request import remake_fields
 from framepack_core.run.files import NotARecord, RunFiles, live_owner
 from framepack_core.run.owner import owner_words
+from framepack_core.settings import SettingKind
 
 from .creative import lora_rows
 from .handlers import PAGE_SETTINGS, Handlers, refused, starts, summary_markdown
@@ -229,7 +230,7 @@ class OutputsHandlers:
         # The page's settings (the settings table's with a widget) but the pictures and LoRAs, done below;
         # a setting left automatic (None) shows as its widget's "auto" value.
         form = {setting.name: fields.get(setting.name) for setting in PAGE_SETTINGS
-                if setting.kind not in ("picture", "loras") and (setting.name in fields or setting.optional)}
+                if setting.kind not in (SettingKind.PICTURE, SettingKind.LORAS) and (setting.name in fields or setting.optional)}
         form |= {setting.name: setting.widget.auto for setting in PAGE_SETTINGS
                  if setting.optional and setting.name in form and form[setting.name] is None}
         form |= {"image": str(run.files.picture) if run.files.picture.is_file() else None, "randomize": False,

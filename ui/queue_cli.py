@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .cli import settings_from_args, told_stage
+from .flags import BUDGET_FLAGS, add_setting_flags
 
 # Flags whose names differ from the request's; every other flag named like a request setting is one.
 def queue_command(args) -> int:
@@ -248,9 +249,7 @@ def add_queue_parser(commands, generate) -> None:
                           "ADDRESS (pip install ray first)")
     run.add_argument("--workers", type=int, default=1,
                      help="with --ray on a cluster without GPUs: CPU workers to start (default 1)")
-    run.add_argument("--models-dir", default=None, help="local copy of the weights (as for generate)")
-    run.add_argument("--vram-budget", type=float, default=None, metavar="GB", help="as for generate")
-    run.add_argument("--ram-budget", type=float, default=None, metavar="GB", help="as for generate")
+    add_setting_flags(run, BUDGET_FLAGS)
     acts = []
     for name, words in (("cancel", "stop jobs (a running one after its current step; it keeps what it made)"),
                         ("retry", "queue stopped or failed jobs again (they resume where they stopped)"),
@@ -261,7 +260,7 @@ def add_queue_parser(commands, generate) -> None:
     acts.append(sub.add_parser("clear", allow_abbrev=False, help="remove the finished jobs from the list "
                                "(their videos stay)"))
     for parser in (imp, listing, run, *acts):
-        parser.add_argument("--outputs", default="outputs", help="the queue's folder (videos and queue.sqlite3)")
+        add_setting_flags(parser, ("folder",), folder=dict(help="the queue's folder (videos and queue.sqlite3)"))
 
 
 def _say(message: str) -> None:

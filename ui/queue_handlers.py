@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framepack_core.events import Preview, SectionDone, Status
+from framepack_core.settings import DEFAULTS
 from jobs.executor import LocalExecutor
 from jobs.intake import add_job, export_jobs, import_file
 from jobs.running import NotNow
@@ -198,6 +199,6 @@ class QueueHandlers:
         live = self.live
         live.progress.update(event)
         if isinstance(event, Preview):
-            live.preview = contact_sheet(event.image, int(job.settings.get("window", 9)))
+            live.preview = contact_sheet(event.image, int(job.settings.get("window", DEFAULTS["window"])))
         elif isinstance(event, SectionDone):
             live.video = str(event.video)

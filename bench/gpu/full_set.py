@@ -56,9 +56,9 @@ def build(folder: Path, model_set: str, layers: int | None) -> dict:
         return {"reused": True, "seconds": 0.0, "bytes": _folder_bytes(folder)}
     if folder.exists() and any(folder.iterdir()) and not marker.is_file():
         raise SystemExit(f"full_set.py: {folder} holds files this script did not write; give an empty or new folder.")
-    from framepack_core.models.sets import MODEL_SETS
+    from framepack_core.models.sets import MODEL_SPECS
 
-    spec = MODEL_SETS[model_set]
+    spec = MODEL_SPECS[model_set]
     started = time.monotonic()
     marker.unlink(missing_ok=True)
     for repo in {source.repo_id for source in spec.sources.values()}:

@@ -106,11 +106,12 @@ EOF
     echo "   rc=$rc" >&2
 }
 
-# What the machine is: the card, the libraries, the room in /dev/shm, whether `import memory` gave the
-# allocator expandable segments, and whether SageAttention is visible to the app's runs (it must not be:
+# What the machine is: the card, the libraries, the room in /dev/shm, whether memory.configure_allocator (what
+# the app's Session and CUDA device call before CUDA starts) gave the allocator expandable segments, and whether SageAttention is visible to the app's runs (it must not be:
 # `--attention auto` would switch them to it, and only the first would pay Triton's compile).
 MACHINE='import importlib.util, json, os, platform, shutil, subprocess, torch, transformers, diffusers
 import memory
+memory.configure_allocator()
 smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.used",
                                                     "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
 expandable = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from framepack_core.models.published import published
+from framepack_core.settings import DEFAULTS
 
 # Small enough for the CPU, with more blocks than the 13B's fixed part is big, so a third of the
 # bytes holds the fixed part, three slots and a resident block (the real model is 97% blocks).
@@ -62,8 +63,8 @@ def is_norm_scale(name: str, tensor: torch.Tensor) -> bool:
     return tensor.dim() == 1 and name.endswith("weight")
 
 
-def section_inputs(config: dict, latent_height: int, latent_width: int, window: int = 9, dtype=torch.float32,
-                   device="cpu", seed: int = 0) -> dict:
+def section_inputs(config: dict, latent_height: int, latent_width: int, window: int = DEFAULTS["window"],
+                   dtype=torch.float32, device="cpu", seed: int = 0) -> dict:
     """One denoising call's arguments, as the engine makes them for the last inverted section."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -88,7 +89,8 @@ def section_inputs(config: dict, latent_height: int, latent_width: int, window: 
         return_dict=False)
 
 
-def token_count(latent_height: int, latent_width: int, window: int = 9, image_tokens: int = SIGLIP_TOKENS) -> int:
+def token_count(latent_height: int, latent_width: int, window: int = DEFAULTS["window"],
+                image_tokens: int = SIGLIP_TOKENS) -> int:
     """Tokens in one call: the noisy window at 1x2x2, clean 1x, 2x and 4x context, prompt and image."""
     def patches(frames, t, s):
         return -(-frames // t) * -(-latent_height // s) * -(-latent_width // s)

@@ -31,6 +31,7 @@ from ..models.lora import applied_loras
 from ..models.prompt_cache import cached_prompt
 from .beginning import Beginning
 from ..request import Request
+from ..settings import SamplingMode
 from ..speed.magcache import ratios_for, save_calibration
 from ..speed.prepare import prepare_transformer
 from ..speed.step_cache import step_cache
@@ -203,7 +204,7 @@ class VideoPipeline:
         settings = self.settings
         span = beginning.decode_span(index, self.count, settings, latents.shape[2])
         if span:
-            latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
+            latents = latents[:, :, :span] if settings.mode == SamplingMode.INVERTED else latents[:, :, -span:]
         vae = self.models.vae
         with self.manager.use(vae):
             # Tiles change pixels, so one choice holds for the whole run: the request's, else what the

@@ -37,7 +37,7 @@ from memory.cap import allocator_cap, cap_allocator
 from memory.device import STAGING_BYTES
 
 from ..events import StageName
-from ..models.sets import MODEL_SETS, MODELS_DIR_ENV
+from ..models.sets import MODEL_SPECS, MODELS_DIR_ENV
 from ..request import check_value
 from ..settings import DEFAULTS, SETTINGS
 
@@ -302,7 +302,7 @@ def plan_run(model_set: str = DEFAULTS["model"], vram_budget_gb: float | None = 
              resolution: int = DEFAULTS["resolution"], seconds: float = DEFAULTS["seconds"], fp8: str = DEFAULTS["fp8"],
              window: int = DEFAULTS["window"], models_dir: str | None = None) -> RunPlan:
     """`fp8`: the run's --fp8 mode (the table's words; a record's true/false read as storage/off)."""
-    if model_set not in MODEL_SETS or model_set == "tiny":
+    if model_set not in MODEL_SPECS or model_set == "tiny":
         raise ValueError(f"check plans a real model set: framepack or framepack-f1, not {model_set!r}.")
     fp8 = check_value(SETTINGS["fp8"], fp8)
     card = card_state()
@@ -352,7 +352,7 @@ def _weights_on_disk(plan: RunPlan, models_dir: str | None) -> None:
     from ..models.loading import hub_cache_dir
     from ..models.tiny import default_cache_dir
 
-    spec = MODEL_SETS[plan.model_set]
+    spec = MODEL_SPECS[plan.model_set]
     sizes = {key: model_bytes(key, plan.model_set).total_bytes for key in LABELS}
     plan.weights_bytes = sum(sizes.values())
     models_dir = models_dir or os.environ.get(MODELS_DIR_ENV)

@@ -39,10 +39,10 @@ from ..method.schedule import decode_span
 from ..method.sections import Conditioning, SectionSettings, _history_and_layouts, make_denoiser
 from ..models.encoders import CLIP_TOKENS, LLAMA_TOKENS, PROMPT_LENGTH, set_vae_tiling
 from ..models.lora import LoraHook
-from ..models.sets import MODEL_SETS
+from ..models.sets import MODEL_SPECS
 # The report is its own module; CONTEXT_RESERVE_BYTES is named here too for the callers of rehearse().
 from .rehearsal_report import CONTEXT_RESERVE_BYTES, Rehearsal, StageRow  # noqa: F401
-from ..settings import DEFAULTS
+from ..settings import DEFAULTS, SamplingMode
 
 LATENT_CHANNELS = 16
 SIGLIP_SIZE = 384
@@ -63,7 +63,7 @@ def _models(model_set: str) -> SimpleNamespace:
     leaves them as it found them (every placement evicted, hooks removed)."""
     from ..models.published import meta_model
 
-    return SimpleNamespace(spec=MODEL_SETS[model_set], **{key: meta_model(key, model_set) for key in LABELS})
+    return SimpleNamespace(spec=MODEL_SPECS[model_set], **{key: meta_model(key, model_set) for key in LABELS})
 
 
 def rehearse(model_set: str = DEFAULTS["model"], vram_budget_gb: float = 6, ram_budget_gb: float | None = None,
@@ -76,7 +76,7 @@ def rehearse(model_set: str = DEFAULTS["model"], vram_budget_gb: float = 6, ram_
     steps per section (fewer than two: the streamer never pins, so no pinned bytes; the device's peaks are
     the same). `hooks`: {stage name: callable} called inside that stage with (models, device): a test
     leaves a tensor on the device with one."""
-    if model_set not in MODEL_SETS or model_set == "tiny":
+    if model_set not in MODEL_SPECS or model_set == "tiny":
         raise ValueError(f"a rehearsal runs a real model set: framepack or framepack-f1, not {model_set!r}.")
     plan = plan_run(model_set, vram_budget_gb, ram_budget_gb, resolution, seconds, "off", window)
     height, width = nearest_bucket(resolution, resolution, resolution)
@@ -221,7 +221,7 @@ def _sections(stages: _Stages, models, settings: SectionSettings, start: torch.T
                     x = _host(denoise(x, torch.ones(1).to(meta)))
                 stages.hook(StageName.SAMPLING, models)
             x = torch.zeros(1, LATENT_CHANNELS, settings.window, h, w)
-            if settings.mode == "inverted" and index == count - 1:
+            if settings.mode == SamplingMode.INVERTED and index == count - 1:
                 x = torch.cat([history.start, x], dim=2)
             history.add(x)
             vae_tiling = _decode(stages, models, settings, index, count, history.video(), vae_tiling)
@@ -238,7 +238,7 @@ def _decode(stages: _Stages, models, settings, index: int, count: int, latents: 
     stages.begin(StageName.DECODING, index, (vae,))
     span = decode_span(index, count, settings.window, settings.mode)
     if span:
-        latents = latents[:, :, :span] if settings.mode == "inverted" else latents[:, :, -span:]
+        latents = latents[:, :, :span] if settings.mode == SamplingMode.INVERTED else latents[:, :, -span:]
     with _carried(stages), manager.use(vae):
         if tiling is None:
             tiling = manager.short_of_room()

@@ -17,6 +17,7 @@ import torch
 from memory import (
     GiB,
     ModelManager,
+    configure_allocator,
     default_device,
     default_ram_budget,
     release_free_host_memory,
@@ -35,6 +36,9 @@ class Session:
         """`loader`, `manager_factory` and `engine` are for tests (and benches): their own models, memory
         manager, or a scripted stand-in for `generation.make_video(work, models, manager) -> Made`."""
         self.config = config = config or SessionConfig()
+        # Before anything of this process starts CUDA (a run's models, its kernels' probes): the allocator
+        # reads its configuration once (memory/cap.py). A process that makes no videos never sets it.
+        configure_allocator()
         self.device = torch.device(config.device) if config.device is not None else default_device()
         self._loader = loader
         self._manager_factory = manager_factory or make_manager

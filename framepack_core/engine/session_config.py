@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..settings import SETTINGS, Part, settings_of
+
 
 @dataclass(frozen=True)
 class SessionConfig:
-    models_dir: str | None = None  # None: FRAMEPACK_MODELS_DIR, else the Hugging Face cache
-    vram_budget_gb: float | None = None  # None: what is free on the GPU (a request may ask for less)
-    ram_budget_gb: float | None = None  # None: what is available less a reserve (memory/ram.py)
-    device: str | None = None  # None: the CUDA GPU when there is one, else the CPU
+    """The settings table's session flags (Part.SESSION) and the VRAM budget; their defaults: the table's."""
+    models_dir: str | None = SETTINGS["models_dir"].default  # None: FRAMEPACK_MODELS_DIR, else the HF cache
+    vram_budget_gb: float | None = SETTINGS["vram_budget_gb"].default  # None: what is free (a request may ask less)
+    ram_budget_gb: float | None = SETTINGS["ram_budget_gb"].default  # None: what is available less a reserve
+    device: str | None = None  # None: the CUDA GPU when there is one, else the CPU (tests and workers choose)
 
     @classmethod
     def from_args(cls, args) -> SessionConfig:
-        """From parsed flags (`--models-dir`, `--vram-budget`, `--ram-budget`); a flag a command lacks is None."""
-        flag = lambda name: getattr(args, name, None)  # noqa: E731
-        return cls(models_dir=flag("models_dir"), vram_budget_gb=flag("vram_budget"),
-                   ram_budget_gb=flag("ram_budget"), device=flag("device"))
+        """From parsed flags (the table's: `--models-dir`, `--vram-budget`, `--ram-budget`); a flag a command
+        lacks is None."""
+        flags = (*settings_of(Part.SESSION), SETTINGS["vram_budget_gb"])
+        return cls(**{s.name: getattr(args, s.dest, None) for s in flags}, device=getattr(args, "device", None))

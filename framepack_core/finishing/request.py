@@ -7,6 +7,8 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from framepack_core.settings import DEFAULTS
+
 OPERATIONS = {"upscale": (2, 4), "interpolate": (2, 4)}
 PART_FRAMES = 30  # source frames per part: what a Stop or a kill can cost at most
 DISK_MARGIN = 1.5  # the result is estimated at the source's bytes per pixel; H.264 of upscaled detail may need more
@@ -18,10 +20,10 @@ class FinishRequest:
     source: Path
     factor: int  # the upscale's scale, or how many times the frame rate
     model: str | None = None  # upscaler name or file; RIFE file; None: the default (for interpolate: rife/ or ffmpeg)
-    folder: Path = Path("outputs")
+    folder: Path = DEFAULTS["folder"]
     output: Path | None = None  # an exact MP4 path instead of a fresh name in `folder`
     tile: int | None = None  # upscale tile side in pixels; None: from the VRAM budget
-    crf: int = 16
+    crf: int = DEFAULTS["crf"]
     part_frames: int = PART_FRAMES
     upscalers: Path = Path("upscalers")
     rife_folder: Path = Path("rife")

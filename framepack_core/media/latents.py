@@ -18,7 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from ..run.files import write_atomically
+from ..atomic import write_atomically
+from ..settings import SamplingMode
 
 FORMAT = "framepack-latents/1"
 
@@ -82,7 +83,7 @@ class LatentsKeeper:
         self.path, self.sections, self.start, self.end = path, sections, start, end
         self.settings = request.settings()
         self.extends = dict(extends or {})
-        self.empty = start if request.method.mode == "forward" else start[:, :, :0]
+        self.empty = start if request.method.mode == SamplingMode.FORWARD else start[:, :, :0]
 
     def save(self, video: torch.Tensor | None, done: int) -> None:
         if self.path is None:

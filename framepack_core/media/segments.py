@@ -23,7 +23,7 @@ import imageio_ffmpeg
 import torch
 
 from framepack_core.failures import disk_problem
-from framepack_core.settings import FPS
+from framepack_core.settings import FPS, SamplingMode
 
 from .video_files import first_frames
 from .video import blend_after, blend_before, to_uint8_frames, write_mp4
@@ -38,13 +38,13 @@ class Copied:
 
 
 class SegmentedVideo:
-    def __init__(self, output: Path, mode: str, overlap: int, crf: int, metadata: dict[str, str] | None = None,
+    def __init__(self, output: Path, mode: SamplingMode, overlap: int, crf: int, metadata: dict[str, str] | None = None,
                  before: Copied | None = None, after: Copied | None = None, fps: float | None = None,
                  new_frames: int | None = None):
         """`before` / `after`: frames copied before / after the new ones (a video extended or branched;
         the two clips a bridge joins). `new_frames`: keep only this many new frames (forward), cutting the
         last section's end."""
-        self.inverted = mode == "inverted"
+        self.inverted = mode == SamplingMode.INVERTED
         self.overlap, self.crf, self.metadata = overlap, crf, metadata or {}
         self.workdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", suffix=".segments", dir=output.parent))
         self.fps = fps or FPS

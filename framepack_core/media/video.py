@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from framepack_core.method.schedule import FPS
+from framepack_core.settings import DEFAULTS
 
 # A 16 -> 3 linear map from HunyuanVideo latents to approximate RGB in [-1, 1] (the widely
 # used ComfyUI factors): a preview at every step without running the VAE.
@@ -58,7 +59,7 @@ def latent_preview(latents: torch.Tensor) -> np.ndarray:
     return rgb.permute(2, 1, 3, 0).flatten(1, 2).contiguous().numpy()
 
 
-def write_mp4(frames: np.ndarray, path: str | os.PathLike, crf: int = 16, fps: int = FPS,
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, crf: int = DEFAULTS["crf"], fps: int = FPS,
               metadata: dict[str, str] | None = None) -> Path:
     """H.264 / yuv420p MP4, written to a temporary name and renamed into place.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from framepack_core.settings import MAX_RESOLUTION, MIN_RESOLUTION
+from framepack_core.settings import DEFAULTS, MAX_RESOLUTION, MIN_RESOLUTION, TRAINED_RESOLUTION
 
 # The published 640 table, (height, width), portrait last. Every entry is about 640x640 pixels.
 BUCKETS_640 = (
@@ -13,17 +13,17 @@ BUCKETS_640 = (
 
 
 @lru_cache(maxsize=None)
-def bucket_table(resolution: int = 640) -> tuple[tuple[int, int], ...]:
+def bucket_table(resolution: int = DEFAULTS["resolution"]) -> tuple[tuple[int, int], ...]:
     """The 640 table's aspect ratios scaled to an area of about resolution x resolution.
 
     Sides are rounded to multiples of 16 (the VAE downsamples 8x, the transformer patches
     2x), so scaled tables may repeat an entry; the choice below stays well defined.
     """
-    if resolution == 640:
+    if resolution == TRAINED_RESOLUTION:
         return BUCKETS_640
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise ValueError(f"resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {resolution}")
-    scale = resolution / 640
+    scale = resolution / TRAINED_RESOLUTION
 
     def snap(side: int) -> int:
         return max(16, int(side * scale / 16 + 0.5) * 16)
@@ -31,7 +31,7 @@ def bucket_table(resolution: int = 640) -> tuple[tuple[int, int], ...]:
     return tuple((snap(h), snap(w)) for h, w in BUCKETS_640)
 
 
-def nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple[int, int]:
+def nearest_bucket(height: int, width: int, resolution: int = DEFAULTS["resolution"]) -> tuple[int, int]:
     """The bucket whose aspect ratio is closest: minimise |H*bw - W*bh|; on ties the later entry wins."""
     best, best_metric = None, float("inf")
     for bh, bw in bucket_table(resolution):

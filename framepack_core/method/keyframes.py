@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from framepack_core.settings import FPS
+from framepack_core.settings import FPS, SamplingMode
 
 from .history import PackedContext
 
@@ -69,9 +69,9 @@ def snap_edge(seconds: float, window: int) -> int:
     return math.floor(seconds * FPS / (4 * window) + 0.5)
 
 
-def check_keyframes(keyframes: list[Keyframe], sections: int, window: int, end_frame: bool, mode: str) -> None:
+def check_keyframes(keyframes: list[Keyframe], sections: int, window: int, end_frame: bool, mode: SamplingMode) -> None:
     """ValueError (one sentence) for keyframes that cannot be made; see the module's note."""
-    if keyframes and mode != "inverted":
+    if keyframes and mode != SamplingMode.INVERTED:
         raise ValueError("Keyframes after the start need inverted sampling; forward (F1) sampling cannot aim at them.")
     last = 4 * sections * window / FPS  # the last frame's time
     edges = {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from framepack_core.settings import FPS, MODES
+from framepack_core.settings import DEFAULTS, FPS, MODES, SamplingMode
 
 from .schedule import section_count, video_frame_count
 
@@ -53,7 +53,7 @@ def is_timestamped(text: str) -> bool:
     return bool(_TIMESTAMPED.match(text))
 
 
-def parse_prompt(text: str, seconds: float, window: int = 9, extends: float = 0.0) -> list[PromptSpan]:
+def parse_prompt(text: str, seconds: float, window: int = DEFAULTS["window"], extends: float = 0.0) -> list[PromptSpan]:
     """The spans of a prompt for a video of `seconds` (made of `window`-frame sections).
 
     `extends`: the seconds of the video being extended; the times are the new part's, and the
@@ -165,7 +165,7 @@ def section_times(sections: int, window: int) -> list[tuple[float, float]]:
     return times
 
 
-def section_prompts(spans: list[PromptSpan], seconds: float, window: int, mode: str,
+def section_prompts(spans: list[PromptSpan], seconds: float, window: int, mode: SamplingMode,
                     blend: int = 0) -> list[SectionPrompt]:
     """Each section's prompt mix, in generation order.
 
@@ -191,7 +191,7 @@ def section_prompts(spans: list[PromptSpan], seconds: float, window: int, mode: 
                     break
                 weight = k / (blend + 1)
                 mixes[u] = ((old, 1.0 - weight), (new, weight))
-    order = range(count - 1, -1, -1) if mode == "inverted" else range(count)
+    order = range(count - 1, -1, -1) if mode == SamplingMode.INVERTED else range(count)
     return [SectionPrompt(i, *times[t], mixes[t]) for i, t in enumerate(order)]
 
 

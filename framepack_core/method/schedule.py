@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from framepack_core.settings import FPS  # noqa: F401  (the frame rate belongs to the method; spelt once)
+from framepack_core.settings import FPS, SamplingMode  # noqa: F401  (FPS: the frame rate belongs to the method; spelt once)
 
 
 LATENT_CHANNELS = 16
@@ -70,7 +70,7 @@ def forward_layout(window: int) -> SectionLayout:
     return SectionLayout(window=noisy, clean=torch.cat([start, one]), context_2x=two, context_4x=four)
 
 
-def decode_span(section_index: int, sections: int, window: int, mode: str) -> int:
+def decode_span(section_index: int, sections: int, window: int, mode: SamplingMode) -> int:
     """How many of the newest latent frames to decode after a section (0 = all so far).
 
     The first section decodes everything; later ones decode two windows, so the overlap with
@@ -80,7 +80,7 @@ def decode_span(section_index: int, sections: int, window: int, mode: str) -> in
     if section_index == 0:
         return 0
     last = section_index == sections - 1
-    return 2 * window + (1 if last and mode == "inverted" else 0)
+    return 2 * window + (1 if last and mode == SamplingMode.INVERTED else 0)
 
 
 def overlap_frames(window: int) -> int:

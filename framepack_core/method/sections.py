@@ -10,7 +10,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import torch
 
-from framepack_core.settings import DEFAULTS, MODES
+from framepack_core.settings import DEFAULTS, MODES, SamplingMode
 
 from .history import ForwardHistory, InvertedHistory, PackedContext
 from .sampler import flux_mu, flux_sigmas, sample_unipc
@@ -47,7 +47,7 @@ class SectionSettings:
     gs: float = DEFAULTS["gs"]  # distilled guidance
     cfg: float = DEFAULTS["cfg"]  # real classifier-free guidance; 1 = off (one transformer call per step)
     rs: float = DEFAULTS["rs"]  # guidance rescale
-    mode: str = "inverted"
+    mode: SamplingMode = SamplingMode.INVERTED
     variant: str = DEFAULTS["variant"]
     shift: float | None = DEFAULTS["shift"]  # None = derived from the token count
 
@@ -158,8 +158,8 @@ def run_sections(
     sections' clean latents; their image embeddings come with `cond`.
     """
     if settings.mode not in MODES:
-        raise ValueError(f"unknown sampling mode {settings.mode!r}; use one of {MODES}")
-    if end_latent is not None and settings.mode != "inverted":
+        raise ValueError(f"unknown sampling mode {settings.mode!r}; use one of {tuple(map(str, MODES))}")
+    if end_latent is not None and settings.mode != SamplingMode.INVERTED:
         raise ValueError("an end frame needs inverted sampling (forward sampling cannot aim at one)")
     count, window = settings.sections, settings.window
     _, _, _, h, w = start_latent.shape
@@ -184,7 +184,7 @@ def run_sections(
                 step_callback(index, i, n, x, x0)
 
         x = sample_unipc(denoise, noise.to(device), sigmas.to(device), settings.variant, callback).cpu()
-        if settings.mode == "inverted" and index == count - 1:
+        if settings.mode == SamplingMode.INVERTED and index == count - 1:
             x = torch.cat([history.start, x], dim=2)
         history.add(x)
         yield Section(index, count, x, history.video())
@@ -192,7 +192,7 @@ def run_sections(
 
 def _history_and_layouts(settings: SectionSettings, start_latent: torch.Tensor, end_latent: torch.Tensor | None):
     """The latent history for the mode, and each section's index layout in generation order."""
-    if settings.mode == "inverted":
+    if settings.mode == SamplingMode.INVERTED:
         history = InvertedHistory(start_latent, end_latent)
         return history, [inverted_layout(p, settings.window) for p in latent_paddings(settings.sections)]
     return ForwardHistory(start_latent), [forward_layout(settings.window)] * settings.sections

@@ -15,7 +15,7 @@ from framepack_core.failures import ModelsUnavailableError
 
 from . import tiny
 from .mapped_loading import load_mapped
-from .sets import MODEL_SETS, MODELS_DIR_ENV, Models, ModelSetSpec
+from .sets import MODEL_SPECS, MODELS_DIR_ENV, Models, ModelSetSpec
 from .template_check import check_prompt_template
 
 # key -> what the progress line says while it loads
@@ -32,9 +32,9 @@ _IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*
 def load_models(name: str, *, models_dir: str | os.PathLike | None = None,
                 progress: Callable[[str], None] | None = None) -> Models:
     """Load a model set onto the CPU, in eval mode, without gradients."""
-    if name not in MODEL_SETS:
-        raise ValueError(f"Unknown model set {name!r}; choose one of {', '.join(MODEL_SETS)}.")
-    spec = MODEL_SETS[name]
+    if name not in MODEL_SPECS:
+        raise ValueError(f"Unknown model set {name!r}; choose one of {', '.join(MODEL_SPECS)}.")
+    spec = MODEL_SPECS[name]
     say = progress or (lambda message: None)
     if name == "tiny":
         # Never another models_dir: it may hold the real weights, which the tiny spec must not load.

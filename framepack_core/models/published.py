@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .sets import MODEL_SETS
+from .sets import MODEL_SPECS
 
 # Keys as in sets.py (weights only: tokenizers and the image processor hold no parameters).
 MODEL_KEYS = ("transformer", "text_encoder", "text_encoder_2", "vae", "image_encoder")
@@ -110,8 +110,8 @@ def meta_model(key: str, model_set: str = "framepack") -> torch.nn.Module:
 
     Real sets from their published configuration; 'tiny' from tiny.py's own builders.
     """
-    if model_set not in MODEL_SETS:
-        raise ValueError(f"Unknown model set {model_set!r}; choose one of {', '.join(MODEL_SETS)}.")
+    if model_set not in MODEL_SPECS:
+        raise ValueError(f"Unknown model set {model_set!r}; choose one of {', '.join(MODEL_SPECS)}.")
     if model_set == "tiny":
         # Small: built for real (its builders read weights), under tiny's seeded generator so the
         # caller's random state is untouched, then its storage dropped.
@@ -120,7 +120,7 @@ def meta_model(key: str, model_set: str = "framepack") -> torch.nn.Module:
         with torch.device("meta"):
             model = _build(published(key, model_set))
     # nn.Module.to, not diffusers' override: that one warns about from_pretrained, irrelevant here.
-    return torch.nn.Module.to(model, MODEL_SETS[model_set].dtypes[key]).eval().requires_grad_(False)
+    return torch.nn.Module.to(model, MODEL_SPECS[model_set].dtypes[key]).eval().requires_grad_(False)
 
 
 def _build(entry: Published) -> torch.nn.Module:

@@ -12,7 +12,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import (
     DEFAULT_PROMPT_TEMPLATE,
 )
 
-from framepack_core.settings import DEFAULT_MODES
+from framepack_core.settings import DEFAULT_MODES, SamplingMode
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -45,7 +45,7 @@ class Source:
 @dataclass(frozen=True)
 class ModelSetSpec:
     name: str
-    default_mode: str  # 'inverted' or 'forward'
+    default_mode: SamplingMode
     sources: dict[str, Source]
     dtypes: dict[str, torch.dtype]
     prompt_template: str  # one '{}' for the prompt
@@ -91,7 +91,9 @@ def _real_set(name: str, transformer_repo: str) -> ModelSetSpec:
         DEFAULT_PROMPT_TEMPLATE["template"], DEFAULT_PROMPT_TEMPLATE["crop_start"], round(sum(_GB.values()), 2))
 
 
-MODEL_SETS: dict[str, ModelSetSpec] = {
+# What each model set is made of, by its name (the names, once: settings.MODEL_SETS, which `--help` reads
+# without torch; tests/test_models.py holds the two together).
+MODEL_SPECS: dict[str, ModelSetSpec] = {
     "framepack": _real_set("framepack", "lllyasviel/FramePackI2V_HY"),
     "framepack-f1": _real_set("framepack-f1", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
     # Same repositories and subfolders as 'framepack', resolved under the locally built folder.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .sets import MODEL_SETS
+from .sets import MODEL_SPECS
 
 VERSION = "tiny-v1"  # bump when anything below changes, so old caches are not reused
 _SPECIAL = ["<|system|>", "<|user|>", "<|end|>"]
@@ -54,7 +54,7 @@ def _build(target: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     folders = {key: target / src.repo_id / (src.subfolder or "")
-               for key, src in MODEL_SETS["tiny"].sources.items()}
+               for key, src in MODEL_SPECS["tiny"].sources.items()}
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # notes about random init and save bars are noise here
     hf_logging.disable_progress_bar()

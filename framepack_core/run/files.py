@@ -19,13 +19,13 @@ next run or resume in that folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 
+from ..atomic import SCRATCH_SUFFIX, write_atomically
 from ..events import ENDED, Status
 from .record_shape import record_problem
 from .owner import owner_alive, owner_words
@@ -223,7 +223,7 @@ def latest_unfinished(folder: Path, look_at: int = 50) -> RunFiles | None:
 
 
 # What a run writes aside while it runs (segments, concat lists, files before their rename).
-_SCRATCH = (".segments", ".partial", ".concat.txt", ".metadata.txt", ".joining.mp4")
+_SCRATCH = (".segments", SCRATCH_SUFFIX, ".concat.txt", ".metadata.txt", ".joining.mp4")
 
 
 def remove_dead_scratch(folder: Path) -> list[Path]:
@@ -255,14 +255,3 @@ def record_status(files: RunFiles) -> str:
         return ""
     return status if isinstance(status, str) else ""
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a half-written one (nor, after a full disk, a
-    half-written scratch file)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numbers import Real
 
-from ..settings import SETTINGS
+from ..settings import SETTINGS, SettingKind
 
 _TEXT = (str, type(None))
 _NUMBER = (int, float, type(None))
@@ -32,8 +32,10 @@ _FINISHING = {"operation": _TEXT, "source": _TEXT, "source_sha256": _TEXT, "requ
 # a choice may be an older record's true/false, which validation reads as today's words; a record says of its
 # end picture only whether there was one).
 _KINDS = {
-    "int": _NUMBER, "float": _NUMBER, "bool": (bool, type(None)), "text": _TEXT, "choice": (str, bool, type(None)),
-    "path": _TEXT, "picture": (str, bool, type(None)), "loras": (list, type(None)), "keyframes": (list, type(None)),
+    SettingKind.INT: _NUMBER, SettingKind.FLOAT: _NUMBER, SettingKind.BOOL: (bool, type(None)),
+    SettingKind.TEXT: _TEXT, SettingKind.CHOICE: (str, bool, type(None)), SettingKind.PATH: _TEXT,
+    SettingKind.PICTURE: (str, bool, type(None)), SettingKind.LORAS: (list, type(None)),
+    SettingKind.KEYFRAMES: (list, type(None)),
 }
 
 
@@ -79,10 +81,10 @@ def _setting_fits(name: str, value) -> bool:
     setting = SETTINGS.get(name)
     if setting is None or setting.kind not in _KINDS:
         return True  # not one of today's settings (an older or a later version's): no reader uses it
-    if setting.kind == "keyframes" and isinstance(value, list):
+    if setting.kind == SettingKind.KEYFRAMES and isinstance(value, list):
         return all(isinstance(key, dict) and _is(key.get("seconds"), (Real,)) and _is(key.get("weight"), (Real,))
                    and isinstance(key.get("picture", ""), str) for key in value)
-    if setting.kind == "loras" and isinstance(value, list):  # [[file, weight], ...]
+    if setting.kind == SettingKind.LORAS and isinstance(value, list):  # [[file, weight], ...]
         return all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
                    and _is(item[1], (Real,)) for item in value)
     return _is(value, _KINDS[setting.kind])

@@ -17,9 +17,9 @@ from bench.gpu import full_set
 from bench.support.sharded_fill import Pattern, shard_names, write_sharded
 from framepack_core.models.loading import _load_component, _local_roots
 from framepack_core.models.published import meta_model, published
-from framepack_core.models.sets import MODEL_SETS
+from framepack_core.models.sets import MODEL_SPECS
 
-SPEC = MODEL_SETS["framepack"]
+SPEC = MODEL_SPECS["framepack"]
 
 
 def test_a_model_written_with_fewer_layers_loads_mapped_at_its_published_width(tmp_path):

@@ -4,24 +4,56 @@ import json
 import subprocess
 import sys
 import textwrap
+import typing
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from framepack_core.method.sections import SectionSettings
 from framepack_core.request import MethodSettings, OutputSettings, Request, SpeedSettings, remake_fields
-from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Part, Scope
+from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Part, Scope, SettingKind
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_part_has_exactly_the_tables_fields_and_defaults():
-    parts = {Part.METHOD: MethodSettings, Part.OUTPUT: OutputSettings, Part.SPEED: SpeedSettings}
+# The type a request's field has for each kind of setting (a choice: its choices' type; None a value where the
+# setting is optional or its default is "not given").
+_TYPES = {SettingKind.INT: "int", SettingKind.FLOAT: "float", SettingKind.BOOL: "bool", SettingKind.TEXT: "str",
+          SettingKind.PATH: "Path", SettingKind.PICTURE: "Picture", SettingKind.LORAS: "tuple",
+          SettingKind.KEYFRAMES: "tuple"}
+
+
+def _field_type(setting) -> str:
+    kind = type(setting.choices[0]).__name__ if setting.kind == SettingKind.CHOICE else _TYPES[setting.kind]
+    return kind + (" | None" if setting.optional or setting.default is None else "")
+
+
+def test_the_requests_written_out_fields_are_exactly_the_tables():
+    """request.py writes each field out (for readers and type checkers); it must say what the table says: the
+    same names in the same order in the same part, of the kind's type, with the table's default."""
+    parts = {Part.TOP: Request, Part.METHOD: MethodSettings, Part.OUTPUT: OutputSettings, Part.SPEED: SpeedSettings}
     for part, kind in parts.items():
-        table = [s.name for s in SETTINGS_LIST if s.part is part and s.scope is not Scope.RECORD]
-        assert [f.name for f in fields(kind)] == table
-        assert {f.name: f.default for f in fields(kind)} == {name: DEFAULTS[name] for name in table}
-    top = [f.name for f in fields(Request)]
-    assert top == [s.name for s in SETTINGS_LIST if s.part is Part.TOP] + ["method", "output", "speed"]
+        table = [s for s in SETTINGS_LIST if s.part is part and s.scope is not Scope.RECORD]
+        written = [f for f in fields(kind) if f.name not in ("method", "output", "speed")]
+        assert [f.name for f in written] == [s.name for s in table], part
+        assert {f.name: f.type for f in written} == {s.name: _field_type(s) for s in table}, part
+        assert {f.name: f.default for f in written} == {s.name: s.default for s in table}, part
+        assert all(type(f.default) is type(s.default) for f, s in zip(written, table)), part
+        typing.get_type_hints(kind)  # every annotation names a real type
+    assert [f.name for f in fields(Request)][-3:] == ["method", "output", "speed"]
+    # The session's settings are the process's: no request has them, and none takes them.
+    session = [s.name for s in SETTINGS_LIST if s.part is Part.SESSION]
+    assert session == ["models_dir", "ram_budget_gb"]
+    assert all(s.scope is Scope.SESSION for s in SETTINGS_LIST if s.part is Part.SESSION)
+    assert all(s.part is Part.SESSION for s in SETTINGS_LIST if s.scope is Scope.SESSION)
+    for name in session:
+        with pytest.raises(ValueError, match=f"Unknown setting: {name}"):
+            Request.from_fields(image="p", **{name: "x"})
+    assert not set(session) & set(Request.from_fields(image="p").settings())
+
+
+def test_the_section_loops_defaults_are_the_tables():
     section = {f.name: f.default for f in fields(SectionSettings) if f.name != "mode"}
     assert section == {name: DEFAULTS[name] for name in section}  # the section loop's defaults are the table's
 
@@ -97,19 +129,30 @@ def test_the_memory_plan_check_and_the_step_caches_take_their_defaults_from_the_
         check=[512, 3.0, "storage"], plan=[512, 3.0, "storage", 5], steps=[7, 7])
 
 
-# A made-up setting: one entry, added to the table before anything reads it (as if it were in the file).
+# A made-up setting: one entry, added to the table before anything reads it (as if it were in the file), and
+# its field in its part's dataclass, one line added to request.py's text (as a developer would write it).
 MADE_UP = textwrap.dedent('''
     import json, sys
     from pathlib import Path
     from PIL import Image
     import framepack_core.settings as table
-    from framepack_core.settings import Part, Setting, Widget
+    from framepack_core.settings import Part, Setting, SettingKind, Widget, WidgetKind
 
-    entry = Setting("sparkle", Part.METHOD, "bool", False, flag="--sparkle", help="add sparkles",
-                    widget=Widget("checkbox", "Sparkle", "settings"))
+    entry = Setting("sparkle", Part.METHOD, SettingKind.BOOL, False, flag="--sparkle", help="add sparkles",
+                    widget=Widget(WidgetKind.CHECKBOX, "Sparkle", "settings"))
     table.SETTINGS_LIST += (entry,)
     table.SETTINGS["sparkle"] = entry
     table.DEFAULTS["sparkle"] = False
+
+    import importlib.util
+    source = Path("framepack_core/request.py").read_text()
+    last = '    loras: tuple = DEFAULTS["loras"]'
+    assert source.count(last) == 1
+    source = source.replace(last, last + '\\n    sparkle: bool = DEFAULTS["sparkle"]')
+    request_module = importlib.util.module_from_spec(importlib.util.spec_from_loader("framepack_core.request", None))
+    request_module.__package__, request_module.__file__ = "framepack_core", "framepack_core/request.py"
+    sys.modules["framepack_core.request"] = request_module
+    exec(compile(source, "framepack_core/request.py", "exec"), request_module.__dict__)
 
     import app
     from framepack_core.request import Request, remake_fields
@@ -141,7 +184,7 @@ MADE_UP = textwrap.dedent('''
 ''')
 
 
-def test_a_made_up_setting_is_one_table_entry(picture, tmp_path):
+def test_a_made_up_setting_is_one_table_entry_and_its_field(picture, tmp_path):
     result = subprocess.run([sys.executable, "-c", MADE_UP, str(tmp_path), str(picture)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from huggingface_hub.file_download import DryRunFileInfo
 import framepack_core.models.download as download
 import framepack_core.models.loading as loading
 from framepack_core.failures import ModelsUnavailableError
-from framepack_core.models.sets import MODEL_SETS
+from framepack_core.models.sets import MODEL_SPECS
 
 GB = 10**9
 SIZES = {"hunyuanvideo-community/HunyuanVideo": 30 * GB, "lllyasviel/flux_redux_bfl": 1 * GB,
@@ -66,7 +66,7 @@ def test_the_download_reports_bytes_total_speed_and_time_left(online, tmp_path, 
     hub = StandInHub(tmp_path / "repos", online, cached={"lllyasviel/flux_redux_bfl"})
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
     said = []
-    roots = loading._hub_roots(MODEL_SETS["framepack"], said.append)
+    roots = loading._hub_roots(MODEL_SPECS["framepack"], said.append)
     assert set(roots) == set(SIZES)
     assert [dry for _, dry in hub.calls[:3]] == [True, True, True]  # every repository asked before any download
     lines = [line for line in said if line.startswith("downloading the framepack models")]
@@ -84,7 +84,7 @@ def test_a_download_that_would_not_fit_is_refused_before_it_starts(online, tmp_p
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100 * GB, 88 * GB, 12 * GB))
     with pytest.raises(ModelsUnavailableError) as error:
-        loading._hub_roots(MODEL_SETS["framepack"], lambda line: None)
+        loading._hub_roots(MODEL_SPECS["framepack"], lambda line: None)
     message = str(error.value)
     assert message == (f"The framepack model set needs 43.0 GB more in {tmp_path / 'hub'}, which has 12.0 GB free; "
                        "free 31.0 GB there, or set HF_HOME to a disk with room (or pass --models-dir with a copy you "
@@ -97,7 +97,7 @@ def test_everything_cached_downloads_nothing_and_says_nothing_of_bytes(online, t
     hub = StandInHub(tmp_path / "repos", online, cached=set(SIZES))
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
     said = []
-    loading._hub_roots(MODEL_SETS["framepack"], said.append)
+    loading._hub_roots(MODEL_SPECS["framepack"], said.append)
     assert not [line for line in said if line.startswith("downloading")]
 
 
@@ -107,4 +107,4 @@ def test_no_connection_skips_the_check_and_the_download_says_why(online, tmp_pat
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
     with pytest.raises(ModelsUnavailableError, match="downloading failed: OSError: Cannot reach"):
-        loading._hub_roots(MODEL_SETS["framepack"], lambda line: None)
+        loading._hub_roots(MODEL_SPECS["framepack"], lambda line: None)

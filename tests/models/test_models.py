@@ -13,7 +13,7 @@ from transformers import CLIPTextModel, CLIPTokenizer, LlamaModel, PreTrainedTok
 from framepack_core.failures import ModelsUnavailableError
 from framepack_core.models import tiny
 from framepack_core.models.loading import load_models
-from framepack_core.models.sets import MODEL_SETS, TINY_CROP_START, Source
+from framepack_core.models.sets import MODEL_SPECS, TINY_CROP_START, Source
 
 HUNYUAN, REDUX = "hunyuanvideo-community/HunyuanVideo", "lllyasviel/flux_redux_bfl"
 KEYS = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae", "image_encoder", "feature_extractor",
@@ -48,7 +48,7 @@ def empty_hub(monkeypatch, tmp_path, no_network):
     ("framepack-f1", "forward", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
 ])
 def test_real_sets_name_the_published_weights(name, mode, transformer):
-    spec = MODEL_SETS[name]
+    spec = MODEL_SPECS[name]
     assert spec.name == name and spec.default_mode == mode
     assert spec.sources == {
         "text_encoder": Source(HUNYUAN, "text_encoder"), "tokenizer": Source(HUNYUAN, "tokenizer"),
@@ -63,9 +63,17 @@ def test_real_sets_name_the_published_weights(name, mode, transformer):
     assert 40 < spec.approx_gb < 46
 
 
+def test_the_specs_are_of_the_settings_tables_model_sets_each_with_its_own_mode():
+    from framepack_core.settings import DEFAULT_MODES, MODEL_SETS, SamplingMode
+
+    assert tuple(MODEL_SPECS) == MODEL_SETS == ("framepack", "framepack-f1", "tiny")
+    assert {name: spec.default_mode for name, spec in MODEL_SPECS.items()} == DEFAULT_MODES == {
+        "framepack": SamplingMode.INVERTED, "framepack-f1": SamplingMode.FORWARD, "tiny": SamplingMode.INVERTED}
+
+
 def test_tiny_set_is_the_framepack_layout_in_float32():
-    spec = MODEL_SETS["tiny"]
-    assert spec.sources == MODEL_SETS["framepack"].sources and spec.default_mode == "inverted"
+    spec = MODEL_SPECS["tiny"]
+    assert spec.sources == MODEL_SPECS["framepack"].sources and spec.default_mode == "inverted"
     assert set(spec.dtypes.values()) == {torch.float32}
     assert spec.prompt_template.count("{}") == 1
 
@@ -211,7 +219,7 @@ def test_offline_without_weights_says_what_to_download(empty_hub):
 
 
 def test_a_models_dir_missing_a_folder_says_what_is_missing(tmp_path, monkeypatch, no_network):
-    for src in MODEL_SETS["framepack-f1"].sources.values():
+    for src in MODEL_SPECS["framepack-f1"].sources.values():
         if src.subfolder != "image_encoder":
             (tmp_path / src.repo_id / (src.subfolder or "")).mkdir(parents=True, exist_ok=True)
     with pytest.raises(ModelsUnavailableError) as caught:
@@ -232,7 +240,7 @@ def test_a_models_dir_missing_a_folder_says_what_is_missing(tmp_path, monkeypatc
 def test_a_models_dir_is_loaded_with_the_sets_dtypes(tiny_dir, no_network, tiny_files_as_real_set):
     messages = []
     models = load_models("framepack", models_dir=tiny_dir, progress=messages.append)
-    assert models.spec is MODEL_SETS["framepack"]
+    assert models.spec is MODEL_SPECS["framepack"]
     assert models.transformer.dtype == torch.bfloat16 and models.text_encoder.dtype == torch.float16
     assert models.vae.dtype == models.image_encoder.dtype == models.text_encoder_2.dtype == torch.float16
     assert "loading text encoder (Llama)…" in messages and len(messages) == len(KEYS)
@@ -240,7 +248,7 @@ def test_a_models_dir_is_loaded_with_the_sets_dtypes(tiny_dir, no_network, tiny_
 
 def test_the_hub_cache_is_used_offline(tiny_dir, empty_hub, tiny_files_as_real_set):
     # Lay the tiny weights out as huggingface_hub's cache holds a downloaded snapshot.
-    for repo_id in {src.repo_id for src in MODEL_SETS["framepack"].sources.values()}:
+    for repo_id in {src.repo_id for src in MODEL_SPECS["framepack"].sources.values()}:
         repo = empty_hub / ("models--" + repo_id.replace("/", "--"))
         (repo / "refs").mkdir(parents=True)
         (repo / "refs" / "main").write_text("0" * 40)
@@ -270,6 +278,6 @@ def test_a_byte_level_llama_tokenizer_keeps_its_spaces(tmp_path):
     folder.mkdir(parents=True)
     backend.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizerFast"}')
-    tokenizer = _load_component("tokenizer", MODEL_SETS["framepack"], tmp_path / HUNYUAN, lambda message: None)
+    tokenizer = _load_component("tokenizer", MODEL_SPECS["framepack"], tmp_path / HUNYUAN, lambda message: None)
     assert tokenizer.decode(tokenizer("a red fox").input_ids) == "a red fox"
     assert tokenizer.padding_side == "right"

@@ -4,7 +4,7 @@ import torch
 
 from framepack_core.models import published
 from framepack_core.models.published import MODEL_KEYS, meta_model, parameter_bytes
-from framepack_core.models.sets import MODEL_SETS
+from framepack_core.models.sets import MODEL_SPECS
 from tests.support.parameters import parameter_count
 
 # Parameter counts of the real models. Llama: Llama 3 8B's published 8,030,261,248 less its LM head
@@ -25,7 +25,7 @@ def test_meta_models_have_the_published_size_and_dtype(model_set, key):
     model = meta_model(key, model_set)
     params = list(model.parameters())
     assert all(p.device.type == "meta" for p in params)
-    assert {p.dtype for p in params} == {MODEL_SETS[model_set].dtypes[key]}
+    assert {p.dtype for p in params} == {MODEL_SPECS[model_set].dtypes[key]}
     assert parameter_count(model) == EXPECTED[key]
     assert parameter_bytes(model) == EXPECTED[key] * params[0].element_size()
 
@@ -34,7 +34,7 @@ def test_transformer_is_about_25_7_gb_in_bf16():
     model = meta_model("transformer")
     assert round(parameter_bytes(model) / 1e9, 1) == published.TRANSFORMER_BF16_GB
     # and sets.py's download figure for it says the same
-    assert MODEL_SETS["framepack"].dtypes["transformer"] == torch.bfloat16
+    assert MODEL_SPECS["framepack"].dtypes["transformer"] == torch.bfloat16
 
 
 def test_the_classes_are_those_loading_uses():

@@ -25,10 +25,10 @@ if _MISSING and os.environ.get("CI", "").lower() != "true":  # in CI a missing v
 from framepack_core.failures import ModelsUnavailableError  # noqa: E402
 from framepack_core.models.encoders import LLAMA_TOKENS, CLIP_TOKENS, template_ids, with_bos  # noqa: E402
 from framepack_core.models.loading import _load_component, load_models  # noqa: E402
-from framepack_core.models.sets import MODEL_SETS  # noqa: E402
+from framepack_core.models.sets import MODEL_SPECS  # noqa: E402
 from framepack_core.models.template_check import check_prompt_template  # noqa: E402
 
-SPEC = MODEL_SETS["framepack"]
+SPEC = MODEL_SPECS["framepack"]
 REPO = "hunyuanvideo-community/HunyuanVideo"
 BOS, EOT = 128000, 128009  # <|begin_of_text|>, <|eot_id|>
 LONG = " ".join(f"word{i}" for i in range(200))  # about 400 tokens: past the 256 kept
