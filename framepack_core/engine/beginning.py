@@ -17,6 +17,7 @@ from ..media.latents import SavedLatents
 from ..media.video_files import VideoFacts
 from ..method.schedule import decode_span
 from ..method.sections import SavedSections, SectionSettings
+from ..settings import SamplingMode
 
 
 @dataclass
@@ -54,8 +55,8 @@ class Beginning:
         for index in range(self.done):
             yield self.replayed(self.history.video_latents, index, count, settings.window, settings.mode)
 
-    def replayed(self, video: torch.Tensor, index: int, count: int, window: int, mode: str) -> torch.Tensor:
-        if mode == "forward":  # MODE-ENUM
+    def replayed(self, video: torch.Tensor, index: int, count: int, window: int, mode: SamplingMode) -> torch.Tensor:
+        if mode == SamplingMode.FORWARD:
             return video[:, :, : 1 + (index + 1) * window]
         if index == count - 1:  # the last inverted section also carries the start latent
             return video

@@ -23,7 +23,7 @@ from ..media.video_files import VideoFacts, first_frame, last_frames, probe_vide
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent, set_vae_tiling
 from ..run.same_file import same_file
-from ..settings import DEFAULTS, FPS, SETTINGS
+from ..settings import DEFAULTS, FPS, SETTINGS, SamplingMode
 from .continued import continued_prompt_of, own_latents, read_clip, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
@@ -55,7 +55,8 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
         raise ValueError("A bridge joins two different clips; for a video that leads back into its own start, "
                          "use --loop.")
-    clip = read_source(first, "bridged", "A bridge (--bridge)", "inverted", given, folder, output)  # MODE-ENUM
+    clip = read_source(first, "bridged", "A bridge (--bridge)", SamplingMode.INVERTED, given, folder,
+                       output)
     b, into = read_clip(Path(second), "bridged", from_start=True)
     a = clip.facts
     if (a.width, a.height) != (b.width, b.height) or abs(a.fps - b.fps) > 0.01:
@@ -66,7 +67,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     length = bridge_seconds(seconds, a.fps, window)
     # The second clip is the end, the first the start: no end frame, loop or keyframes of their own.
     settings = {k: v for k, v in clip.settings.items() if k not in ("end_image", "loop", "keyframes")}
-    settings |= {"seconds": length, "mode": "inverted",  # MODE-ENUM
+    settings |= {"seconds": length, "mode": SamplingMode.INVERTED,
                  "prompt": continued_prompt_of(clip, given, a.frames, length, window)}
     request = Request.from_fields(image=Image.fromarray(last_frames(clip.path, 1)[0]), image_name=Path(first).name,
                                   **settings)

@@ -20,7 +20,7 @@ from ..media.video_files import VideoFacts, probe_video
 from ..method.prompts import continued_prompt, parse_prompt
 from ..run.files import files_of
 from ..run.mp4_tags import metadata_settings
-from ..settings import DEFAULTS, MAX_RESOLUTION, MIN_RESOLUTION, SETTINGS, canonical_name
+from ..settings import DEFAULTS, MAX_RESOLUTION, MIN_RESOLUTION, SETTINGS, SamplingMode, canonical_name
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Source:
     settings: dict  # its own settings, then those given, and where the new MP4 goes (continued_settings)
 
 
-def read_source(path, what: str, start: str, mode: str, given: dict, folder, output, from_start: bool = False,
+def read_source(path, what: str, start: str, mode: SamplingMode, given: dict, folder, output, from_start: bool = False,
                 whole: bool = False) -> Source:
     """The video at `path` as a start that continues it reads it (`what` it is: "extended", "bridged"; `start`:
     the start's words, its sampling `mode`); ValueError (one sentence) for a video whose frames cannot be
@@ -97,7 +97,7 @@ def own_latents(video: Path, facts=None, from_start: bool = False):
     return saved
 
 
-def refuse_unhonoured(overrides: dict, what: str, mode: str, saved) -> None:
+def refuse_unhonoured(overrides: dict, what: str, mode: SamplingMode, saved) -> None:
     """A setting a continuation decides itself, given anyway, is refused in one sentence, never dropped: its
     start is the source's frames (no picture, end frame, keyframes or loop), its sampling order is `mode`,
     and saved latents fix its resolution."""

@@ -38,7 +38,7 @@ from ..method.schedule import CONTEXT_FRAMES, section_count
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent
 from ..run.files import files_of
-from ..settings import DEFAULTS, FPS, SETTINGS
+from ..settings import DEFAULTS, FPS, SETTINGS, SamplingMode
 from .continued import continued_prompt_of, own_latents, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
@@ -71,7 +71,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     branch = from_seconds is not None
     source = read_source(path, "extended", "A branch (--extend with --from)" if branch else "An extension (--extend)",
-                         "forward", given, folder, output, from_start=branch, whole=True)  # MODE-ENUM
+                         SamplingMode.FORWARD, given, folder, output, from_start=branch, whole=True)
     facts = source.facts
     cut = branch_cut(source.path, facts, from_seconds) if branch else None
     window = int(source.settings.get("window") or DEFAULTS["window"])
@@ -79,7 +79,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     prompt = continued_prompt_of(source, given, facts.frames if cut is None else cut, part.seconds, window, checked=True)
     # Forward sampling continues the video: it aims at no end frame and loops to nothing.
     settings = {k: v for k, v in source.settings.items() if k not in ("end_image", "loop")}
-    settings |= {"seconds": part.seconds, "mode": "forward", "prompt": prompt}  # MODE-ENUM
+    settings |= {"seconds": part.seconds, "mode": SamplingMode.FORWARD, "prompt": prompt}
     files = files_of(Path(path))
     image = files.picture if source.saved and files.picture.exists() else first_frame(Path(path))
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
@@ -236,7 +236,7 @@ class Continuing(Beginning):
             record["cut"] = True
         return record
 
-    def replayed(self, video: torch.Tensor, index: int, count: int, window: int, mode: str) -> torch.Tensor:
+    def replayed(self, video: torch.Tensor, index: int, count: int, window: int, mode: SamplingMode) -> torch.Tensor:
         return video[:, :, : self.prefix.latent_frames + (index + 1) * window]  # the source's, then the new
 
 
