@@ -102,9 +102,6 @@ class MethodSettings:
         checked = _checked(replace(self, mode=self.mode or DEFAULT_MODES[model]))
         if checked["loop"] and checked["mode"] != SamplingMode.INVERTED:
             raise ValueError("A loop needs inverted sampling; forward (F1) sampling cannot aim at an end frame.")
-        from .method.prompts import parse_prompt  # torch (the schedule's arithmetic): only once validating
-
-        parse_prompt(checked["prompt"], checked["seconds"], checked["window"])
         return replace(self, **checked | {"loras": _loras(self.loras, model)})
 
 
@@ -163,6 +160,9 @@ class Request:
     method: MethodSettings = field(default_factory=MethodSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     speed: SpeedSettings = field(default_factory=SpeedSettings)
+    # What follows from the rest (the prompt's timeline, the LoRA files' digests, the keyframes' sections),
+    # worked out once as the request is validated: the record keeps it (Scope.RECORD), the run reads it.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_fields(cls, **values) -> Request:
@@ -192,6 +192,9 @@ class Request:
         if self.model not in MODEL_SETS:
             raise ValueError(f"Unknown model set {self.model!r}; choose one of {', '.join(MODEL_SETS)}.")
         method = self.method.validated(self.model)
+        from .method.prompts import parse_prompt, timeline  # torch (the schedule's arithmetic): only validating
+
+        spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))  # the prompt's times checked
         if self.end_image is not None and method.mode != SamplingMode.INVERTED:
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
         if self.end_image is not None and method.loop:
@@ -203,7 +206,7 @@ class Request:
         end_image = None if self.end_image is None else _open_picture("end frame", self.end_image)
         name = self.image_name or (Path(self.image).name if isinstance(self.image, (str, Path)) else "<picture>")
         return replace(self, image=image, end_image=end_image, image_name=name, method=method, output=output,
-                       speed=speed, keyframes=keyframes)
+                       speed=speed, keyframes=keyframes, derived=_derived(method, keyframes, spans))
 
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
@@ -211,23 +214,19 @@ class Request:
         parts = {Part.TOP: self, Part.METHOD: self.method, Part.OUTPUT: self.output, Part.SPEED: self.speed}
         out = {s.name: getattr(parts[s.part], s.name) for s in settings_of(scope=Scope.JOB)}
         keyframes = [{"seconds": seconds, "weight": weight} for _, seconds, weight in self.keyframes]
-        return out | {"end_image": self.end_image is not None, "keyframes": keyframes} | _derived(self.method, self.keyframes)
+        return out | {"end_image": self.end_image is not None, "keyframes": keyframes} | self.derived
 
 
-def _derived(method: MethodSettings, keyframes: tuple = ()) -> dict:
+def _derived(method: MethodSettings, keyframes: tuple, spans: list) -> dict:
+    """What follows from the validated settings, beside the prompt's timeline (`spans`)."""
     from .method.keyframes import Keyframe, keyframe_timeline
-    from .method.prompts import parse_prompt, timeline
     from .method.schedule import section_count
     from .models.lora_files import file_sha256
 
-    try:
-        spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))
-        files = [{"name": Path(path).name, "sha256": file_sha256(Path(path)), "weight": weight}
-                 for path, weight in method.loras]
-        sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
-                                     section_count(method.seconds, method.window), method.window)
-    except (ValueError, OSError, TypeError):  # a request not validated yet
-        return {}
+    files = [{"name": Path(path).name, "sha256": file_sha256(Path(path)), "weight": weight}
+             for path, weight in method.loras]
+    sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
+                                 section_count(method.seconds, method.window), method.window)
     return {"prompt_spans": spans, "lora_files": files, "keyframe_sections": sections}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tools.flow_trace import Tracer, figures, stays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_new_picture_from_generate_is_followed_from_the_command_line_to_the_run():
