@@ -64,13 +64,16 @@ class RunFiles:
     def record(self) -> Path:
         return self.folder / f"{self.name}.json"
 
-    def write_record(self, record: dict) -> Path:
-        """The JSON record, written whole to a temporary name and renamed into place."""
-        write_atomically(self.record, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
+    def write_record(self, record) -> Path:
+        """The JSON record, written whole to a temporary name and renamed into place. `record`: a run's
+        (record.RunRecord), a finishing run's, or a JSON object as read."""
+        value = record if isinstance(record, dict) else record.to_json()
+        write_atomically(self.record, (json.dumps(value, indent=2, default=str) + "\n").encode("utf-8"))
         return self.record
 
     def read_record(self) -> dict:
-        """The record; one whose owner is gone is marked failed (and written back) first. NotARecord (a
+        """The record's JSON, of any kind of run (the readers take it as record.RunRecord or a finishing run's
+        record); one whose owner is gone is marked failed (and written back) first. NotARecord (a
         ValueError) when the file is not a JSON object of a sane size."""
         record = load_record(self.record)
         if record.get("status") == Status.RUNNING and owner_alive(record.get("owner")) is False:
@@ -81,7 +84,7 @@ class RunFiles:
                 pass  # a full or read-only disk: the next reader marks it again
         return record
 
-    def try_write_record(self, record: dict) -> bool:
+    def try_write_record(self, record) -> bool:
         """The record, when the disk lets us: a run that failed for a full disk still ends with its message."""
         try:
             self.write_record(record)
@@ -180,11 +183,12 @@ def release_claim(files: RunFiles) -> None:
 STALE_SECONDS = 30 * 60
 
 
-def live_owner(files: RunFiles, record: dict) -> dict | None:
-    """The owner of a run that some process may still be making (its record says running and that process
-    lives, or, on another host, its files changed in the last STALE_SECONDS); None when nobody makes it."""
-    owner = record.get("owner")
-    if record.get("status") != Status.RUNNING or not isinstance(owner, dict):
+def live_owner(files: RunFiles, record) -> dict | None:
+    """The owner of a run that some process may still be making (its record, a run's or a finishing run's, says
+    running and that process lives, or, on another host, its files changed in the last STALE_SECONDS); None when
+    nobody makes it."""
+    owner = record.owner
+    if record.status != Status.RUNNING or not isinstance(owner, dict):
         return None
     alive = owner_alive(owner)
     if alive is None:
@@ -249,11 +253,20 @@ def remove_dead_scratch(folder: Path) -> list[Path]:
 
 def record_status(files: RunFiles) -> str:
     """The status its record gives ("" when there is none or it cannot be read)."""
+    return status_and_owner(files)[0]
+
+
+def status_and_owner(files: RunFiles) -> tuple[str, dict | None]:
+    """What the run's record says of who makes it, whatever else the record holds (a run's or a finishing run's,
+    even one the readers pass over): its status ("" when there is none or it cannot be read) and, while it says
+    running, the owner it names. A killed run's record is marked failed first."""
     try:
-        status = files.read_record().get("status", "")
+        record = files.read_record()
     except (OSError, ValueError):
-        return ""
-    return status if isinstance(status, str) else ""
+        return "", None
+    status, owner = record.get("status", ""), record.get("owner")
+    status = status if isinstance(status, str) else ""
+    return status, (owner if status == Status.RUNNING and isinstance(owner, dict) else None)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

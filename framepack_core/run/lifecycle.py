@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from PIL import Image
@@ -30,13 +31,13 @@ from ..request import Request
 from .files import RunFiles, claim_files, write_atomically
 from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
 from .owner import this_process
+from .record import APP, RunRecord, StepCacheUse
 from .same_file import check_output_apart, request_inputs
 
 if TYPE_CHECKING:  # origins hold tensors; the run reads them only through their methods
     from ..engine.beginning import Origin
 
 log = logging.getLogger(__name__)
-APP = "FramePack desktop"
 
 
 class Run:
@@ -180,41 +181,26 @@ class Run:
         """What the MP4's metadata keeps: everything that made the video, so it can be made again."""
         return {"app": APP} | self.request.settings()
 
-    def record(self) -> dict:
+    def record(self) -> RunRecord:
         """The run's record: settings and status, as the JSON file, summaries and the API give it."""
-        request, files, outcome = self.request, self.files, self.outcome
-        record = {"app": APP, "created": self.created, "model": request.model, "input": files.picture.name,
-                  "input_name": request.image_name,
-                  "end_frame": files.end_picture.name if request.end_image is not None else None,
-                  "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
-                  "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
-        record |= self.origin.described()  # the video it extends, branches or bridges
-        if self.origin.restarts():  # a run killed before its first latents starts over from it
-            record["continues"] = self.origin.restarts()
-        if outcome is None:  # who makes it: a record whose process is gone is marked when next read
-            record["owner"] = this_process()
+        request, files, outcome, origin = self.request, self.files, self.outcome, self.origin
+        # The video it extends, branches or bridges; and, killed before its first latents, how it starts over.
+        start = RunRecord.start_fields(origin.described(), origin.restarts())
+        record = RunRecord(
+            created=self.created, model=request.model, input=files.picture.name, input_name=request.image_name,
+            end_frame=files.end_picture.name if request.end_image is not None else None,
+            keyframe_pictures=tuple(files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)),
+            video=files.video.name, settings=request.settings(), status=Status.RUNNING,
+            **start,
+            owner=this_process() if outcome is None else None,  # a record whose process is gone is marked when read
+            finishing=tuple(self.finishing), stages=tuple(self.stages))
         if isinstance(outcome, Failed):
             partial = outcome.partial_video.name if outcome.partial_video else None
-            record |= {"status": Status.FAILED, "error": outcome.message, "video": None, "partial_video": partial}
-        elif isinstance(outcome, Finished):
-            total = outcome.blocks_computed + outcome.blocks_skipped
-            cache = {"enabled": bool(outcome.step_cache)}
-            if outcome.step_cache:
-                cache |= {"method": outcome.step_cache, "threshold": request.speed.cache_threshold,
-                          "blocks_computed": outcome.blocks_computed, "blocks_skipped": outcome.blocks_skipped,
-                          "speedup": round(total / outcome.blocks_computed, 3) if outcome.blocks_computed else None}
-            record |= {"status": Status.STOPPED if outcome.stopped else Status.FINISHED,
-                       "video": files.video.name if outcome.video else None,
-                       "frames": outcome.frames, "fps": outcome.fps, "sections": outcome.sections,
-                       "width": outcome.width, "height": outcome.height, "seed": outcome.seed,
-                       "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
-                       # what was used (the settings say what was requested): request.USED's names
-                       "attention_used": outcome.attention, "vae_tiling_used": outcome.vae_tiling,
-                       "fp8_used": outcome.fp8,
-                       "step_cache": cache}
-        if self.finishing:
-            record["finishing"] = self.finishing
-        return record | {"stages": self.stages}
+            return replace(record, status=Status.FAILED, error=outcome.message, video=None, partial_video=partial)
+        if isinstance(outcome, Finished):
+            return replace(record, status=Status.STOPPED if outcome.stopped else Status.FINISHED,
+                           video=files.video.name if outcome.video else None, **_outcome_fields(outcome, request))
+        return record
 
     def _tags(self, used: dict) -> dict[str, str]:
         """The MP4's tags: the settings, and what the run used (request.remake_fields reads them back)."""
@@ -255,6 +241,20 @@ def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
         emit(event)
 
     return sampled
+
+
+def _outcome_fields(outcome: Finished, request: Request) -> dict:
+    """A finished or stopped run's record fields: what it made and what it used (the settings say what was asked)."""
+    cache = StepCacheUse(enabled=bool(outcome.step_cache))
+    if outcome.step_cache:
+        computed, skipped = outcome.blocks_computed, outcome.blocks_skipped
+        cache = replace(cache, method=outcome.step_cache, threshold=request.speed.cache_threshold,
+                        blocks_computed=computed, blocks_skipped=skipped,
+                        speedup=round((computed + skipped) / computed, 3) if computed else None)
+    return dict(frames=outcome.frames, fps=outcome.fps, sections=outcome.sections, width=outcome.width,
+                height=outcome.height, seed=outcome.seed, seconds_elapsed=round(outcome.seconds_elapsed, 3),
+                stopped=outcome.stopped, attention_used=outcome.attention, vae_tiling_used=outcome.vae_tiling,
+                fp8_used=outcome.fp8, step_cache=cache)
 
 
 def _start_files(files: RunFiles, request: Request) -> list:
