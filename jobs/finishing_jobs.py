@@ -4,8 +4,8 @@ queue's listings show); its run is a `FinishingRun` named by the job's claimed r
 from __future__ import annotations
 
 from framepack_core.events import Status
-from framepack_core.finishing.finishing_record import FinishingRecord, read_any
-from framepack_core.run.files import RunFiles
+from framepack_core.run.files import RunFiles, read_any
+from framepack_core.run.record import FinishingRecord
 
 from .store import JobStore
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from framepack_core.events import SectionDone, Status
-from framepack_core.finishing.finishing_record import FinishingRecord
+from framepack_core.run.record import FinishingRecord
 
 from .handlers import KEEP, PageUpdate, followed
 from .progress import RunProgress, idle_html

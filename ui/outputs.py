@@ -15,10 +15,9 @@ from glob import escape as _glob_escape
 from pathlib import Path
 
 from framepack_core.events import Status
-from framepack_core.finishing.finishing_record import FinishingRecord, record_of
 from framepack_core.request import remake_fields
-from framepack_core.run.files import NotARecord, RunFiles, live_owner
-from framepack_core.run.record import RunRecord
+from framepack_core.run.files import RunFiles, live_owner
+from framepack_core.run.record import FinishingRecord, NotARecord, RunRecord, record_of
 from framepack_core.run.owner import owner_words
 
 from .creative import lora_rows

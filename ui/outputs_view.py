@@ -8,8 +8,7 @@ import html
 from pathlib import Path
 
 from framepack_core.events import Status
-from framepack_core.finishing.finishing_record import FinishingRecord
-from framepack_core.run.record import RunRecord
+from framepack_core.run.record import FinishingRecord, RunRecord
 from framepack_core.settings import SETTINGS
 
 # The Outputs tab's buttons, in the order the tab wires them.

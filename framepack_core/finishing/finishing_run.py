@@ -22,11 +22,11 @@ from typing import Callable
 
 from framepack_core.events import Event, Failed, Finished, SectionDone, Stage, StageName, Status, Step
 from framepack_core.failures import Cancelled, disk_message, user_message
-from framepack_core.run.files import RunFiles, claim_files, files_of
+from framepack_core.run.files import RunFiles, claim_files, files_of, read_any
 from framepack_core.run.owner import this_process
+from framepack_core.run.record import FinishingRecord
 
 from . import frames as streams
-from .finishing_record import FinishingRecord, read_any
 from .request import FinishRequest, check_disk
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class FinishingRun:
             files = claim_files(request.folder, 0, request.output, stem=f"{request.source.stem}.{suffix}-x{request.factor}")
             run = cls(request, facts, files, method)
             run.parts.mkdir(exist_ok=True)
-            files.write_record(run.record())
+            files.write_record(run.record().to_json())
         except OSError as error:
             raise ValueError(disk_message(error, folder) or f"Could not write to {folder}: {error}") from None
         return run
@@ -97,7 +97,7 @@ class FinishingRun:
         method = make_method(request, device, budget_bytes, say)
         run = cls(request, facts, files, method, created=record.created)
         run.parts.mkdir(exist_ok=True)
-        files.write_record(run.record())
+        files.write_record(run.record().to_json())
         return run
 
     def stop(self) -> None:
@@ -106,7 +106,7 @@ class FinishingRun:
     def refuse(self, message: str) -> None:
         """The run will not be made (e.g. another is going): its record says why."""
         self.outcome = Failed(message)
-        self.files.write_record(self.record())
+        self.files.write_record(self.record().to_json())
 
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """`session` is not used (the model was loaded when the run started): the signature is `Run.execute`'s,
@@ -134,7 +134,7 @@ class FinishingRun:
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
         self.outcome = outcome
-        self.files.try_write_record(self.record())
+        self.files.try_write_record(self.record().to_json())
         emit(outcome)
         return outcome
 

@@ -27,8 +27,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from ..events import ENDED, Status
-from .record_shape import record_problem
 from .owner import owner_alive, owner_words
+from .record import FinishingRecord, NotARecord, RunRecord, record_of, record_problem
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,15 @@ class RunFiles:
     def record(self) -> Path:
         return self.folder / f"{self.name}.json"
 
-    def write_record(self, record) -> Path:
-        """The JSON record, written whole to a temporary name and renamed into place. `record`: a run's
-        (record.RunRecord), a finishing run's, or a JSON object as read."""
-        value = record if isinstance(record, dict) else record.to_json()
-        write_atomically(self.record, (json.dumps(value, indent=2, default=str) + "\n").encode("utf-8"))
+    def write_record(self, record: dict) -> Path:
+        """The JSON record (a record's `to_json()`, or a JSON object as read), written whole to a temporary name
+        and renamed into place."""
+        write_atomically(self.record, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
         return self.record
 
     def read_record(self) -> dict:
-        """The record's JSON, of any kind of run (the readers take it as record.RunRecord or a finishing run's
-        record); one whose owner is gone is marked failed (and written back) first. NotARecord (a
+        """The record's JSON, of either kind of run (record.record_of gives it its type; read_any does both); one
+        whose owner is gone is marked failed (and written back) first. NotARecord (a
         ValueError) when the file is not a JSON object of a sane size."""
         record = load_record(self.record)
         if record.get("status") == Status.RUNNING and owner_alive(record.get("owner")) is False:
@@ -84,7 +83,7 @@ class RunFiles:
                 pass  # a full or read-only disk: the next reader marks it again
         return record
 
-    def try_write_record(self, record) -> bool:
+    def try_write_record(self, record: dict) -> bool:
         """The record, when the disk lets us: a run that failed for a full disk still ends with its message."""
         try:
             self.write_record(record)
@@ -96,10 +95,6 @@ class RunFiles:
 # A run's record is a few kB (a long timed prompt: some tens); anything near this is not one of ours, and
 # reading it whole on every listing would stall the page.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-
-
-class NotARecord(ValueError):
-    """A file named like a record that is not one: its sentence says why (for the one notice a reader gives)."""
 
 
 def load_record(path: Path) -> dict:
@@ -118,6 +113,14 @@ def load_record(path: Path) -> dict:
     if not isinstance(value, dict):
         raise NotARecord(f"it holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def read_any(path) -> RunRecord | FinishingRecord:
+    """The record of the run (a generation or a finishing run) that `path` (its JSON, MP4, in-progress MP4,
+    latents or picture) belongs to, a killed run's marked failed first. OSError when it cannot be read, NotARecord
+    (a ValueError) when it is no run's record this version reads."""
+    files = path if isinstance(path, RunFiles) else files_of(Path(path))
+    return record_of(files.read_record())
 
 
 def interrupted(record: dict) -> dict:

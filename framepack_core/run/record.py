@@ -1,38 +1,135 @@
-"""A generation's record, `NAME.json` beside its video: one dataclass that the run writes and every reader reads.
+"""The records of the outputs folder, `NAME.json` beside each video: a generation's (RunRecord) and a finishing
+run's (FinishingRecord), each one dataclass that its run writes and every reader reads, and the checks that tell
+a record this version can read from anything else named `*.json` there.
 
-    record = run.record()                  # a RunRecord: settings, status, outcome, where its video came from
-    run.files.write_record(record)         # the JSON file (record.to_json(), two-space indented)
-    record = RunRecord.read(path)          # any file of the run; a killed run's record is marked failed first
+    record = run.record()                          # a RunRecord: settings, status, outcome, where its video came from
+    run.files.write_record(record.to_json())       # the JSON file (run/files.py writes it whole)
+    record = record_of(run.files.read_record())    # either kind; files.read_any(path) does both
     record.status, record.frames, record.extends, ...
 
-The JSON keeps the keys, their order and their omissions that records have always had: the start's part
-(`extends`; `branches` and `from_seconds`; `bridges`; `continues`) only for a run that continues a video,
-`owner` only while it runs, `error` and `partial_video` only when it failed, the outcome's fields only when it
-finished or stopped, `finishing` only when a finishing step was asked for. A finishing run's own record is
-framepack_core/finishing/finishing_record.py's.
+The JSON keeps the keys, their order and their omissions that records have always had. A generation's: the
+start's part (`extends`; `branches` and `from_seconds`; `bridges`; `continues`) only for a run that continues a
+video, `owner` only while it runs, `error` and `partial_video` only when it failed, the outcome's fields only when
+it finished or stopped, `finishing` only when a finishing step was asked for. A finishing run's: `owner` while it
+runs, `error` and `partial_video` when it failed, `seconds_elapsed` and `stopped` once it ended (then
+`partial_video` when it stopped).
 
 Version. Records carry no version key: VERSION 1 is every record this app has written, a shape grown by added
-fields only, so it is told by the fields it has. Older records lack `stages`, `keyframe_pictures`, `continues`
-or `finishing` (read as empty), and the earliest name what was used `attention`, `vae_tiling`, `fp8` instead of
-`*_used` (read into the `*_used` fields). A later change that is not an addition writes `"version": 2`; this
-version passes such a record over (NotARecord) instead of misreading it.
+fields only, so it is told by the fields it has (a finishing run's by its `kind`). Older generation records lack
+`stages`, `keyframe_pictures`, `continues` or `finishing` (read as empty), and the earliest name what was used
+`attention`, `vae_tiling`, `fp8` instead of `*_used` (read into the `*_used` fields). A later change that is not
+an addition writes `"version": 2`; this version passes such a record over (NotARecord) instead of misreading it.
+
+The checks. The outputs folder is shared with the user, other programs and other copies of the app: a file named
+`*.json` there may be anything (the queue's export, a hand-edited record, a record of an older version). A record
+is read only when every field the readers use has the type the runs write; anything else is NotARecord, with one
+sentence saying why (the reader's one notice), instead of an exception deep in a reader. The settings' types come
+from the settings table, so a setting added there is checked here without an edit.
+
+Nothing here reads a file or calls into another module of the app: the run's files (files.py) read and write the
+JSON, these types give it a shape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from numbers import Real
 from pathlib import Path
 from typing import ClassVar
 
 from ..events import Status
-from ..settings import SETTINGS_LIST
-from .files import NotARecord, RunFiles, files_of
-from .record_shape import record_problem
+from ..settings import SETTINGS, SETTINGS_LIST
 
 APP = "FramePack desktop"
+VERSION = 1  # the records' shape (module docstring): implied, never written
+KIND = "finishing"  # a finishing run's record's `kind`: what tells it from a generation's
 # {the record's name for what a run used: the names records gave it before (its setting's name and aliases)}
 _USED_BEFORE = {s.used: (s.name, *s.aliases) for s in SETTINGS_LIST if s.used}
 _STATUSES = {status.value: status for status in Status}
 _OUTCOME = (Status.FINISHED, Status.STOPPED)  # the statuses whose records carry the outcome's fields
+
+
+class NotARecord(ValueError):
+    """A file named like a record that is not one: its sentence says why (for the one notice a reader gives)."""
+
+
+_TEXT = (str, type(None))
+_NUMBER = (int, float, type(None))
+# A generation record's own fields (RunRecord) and what each may hold.
+_FIELDS = {
+    "app": (str,), "created": _TEXT, "model": _TEXT, "status": _TEXT, "input": _TEXT, "input_name": _TEXT,
+    "end_frame": _TEXT, "video": _TEXT, "error": _TEXT, "partial_video": _TEXT,
+    "frames": _NUMBER, "fps": _NUMBER, "sections": _NUMBER, "width": _NUMBER, "height": _NUMBER,
+    "seed": _NUMBER, "seconds_elapsed": _NUMBER,
+    "owner": (dict, type(None)), "step_cache": (dict, bool, type(None)), "stages": (list, type(None)),
+    "keyframe_pictures": (list, type(None)), "extends": _TEXT, "branches": _TEXT, "from_seconds": _NUMBER,
+    "bridges": (list, type(None)),
+}
+# A finishing run's own fields (FinishingRecord).
+_FINISHING = {"operation": _TEXT, "source": _TEXT, "source_sha256": _TEXT, "request": (dict,), "applied": (dict,),
+              "parts": _NUMBER, "parts_done": _NUMBER}
+# The settings' kinds (settings.py) and what a record may hold for each (None: left to the model or memory;
+# a choice may be an older record's true/false, which validation reads as today's words; a record says of its
+# end picture only whether there was one).
+_KINDS = {
+    "int": _NUMBER, "float": _NUMBER, "bool": (bool, type(None)), "text": _TEXT, "choice": (str, bool, type(None)),
+    "path": _TEXT, "picture": (str, bool, type(None)), "loras": (list, type(None)), "keyframes": (list, type(None)),
+}
+
+
+def record_problem(record) -> str | None:
+    """None for a record the readers can use; else why not, in a few words (for the reader's notice)."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    if record.get("kind") == KIND:  # an upscale or interpolation: no settings of its own
+        return _fields_problem(record, _FIELDS | _FINISHING) or (
+            None if isinstance(record.get("app"), str) else "it is not a run's record (no app)")
+    if "app" not in record or not isinstance(record.get("settings"), dict):
+        return "it is not a run's record (no app and settings)"
+    problem = _fields_problem(record, _FIELDS)
+    if problem is not None:
+        return problem
+    problem = settings_problem(record["settings"])
+    if problem is not None:
+        return problem
+    for name in ("keyframe_pictures", "bridges"):
+        if not all(isinstance(item, str) for item in record.get(name) or ()):
+            return f"its {name!r} are not file names"
+    if not all(isinstance(stage, dict) for stage in record.get("stages") or ()):
+        return "its 'stages' are not stage records"
+    return None
+
+
+def _fields_problem(record: dict, named: dict) -> str | None:
+    for name, types in named.items():
+        if name in record and not _is(record[name], types):
+            return f"its {name!r} is a {type(record[name]).__name__}"
+    return None
+
+
+def settings_problem(settings) -> str | None:
+    """None for flat settings (a record's, a queued job's) of the settings table's types; else why not."""
+    if not isinstance(settings, dict):
+        return "its settings are not a JSON object"
+    bad = next((name for name, value in settings.items() if not _setting_fits(name, value)), None)
+    return None if bad is None else f"its setting {bad!r} is a {type(settings[bad]).__name__}"
+
+
+def _setting_fits(name: str, value) -> bool:
+    setting = SETTINGS.get(name)
+    if setting is None or setting.kind not in _KINDS:
+        return True  # not one of today's settings (an older or a later version's): no reader uses it
+    if setting.kind == "keyframes" and isinstance(value, list):
+        return all(isinstance(key, dict) and _is(key.get("seconds"), (Real,)) and _is(key.get("weight"), (Real,))
+                   and isinstance(key.get("picture", ""), str) for key in value)
+    if setting.kind == "loras" and isinstance(value, list):  # [[file, weight], ...]
+        return all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                   and _is(item[1], (Real,)) for item in value)
+    return _is(value, _KINDS[setting.kind])
+
+
+def _is(value, types: tuple) -> bool:
+    # JSON's true/false are ints to Python: a number field holding true is as wrong as one holding "10".
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
 @dataclass(frozen=True)
@@ -65,7 +162,7 @@ class StepCacheUse:
 @dataclass(frozen=True)
 class RunRecord:
     """A generation's record (to_json gives the JSON's order; what every record has comes first here)."""
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = VERSION
 
     settings: dict  # Request.settings(): every setting by its flat name (the settings table's)
     status: Status | str  # a status of events.Status (a later version's word is kept as it is; none: "")
@@ -153,42 +250,103 @@ class RunRecord:
     @classmethod
     def from_json(cls, value) -> RunRecord:
         """The record a JSON value holds. NotARecord, its sentence saying why, when it is not a generation's
-        record this version can read (record_shape.py's checks, then the version)."""
-        problem = record_problem(value)
-        if problem is None and value.get("kind") == "finishing":
-            problem = "it is the record of an upscale or interpolation, not of a generation"
-        version = value.get("version", cls.VERSION) if problem is None else cls.VERSION
-        if problem is None and isinstance(version, int) and not isinstance(version, bool) and version > cls.VERSION:
-            problem = f"it is a record of a later version ({version})"
-        if problem is not None:
-            raise NotARecord(problem)
+        record this version can read."""
+        _check(value, finishing=False)
         special = {"status", "keyframe_pictures", "step_cache", "finishing", "stages", "interrupted", *_USED_BEFORE,
                    *cls.start_fields({})}
         plain = {f.name: value.get(f.name) for f in fields(cls) if f.name not in special}  # absent: None
         return cls(**plain, **_used(value), **cls.start_fields(value, value.get("continues")),
-                   status=status_of(value),
+                   status=_status(value),
                    keyframe_pictures=tuple(value.get("keyframe_pictures") or ()),
                    step_cache=StepCacheUse.from_json(value.get("step_cache")),
                    finishing=tuple(_list(value.get("finishing"))), stages=tuple(value.get("stages") or ()),
                    interrupted=value.get("interrupted") is True)
 
+
+@dataclass(frozen=True)
+class FinishingRecord:
+    """A finishing run's record (to_json gives the JSON's order)."""
+    status: Status | str
+    operation: str | None = None  # upscale | interpolate
+    source: str | None = None  # the video it finishes (its path)
+    source_sha256: str | None = None  # that video's bytes when the run began (a resume checks them)
+    source_frames: int | None = None
+    request: dict | None = None  # FinishRequest.fields(): what a resume asks again
+    applied: dict | None = None  # what it applies: operation, factor, method, model file and its SHA-256
+    video: str | None = None  # NAME.mp4, None until finished
+    frames: int | None = None  # what the made video has (or will have)
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    parts: int | None = None  # parts the frames are made in
+    parts_done: int | None = None
+    app: str = APP
+    created: str | None = None
+    owner: dict | None = None  # the process making it (owner.py), only while it runs
+    error: str | None = None  # failed: one sentence for the user
+    partial_video: str | None = None  # failed or stopped: the video so far
+    seconds_elapsed: float | None = None  # ended
+    stopped: bool | None = None
+    interrupted: bool = False  # its process was gone before the run ended (files.interrupted marks the JSON)
+
+    @property
+    def continued(self) -> tuple[str, ...]:
+        """The video (by name) this run finishes."""
+        return (Path(self.source).name,) if self.source else ()
+
+    def to_json(self) -> dict:
+        out = {"app": self.app, "kind": KIND, "created": self.created, "operation": self.operation,
+               "source": self.source, "source_sha256": self.source_sha256, "source_frames": self.source_frames,
+               "request": self.request, "applied": self.applied, "video": self.video, "frames": self.frames,
+               "fps": self.fps, "width": self.width, "height": self.height, "parts": self.parts,
+               "parts_done": self.parts_done, "status": self.status}
+        if self.owner is not None:
+            out["owner"] = self.owner
+        if self.status == Status.FAILED:
+            out |= {"error": self.error, "partial_video": self.partial_video}
+        elif self.status in (Status.FINISHED, Status.STOPPED):
+            out |= {"seconds_elapsed": self.seconds_elapsed, "stopped": self.stopped}
+            if self.status == Status.STOPPED:
+                out["partial_video"] = self.partial_video
+        return out | ({"interrupted": True} if self.interrupted else {})
+
     @classmethod
-    def read(cls, path: Path | str | RunFiles) -> RunRecord:
-        """The record of the run `path` (its JSON, MP4, in-progress MP4, latents or picture) belongs to; a record
-        whose process is gone is marked failed (and written back) first. OSError when it cannot be read,
-        NotARecord (a ValueError) when it is not a generation's record."""
-        files = path if isinstance(path, RunFiles) else files_of(Path(path))
-        return cls.from_json(files.read_record())
+    def from_json(cls, value) -> FinishingRecord:
+        """The record a JSON value holds. NotARecord, its sentence saying why, when it is not a finishing run's
+        record this version can read."""
+        _check(value, finishing=True)
+        plain = {f.name: value.get(f.name) for f in fields(cls) if f.name not in ("status", "interrupted")}
+        return cls(**plain, status=_status(value), interrupted=value.get("interrupted") is True)
 
 
-def status_of(value: dict) -> Status | str:
+def record_of(value) -> RunRecord | FinishingRecord:
+    """The record a JSON value of the outputs folder holds, of either kind; NotARecord when it is neither."""
+    if isinstance(value, dict) and value.get("kind") == KIND:
+        return FinishingRecord.from_json(value)
+    return RunRecord.from_json(value)
+
+
+def _check(value, finishing: bool) -> None:
+    """NotARecord unless `value` passes the checks above, is of the kind asked for and of no later version."""
+    problem = record_problem(value)
+    if problem is None and (value.get("kind") == KIND) != finishing:
+        problem = ("it is not the record of an upscale or interpolation" if finishing else
+                   "it is the record of an upscale or interpolation, not of a generation")
+    version = value.get("version", VERSION) if problem is None else VERSION
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        problem = f"it is a record of a later version ({version})"
+    if problem is not None:
+        raise NotARecord(problem)
+
+
+def _status(value: dict) -> Status | str:
     """A record's status: one of events.Status, else its word as it is (a later version's); "" when it has none."""
     status = value.get("status") or ""
     return _STATUSES.get(status, status)
 
 
 def _list(value) -> list:
-    """A list the checks leave alone (record_shape.py does not look into `finishing`): [] unless it is one."""
+    """A list the checks leave alone (record_problem does not look into `finishing`): [] unless it is one."""
     return value if isinstance(value, list) else []
 
 

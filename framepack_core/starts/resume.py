@@ -118,6 +118,6 @@ def _remade(files: RunFiles, settings: dict, has_end: bool, finished: bool, why:
 def _record(files: RunFiles) -> RunRecord | None:
     """The run's record; None when there is none this version can read."""
     try:
-        return RunRecord.read(files)
+        return RunRecord.from_json(files.read_record())
     except (OSError, ValueError):
         return None

@@ -1,4 +1,4 @@
-"""The run's record is one dataclass (run/record.py; a finishing run's: finishing/finishing_record.py): what it
+"""The run's record is one dataclass (run/record.py's RunRecord; a finishing run's: FinishingRecord): what it
 writes is byte for byte what runs wrote before it was a type, for each kind of start and outcome (GOLDEN was
 written by the code before, at e7eef49), and records of every age read back as their readers read them then."""
 import json
@@ -14,14 +14,13 @@ from PIL import Image
 
 from framepack_core.events import Failed, Finished, Status
 from framepack_core.finishing import finishing_run
-from framepack_core.finishing.finishing_record import FinishingRecord, read_any, record_of
 from framepack_core.finishing.request import FinishRequest
 from framepack_core.media.video_files import VideoFacts
 from framepack_core.request import Request, remake_fields
 from framepack_core.run import lifecycle
-from framepack_core.run.files import NotARecord, RunFiles
+from framepack_core.run.files import RunFiles, read_any
 from framepack_core.run.owner import this_process
-from framepack_core.run.record import RunRecord, StepCacheUse
+from framepack_core.run.record import FinishingRecord, NotARecord, RunRecord, StepCacheUse, record_of
 from framepack_core.settings import SETTINGS_LIST
 
 # Written by Run.record() and FinishingRun.record() at e7eef49, before the record was a type (TMP: the test's folder).
@@ -107,7 +106,7 @@ def write(tmp_path, monkeypatch):
         run = lifecycle.Run(Request.from_fields(**(base | fields_)).validated(), RunFiles(tmp_path, name), origin)
         run.created, run.outcome, run.finishing = "2026-12-07T10:11:12", outcome, list(finishing)
         run.stages = STAGES if outcome is not None else []
-        run.files.write_record(run.record())
+        run.files.write_record(run.record().to_json())
         return run.files.record
     return written
 
@@ -140,7 +139,7 @@ def _records(write, tmp_path) -> dict:
                                      RunFiles(tmp_path, "interpolated"), None, created="2026-12-07T10:11:12")
     run.outcome = _finished(tmp_path, video=tmp_path / "i.mp4", stopped=True)
     run.parts_done, run.source_sha256 = 1, "5a"
-    run.files.write_record(run.record())
+    run.files.write_record(run.record().to_json())
     return out | {"interpolated": run.files.record}
 
 
@@ -208,8 +207,8 @@ def test_a_killed_runs_record_reads_failed(tmp_path):
              "host": this_process()["host"]}
     child.wait()
     files = RunFiles(tmp_path, "k")
-    files.write_record(RunRecord(settings={"prompt": "p"}, status=Status.RUNNING, video="k.mp4", owner=owner))
-    record = RunRecord.read(tmp_path / "k.mp4")
+    files.write_record(RunRecord(settings={"prompt": "p"}, status=Status.RUNNING, video="k.mp4", owner=owner).to_json())
+    record = read_any(tmp_path / "k.mp4")
     assert (record.status, record.owner, record.video, record.interrupted) == (Status.FAILED, None, None, True)
     assert record.error.startswith("The run was interrupted")
 
