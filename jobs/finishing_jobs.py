@@ -4,7 +4,8 @@ queue's listings show); its run is a `FinishingRun` named by the job's claimed r
 from __future__ import annotations
 
 from framepack_core.events import Status
-from framepack_core.run.files import RunFiles
+from framepack_core.run.files import RunFiles, read_any
+from framepack_core.run.record import FinishingRecord
 
 from .store import JobStore
 
@@ -47,7 +48,7 @@ def start_finishing(settings: dict, files: RunFiles, resuming: bool):
 
 def _unfinished(files: RunFiles) -> bool:
     try:
-        record = files.read_record()
+        record = read_any(files)
     except (OSError, ValueError):
         return False
-    return record.get("kind") == KEY and record.get("status") != Status.FINISHED
+    return isinstance(record, FinishingRecord) and record.status != Status.FINISHED

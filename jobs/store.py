@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framepack_core.events import ENDED, Status
-from framepack_core.run.record_shape import settings_problem
+from framepack_core.run.record import settings_problem
 
 from .leases import LEASE_SECONDS, gone_here, owner_id
 

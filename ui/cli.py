@@ -105,8 +105,8 @@ def generate_command(args) -> int:
     _stop_on_ctrl_c(run, progress.say)
     outcome = run.execute(session, progress)
     record = run.record()
-    if record["status"] == Status.FAILED:
-        if record.get("partial_video"):
+    if record.status == Status.FAILED:
+        if record.partial_video:
             _say(f"the video so far is in {run.files.in_progress}")
         return 1
     if outcome.video is None:
@@ -114,13 +114,13 @@ def generate_command(args) -> int:
         return 130
     _say(f"{'stopped; ' if outcome.stopped else ''}wrote {outcome.video} "
           f"({outcome.frames} frames, {outcome.width}x{outcome.height})")
-    cache = record["step_cache"]
+    cache = record.step_cache
     _say(f"attention: {outcome.attention}; step cache: " + (
-        f"{cache['method']}, {cache['blocks_skipped']} of {cache['blocks_computed'] + cache['blocks_skipped']} "
-        "block evaluations skipped" if cache["enabled"] else "off"))
+        f"{cache.method}, {cache.blocks_skipped} of {cache.blocks_computed + cache.blocks_skipped} "
+        "block evaluations skipped" if cache.enabled else "off"))
     if args.json:
-        print(json.dumps(record | {"output": str(outcome.video), "mode": record["settings"]["mode"],
-                                   "device": str(session.device)}), flush=True)
+        print(json.dumps(record.to_json() | {"output": str(outcome.video), "mode": record.settings["mode"],
+                                             "device": str(session.device)}), flush=True)
     return 130 if outcome.stopped else 0
 
 

@@ -94,13 +94,13 @@ def finish_command(args) -> int:
     outcome = run.execute(None, FinishProgress())
     record = run.record()
     if args.json:
-        print(json.dumps(record), flush=True)
-    if record["status"] == "failed":
+        print(json.dumps(record.to_json()), flush=True)
+    if record.status == "failed":
         return 1
     if outcome.stopped:
         _say(f"stopped; {run.parts_done} of {run.parts_total} parts kept"
              + (f" (the video so far: {outcome.video})" if outcome.video else "") + f"; resume with "
-             f"python app.py {record['operation']} --resume {run.files.record}")
+             f"python app.py {record.operation} --resume {run.files.record}")
         return 130
     _say(f"wrote {outcome.video} ({outcome.frames} frames, {outcome.width}x{outcome.height}, {outcome.fps:g} fps)")
     return 0

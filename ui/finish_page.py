@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from framepack_core.events import SectionDone, Status
+from framepack_core.run.record import FinishingRecord
 
 from .handlers import KEEP, PageUpdate, followed
 from .progress import RunProgress, idle_html
@@ -93,22 +94,22 @@ def follow_finishing(handlers, run):
 
     yield from followed(submission, progress, shown)
     record = run.record()
-    video = str(run.files.video) if record["status"] == Status.FINISHED else None
+    video = str(run.files.video) if record.status == Status.FINISHED else None
     yield PageUpdate(progress=progress.html(), video=video or KEEP, download=video,
                      summary=summary(record), running=False)
 
 
-def summary(record: dict) -> str:
+def summary(record: FinishingRecord) -> str:
     """What the finishing run made and applied, as markdown."""
-    applied = record.get("applied", {})
-    lines = [f"**{record['operation']} x{applied.get('factor')}** of `{Path(record['source']).name}`: "
-             f"{record['status']}", f"- method: {applied.get('method')}"]
+    applied = record.applied or {}  # what the method says of itself (methods.py's `described`)
+    lines = [f"**{record.operation} x{applied.get('factor')}** of `{Path(record.source).name}`: "
+             f"{record.status}", f"- method: {applied.get('method')}"]
     if applied.get("model_file"):
         lines.append(f"- model: `{applied['model_file']}` (SHA-256 `{applied['model_sha256'][:16]}…`)")
-    if record["status"] == Status.FINISHED:
-        lines.append(f"- {record['frames']} frames, {record['width']}x{record['height']}, {record['fps']:g} fps")
-    elif record.get("error"):
-        lines.append(f"- {record['error']}")
+    if record.status == Status.FINISHED:
+        lines.append(f"- {record.frames} frames, {record.width}x{record.height}, {record.fps:g} fps")
+    elif record.error:
+        lines.append(f"- {record.error}")
     return "\n".join(lines)
 
 

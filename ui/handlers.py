@@ -16,6 +16,7 @@ import numpy as np
 from framepack_core.events import Failed, Preview, SectionDone, Status
 from framepack_core.request import Request
 from framepack_core.run import Run
+from framepack_core.run.record import RunRecord
 from framepack_core.settings import DEFAULTS, SETTINGS, SETTINGS_LIST, Setting, SettingKind
 
 from .creative import chosen_loras, page_keyframes, parse_lora_text
@@ -141,7 +142,7 @@ class Handlers:
         last = self.page_last(page)
 
         def resumed() -> Start:
-            if last is None or last.record()["status"] not in (Status.STOPPED, Status.FAILED):
+            if last is None or last.record().status not in (Status.STOPPED, Status.FAILED):
                 raise ValueError("There is no stopped or failed run of this page to resume; pick one in the "
                                  "Outputs tab and press Resume there.")
             return starts().Resume(last.files.record)
@@ -176,7 +177,7 @@ class Handlers:
 
     def _last_finished_video(self, page: str):
         last = self.page_last(page)
-        return last.files.video if last is not None and last.record()["status"] == Status.FINISHED else None
+        return last.files.video if last is not None and last.record().status == Status.FINISHED else None
 
     def follow_start(self, make_start: Callable[[], Start], page: str = "", seed=None):
         """The run the start `make_start()` names, begun and followed: every page's button ends here. Its
@@ -213,9 +214,9 @@ class Handlers:
         yield from followed(submission, progress, shown)
         record = run.record()
         video = None
-        if record["status"] != Status.FAILED and record["video"]:
+        if record.status != Status.FAILED and record.video:
             video = str(run.files.video)
-        elif record.get("partial_video"):
+        elif record.partial_video:
             video = str(run.files.in_progress)  # what was made before the failure is still worth keeping
         yield PageUpdate(progress=progress.html(), video=video if video else KEEP, download=video,
                          summary=summary_markdown(record), running=False)
@@ -283,21 +284,21 @@ def starts():
     return starts
 
 
-def summary_markdown(record: dict) -> str:
-    s = record["settings"]
+def summary_markdown(record: RunRecord) -> str:
+    s = record.settings  # by the settings table's names
     cache = "step cache on" if s.get("step_cache") else "step cache off"
     lines = [f"**Seed {s['seed']}** · {s['seconds']:g} s · {s['steps']} steps · distilled guidance {s['gs']:g} · "
-             f"{cache} · {record['model']} ({s['mode']}) · resolution {s['resolution']} · CRF {s['crf']}"]
-    if record.get("frames"):
-        lines.append(f"{record['frames']} frames, {record['width']}×{record['height']}, "
-                     f"{record['seconds_elapsed']:g} s to make · saved as `{record['video']}`")
-        cache = record.get("step_cache", {})
-        skipped, computed = cache.get("blocks_skipped", 0), cache.get("blocks_computed", 0)
+             f"{cache} · {record.model} ({s['mode']}) · resolution {s['resolution']} · CRF {s['crf']}"]
+    if record.frames:
+        lines.append(f"{record.frames} frames, {record.width}×{record.height}, "
+                     f"{record.seconds_elapsed:g} s to make · saved as `{record.video}`")
+        cache = record.step_cache
+        skipped, computed = (cache.blocks_skipped, cache.blocks_computed) if cache is not None else (0, 0)
         if skipped:
             lines.append(f"The step cache skipped {100 * skipped / (skipped + computed):.0f}% of the transformer work.")
-    if record.get("status") == Status.FAILED:
-        lines.append(f"Failed: {record['error']}")
-    stages = stages_markdown(record.get("stages"))  # a table: markdown wants it after a blank line
+    if record.status == Status.FAILED:
+        lines.append(f"Failed: {record.error}")
+    stages = stages_markdown(record.stages)  # a table: markdown wants it after a blank line
     return "  \n".join(lines) + (f"\n\n{stages}" if stages else "")
 
 

@@ -15,9 +15,9 @@ from glob import escape as _glob_escape
 from pathlib import Path
 
 from framepack_core.events import Status
-from framepack_core.run.record_shape import record_problem
 from framepack_core.request import remake_fields
-from framepack_core.run.files import NotARecord, RunFiles, live_owner
+from framepack_core.run.files import RunFiles, live_owner
+from framepack_core.run.record import FinishingRecord, NotARecord, RunRecord, record_of
 from framepack_core.run.owner import owner_words
 from framepack_core.settings import SettingKind
 
@@ -34,7 +34,7 @@ COLUMNS = ["Run", "Length", "Status", "Made from", "File"]
 class OutputRun:
     """One run of the outputs folder, as its record tells it."""
     files: RunFiles
-    record: dict
+    record: RunRecord | FinishingRecord
 
     @property
     def name(self) -> str:
@@ -42,31 +42,31 @@ class OutputRun:
 
     @property
     def status(self) -> str:
-        return self.record.get("status", "")
+        return self.record.status
 
     @property
     def finishing(self) -> bool:
         """An upscale or interpolation of another video (framepack_core.finishing), not a generation."""
-        return self.record.get("kind") == "finishing"
+        return isinstance(self.record, FinishingRecord)
 
     @property
     def prompt(self) -> str:
         """The prompt; for a finishing run, what it did to which video (the list's Prompt column)."""
-        if self.finishing:
-            return f"{self.record.get('operation')} x{self.record.get('applied', {}).get('factor')} of " \
-                   f"{Path(self.record.get('source') or '').name}"
-        return self.record["settings"].get("prompt") or ""
+        record = self.record
+        if isinstance(record, FinishingRecord):
+            return f"{record.operation} x{(record.applied or {}).get('factor')} of {Path(record.source or '').name}"
+        return record.settings.get("prompt") or ""
 
     @property
     def seconds(self) -> float | None:
         """Seconds of video made (frames / fps), else the length asked for."""
-        if self.record.get("frames") and self.record.get("fps"):
-            return round(self.record["frames"] / self.record["fps"], 2)
-        return self.record.get("settings", {}).get("seconds")
+        if self.record.frames and self.record.fps:
+            return round(self.record.frames / self.record.fps, 2)
+        return None if self.finishing else self.record.settings.get("seconds")
 
     @property
     def date(self) -> str:
-        return str(self.record.get("created", "")).replace("T", " ")[:16]
+        return str(self.record.created or "").replace("T", " ")[:16]
 
     @property
     def video(self) -> Path | None:
@@ -91,21 +91,23 @@ def list_runs(folder: Path) -> list[OutputRun]:
         run = read_run(RunFiles(path.parent, path.stem))
         if run is not None:
             runs.append(run)
-    return sorted(runs, key=lambda r: (r.record.get("created") or "", r.name), reverse=True)
+    return sorted(runs, key=lambda r: (r.record.created or "", r.name), reverse=True)
 
 
 def read_run(files: RunFiles) -> OutputRun | None:
     """The run, or None (with one notice per file and version) when its record is not one the tab can show."""
     try:
-        record = files.read_record()
+        value = files.read_record()
     except NotARecord as error:
         return _passed_over(files, str(error))
     except (OSError, ValueError):  # gone meanwhile
         return None
-    if not record:
+    if not value:
         return None  # a name being claimed ("{}")
-    problem = record_problem(record)
-    return OutputRun(files, record) if problem is None else _passed_over(files, problem)
+    try:
+        return OutputRun(files, record_of(value))
+    except NotARecord as error:
+        return _passed_over(files, str(error))
 
 
 _noticed: set[tuple] = set()  # (file, its size and time): each file that is passed over is told once
@@ -186,7 +188,7 @@ class OutputsHandlers:
         if run.finishing:
             from .finish_page import summary
 
-            return str(run.video) if run.video else None, f"{summary(run.record)}\n- source: `{run.record['source']}`"
+            return str(run.video) if run.video else None, f"{summary(run.record)}\n- source: `{run.record.source}`"
         made_from = lineage(run.record)
         heading = f"**{title(run)}**" + (f" · {made_from}" if made_from else "")
         try:
@@ -221,12 +223,12 @@ class OutputsHandlers:
         if run.finishing:
             raise ValueError(f"{run.name} is an {run.prompt}; pick that run to make it again (its settings ask "
                              "for the same finishing).")
-        continued = run.record.get("extends") or run.record.get("branches") or run.record.get("bridges")
+        continued = run.record.continued
         if continued:  # the Generate tab makes videos from a picture: it would make another video
-            sources = " and ".join(continued) if isinstance(continued, list) else continued
+            sources = " and ".join(continued)
             raise ValueError(f"{run.name} continues {sources}, which the Generate tab cannot; make it again with "
                              "Extend, Branch here or Bridge on that video.")
-        fields = remake_fields(run.record)
+        fields = remake_fields(run.record.to_json())  # as from the JSON file: request.py reads records and MP4s alike
         # The page's settings (the settings table's with a widget) but the pictures and LoRAs, done below;
         # a setting left automatic (None) shows as its widget's "auto" value.
         form = {setting.name: fields.get(setting.name) for setting in PAGE_SETTINGS
@@ -236,7 +238,7 @@ class OutputsHandlers:
         form |= {"image": str(run.files.picture) if run.files.picture.is_file() else None, "randomize": False,
                  "end_image": str(run.files.end_picture) if run.files.end_picture.is_file() else None,
                  "loras": self._lora_rows(fields.get("loras") or ()), "loop": bool(fields.get("loop", False))}
-        keys = run.record.get("settings", {}).get("keyframes") or []
+        keys = run.record.settings.get("keyframes") or []
         form["keyframes"] = [str(run.files.keyframe(n)) for n in range(1, len(keys) + 1)] or None
         form["keyframe_times"] = ", ".join(f"{k['seconds']:g}" + (f":{k['weight']:g}" if k["weight"] != 1 else "")
                                            for k in keys)

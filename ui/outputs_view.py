@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 
 from framepack_core.events import Status
+from framepack_core.run.record import FinishingRecord, RunRecord
 from framepack_core.settings import SETTINGS
 
 # The Outputs tab's buttons, in the order the tab wires them.
@@ -20,27 +21,25 @@ def title(run) -> str:
     column); the file name stays in the Picked run box."""
     prompt = " ".join(str(run.prompt).split()) or "(no prompt)"
     prompt = prompt if len(prompt) <= 44 else prompt[:43].rstrip() + "…"
-    when = str(run.record.get("created", ""))[5:16].replace("T", " ")  # "03-04 11:12"
+    when = str(run.record.created or "")[5:16].replace("T", " ")  # "03-04 11:12"
     return f"{prompt} · {when}" if when else prompt
 
 
-def sources(record: dict) -> list[str]:
-    """The runs (by name) whose videos this one continues: the one it extends or branches, the two it bridges."""
-    named = record.get("extends") or record.get("branches") or record.get("bridges") or []
-    if record.get("kind") == "finishing":  # an upscale or interpolation of one run's video
-        named = record.get("source") or []
-    return [Path(str(video)).stem for video in ([named] if isinstance(named, str) else named)]
+def sources(record: RunRecord | FinishingRecord) -> list[str]:
+    """The runs (by name) whose videos this one continues: the one it extends or branches, the two it bridges (for
+    an upscale or interpolation: the video it finishes)."""
+    return [Path(str(video)).stem for video in record.continued]
 
 
-def lineage(record: dict) -> str:
+def lineage(record: RunRecord | FinishingRecord) -> str:
     """Where the run's video came from, in a few words: "extends X", "branch of X at 1.2 s", "bridges X → Y"."""
     names = sources(record)
-    if record.get("branches"):
-        return f"branch of {names[0]} at {record.get('from_seconds', 0):g} s"
-    if record.get("bridges"):
+    if isinstance(record, FinishingRecord):
+        return f"{record.operation or 'finishing'} of {names[0]}" if names else ""
+    if record.branches:
+        return f"branch of {names[0]} at {record.from_seconds or 0:g} s"
+    if record.bridges:
         return "bridges " + " → ".join(names)
-    if record.get("kind") == "finishing" and names:
-        return f"{record.get('operation') or 'finishing'} of {names[0]}"
     return f"extends {names[0]}" if names else ""
 
 
@@ -50,7 +49,7 @@ def available(run, live: bool = False) -> dict[str, bool]:
         return dict.fromkeys(ACTIONS, False)
     finished = run.status == Status.FINISHED and run.files.video.is_file()
     # A record read as running still has a live owner (a dead one's reads as failed): not resumable, not deletable.
-    made_now = live or (run.status == Status.RUNNING and bool(run.record.get("owner")))
+    made_now = live or (run.status == Status.RUNNING and bool(run.record.owner))
     return {"remake": not sources(run.record), "resume": run.status in RESUMABLE and not made_now,
             "delete": not made_now,
             "extend": finished, "branch": finished, "bridge": finished}
@@ -60,14 +59,13 @@ def bridgeable(first, second) -> bool:
     """Whether a bridge can join `first`'s finished video into `second`'s: both finished, one size (bridge.py)."""
     return (first.name != second.name and all(r.status == Status.FINISHED and r.files.video.is_file()
                                               for r in (first, second))
-            and (first.record.get("width"), first.record.get("height"))
-            == (second.record.get("width"), second.record.get("height")))
+            and (first.record.width, first.record.height) == (second.record.width, second.record.height))
 
 
-def settings_table(record: dict) -> str:
+def settings_table(record: RunRecord) -> str:
     """The run's settings as a two-column markdown table, in the settings table's words; empty ones left out."""
     rows, labels = ["| setting | value |", "|---|---|"], set()
-    for name, value in record.get("settings", {}).items():
+    for name, value in record.settings.items():
         if value in (None, "", [], {}, ()):
             continue
         setting = SETTINGS.get(name)
@@ -106,7 +104,7 @@ def thumbnail(run, cache: Path) -> Path | None:
     stamp = video.stat().st_mtime_ns
     # The frame count is in the name too: a video renamed into place keeps its time, and one drawn before its record
     # counted its frames shows its first frame; the finished record's count then makes the middle frame anew.
-    path = Path(cache) / f"{video.name}.{stamp}.{run.record.get('frames') or 0}.jpg"
+    path = Path(cache) / f"{video.name}.{stamp}.{run.record.frames or 0}.jpg"
     if not path.is_file():
         try:
             frame = middle_frame(video, run.record)
@@ -117,13 +115,13 @@ def thumbnail(run, cache: Path) -> Path | None:
     return path
 
 
-def middle_frame(video: Path, record: dict):
+def middle_frame(video: Path, record: RunRecord | FinishingRecord):
     """The frame at the middle of `video` (its record's frame count, else its first), as a PIL picture."""
     import imageio_ffmpeg
     import numpy as np
     from PIL import Image
 
-    frames = record.get("frames") or 0
+    frames = record.frames or 0
     # Seeking on the output side decodes up to the frame: exact, and cheap for these short clips.
     params = ["-vf", f"select=eq(n\\,{frames // 2})", "-frames:v", "1"] if frames else []
     reader = imageio_ffmpeg.read_frames(str(video), output_params=params)

@@ -82,7 +82,7 @@ def finish_made_video(video: Path, request, emit, cancel) -> list[dict]:
             per_section.adopt(files_of(source), run)
         outcome = run.execute(None, lambda event: None if isinstance(event, (Finished, Failed)) else emit(event))
         done = isinstance(outcome, Finished) and not outcome.stopped
-        applied.append(run.applied() | {"status": run.record()["status"], "video": run.files.video.name if done
+        applied.append(run.applied() | {"status": run.record().status, "video": run.files.video.name if done
                                         else None, "record": run.files.record.name})
         if not done:
             reason = outcome.message if isinstance(outcome, Failed) else "stopped"

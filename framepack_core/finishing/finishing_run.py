@@ -16,20 +16,20 @@ import shutil
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from framepack_core.events import Event, Failed, Finished, SectionDone, Stage, StageName, Status, Step
 from framepack_core.failures import Cancelled, disk_message, user_message
-from framepack_core.run.files import RunFiles, claim_files, files_of
+from framepack_core.run.files import RunFiles, claim_files, files_of, read_any
 from framepack_core.run.owner import this_process
+from framepack_core.run.record import FinishingRecord
 
 from . import frames as streams
 from .request import FinishRequest, check_disk
 
 log = logging.getLogger(__name__)
-APP = "FramePack desktop"
-KIND = "finishing"
 
 
 class FinishingRun:
@@ -68,7 +68,7 @@ class FinishingRun:
             files = claim_files(request.folder, 0, request.output, stem=f"{request.source.stem}.{suffix}-x{request.factor}")
             run = cls(request, facts, files, method)
             run.parts.mkdir(exist_ok=True)
-            files.write_record(run.record())
+            files.write_record(run.record().to_json())
         except OSError as error:
             raise ValueError(disk_message(error, folder) or f"Could not write to {folder}: {error}") from None
         return run
@@ -82,22 +82,22 @@ class FinishingRun:
 
         files = files_of(Path(path))
         try:
-            record = files.read_record()
+            record = read_any(files)
         except (OSError, ValueError):
             raise ValueError(f"{Path(path).name} belongs to no finishing run (no readable record).") from None
-        if record.get("kind") != KIND:
+        if not isinstance(record, FinishingRecord):
             raise ValueError(f"{files.record.name} is not the record of an upscale or interpolation; resume it with "
                              f"python app.py generate --resume {files.record}")
-        if record.get("status") == Status.FINISHED:
+        if record.status == Status.FINISHED:
             raise ValueError(f"{files.video.name} is finished already; nothing to resume.")
-        request, facts = FinishRequest.from_fields(record["request"]).validated()
-        if record.get("source_sha256") not in (None, _sha256(request.source)):
+        request, facts = FinishRequest.from_fields(record.request).validated()
+        if record.source_sha256 not in (None, _sha256(request.source)):
             raise ValueError(f"{request.source.name} has changed since this run began; its parts would not match. "
                              f"Start a new {request.operation} instead.")
         method = make_method(request, device, budget_bytes, say)
-        run = cls(request, facts, files, method, created=record.get("created"))
+        run = cls(request, facts, files, method, created=record.created)
         run.parts.mkdir(exist_ok=True)
-        files.write_record(run.record())
+        files.write_record(run.record().to_json())
         return run
 
     def stop(self) -> None:
@@ -106,7 +106,7 @@ class FinishingRun:
     def refuse(self, message: str) -> None:
         """The run will not be made (e.g. another is going): its record says why."""
         self.outcome = Failed(message)
-        self.files.write_record(self.record())
+        self.files.write_record(self.record().to_json())
 
     def execute(self, session, emit: Callable[[Event], None]) -> Finished | Failed:
         """`session` is not used (the model was loaded when the run started): the signature is `Run.execute`'s,
@@ -134,7 +134,7 @@ class FinishingRun:
             partial = self.files.in_progress if self.files.in_progress.exists() else None
             outcome = Failed(user_message(error, self.files.folder), traceback.format_exc(), partial_video=partial)
         self.outcome = outcome
-        self.files.try_write_record(self.record())
+        self.files.try_write_record(self.record().to_json())
         emit(outcome)
         return outcome
 
@@ -204,27 +204,25 @@ class FinishingRun:
         settings = metadata_settings(self.request.source)
         return mp4_tags(settings | {"finishing": list(settings.get("finishing", [])) + [self.applied()]})
 
-    def record(self) -> dict:
+    def record(self) -> FinishingRecord:
         width, height, count = _result_shape(self.method, self.request, self.facts)
         if self.source_sha256 is None:
             self.source_sha256 = _sha256(self.request.source)
-        record = {"app": APP, "kind": KIND, "created": self.created, "operation": self.request.operation,
-                  "source": str(self.request.source), "source_sha256": self.source_sha256,
-                  "source_frames": self.facts.frames,
-                  "request": self.request.fields(), "applied": self.applied(), "video": self.files.video.name,
-                  "frames": count, "fps": self._fps(), "width": width, "height": height,
-                  "parts": self.parts_total, "parts_done": self.parts_done, "status": Status.RUNNING}
+        record = FinishingRecord(
+            created=self.created, operation=self.request.operation, source=str(self.request.source),
+            source_sha256=self.source_sha256, source_frames=self.facts.frames, request=self.request.fields(),
+            applied=self.applied(), video=self.files.video.name, frames=count, fps=self._fps(), width=width,
+            height=height, parts=self.parts_total, parts_done=self.parts_done, status=Status.RUNNING)
         outcome = self.outcome
         if outcome is None:
-            record["owner"] = this_process()
-        elif isinstance(outcome, Failed):
+            return replace(record, owner=this_process())
+        if isinstance(outcome, Failed):
             partial = outcome.partial_video.name if outcome.partial_video else None
-            record |= {"status": Status.FAILED, "error": outcome.message, "video": None, "partial_video": partial}
-        else:
-            record |= {"status": Status.STOPPED if outcome.stopped else Status.FINISHED,
-                       "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped}
-            if outcome.stopped:
-                record |= {"video": None, "partial_video": outcome.video.name if outcome.video else None}
+            return replace(record, status=Status.FAILED, error=outcome.message, video=None, partial_video=partial)
+        record = replace(record, status=Status.STOPPED if outcome.stopped else Status.FINISHED,
+                         seconds_elapsed=round(outcome.seconds_elapsed, 3), stopped=outcome.stopped)
+        if outcome.stopped:
+            record = replace(record, video=None, partial_video=outcome.video.name if outcome.video else None)
         return record
 
 
@@ -232,10 +230,9 @@ def is_finishing(path) -> bool:
     """Whether `path` (a record, MP4, in-progress MP4) belongs to a finishing run: the one rule by which every
     Resume (`generate --resume`, `upscale`/`interpolate --resume`, the page's) picks FinishingRun.resume."""
     try:
-        record = files_of(Path(path)).read_record()
+        return isinstance(read_any(path), FinishingRecord)
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and record.get("kind") == KIND
 
 
 def _sha256(path: Path) -> str:

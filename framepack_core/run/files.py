@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ..atomic import SCRATCH_SUFFIX, write_atomically
 from ..events import ENDED, Status
-from .record_shape import record_problem
 from .owner import owner_alive, owner_words
+from .record import FinishingRecord, NotARecord, RunRecord, record_of, record_problem
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,14 @@ class RunFiles:
         return self.folder / f"{self.name}.json"
 
     def write_record(self, record: dict) -> Path:
-        """The JSON record, written whole to a temporary name and renamed into place."""
+        """The JSON record (a record's `to_json()`, or a JSON object as read), written whole to a temporary name
+        and renamed into place."""
         write_atomically(self.record, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
         return self.record
 
     def read_record(self) -> dict:
-        """The record; one whose owner is gone is marked failed (and written back) first. NotARecord (a
+        """The record's JSON, of either kind of run (record.record_of gives it its type; read_any does both); one
+        whose owner is gone is marked failed (and written back) first. NotARecord (a
         ValueError) when the file is not a JSON object of a sane size."""
         record = load_record(self.record)
         if record.get("status") == Status.RUNNING and owner_alive(record.get("owner")) is False:
@@ -95,10 +97,6 @@ class RunFiles:
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 
-class NotARecord(ValueError):
-    """A file named like a record that is not one: its sentence says why (for the one notice a reader gives)."""
-
-
 def load_record(path: Path) -> dict:
     """The JSON object in `path`: OSError when it cannot be read, NotARecord when it is not a JSON object
     (a list, a number, broken or deeply nested JSON, a huge file, bytes that are not UTF-8)."""
@@ -115,6 +113,14 @@ def load_record(path: Path) -> dict:
     if not isinstance(value, dict):
         raise NotARecord(f"it holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def read_any(path) -> RunRecord | FinishingRecord:
+    """The record of the run (a generation or a finishing run) that `path` (its JSON, MP4, in-progress MP4,
+    latents or picture) belongs to, a killed run's marked failed first. OSError when it cannot be read, NotARecord
+    (a ValueError) when it is no run's record this version reads."""
+    files = path if isinstance(path, RunFiles) else files_of(Path(path))
+    return record_of(files.read_record())
 
 
 def interrupted(record: dict) -> dict:
@@ -180,11 +186,12 @@ def release_claim(files: RunFiles) -> None:
 STALE_SECONDS = 30 * 60
 
 
-def live_owner(files: RunFiles, record: dict) -> dict | None:
-    """The owner of a run that some process may still be making (its record says running and that process
-    lives, or, on another host, its files changed in the last STALE_SECONDS); None when nobody makes it."""
-    owner = record.get("owner")
-    if record.get("status") != Status.RUNNING or not isinstance(owner, dict):
+def live_owner(files: RunFiles, record) -> dict | None:
+    """The owner of a run that some process may still be making (its record, a run's or a finishing run's, says
+    running and that process lives, or, on another host, its files changed in the last STALE_SECONDS); None when
+    nobody makes it."""
+    owner = record.owner
+    if record.status != Status.RUNNING or not isinstance(owner, dict):
         return None
     alive = owner_alive(owner)
     if alive is None:
@@ -249,9 +256,18 @@ def remove_dead_scratch(folder: Path) -> list[Path]:
 
 def record_status(files: RunFiles) -> str:
     """The status its record gives ("" when there is none or it cannot be read)."""
+    return status_and_owner(files)[0]
+
+
+def status_and_owner(files: RunFiles) -> tuple[str, dict | None]:
+    """What the run's record says of who makes it, whatever else the record holds (a run's or a finishing run's,
+    even one the readers pass over): its status ("" when there is none or it cannot be read) and, while it says
+    running, the owner it names. A killed run's record is marked failed first."""
     try:
-        status = files.read_record().get("status", "")
+        record = files.read_record()
     except (OSError, ValueError):
-        return ""
-    return status if isinstance(status, str) else ""
+        return "", None
+    status, owner = record.get("status", ""), record.get("owner")
+    status = status if isinstance(status, str) else ""
+    return status, (owner if status == Status.RUNNING and isinstance(owner, dict) else None)
 

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from PIL import Image
@@ -30,13 +31,13 @@ from ..request import Request
 from .files import RunFiles, claim_files, write_atomically
 from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
 from .owner import this_process
+from .record import APP, RunRecord, StepCacheUse
 from .same_file import check_output_apart, request_inputs
 
 if TYPE_CHECKING:  # origins hold tensors; the run reads them only through their methods
     from ..engine.beginning import Origin
 
 log = logging.getLogger(__name__)
-APP = "FramePack desktop"
 
 
 class Run:
@@ -55,7 +56,7 @@ class Run:
         """The run `files` belong to, made on under its own name (starts/resume.py): a first record written."""
         run = cls(request, files, origin)
         with _disk_refusal(files.folder):
-            files.write_record(run.record())
+            files.write_record(run.record().to_json())
         return run
 
     @classmethod
@@ -79,7 +80,7 @@ class Run:
             try:
                 run = cls(request, files, origin)
                 run._write_inputs()
-                files.write_record(run.record())
+                files.write_record(run.record().to_json())
             except OSError:
                 for path in _start_files(files, request):
                     if path not in kept:  # what an earlier run at an exact --output had stays as it was
@@ -109,7 +110,7 @@ class Run:
     def refuse(self, message: str) -> None:
         """The run will not be made (e.g. another is going): its record says why."""
         self.outcome = Failed(message)
-        self.files.write_record(self.record())
+        self.files.write_record(self.record().to_json())
 
     def discard(self, message: str) -> None:
         """The run will not be made and never started: a new run's files (what `start` wrote) are removed, so
@@ -172,7 +173,7 @@ class Run:
         if isinstance(outcome, Failed) and never_started:
             self.discard(outcome.message)  # nothing made and nothing to resume: no failed run in the outputs
         else:
-            self.files.try_write_record(self.record())  # a full disk must not hide the outcome's message
+            self.files.try_write_record(self.record().to_json())  # a full disk must not hide the outcome's message
         emit(outcome)
         return outcome
 
@@ -180,41 +181,19 @@ class Run:
         """What the MP4's metadata keeps: everything that made the video, so it can be made again."""
         return {"app": APP} | self.request.settings()
 
-    def record(self) -> dict:
+    def record(self) -> RunRecord:
         """The run's record: settings and status, as the JSON file, summaries and the API give it."""
-        request, files, outcome = self.request, self.files, self.outcome
-        record = {"app": APP, "created": self.created, "model": request.model, "input": files.picture.name,
-                  "input_name": request.image_name,
-                  "end_frame": files.end_picture.name if request.end_image is not None else None,
-                  "keyframe_pictures": [files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)],
-                  "video": files.video.name, "settings": request.settings(), "status": Status.RUNNING}
-        record |= self.origin.described()  # the video it extends, branches or bridges
-        if self.origin.restarts():  # a run killed before its first latents starts over from it
-            record["continues"] = self.origin.restarts()
-        if outcome is None:  # who makes it: a record whose process is gone is marked when next read
-            record["owner"] = this_process()
-        if isinstance(outcome, Failed):
-            partial = outcome.partial_video.name if outcome.partial_video else None
-            record |= {"status": Status.FAILED, "error": outcome.message, "video": None, "partial_video": partial}
-        elif isinstance(outcome, Finished):
-            total = outcome.blocks_computed + outcome.blocks_skipped
-            cache = {"enabled": bool(outcome.step_cache)}
-            if outcome.step_cache:
-                cache |= {"method": outcome.step_cache, "threshold": request.speed.cache_threshold,
-                          "blocks_computed": outcome.blocks_computed, "blocks_skipped": outcome.blocks_skipped,
-                          "speedup": round(total / outcome.blocks_computed, 3) if outcome.blocks_computed else None}
-            record |= {"status": Status.STOPPED if outcome.stopped else Status.FINISHED,
-                       "video": files.video.name if outcome.video else None,
-                       "frames": outcome.frames, "fps": outcome.fps, "sections": outcome.sections,
-                       "width": outcome.width, "height": outcome.height, "seed": outcome.seed,
-                       "seconds_elapsed": round(outcome.seconds_elapsed, 3), "stopped": outcome.stopped,
-                       # what was used (the settings say what was requested): request.USED's names
-                       "attention_used": outcome.attention, "vae_tiling_used": outcome.vae_tiling,
-                       "fp8_used": outcome.fp8,
-                       "step_cache": cache}
-        if self.finishing:
-            record["finishing"] = self.finishing
-        return record | {"stages": self.stages}
+        request, files, outcome, origin = self.request, self.files, self.outcome, self.origin
+        ended = _ended_fields(outcome, files, request)
+        return RunRecord(**dict(
+            created=self.created, model=request.model, input=files.picture.name, input_name=request.image_name,
+            end_frame=files.end_picture.name if request.end_image is not None else None,
+            keyframe_pictures=tuple(files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)),
+            video=files.video.name, settings=request.settings(), status=Status.RUNNING,
+            # The video it extends, branches or bridges; and, killed before its first latents, how it starts over.
+            **RunRecord.start_fields(origin.described(), origin.restarts()),
+            owner=this_process() if outcome is None else None,  # a record whose process is gone is marked when read
+            finishing=tuple(self.finishing), stages=tuple(self.stages)) | ended)
 
     def _tags(self, used: dict) -> dict[str, str]:
         """The MP4's tags: the settings, and what the run used (request.remake_fields reads them back)."""
@@ -255,6 +234,28 @@ def _sampling(meter, emit: Callable[[Event], None]) -> Callable[[Event], None]:
         emit(event)
 
     return sampled
+
+
+def _ended_fields(outcome: Finished | Failed | None, files: RunFiles, request: Request) -> dict:
+    """The record's fields that the outcome sets ({} while the run goes): a failed run's message and the video so
+    far; a finished or stopped one's what it made and what it used (the settings say what was asked for)."""
+    if isinstance(outcome, Failed):
+        partial = outcome.partial_video.name if outcome.partial_video else None
+        return dict(status=Status.FAILED, error=outcome.message, video=None, partial_video=partial)
+    if not isinstance(outcome, Finished):
+        return {}
+    cache = StepCacheUse(enabled=bool(outcome.step_cache))
+    if outcome.step_cache:
+        computed, skipped = outcome.blocks_computed, outcome.blocks_skipped
+        cache = replace(cache, method=outcome.step_cache, threshold=request.speed.cache_threshold,
+                        blocks_computed=computed, blocks_skipped=skipped,
+                        speedup=round((computed + skipped) / computed, 3) if computed else None)
+    return dict(status=Status.STOPPED if outcome.stopped else Status.FINISHED,
+                video=files.video.name if outcome.video else None, frames=outcome.frames, fps=outcome.fps,
+                sections=outcome.sections, width=outcome.width, height=outcome.height, seed=outcome.seed,
+                seconds_elapsed=round(outcome.seconds_elapsed, 3),
+                stopped=outcome.stopped, attention_used=outcome.attention, vae_tiling_used=outcome.vae_tiling,
+                fp8_used=outcome.fp8, step_cache=cache)
 
 
 def _start_files(files: RunFiles, request: Request) -> list:

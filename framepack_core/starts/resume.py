@@ -22,9 +22,9 @@ from ..engine.beginning import Beginning, Origin
 from ..events import Status
 from ..media.latents import SavedLatents, load_latents
 from ..media.video_files import VideoFacts
-from ..run.files import RunFiles, files_of, remove_dead_scratch
+from ..run.files import RunFiles, files_of, remove_dead_scratch, status_and_owner
 from ..run.owner import owner_alive, owner_words
-from ..run.record_shape import record_problem
+from ..run.record import RunRecord
 from .kinds import recalled
 
 
@@ -72,15 +72,15 @@ def resume_parts(path) -> tuple:
     """(request, origin, files) of the run that `path` belongs to, resumed from its last saved section, or
     made again from its start when it saved none. ValueError (one sentence) when there is nothing to resume."""
     files = files_of(Path(path))
-    record = _record(files)
-    status = check_resumable(files, record)  # also clears the folder's scratch files of ended runs
+    status = check_resumable(files)  # also clears the folder's scratch files of ended runs
     if not files.latents.exists():  # ended before its first section was saved: made again from the start
-        if record_problem(record) is not None or not isinstance(record.get("settings"), dict):
+        record = _record(files)
+        if record is None:
             raise ValueError(f"Nothing to resume for {files.name!r} in {str(files.folder)!r}: there is no record of "
                              "its settings and no saved latents.")
         finished = status == Status.FINISHED
-        request = _remade(files, record["settings"], bool(record.get("end_frame")), finished, "make it again")
-        continues = record.get("continues")
+        request = _remade(files, record.settings, bool(record.end_frame), finished, "make it again")
+        continues = record.continues
         return request, recalled(continues if isinstance(continues, dict) else {}), files  # as it first started
     saved = load_latents(files.latents)
     finished = saved.complete and status == Status.FINISHED
@@ -88,14 +88,15 @@ def resume_parts(path) -> tuple:
     return request, ResumedRun(saved, recalled(saved.extends)), files
 
 
-def check_resumable(files: RunFiles, record: dict) -> str:
-    """The run's status as its record says. ValueError when another process is still making it. Clears the
-    scratch files of ended runs in its folder (a killed run's record is marked failed as it is read)."""
-    owner = record.get("owner") or {}
-    if record.get("status") == Status.RUNNING and owner_alive(owner) and owner.get("pid") != os.getpid():
+def check_resumable(files: RunFiles) -> str:
+    """The run's status as its record says. ValueError when another process is still making it (any record that
+    names a live owner, even one this version cannot otherwise read). Clears the scratch files of ended runs in its
+    folder (a killed run's record is marked failed as it is read)."""
+    status, owner = status_and_owner(files)
+    if owner is not None and owner_alive(owner) and owner.get("pid") != os.getpid():
         raise ValueError(f"{files.name!r} is still being made ({owner_words(owner)}); stop it there first.")
     remove_dead_scratch(files.folder)
-    return record.get("status", "")
+    return status
 
 
 def _remade(files: RunFiles, settings: dict, has_end: bool, finished: bool, why: str):
@@ -114,8 +115,9 @@ def _remade(files: RunFiles, settings: dict, has_end: bool, finished: bool, why:
     return request.validated()
 
 
-def _record(files: RunFiles) -> dict:
+def _record(files: RunFiles) -> RunRecord | None:
+    """The run's record; None when there is none this version can read."""
     try:
-        return files.read_record()
+        return RunRecord.from_json(files.read_record())
     except (OSError, ValueError):
-        return {}
+        return None

@@ -113,7 +113,7 @@ def test_rife_interpolate_x2_keeps_the_source_frames(tmp_path):
         expected = (net(as_input(source[i]), as_input(source[i + 1]), 0.5)[0, :, :96, :160] * 255).round()
         made = torch.from_numpy(frames[2 * i + 1].copy()).permute(2, 0, 1).float()
         assert (made - expected).abs().mean() < 3 < np.abs(frames[2 * i + 1].astype(int) - source[i]).mean()
-    assert run.record()["applied"]["method"] == "rife"
+    assert run.record().applied["method"] == "rife"
 
 
 def test_rife_file_with_a_missing_layer_is_refused(tmp_path):
@@ -128,7 +128,7 @@ def test_without_rife_weights_minterpolate_is_the_fallback(place):
     run, outcome, _ = finish(FinishRequest("interpolate", clip, 4, folder=tmp / "out", rife_folder=tmp / "none"))
     meta, frames = mp4_info(outcome.video)
     assert (meta["fps"], frames.shape[0]) == (120.0, 33)
-    assert run.record()["applied"]["method"] == "ffmpeg minterpolate"
+    assert run.record().applied["method"] == "ffmpeg minterpolate"
 
 
 def test_stopped_run_resumes_to_the_same_bytes(place):

@@ -98,13 +98,14 @@ def test_a_runs_record_gives_every_stage_with_the_peaks_the_device_counted(pictu
 
 
 def test_the_pages_summary_shows_what_each_stage_cost():
+    from framepack_core.run.record import RunRecord
     from ui.handlers import summary_markdown
 
     stage = dict(stage="sampling", section=1, seconds=2.5, vram_peak_allocated=3 * 2**30, vram_peak_reserved=None,
                  bytes_streamed=512 * 2**20, rss_anon_peak=2**30 + 2**29, pinned_bytes=None, planned_bytes=2**30)
-    summary = summary_markdown({"model": "tiny", "status": "finished", "stages": [stage],
-                                "settings": dict(seed=9, seconds=1, steps=4, gs=10, mode="inverted", resolution=128,
-                                                 crf=16)})
+    summary = summary_markdown(RunRecord(model="tiny", status="finished", stages=(stage,),
+                                         settings=dict(seed=9, seconds=1, steps=4, gs=10, mode="inverted",
+                                                       resolution=128, crf=16)))
     lines = summary.splitlines()
     # A column no stage has a figure for (pinned, here) is left out rather than shown as dashes.
     assert "| stage | seconds | VRAM peak | streamed | RAM peak | planned |" in lines

@@ -42,7 +42,7 @@ def _killed_before_its_first_section(run: Run) -> None:
     owner = {"pid": child.pid, "started": round(psutil.Process(child.pid).create_time(), 3),
              "host": this_process()["host"]}
     child.wait()
-    run.files.write_record(run.record() | {"owner": owner})
+    run.files.write_record(run.record().to_json() | {"owner": owner})
     assert not run.files.latents.exists() and run.files.picture.exists()
 
 

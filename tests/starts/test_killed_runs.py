@@ -131,7 +131,7 @@ def test_a_restarted_page_resumes_the_run_killed_before_it(tiny_models, picture,
 
     run = begin(FromPicture(tiny_request(picture, steps=1, window=3, folder=tmp_path)))  # then killed while loading
     files = run.files
-    files.write_record(run.record() | {"owner": _dead_owner()})
+    files.write_record(run.record().to_json() | {"owner": _dead_owner()})
     handlers = Handlers(Worker(session=fixed_session(tiny_models)), ServerSettings("tiny", 128, tmp_path))
     # The Generate tab's Resume is only for its own page's runs: a run from before the restart is not this
     # page's, so it says where to go; the Outputs tab's Resume takes the killed run by name.

@@ -33,10 +33,10 @@ def test_stop_resume_then_extend_on_the_page(tiny_models, picture, tmp_path):
         if update.video not in (None, KEEP) and not stopped:  # the first section is done: press Stop
             handlers.stop()
             stopped = True
-    assert handlers.last_run.record()["status"] == "stopped"
+    assert handlers.last_run.record().status == "stopped"
     resumed = last(handlers.page_resume())
     record = handlers.last_run.record()
-    assert record["status"] == "finished" and record["frames"] == 73 and resumed.download
+    assert record.status == "finished" and record.frames == 73 and resumed.download
     extended = last(handlers.page_extend(None, 1.2, "it floats on"))
     frames = mp4_info(extended.download)[1]
     assert frames.shape[0] == 73 + 36 and np.array_equal(frames[:73], mp4_info(resumed.download)[1])

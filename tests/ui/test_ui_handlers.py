@@ -8,6 +8,7 @@ from PIL import Image
 from framepack_core.events import Finished, Notice, Stage, Step
 from framepack_core.method.buckets import nearest_bucket
 from framepack_core.run.files import claim_files
+from framepack_core.run.record import RunRecord
 from tests.support.helpers import ScriptedEngine, cpu_session
 from ui.handlers import FORM_FIELDS, KEEP, Handlers, ServerSettings, contact_sheet, summary_markdown
 from ui.progress import RunProgress, clock_text
@@ -144,8 +145,8 @@ def test_contact_sheet_and_names():
     assert sheet.shape == (5, 7, 3)
     assert (sheet[3:5, 4:7] == strip[:, 9:12]).all() and (sheet[2] == 255).all()
     assert contact_sheet(strip, 5) is strip  # not divisible: left as it is
-    summary = summary_markdown({"model": "tiny", "settings": dict(seed=9, seconds=1, steps=4, gs=10, mode="inverted",
-                                                                  resolution=128, crf=16), "status": "running"})
+    summary = summary_markdown(RunRecord(model="tiny", settings=dict(seed=9, seconds=1, steps=4, gs=10, mode="inverted",
+                                                                     resolution=128, crf=16), status="running"))
     assert summary.startswith("**Seed 9**")
 
 

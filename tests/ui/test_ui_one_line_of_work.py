@@ -65,12 +65,12 @@ def test_resume_on_the_generate_tab_is_the_pages_own_run(tmp_path, picture):
                 handlers.stop()
                 gate.set()
         stopped = handlers.page_last("A")
-        assert stopped.record()["status"] == "stopped"
+        assert stopped.record().status == "stopped"
         # Page B made nothing: its Resume does not take page A's run, and writes nothing.
         before = sorted(p.name for p in tmp_path.iterdir())
         other = list(handlers.page_resume(page="B"))
         assert len(other) == 1 and "no stopped or failed run of this page" in other[0].refused
-        assert sorted(p.name for p in tmp_path.iterdir()) == before and stopped.record()["status"] == "stopped"
+        assert sorted(p.name for p in tmp_path.iterdir()) == before and stopped.record().status == "stopped"
         engine.hold_after_section = False
         final = list(handlers.page_resume(page="A"))[-1]
         assert handlers.page_last("A").files == stopped.files and final.download == str(stopped.files.video)

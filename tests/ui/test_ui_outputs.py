@@ -225,7 +225,7 @@ def test_a_bad_branch_time_is_one_sentence_and_writes_nothing(outputs, tiny_mode
     record = tab.find(name).record
     before = _files(tab.folder)
     # The start, the end and past it.
-    for at in (0.0, record["frames"] / record["fps"], 9.0):
+    for at in (0.0, record.frames / record.fps, 9.0):
         with pytest.raises(ValueError) as refused:  # the run path's own sentence, which the page must show
             begin(Extend(tab.folder / f"{name}.mp4", 1.0, folder=tab.folder, from_seconds=at))
         update = list(tab.branch(name, at, 1, ""))[-1]

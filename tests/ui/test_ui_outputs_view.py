@@ -5,6 +5,7 @@ from PIL import Image
 
 from framepack_core.media.video import write_mp4
 from framepack_core.run.files import RunFiles
+from framepack_core.run.record import RunRecord
 from framepack_core.settings import SETTINGS
 from tests.support.mp4info import mp4_info
 from ui.outputs import OutputRun
@@ -18,7 +19,7 @@ def _run(folder, name, frames, **record):
         write_mp4(frames, files.video)
     base = {"app": "FramePack desktop", "created": "2026-12-06T05:16:50", "status": "finished", "fps": 30,
             "frames": None if frames is None else len(frames), "settings": {"prompt": "a kite rises", "seed": 7}}
-    return OutputRun(files, base | record)
+    return OutputRun(files, RunRecord.from_json(base | record))
 
 
 def test_the_thumbnail_is_the_middle_frame_of_the_runs_own_video(tmp_path):
@@ -39,9 +40,10 @@ def test_a_run_reads_as_its_prompt_time_and_where_it_came_from(tmp_path):
     run = _run(tmp_path, "20261206-051650_7", None, settings={"prompt": "  a kite\nrises over the hills " * 4,
                                                                  "seed": 7, "step_cache": True, "loras": []})
     assert title(run) == "a kite rises over the hills a kite rises ov… · 12-06 05:16"
-    assert lineage({"branches": "a.mp4", "from_seconds": 1.2}) == "branch of a at 1.2 s"
-    assert lineage({"bridges": ["a.mp4", "b.mp4"]}) == "bridges a → b"
-    assert lineage({"extends": "a.mp4"}) == "extends a" and lineage({}) == ""
+    picture = dict(settings={}, status="finished")
+    assert lineage(RunRecord(**picture, branches="a.mp4", from_seconds=1.2)) == "branch of a at 1.2 s"
+    assert lineage(RunRecord(**picture, bridges=("a.mp4", "b.mp4"))) == "bridges a → b"
+    assert lineage(RunRecord(**picture, extends="a.mp4")) == "extends a" and lineage(RunRecord(**picture)) == ""
     table = settings_table(run.record)
     assert table.splitlines()[:2] == ["| setting | value |", "|---|---|"]
     assert "| Seed | 7 |" in table and f"| {SETTINGS['step_cache'].widget.label} | on |" in table
