@@ -163,6 +163,8 @@ class Request:
     # What follows from the rest (the prompt's timeline, the LoRA files' digests, the keyframes' sections),
     # worked out once as the request is validated: the record keeps it (Scope.RECORD), the run reads it.
     derived: dict = field(default_factory=dict, repr=False, compare=False)
+    # The picture files it was given (before validation opens them): an exact --output never writes over them.
+    picture_files: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_fields(cls, **values) -> Request:
@@ -206,7 +208,8 @@ class Request:
         end_image = None if self.end_image is None else _open_picture("end frame", self.end_image)
         name = self.image_name or (Path(self.image).name if isinstance(self.image, (str, Path)) else "<picture>")
         return replace(self, image=image, end_image=end_image, image_name=name, method=method, output=output,
-                       speed=speed, keyframes=keyframes, derived=_derived(method, keyframes, spans))
+                       speed=speed, keyframes=keyframes, derived=_derived(method, keyframes, spans),
+                       picture_files=_picture_files(self))
 
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
@@ -228,6 +231,14 @@ def _derived(method: MethodSettings, keyframes: tuple, spans: list) -> dict:
     sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
                                  section_count(method.seconds, method.window), method.window)
     return {"prompt_spans": spans, "lora_files": files, "keyframe_sections": sections}
+
+
+def _picture_files(request: Request) -> tuple[Path, ...]:
+    """The files among a request's pictures as it was given them (a picture in memory has none)."""
+    keys = [item.get("picture") if isinstance(item, dict) else
+            str(item).rpartition("@")[0] if isinstance(item, (str, Path)) else
+            item[0] if isinstance(item, (tuple, list)) and item else None for item in request.keyframes or ()]
+    return tuple(Path(p) for p in (request.image, request.end_image, *keys) if isinstance(p, (str, Path)))
 
 
 def _keyframes(keyframes, method: MethodSettings, end_frame: bool) -> tuple:

@@ -10,29 +10,26 @@ settings and status is built here, once, for the JSON file, the MP4's metadata a
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
 import time
 import traceback
-from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
-from PIL import Image
 
 from ..events import Event, Failed, Finished, StageName, Status
-from ..failures import Cancelled, ModelsUnavailableError, disk_message, user_message
-from ..media.pictures import crop_to_bucket, resize_and_center_crop
+from ..failures import Cancelled, ModelsUnavailableError, user_message
 from ..media.video_files import stream_frames
 from ..settings import FPS
 from ..request import Request
-from .files import RunFiles, claim_files, write_atomically
+from .files import RunFiles
+from .first_files import claimed, disk_refusal, write_first
 from .mp4_tags import PROMPT_CHARS, TITLE_CHARS, mp4_tags  # noqa: F401  (the MP4's tags; named here before)
 from .owner import this_process
 from .record import APP, RunRecord, StepCacheUse
-from .same_file import check_output_apart, request_inputs
+from .same_file import check_output_apart
 
 if TYPE_CHECKING:  # origins hold tensors; the run reads them only through their methods
     from ..engine.beginning import Origin
@@ -55,54 +52,24 @@ class Run:
     def again(cls, request: Request, files: RunFiles, origin: Origin) -> Run:
         """The run `files` belong to, made on under its own name (starts/resume.py): a first record written."""
         run = cls(request, files, origin)
-        with _disk_refusal(files.folder):
+        with disk_refusal(files.folder):
             files.write_record(run.record().to_json())
         return run
 
     @classmethod
     def start(cls, request: Request, origin: Origin) -> Run:
-        """Validate, claim the names, and write the cropped picture and a first record (a crash keeps them).
-
-        Raises ValueError, with one sentence for the user, before anything is written.
-        """
-        check_output_apart(request.output.path, request_inputs(request, origin), len(request.keyframes or ()))
-        request = request.validated()
-        _check_writable(request.output.folder)
+        """A new run of a validated request (a kind of start made it: starts/): its names claimed, its pictures
+        as the model sees them and a first record written (a crash keeps them). ValueError, one sentence for
+        the user, before anything is written."""
+        check_output_apart(request.output.path, [*origin.reads(), *request.picture_files], len(request.keyframes))
         if request.output.upscale > 1 or request.output.interpolate > 1:
             from ..finishing.after_run import check
 
             check(request)  # an upscaler that is nowhere: refused before anything is written
-        # Nothing is made yet, so a full disk here leaves nothing to resume: what was written is removed again.
-        exact = request.output.path
-        kept = [p for p in _start_files(RunFiles(exact.parent, exact.stem), request) if p.exists()] if exact else []
-        with _disk_refusal(request.output.folder, begun=False):
-            files = claim_files(request.output.folder, request.method.seed, exact)
-            try:
-                run = cls(request, files, origin)
-                run._write_inputs()
-                files.write_record(run.record().to_json())
-            except OSError:
-                for path in _start_files(files, request):
-                    if path not in kept:  # what an earlier run at an exact --output had stays as it was
-                        with suppress(OSError):
-                            path.unlink(missing_ok=True)
-                raise
+        with claimed(request) as files:
+            run = cls(request, files, origin)
+            write_first(files, request, run.record().to_json())
         return run
-
-    def _write_inputs(self) -> None:
-        """The pictures as the model sees them, each written whole or not at all."""
-        request, files = self.request, self.files
-        pixels = crop_to_bucket(request.image, request.method.resolution)
-        height, width = pixels.shape[:2]  # every picture at the start picture's size, as the model sees it
-        pictures = [(files.picture, pixels)]
-        if request.end_image is not None:
-            pictures.append((files.end_picture, resize_and_center_crop(request.end_image, width, height)))
-        for number, (picture, _, _) in enumerate(request.keyframes, 1):
-            pictures.append((files.keyframe(number), resize_and_center_crop(picture, width, height)))
-        for path, array in pictures:
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="PNG")
-            write_atomically(path, buffer.getvalue())
 
     def stop(self) -> None:
         self.cancel.set()
@@ -256,34 +223,3 @@ def _ended_fields(outcome: Finished | Failed | None, files: RunFiles, request: R
                 seconds_elapsed=round(outcome.seconds_elapsed, 3),
                 stopped=outcome.stopped, attention_used=outcome.attention, vae_tiling_used=outcome.vae_tiling,
                 fp8_used=outcome.fp8, step_cache=cache)
-
-
-def _start_files(files: RunFiles, request: Request) -> list:
-    """What Run.start writes: the record and the pictures."""
-    return [files.record, files.picture, files.end_picture,
-            *(files.keyframe(n) for n in range(1, len(request.keyframes) + 1))]
-
-
-@contextmanager
-def _disk_refusal(folder, begun: bool = True):
-    """A full disk or a read-only folder before the run begins: one sentence (ValueError), like bad input.
-    `begun`: whether there is a run to resume once there is room (else it is started again)."""
-    try:
-        yield
-    except OSError as error:
-        message = disk_message(error, folder, begun)
-        if message is None:
-            raise
-        raise ValueError(message) from error
-
-
-def _check_writable(folder) -> None:
-    """Refuse an output folder we could not write, before any model is loaded."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"The output folder {str(folder)!r} lies inside {str(parent)!r}, which is a file.")
-            if not os.access(parent, os.W_OK):
-                raise ValueError(f"The folder {str(parent)!r} is not writable.")
-            return
-

@@ -45,11 +45,3 @@ def check_output_apart(output, inputs, keyframes: int = 0) -> None:
         if any(same_file(kept, new) for kept in read_by(Path(source)) if kept.exists() for new in written):
             raise ValueError(f"The output {output.name} would write over {Path(source).name} or the files beside it "
                              "(its record, picture, latents); give another --output, inputs are never written to.")
-
-
-def request_inputs(request, origin) -> list:
-    """The files a request (not yet validated) and its origin read: its pictures, the videos it continues."""
-    keys = [item.get("picture") if isinstance(item, dict) else
-            str(item).rpartition("@")[0] if isinstance(item, (str, Path)) else
-            item[0] if isinstance(item, (tuple, list)) and item else None for item in request.keyframes or ()]
-    return [*origin.reads(), request.image, request.end_image, *keys]

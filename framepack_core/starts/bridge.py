@@ -70,7 +70,7 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     settings |= {"seconds": length, "mode": SamplingMode.INVERTED,
                  "prompt": continued_prompt_of(clip, given, a.frames, length, window)}
     request = Request.from_fields(image=Image.fromarray(last_frames(clip.path, 1)[0]), image_name=Path(first).name,
-                                  **settings)
+                                  **settings).validated()
     second = Path(second).resolve()
     return request, BridgedClips(Clip(clip.path, a, clip.saved, source_digest(clip.path)),
                                  Clip(second, b, into, source_digest(second)))

@@ -83,7 +83,7 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     files = files_of(Path(path))
     image = files.picture if source.saved and files.picture.exists() else first_frame(Path(path))
     request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
-                                  image_name=Path(path).name, **settings)
+                                  image_name=Path(path).name, **settings).validated()
     return request, ExtendedVideo(source.path, facts, source.saved, part.frames, cut, source_digest(source.path))
 
 

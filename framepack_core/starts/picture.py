@@ -18,11 +18,11 @@ from ..request import Request
 
 @dataclass(frozen=True)
 class FromPicture:
-    """The start a front end builds for a new video: its validated-on-start request."""
+    """The start a front end builds for a new video: its request, as the front end read it."""
     request: Request
 
     def parts(self):
-        return self.request, PictureOrigin(), None
+        return self.request.validated(), PictureOrigin(), None
 
 
 class PictureOrigin(Origin):
