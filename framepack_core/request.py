@@ -16,8 +16,6 @@ only when LoRAs are asked for, diffusers (each file is checked against the trans
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -32,11 +30,10 @@ from .settings import (
     Part,
     SamplingMode,
     Scope,
-    Setting,
-    SettingKind,
     canonical_name,
     settings_of,
 )
+from .setting_values import check_number, check_value, job_fields
 
 Picture = str | Path | Image.Image
 
@@ -44,38 +41,6 @@ Picture = str | Path | Image.Image
 def _checked(part) -> dict:
     """Every field of a part checked against its table entry; the values as kept (whole floats as ints)."""
     return {f.name: check_value(SETTINGS[f.name], getattr(part, f.name)) for f in fields(part)}
-
-
-def check_value(setting: Setting, value):
-    """`value` as the setting keeps it; ValueError with one sentence when the table refuses it.
-    Pictures, paths and LoRAs pass through: their own checks need more than the table."""
-    if value is None and setting.optional:
-        return None
-    value = next((new for old, new in setting.legacy if _same(value, old)), value)
-    if setting.kind == SettingKind.INT:
-        value = _integer(setting.words, value, setting.low, setting.high)
-        if setting.choices and value not in setting.choices:
-            raise ValueError(f"{setting.words} must be one of {', '.join(map(str, setting.choices))}, not {value}.")
-        return value
-    if setting.kind == SettingKind.FLOAT:
-        _number(setting.words, value, setting.low, setting.high, setting.low_open)
-    elif setting.kind == SettingKind.BOOL and not isinstance(value, bool):
-        choices = "true, false or automatic" if setting.optional else "true or false"
-        raise ValueError(f"The {setting.words} option must be {choices}, not {value!r}.")
-    elif setting.kind == SettingKind.CHOICE:
-        if value not in setting.choices:
-            raise ValueError(f"{setting.words} must be one of {', '.join(setting.choices)}, not {value!r}.")
-        return next(choice for choice in setting.choices if choice == value)  # the table's own (an enum's member)
-    elif setting.kind == SettingKind.TEXT and not isinstance(value, str):
-        raise ValueError(f"The {setting.words} must be text.")
-    return value
-
-
-def _same(value, old) -> bool:
-    """`value` is the older value `old` (words in any case: a CSV cell may say TRUE)."""
-    if isinstance(value, str) and isinstance(old, str):
-        return value.lower() == old
-    return type(value) is type(old) and value == old
 
 
 @dataclass(frozen=True)
@@ -191,12 +156,10 @@ class Request:
 
     def validated(self) -> Request:
         """A copy with defaults resolved and pictures opened; raises ValueError on the first bad value."""
+        picture_files = _picture_files(self)
         if self.model not in MODEL_SETS:
             raise ValueError(f"Unknown model set {self.model!r}; choose one of {', '.join(MODEL_SETS)}.")
         method = self.method.validated(self.model)
-        from .method.prompts import parse_prompt, timeline  # torch (the schedule's arithmetic): only validating
-
-        spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))  # the prompt's times checked
         if self.end_image is not None and method.mode != SamplingMode.INVERTED:
             raise ValueError("An end frame needs inverted sampling; forward (F1) sampling cannot aim at one.")
         if self.end_image is not None and method.loop:
@@ -208,21 +171,25 @@ class Request:
         end_image = None if self.end_image is None else _open_picture("end frame", self.end_image)
         name = self.image_name or (Path(self.image).name if isinstance(self.image, (str, Path)) else "<picture>")
         return replace(self, image=image, end_image=end_image, image_name=name, method=method, output=output,
-                       speed=speed, keyframes=keyframes, derived=_derived(method, keyframes, spans),
-                       picture_files=_picture_files(self))
+                       speed=speed, keyframes=keyframes, picture_files=picture_files,
+                       derived=_derived(method, keyframes))
 
     def settings(self) -> dict:
         """Everything that makes the video, as flat JSON values: what records and MP4 metadata keep,
         and what `from_fields` takes back (pictures by name only)."""
         parts = {Part.TOP: self, Part.METHOD: self.method, Part.OUTPUT: self.output, Part.SPEED: self.speed}
-        out = {s.name: getattr(parts[s.part], s.name) for s in settings_of(scope=Scope.JOB)}
+        out = {s.name: getattr(parts[s.part], s.name) for s in _JOB_SETTINGS}
         keyframes = [{"seconds": seconds, "weight": weight} for _, seconds, weight in self.keyframes]
         return out | {"end_image": self.end_image is not None, "keyframes": keyframes} | self.derived
 
 
-def _derived(method: MethodSettings, keyframes: tuple, spans: list) -> dict:
-    """What follows from the validated settings, beside the prompt's timeline (`spans`)."""
+_JOB_SETTINGS = settings_of(scope=Scope.JOB)  # what a record keeps of a request, in the table's order
+
+
+def _derived(method: MethodSettings, keyframes: tuple) -> dict:
+    """What follows from the validated settings. The prompt's times are checked here (ValueError), read once."""
     from .method.keyframes import Keyframe, keyframe_timeline
+    from .method.prompts import parse_prompt, timeline  # torch (the schedule's arithmetic): only validating
     from .method.schedule import section_count
     from .models.lora_files import file_sha256
 
@@ -230,6 +197,7 @@ def _derived(method: MethodSettings, keyframes: tuple, spans: list) -> dict:
              for path, weight in method.loras]
     sections = keyframe_timeline([Keyframe(s, w) for _, s, w in keyframes],
                                  section_count(method.seconds, method.window), method.window)
+    spans = timeline(parse_prompt(method.prompt, method.seconds, method.window))
     return {"prompt_spans": spans, "lora_files": files, "keyframe_sections": sections}
 
 
@@ -255,8 +223,8 @@ def _keyframes(keyframes, method: MethodSettings, end_frame: bool) -> tuple:
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise ValueError(f"A keyframe is a picture, a time and an optional weight, not {item!r}.")
         picture, seconds, weight = (*item, 1.0)[:3]
-        _number("A keyframe's time", seconds, 0, SETTINGS["seconds"].high)
-        _number("A keyframe's weight", weight, 0, 1, low_open=True)
+        check_number("A keyframe's time", seconds, 0, SETTINGS["seconds"].high)
+        check_number("A keyframe's weight", weight, 0, 1, low_open=True)
         out.append((picture, float(seconds), float(weight)))
     out.sort(key=lambda k: k[1])
     check_keyframes([Keyframe(s, w) for _, s, w in out], section_count(method.seconds, method.window), method.window,
@@ -296,7 +264,7 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
             raise ValueError(f"A LoRA is a file and a weight, not {item!r}.")
         if not isinstance(path, (str, Path)) or not str(path).strip():
             raise ValueError(f"A LoRA must name a file, not {path!r}.")
-        _number(f"The weight of LoRA {Path(path).name}", weight, -10, 10)
+        check_number(f"The weight of LoRA {Path(path).name}", weight, -10, 10)
         from .models.lora_files import check_lora  # torch and diffusers: only when a LoRA is asked for
 
         check_lora(path, model)
@@ -310,19 +278,6 @@ def _loras(loras, model: str) -> tuple[tuple[str, float], ...]:
 # request that an earlier run's weights overrode, or `fast` that the GPU could not run.
 # {record name: setting}
 USED = {s.used: s.name for s in SETTINGS_LIST if s.used}
-
-
-def job_fields(recorded: dict) -> dict:
-    """The `Request.from_fields` names among recorded settings (older names read as today's): what a
-    resume, an extension or a remake takes back. Pictures, where the video went, what was used and what
-    follows from the rest are left out, and so is what a video from another version may carry."""
-    out = {}
-    for key, value in recorded.items():
-        name = canonical_name(key)
-        setting = SETTINGS.get(name)
-        if setting is not None and setting.scope is Scope.JOB and (key == name or name not in recorded):
-            out[name] = value
-    return out
 
 
 def remake_fields(recorded: dict) -> dict:
@@ -352,24 +307,3 @@ def _open_picture(what: str, source) -> Image.Image:
     if not isinstance(source, (str, Path, Image.Image)):
         raise ValueError(f"The {what} must be a file path or a picture.")
     return load_picture(source, what)
-
-
-def _number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        empty = value is None or (isinstance(value, str) and not value.strip())  # an empty box on the page
-        raise ValueError(f"{name} must be a number, not {'empty' if empty else repr(value)}.")
-    if value < low or value > high or (low_open and value == low):
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        raise ValueError(f"{name} must be {bound} and at most {high:g}, not {value:g}.")
-
-
-def _integer(name: str, value, low: int, high: int) -> int:
-    """The value as an int (sliders send whole floats); raises on anything else."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be a whole number, not {value!r}.")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, not {value}.")
-    return int(value)

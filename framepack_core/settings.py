@@ -131,13 +131,11 @@ class Setting:
     legacy: tuple = ()  # (older value, today's) pairs that validation reads as today's (fp8: true -> storage;
     #                     words in any case)
     used: str | None = None  # the record's and the MP4's name for the value a run actually used
+    words: str = field(init=False, repr=False, compare=False)  # what messages call it: its label, else its name
 
     def __post_init__(self):  # a kind no reader knows is refused when the table is read
         object.__setattr__(self, "kind", SettingKind(self.kind))
-
-    @property
-    def words(self) -> str:
-        return self.label or self.name.replace("_", " ")
+        object.__setattr__(self, "words", self.label or self.name.replace("_", " "))
 
     @property
     def repeats(self) -> bool:

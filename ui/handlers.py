@@ -142,7 +142,7 @@ class Handlers:
         last = self.page_last(page)
 
         def resumed() -> Start:
-            if last is None or last.record().status not in (Status.STOPPED, Status.FAILED):
+            if last is None or last.status not in (Status.STOPPED, Status.FAILED):
                 raise ValueError("There is no stopped or failed run of this page to resume; pick one in the "
                                  "Outputs tab and press Resume there.")
             return starts().Resume(last.files.record)
@@ -177,7 +177,7 @@ class Handlers:
 
     def _last_finished_video(self, page: str):
         last = self.page_last(page)
-        return last.files.video if last is not None and last.record().status == Status.FINISHED else None
+        return last.files.video if last is not None and last.status == Status.FINISHED else None
 
     def follow_start(self, make_start: Callable[[], Start], page: str = "", seed=None):
         """The run the start `make_start()` names, begun and followed: every page's button ends here. Its
@@ -191,16 +191,17 @@ class Handlers:
         except ValueError as error:
             yield refused(str(error), **({} if seed is None else {"seed": seed}))
             return
-        yield from self._follow(run, run.request.method.seed, page)
-
-    def _follow(self, run: Run, seed, page: str = ""):
-        """Submit the run to the worker and turn its events into page updates until it ends."""
         try:
             submission = self.worker.submit(run)
         except WorkerBusy as error:  # the queue took the machine since busy_refusal looked
             run.discard(str(error))
-            yield refused(str(error), seed=seed, stoppable=True)
+            yield refused(str(error), seed=run.request.method.seed, stoppable=True)
             return
+        yield from self._follow(run, submission, page)
+
+    def _follow(self, run: Run, submission, page: str = ""):
+        """The submitted run's events as page updates until it ends."""
+        seed = run.request.method.seed
         self.last_run = self._page_runs[page] = run
         progress = RunProgress()
         yield PageUpdate(progress=progress.html(), preview=None, video=None, download=None, summary="",

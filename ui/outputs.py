@@ -12,6 +12,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from glob import escape as _glob_escape
+from functools import partial
 from pathlib import Path
 
 from framepack_core.events import Status
@@ -256,28 +257,20 @@ class OutputsHandlers:
     def resume(self, name, page: str = ""):
         """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section
         (a finishing run after its last whole part)."""
-        def resumable() -> OutputRun:
+        try:
             run = self.find(name)
             self._refuse_if_live(run)
             if run.status not in RESUMABLE:
                 raise ValueError(f"{run.name} is {run.status}; only stopped, failed or killed runs can be resumed.")
-            return run
-
-        try:
-            finishing = self.find(name).finishing
-        except ValueError:
-            finishing = False
-        if finishing:
+        except ValueError as error:
+            yield refused(str(error))
+            return
+        if run.finishing:
             from .finish_page import resume_finishing
 
-            try:
-                run = resumable()
-            except ValueError as error:
-                yield refused(str(error))
-                return
             yield from resume_finishing(self.handlers, run.files.record)
             return
-        yield from self.handlers.follow_start(lambda: starts().Resume(resumable().files.record), page)
+        yield from self.handlers.follow_start(partial(starts().Resume, run.files.record), page)
 
     def extend(self, name, seconds, prompt, page: str = ""):
         """Extend pressed: the picked run's finished video, `seconds` longer (a new run)."""

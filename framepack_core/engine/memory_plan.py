@@ -38,7 +38,7 @@ from memory.device import STAGING_BYTES
 
 from ..events import StageName
 from ..models.sets import MODEL_SPECS, MODELS_DIR_ENV
-from ..request import check_value
+from ..setting_values import check_value
 from ..settings import DEFAULTS, SETTINGS
 
 LABELS = {"text_encoder": "text encoder (Llama)", "text_encoder_2": "text encoder (CLIP-L)",

@@ -71,6 +71,15 @@ class Run:
             write_first(files, request, run.record().to_json())
         return run
 
+    @property
+    def status(self) -> Status:
+        """Running until the run has an outcome; then finished, stopped or failed, as its record says."""
+        if isinstance(self.outcome, Failed):
+            return Status.FAILED
+        if isinstance(self.outcome, Finished):
+            return Status.STOPPED if self.outcome.stopped else Status.FINISHED
+        return Status.RUNNING
+
     def stop(self) -> None:
         self.cancel.set()
 

@@ -20,11 +20,12 @@ from ..engine.beginning import Beginning, Origin
 from ..media.latents import SavedLatents
 from ..media.segments import Copied
 from ..media.video_files import VideoFacts, first_frame, last_frames, probe_video
+from ..method.prompts import continued_prompt
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent, set_vae_tiling
 from ..run.same_file import same_file
 from ..settings import DEFAULTS, FPS, SETTINGS, SamplingMode
-from .continued import continued_prompt_of, own_latents, read_clip, read_source, resized, to_size, working_size
+from .continued import own_latents, prompt_clock, read_clip, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
 
@@ -49,7 +50,8 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
     (one sentence) for bad input, before anything is written."""
     from PIL import Image
 
-    from ..request import Request, check_value
+    from ..request import Request
+    from ..setting_values import check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     if same_file(first, second):  # by identity: a hard link or another spelling of one clip too
@@ -65,10 +67,13 @@ def bridge_parts(first, second, seconds: float, folder: Path | None = None, outp
                          "rate.")
     window = int(clip.settings.get("window") or DEFAULTS["window"])
     length = bridge_seconds(seconds, a.fps, window)
-    # The second clip is the end, the first the start: no end frame, loop or keyframes of their own.
-    settings = {k: v for k, v in clip.settings.items() if k not in ("end_image", "loop", "keyframes")}
-    settings |= {"seconds": length, "mode": SamplingMode.INVERTED,
-                 "prompt": continued_prompt_of(clip, given, a.frames, length, window)}
+    prompt = clip.settings.get("prompt") or ""
+    if not given.get("prompt"):  # the first clip's own timed prompts, on the bridge's timeline
+        prompt = continued_prompt(prompt, prompt_clock(clip.saved, a.frames, a.fps), length, window)
+    settings = dict(clip.settings)
+    for fixed in ("end_image", "loop", "keyframes"):  # the second clip is the end, the first the start
+        settings.pop(fixed, None)
+    settings |= {"seconds": length, "mode": SamplingMode.INVERTED, "prompt": prompt}
     request = Request.from_fields(image=Image.fromarray(last_frames(clip.path, 1)[0]), image_name=Path(first).name,
                                   **settings).validated()
     second = Path(second).resolve()

@@ -17,7 +17,6 @@ from PIL import Image
 
 from ..media.latents import SavedLatents, load_latents
 from ..media.video_files import VideoFacts, probe_video
-from ..method.prompts import continued_prompt, parse_prompt
 from ..run.files import files_of
 from ..run.mp4_tags import metadata_settings
 from ..settings import DEFAULTS, MAX_RESOLUTION, MIN_RESOLUTION, SETTINGS, SamplingMode, canonical_name
@@ -52,19 +51,6 @@ def read_clip(source: Path, what: str, from_start: bool = False, whole: bool = F
             files.latents).complete:
         raise ValueError(f"{source.name} was stopped before its end; resume it first (--resume).")
     return facts, own_latents(source, facts, from_start)
-
-
-def continued_prompt_of(source: Source, given: dict, frame: int, seconds: float, window: int,
-                        checked: bool = False) -> str:
-    """The prompt of the new part: the one given, else the source's own timed prompts from frame `frame` on,
-    on the new part's timeline. `checked`: its times are checked as counting from the new part's start (an
-    extension's), and refused in those words."""
-    prompt = source.settings.get("prompt") or ""
-    if not given.get("prompt"):
-        prompt = continued_prompt(prompt, prompt_clock(source.saved, frame, source.facts.fps), seconds, window)
-    if checked:
-        parse_prompt(prompt, seconds, window, extends=frame / source.facts.fps)
-    return prompt
 
 
 def copyable_video(source: Path, what: str):
@@ -116,7 +102,7 @@ def continued_settings(source: Path, facts, saved, overrides: dict, folder, outp
     """The settings of a run that continues `source` (an extension, a branch, a bridge from it): its own
     (from its saved latents, else its MP4's metadata), then `overrides`, and where the new MP4 goes. A
     video from elsewhere works at its own size, needs a prompt, and gets a CRF its stream can join."""
-    from ..request import job_fields
+    from ..setting_values import job_fields
 
     made_here = job_fields(saved.settings if saved else metadata_settings(source))
     settings = made_here | {canonical_name(k): v for k, v in overrides.items() if v is not None}

@@ -34,12 +34,13 @@ from ..media.latents import SavedLatents
 from ..media.pictures import crop_to_bucket
 from ..media.segments import Copied
 from ..media.video_files import VideoFacts, cut_points, first_frame, last_frames, probe_video
+from ..method.prompts import continued_prompt, parse_prompt
 from ..method.schedule import CONTEXT_FRAMES, section_count
 from ..method.sections import SavedSections, SectionSettings
 from ..models.encoders import encode_latent
 from ..run.files import files_of
 from ..settings import DEFAULTS, FPS, SETTINGS, SamplingMode
-from .continued import continued_prompt_of, own_latents, read_source, resized, to_size, working_size
+from .continued import own_latents, prompt_clock, read_source, resized, to_size, working_size
 from .source_check import source_digest, trusted_source
 
 
@@ -64,26 +65,28 @@ def extension_parts(path, seconds: float, folder: Path | None = None, output: Pa
     (`Extend.parts`). `from_seconds`: a branch, continuing from that moment instead of the end (the source's
     nearest cut point). Settings come from the source's saved latents (or its MP4 metadata, or defaults),
     then `given` (flat request fields, e.g. prompt=…, model=…, seed=…)."""
-    from PIL import Image
-
-    from ..request import Request, check_value
+    from ..request import Request
+    from ..setting_values import check_value
 
     seconds = check_value(SETTINGS["seconds"], seconds)  # the table's range, before any arithmetic on it
     branch = from_seconds is not None
     source = read_source(path, "extended", "A branch (--extend with --from)" if branch else "An extension (--extend)",
                          SamplingMode.FORWARD, given, folder, output, from_start=branch, whole=True)
-    facts = source.facts
-    cut = branch_cut(source.path, facts, from_seconds) if branch else None
-    window = int(source.settings.get("window") or DEFAULTS["window"])
+    facts, window = source.facts, int(source.settings.get("window") or DEFAULTS["window"])
     part = new_part(seconds, facts.fps, window)
-    prompt = continued_prompt_of(source, given, facts.frames if cut is None else cut, part.seconds, window, checked=True)
-    # Forward sampling continues the video: it aims at no end frame and loops to nothing.
-    settings = {k: v for k, v in source.settings.items() if k not in ("end_image", "loop")}
+    frames = branch_cut(source.path, facts, from_seconds) if branch else facts.frames  # the source's frames kept
+    prompt = source.settings.get("prompt") or ""
+    if not given.get("prompt"):  # the source's own timed prompts, on the new part's timeline
+        prompt = continued_prompt(prompt, prompt_clock(source.saved, frames, facts.fps), part.seconds, window)
+    parse_prompt(prompt, part.seconds, window, extends=frames / facts.fps)  # its times count from the new part
+    settings = dict(source.settings)
+    settings.pop("end_image", None)
+    settings.pop("loop", None)  # forward sampling continues the video: it aims at no end frame
     settings |= {"seconds": part.seconds, "mode": SamplingMode.FORWARD, "prompt": prompt}
-    files = files_of(Path(path))
-    image = files.picture if source.saved and files.picture.exists() else first_frame(Path(path))
-    request = Request.from_fields(image=image if isinstance(image, Image.Image) else Path(image),
-                                  image_name=Path(path).name, **settings).validated()
+    image = files_of(Path(path)).picture
+    image = image if source.saved and image.exists() else first_frame(Path(path))
+    request = Request.from_fields(image=image, image_name=Path(path).name, **settings).validated()
+    cut = frames if branch else None
     return request, ExtendedVideo(source.path, facts, source.saved, part.frames, cut, source_digest(source.path))
 
 

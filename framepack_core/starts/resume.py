@@ -15,7 +15,7 @@ A queued job resumes the same way, and when there is nothing usable to resume fr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.beginning import Beginning, Origin
@@ -51,15 +51,22 @@ class ResumedRun(Origin):
     """A stopped, failed or killed run, from its saved latents: only the sections it lacks are sampled."""
     saved: SavedLatents
     origin: Origin  # how the run first started (its picture, the video it extends, the clips it bridges)
+    # What the first start says of itself in the record, read once as the run resumes.
+    first_described: dict = field(init=False, repr=False, compare=False)
+    first_restarts: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "first_described", self.origin.described())
+        object.__setattr__(self, "first_restarts", self.origin.restarts())
 
     def begin(self, request, models, manager) -> Beginning:
         return self.origin.resumed(self.saved, request, models, manager)
 
     def described(self) -> dict:
-        return self.origin.described()
+        return self.first_described
 
     def restarts(self) -> dict:
-        return self.origin.restarts()
+        return self.first_restarts
 
     def reads(self) -> tuple[Path, ...]:
         return self.origin.reads()
@@ -102,7 +109,8 @@ def check_resumable(files: RunFiles) -> str:
 def _remade(files: RunFiles, settings: dict, has_end: bool, finished: bool, why: str):
     """The request that makes the run as it was asked for, under its own name: its settings, its picture,
     end frame and keyframes (kept as files beside it)."""
-    from ..request import Request, job_fields
+    from ..request import Request
+    from ..setting_values import job_fields
 
     if finished and files.video.exists():
         raise ValueError(f"{files.video.name} is finished; use --extend to make it longer.")
