@@ -31,7 +31,7 @@ JSON, these types give it a shape.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
 from typing import ClassVar
@@ -176,12 +176,11 @@ class RunRecord:
     end_frame: str | None = None  # NAME.end.png, or None without an end frame
     keyframe_pictures: tuple[str, ...] = ()  # NAME.key1.png ..., in time order
     video: str | None = None  # NAME.mp4 once there is one to show; None when it failed
-    # The start's part: where the video comes from (origins' `described` and `restarts`; empty for a picture).
-    extends: str | None = None  # the video it extends, by name
-    branches: str | None = None  # the video it branches, by name, ...
-    from_seconds: float | None = None  # ... at about this time of it
-    bridges: tuple[str, str] | None = None  # the two clips it bridges, by name
-    continues: dict | None = None  # what makes it again from the same start when killed before its first latents
+    # The start's part: where the video comes from, in its kind's own words (Origin.described: {"extends": name},
+    # {"branches": name, "from_seconds": s}, {"bridges": [a, b]}, a new kind's own; {} for a picture), and what
+    # makes it again from the same start when killed before its first latents (Origin.restarts).
+    start: dict = field(default_factory=dict)
+    continues: dict | None = None
     owner: dict | None = None  # the process making it (owner.py), only while it runs
     # Failed:
     error: str | None = None  # one sentence for the user
@@ -208,7 +207,7 @@ class RunRecord:
         out = {"app": self.app, "created": self.created, "model": self.model, "input": self.input,
                "input_name": self.input_name, "end_frame": self.end_frame,
                "keyframe_pictures": list(self.keyframe_pictures), "video": self.video, "settings": self.settings,
-               "status": self.status} | self._start_json()
+               "status": self.status} | self.start | ({"continues": self.continues} if self.continues else {})
         if self.owner is not None:
             out["owner"] = self.owner
         if self.status == Status.FAILED:
@@ -224,24 +223,28 @@ class RunRecord:
         out["stages"] = list(self.stages)
         return out | ({"interrupted": True} if self.interrupted else {})
 
-    def _start_json(self) -> dict:
-        out = {}
-        if self.extends is not None:
-            out["extends"] = self.extends
-        if self.branches is not None:
-            out |= {"branches": self.branches, "from_seconds": self.from_seconds}
-        if self.bridges is not None:
-            out["bridges"] = list(self.bridges)
-        return out | ({"continues": self.continues} if self.continues else {})
-
     @staticmethod
     def start_fields(described: dict, restarts: dict | None = None) -> dict:
-        """The start's part as fields, from what an origin says of it (origins' `described`, `restarts`) or
-        from a record's JSON: {"extends": ...} | {"branches": ..., "from_seconds": ...} | {"bridges": [a, b]}."""
-        bridges = described.get("bridges")
-        return {"extends": described.get("extends"), "branches": described.get("branches"),
-                "from_seconds": described.get("from_seconds"), "bridges": tuple(bridges) if bridges else None,
+        """The start's part as fields, from what an origin says of it (`described`, `restarts`) or from a record's
+        JSON (every key that is not one of the record's own)."""
+        return {"start": {key: value for key, value in described.items() if key not in _OWN_KEYS},
                 "continues": restarts or None}
+
+    @property
+    def extends(self) -> str | None:  # the video it extends, by name
+        return self.start.get("extends")
+
+    @property
+    def branches(self) -> str | None:  # the video it branches, by name, ...
+        return self.start.get("branches")
+
+    @property
+    def from_seconds(self) -> float | None:  # ... at about this time of it
+        return self.start.get("from_seconds")
+
+    @property
+    def bridges(self) -> tuple[str, str] | None:  # the two clips it bridges, by name
+        return tuple(self.start["bridges"]) if self.start.get("bridges") else None
 
     @property
     def continued(self) -> tuple[str, ...]:
@@ -255,7 +258,7 @@ class RunRecord:
         record this version can read."""
         _check(value, finishing=False)
         special = {"status", "keyframe_pictures", "step_cache", "finishing", "stages", "interrupted", *_USED_BEFORE,
-                   *cls.start_fields({})}
+                   "start", "continues"}
         plain = {f.name: value.get(f.name) for f in fields(cls) if f.name not in special}  # absent: None
         return cls(**plain, **_used(value), **cls.start_fields(value, value.get("continues")),
                    status=_status(value),
@@ -263,6 +266,11 @@ class RunRecord:
                    step_cache=StepCacheUse.from_json(value.get("step_cache")),
                    finishing=tuple(_list(value.get("finishing"))), stages=tuple(value.get("stages") or ()),
                    interrupted=value.get("interrupted") is True)
+
+
+# A record's own keys (today's and older names); any other key of a generation's record is its start's part.
+_OWN_KEYS = {f.name for f in fields(RunRecord)} - {"start"} | {name for names in _USED_BEFORE.values()
+                                                                 for name in names} | {"version"}
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ def test_a_run_reads_as_its_prompt_time_and_where_it_came_from(tmp_path):
                                                                  "seed": 7, "step_cache": True, "loras": []})
     assert title(run) == "a kite rises over the hills a kite rises ov… · 12-06 05:16"
     picture = dict(settings={}, status="finished")
-    assert lineage(RunRecord(**picture, branches="a.mp4", from_seconds=1.2)) == "branch of a at 1.2 s"
-    assert lineage(RunRecord(**picture, bridges=("a.mp4", "b.mp4"))) == "bridges a → b"
-    assert lineage(RunRecord(**picture, extends="a.mp4")) == "extends a" and lineage(RunRecord(**picture)) == ""
+    assert lineage(RunRecord(**picture, start={"branches": "a.mp4", "from_seconds": 1.2})) == "branch of a at 1.2 s"
+    assert lineage(RunRecord(**picture, start={"bridges": ["a.mp4", "b.mp4"]})) == "bridges a → b"
+    assert lineage(RunRecord(**picture, start={"extends": "a.mp4"})) == "extends a" and lineage(RunRecord(**picture)) == ""
     table = settings_table(run.record)
     assert table.splitlines()[:2] == ["| setting | value |", "|---|---|"]
     assert "| Seed | 7 |" in table and f"| {SETTINGS['step_cache'].widget.label} | on |" in table
