@@ -257,6 +257,10 @@ class OutputsHandlers:
     def resume(self, name, page: str = ""):
         """Resume pressed: the picked run, if it stopped, failed or was killed, from its last finished section
         (a finishing run after its last whole part)."""
+        busy = self.handlers.busy_refusal()  # the machine's state first, as every button says it
+        if busy is not None:
+            yield busy
+            return
         try:
             run = self.find(name)
             self._refuse_if_live(run)
