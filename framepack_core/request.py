@@ -7,7 +7,7 @@
 
 Their fields, defaults and bounds are the settings table's (framepack_core/settings.py): each field is
 written out here (a reader and a type checker see `request.method.seed`), its default read from the
-table, and tests/test_settings_table.py holds the two to the same names, order, types and defaults.
+table, and tests/core/test_settings_table.py holds the two to the same names, order, types and defaults.
 This module adds the checks that need more than a bound (the prompt's timeline, LoRA files, the output path).
 
 Bad values raise ValueError with one clear sentence. No torch at import: the command line builds

@@ -3,7 +3,7 @@
     store.py      JobStore: the queue in SQLite in the outputs folder, the single source of truth
     leases.py     who runs a job, for how long: leases renewed by their runner, not pids
     intake.py     jobs from forms, flags, JSON Lines / CSV files and folders (validated, pictures copied)
-    running.py    one job through the one run path (Request.from_fields -> Run.start -> run.execute)
+    running.py    one job through the one run path (a Start -> starts.begin -> run.execute)
     executor.py   work through the queue in this process
     ray_pool.py   ... or on a Ray cluster, one long-lived worker per GPU (imported only for --ray)
 

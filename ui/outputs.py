@@ -1,6 +1,6 @@
 """The Outputs tab's work, in plain Python (no gradio): the runs in the outputs folder and what to do with them.
 
-Runs are read from their JSON records every time (run_files.py names them), so videos made by
+Runs are read from their JSON records every time (run/files.py names them), so videos made by
 `generate`, the queue or another page show up as soon as their record is written. A run is named by
 its record's stem (`<date>-<time>_<seed>`); every action takes that name and acts on that run's
 files only.

@@ -6,7 +6,7 @@
     4. rebuild what is done    a resumed run's finished sections, decoded again exactly
     5. sample the sections     and after each: decode what it changed, write the video so far
 
-Models in, events out, the outcome returned; the files and the record are `run.py`'s. Memory
+Models in, events out, the outcome returned; the files and the record are `run/lifecycle.py`'s. Memory
 placement is a `manager.use(...)` around each stage, so nothing here moves weights itself.
 """
 from __future__ import annotations

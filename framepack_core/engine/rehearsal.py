@@ -3,7 +3,7 @@
 The published models are built on the meta device (models/published.py), placed by the run's own
 memory manager (memory_plan.make_manager's terms) on a MetaDevice (memory/rehearsal.py), and driven
 stage after stage in the order a run takes (generation.py): the prompt through Llama and CLIP-L,
-the picture through the VAE (untiled, as origins.py encodes) and SigLIP, each section's transformer
+the picture through the VAE (untiled, as the kinds of start encode) and SigLIP, each section's transformer
 call through the app's own denoiser (method/sections.make_denoiser) with its block streamer and
 LoRA hooks, each section's decode with the run's tiling choice (`manager.short_of_room()`). Every
 tensor has a shape, a dtype and a device and no data, so a 640 run at 13B takes seconds, and each
@@ -193,7 +193,7 @@ def _run(stages: _Stages, models, settings: SectionSettings, height: int, width:
     start = torch.zeros(1, LATENT_CHANNELS, 1, h, w)  # latents are small: real host tensors, as in a run
     with _carried(stages):
         with manager.use(models.vae):
-            set_vae_tiling(models.vae, False)  # origins.py encodes untiled
+            set_vae_tiling(models.vae, False)  # the kinds of start encode untiled (starts/)
             _host(models.vae.encode(torch.zeros(1, 3, 1, height, width, dtype=models.vae.dtype).to(meta)).latent_dist.mode())
         with manager.use(models.image_encoder):
             pixels = torch.zeros(1, 3, SIGLIP_SIZE, SIGLIP_SIZE, dtype=models.image_encoder.dtype)

@@ -1,4 +1,4 @@
-"""What a rehearsal reports (framepack_core/rehearsal.py): one row per stage, as a run's record["stages"] has
+"""What a rehearsal reports (engine/rehearsal.py): one row per stage, as a run's record["stages"] has
 them, beside the budget less the CUDA context; the fixed paths it took where values were needed; the verdict."""
 from __future__ import annotations
 

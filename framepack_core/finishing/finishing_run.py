@@ -5,7 +5,7 @@
     run.stop()                                      # from any thread: ends after the current frame
     FinishingRun.resume(path)                       # a stopped, failed or killed one, from its last whole part
 
-Its files are a run's (run_files.RunFiles): `NAME.json` (the record, with its owner while it runs, marked
+Its files are a run's (run/files.RunFiles): `NAME.json` (the record, with its owner while it runs, marked
 failed when read after its process is gone), `NAME.in-progress.mp4` (the parts so far, joined) and `NAME.mp4`,
 written only when the whole video is done. The parts live in `.NAME.parts/` until then. The source is only read.
 """

@@ -78,7 +78,7 @@ class LatentsKeeper:
 
     def __init__(self, path: Path | None, request, sections: int, start: torch.Tensor, end: torch.Tensor | None,
                  extends: dict | None = None):
-        """`extends`: where frames copied into the video come from (origins.Beginning.joins: the video
+        """`extends`: where frames copied into the video come from (engine.beginning.Beginning.joins: the video
         extended or branched, the clips bridged), so the run can be resumed and extended again."""
         self.path, self.sections, self.start, self.end = path, sections, start, end
         self.settings = request.settings()

@@ -24,7 +24,7 @@ class WorkerJob:
     device: str
     threads: int  # torch's CPU threads for this process
     request: object  # the validated Request
-    origin: object  # how the run starts (origins.py), as rank 0 has it
+    origin: object  # how the run starts (a kind of start's origin: starts/), as rank 0 has it
     config: object  # rank 0's SessionConfig; the device is the rank's own
     session_type: type  # session.Session (given, not imported: the session imports the launcher)
 

@@ -11,7 +11,7 @@
 Names are claimed by creating the record exclusively, so two runs (two processes, even) that
 start in the same second with the same seed never share one.
 
-A record that says "running" names its owner (run_owner.py); read back after that process is
+A record that says "running" names its owner (owner.py); read back after that process is
 gone, it is marked failed on the spot, so a killed run never stays "running". Scratch files a
 killed run left (`.NAME.in-progress.XXXX.segments`, `.NAME.json.partial`, ...) are removed by the
 next run or resume in that folder.

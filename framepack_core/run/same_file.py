@@ -21,7 +21,7 @@ def same_file(a, b) -> bool:
 
 
 def written_by(output: Path, keyframes: int = 0) -> list[Path]:
-    """Every file a run writing the exact MP4 `output` creates or replaces (run_files.claim_files's names)."""
+    """Every file a run writing the exact MP4 `output` creates or replaces (files.claim_files's names)."""
     files = RunFiles(output.parent, output.stem)
     return [files.video, files.in_progress, files.record, files.picture, files.end_picture, files.latents,
             *(files.keyframe(n) for n in range(1, keyframes + 1))]
