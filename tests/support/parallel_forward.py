@@ -75,6 +75,7 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
     from framepack_core.engine.session import Session
     from framepack_core.engine.session_config import SessionConfig
     from framepack_core.engine.work import Work
+    from framepack_core.starts.picture import PictureOrigin
     from memory.usage import UsageMeter
 
     torch.set_num_threads(1)
@@ -95,7 +96,7 @@ def videos(rank: int, jobs: list, folder: str, results) -> None:
 
             video = Path(folder) / f"{name}-rank{rank}.mp4"
             latents = video.with_suffix(".latents.safetensors")
-            work = Work(request, None, video, latents, mp4_tags, emit, SharedStop(stop, ranks), UsageMeter(None))
+            work = Work(request, PictureOrigin(), video, latents, mp4_tags, emit, SharedStop(stop, ranks), UsageMeter(None))
             try:
                 with parallel(models.transformer, ranks):
                     made = VideoPipeline(work, models, manager)()
