@@ -72,15 +72,16 @@ def start_from_args(args):
 def _given_settings(args) -> dict:
     """The settings flags given on the command line: they take over from a source video's own (except what
     an extension or bridge fixes: its start, length and sampling order)."""
-    from framepack_core.settings import SETTINGS_LIST
+    from framepack_core.settings import SETTINGS, SETTINGS_LIST
 
     explicit = getattr(args, "given", set())
     flags = settings_from_args(args)
     # All of them: what a continuation cannot honour it refuses (starts/continued.refuse_unhonoured), never drops.
     given = {s.name: flags[s.name] for s in SETTINGS_LIST
              if s.flag and s.dest in explicit and s.name in flags and s.name not in ("seconds", "folder", "path")}
-    if "outputs" in explicit:
-        given["folder"] = Path(args.outputs)
+    folder = SETTINGS["folder"].dest  # --outputs
+    if folder in explicit:
+        given["folder"] = Path(getattr(args, folder))
     return given
 
 
