@@ -39,7 +39,9 @@ def test_two_pages_one_queue_and_one_line_of_work(server, page):  # noqa: F811 (
     # A job from the command line, in its own process: both lists show it.
     subprocess.run([sys.executable, "app.py", "queue", "add", "--outputs", str(outputs), "--model", "tiny",
                     "--resolution", "128", "--image", str(ROOT / "examples" / "hills.jpg"), "--prompt",
-                    TERMINAL_PROMPT, "--seconds", "4", "--steps", "30"], cwd=ROOT, check=True, timeout=120)
+                    TERMINAL_PROMPT, "--seconds", "20", "--steps", "50"], cwd=ROOT, check=True, timeout=120)
+    # Long enough (17 sections) that the Stop pressed below always lands while it runs; an idle machine
+    # finished a 4 s job before it once.
     for p in (page, other):
         expect(_row(p, TERMINAL_PROMPT)).to_contain_text("queued", timeout=FEW_SECONDS)
     job = int(_row(page, TERMINAL_PROMPT).get_by_role("gridcell").first.inner_text())
