@@ -156,7 +156,7 @@ class Request:
 
     def validated(self) -> Request:
         """A copy with defaults resolved and pictures opened; raises ValueError on the first bad value."""
-        picture_files = _picture_files(self)
+        picture_files = self.picture_files or _picture_files(self)  # validated again: the files it was given
         if self.model not in MODEL_SETS:
             raise ValueError(f"Unknown model set {self.model!r}; choose one of {', '.join(MODEL_SETS)}.")
         method = self.method.validated(self.model)

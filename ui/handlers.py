@@ -158,7 +158,7 @@ class Handlers:
             if not source:
                 raise ValueError("Upload a video, or finish one here first, to extend it.")
             return starts().Extend(source, seconds, from_seconds=from_seconds, folder=self.settings.outputs,
-                          prompt=prompt or None)
+                                   prompt=prompt or None)
         yield from self.follow_start(extended, page)
 
     def page_bridge(self, first, second, seconds, prompt, page: str = ""):

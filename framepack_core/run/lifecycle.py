@@ -165,7 +165,7 @@ class Run:
             created=self.created, model=request.model, input=files.picture.name, input_name=request.image_name,
             end_frame=files.end_picture.name if request.end_image is not None else None,
             keyframe_pictures=tuple(files.keyframe(n).name for n in range(1, len(request.keyframes) + 1)),
-            video=files.video.name, settings=request.settings(), status=Status.RUNNING,
+            video=files.video.name, settings=request.settings(), status=self.status,
             # The video it extends, branches or bridges; and, killed before its first latents, how it starts over.
             **RunRecord.start_fields(origin.described(), origin.restarts()),
             owner=this_process() if outcome is None else None,  # a record whose process is gone is marked when read
@@ -217,7 +217,7 @@ def _ended_fields(outcome: Finished | Failed | None, files: RunFiles, request: R
     far; a finished or stopped one's what it made and what it used (the settings say what was asked for)."""
     if isinstance(outcome, Failed):
         partial = outcome.partial_video.name if outcome.partial_video else None
-        return dict(status=Status.FAILED, error=outcome.message, video=None, partial_video=partial)
+        return dict(error=outcome.message, video=None, partial_video=partial)
     if not isinstance(outcome, Finished):
         return {}
     cache = StepCacheUse(enabled=bool(outcome.step_cache))
@@ -226,8 +226,7 @@ def _ended_fields(outcome: Finished | Failed | None, files: RunFiles, request: R
         cache = replace(cache, method=outcome.step_cache, threshold=request.speed.cache_threshold,
                         blocks_computed=computed, blocks_skipped=skipped,
                         speedup=round((computed + skipped) / computed, 3) if computed else None)
-    return dict(status=Status.STOPPED if outcome.stopped else Status.FINISHED,
-                video=files.video.name if outcome.video else None, frames=outcome.frames, fps=outcome.fps,
+    return dict(video=files.video.name if outcome.video else None, frames=outcome.frames, fps=outcome.fps,
                 sections=outcome.sections, width=outcome.width, height=outcome.height, seed=outcome.seed,
                 seconds_elapsed=round(outcome.seconds_elapsed, 3),
                 stopped=outcome.stopped, attention_used=outcome.attention, vae_tiling_used=outcome.vae_tiling,
